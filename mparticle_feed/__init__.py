@@ -1,0 +1,165 @@
+"""mparticle_feed: rows from any SQL warehouse to mParticle's Events API.
+
+Typed wire models, a row-mapping layer, and a client that delivers batches to
+``/v2/bulkevents`` (or ``/v2/bulkevents/historical`` for events older than 28 days).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from ._enums import (
+    ApplicationOS,
+    ApplicationState,
+    ApplicationTransitionType,
+    AttAuthorizationStatus,
+    CommerceEventType,
+    CustomEventType,
+    DeviceOrientation,
+    DevicePlatform,
+    Environment,
+    EventType,
+    IdentityType,
+    LocationSource,
+    ProductActionType,
+    ProfileEventType,
+    PromotionActionType,
+    PushMessageBehavior,
+    PushMessageType,
+    SystemNotificationType,
+)
+from ._errors import (
+    ConfigurationError,
+    DeliveryError,
+    MappingError,
+    ModelError,
+    MParticleFeedError,
+    PayloadError,
+    RateLimitBudgetError,
+    RowError,
+    StateError,
+)
+from ._models import (
+    ApplicationStateTransitionEvent,
+    Batch,
+    BreadcrumbEvent,
+    CommerceEvent,
+    CrashReportEvent,
+    CustomEvent,
+    Event,
+    FirstRunEvent,
+    NetworkPerformanceEvent,
+    OptOutEvent,
+    ProfileEvent,
+    PushMessageEvent,
+    PushRegistrationEvent,
+    ScreenViewEvent,
+    SessionEndEvent,
+    SessionStartEvent,
+    UninstallEvent,
+    UserAttributeChangeEvent,
+    UserIdentityChangeEvent,
+)
+from ._models_commerce import (
+    Product,
+    ProductAction,
+    ProductImpression,
+    Promotion,
+    PromotionAction,
+    ShoppingCart,
+)
+from ._models_common import (
+    ApplicationInfo,
+    AttributionInfo,
+    ConsentPurpose,
+    ConsentState,
+    Context,
+    DataPlan,
+    DeviceCurrentState,
+    DeviceInfo,
+    EventSystemNotificationInfo,
+    Location,
+    UserIdentities,
+    UserIdentity,
+)
+from ._wire import dumps, from_dict, loads, to_dict
+
+try:
+    __version__ = version("mparticle-feed")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "ApplicationInfo",
+    "ApplicationOS",
+    "ApplicationState",
+    "ApplicationStateTransitionEvent",
+    "ApplicationTransitionType",
+    "AttAuthorizationStatus",
+    "AttributionInfo",
+    "Batch",
+    "BreadcrumbEvent",
+    "CommerceEvent",
+    "CommerceEventType",
+    "ConfigurationError",
+    "ConsentPurpose",
+    "ConsentState",
+    "Context",
+    "CrashReportEvent",
+    "CustomEvent",
+    "CustomEventType",
+    "DataPlan",
+    "DeliveryError",
+    "DeviceCurrentState",
+    "DeviceInfo",
+    "DeviceOrientation",
+    "DevicePlatform",
+    "Environment",
+    "Event",
+    "EventSystemNotificationInfo",
+    "EventType",
+    "FirstRunEvent",
+    "IdentityType",
+    "Location",
+    "LocationSource",
+    "MParticleFeedError",
+    "MappingError",
+    "ModelError",
+    "NetworkPerformanceEvent",
+    "OptOutEvent",
+    "PayloadError",
+    "Product",
+    "ProductAction",
+    "ProductActionType",
+    "ProductImpression",
+    "ProfileEvent",
+    "ProfileEventType",
+    "Promotion",
+    "PromotionAction",
+    "PromotionActionType",
+    "PushMessageBehavior",
+    "PushMessageEvent",
+    "PushMessageType",
+    "PushRegistrationEvent",
+    "RateLimitBudgetError",
+    "RowError",
+    "ScreenViewEvent",
+    "SessionEndEvent",
+    "SessionStartEvent",
+    "ShoppingCart",
+    "StateError",
+    "SystemNotificationType",
+    "UninstallEvent",
+    "UserAttributeChangeEvent",
+    "UserIdentities",
+    "UserIdentity",
+    "UserIdentityChangeEvent",
+    "__version__",
+    "dumps",
+    "from_dict",
+    "loads",
+    "to_dict",
+]

@@ -1,0 +1,108 @@
+"""The exceptions mparticle_feed raises.
+
+Every one of them derives from :class:`MParticleFeedError`::
+
+    MParticleFeedError
+    ├── ModelError (ValueError)          a model was built with values mParticle would refuse
+    ├── PayloadError (ValueError)        loads/from_dict found problems; .problems lists them by JSON path
+    ├── MappingError                     a mapping definition is wrong (raised when it is built or loaded)
+    ├── RowError (ValueError)            one row could not be mapped (strict mode); names row and field
+    ├── ConfigurationError               bad settings or credentials (HTTP 401/403); stops an upload
+    ├── DeliveryError                    an upload could not complete; carries status, body, request ids
+    │   └── RateLimitBudgetError      a Retry-After asked for a wait beyond the run's budget
+    └── StateError                       the incremental-state store is unreadable or does not match
+
+Messages never contain the API secret or payload bodies beyond what a caller needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigurationError",
+    "DeliveryError",
+    "MParticleFeedError",
+    "MappingError",
+    "ModelError",
+    "PayloadError",
+    "RateLimitBudgetError",
+    "RowError",
+    "StateError",
+]
+
+
+class MParticleFeedError(Exception):
+    """The root of every exception this package raises."""
+
+
+class ModelError(MParticleFeedError, ValueError):
+    """A wire model was given a value mParticle would refuse."""
+
+
+class PayloadError(MParticleFeedError, ValueError):
+    """A JSON document is not a valid Events API batch.
+
+    ``problems`` holds every problem found, each as ``"$.path: message"``.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        shown = "\n  ".join(self.problems[:20])
+        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in the payload:\n  {shown}{more}")
+
+
+class MappingError(MParticleFeedError):
+    """A mapping definition is wrong: an unknown field, a missing primary key, ..."""
+
+
+class RowError(MParticleFeedError, ValueError):
+    """One input row could not be mapped (raised only in strict mode)."""
+
+    def __init__(
+        self, *, row_number: int, primary_key: str | None, field: str, reason: str
+    ) -> None:
+        self.row_number = row_number
+        self.primary_key = primary_key
+        self.field = field
+        self.reason = reason
+        key = f" (primary key {primary_key!r})" if primary_key is not None else ""
+        super().__init__(f"row {row_number}{key}, field {field}: {reason}")
+
+
+class ConfigurationError(MParticleFeedError):
+    """Settings or credentials are wrong; retrying cannot help."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class DeliveryError(MParticleFeedError):
+    """An upload could not complete."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+        source_request_ids: Sequence[str] = (),
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.source_request_ids = tuple(source_request_ids)
+        super().__init__(message)
+
+
+class RateLimitBudgetError(DeliveryError):
+    """mParticle asked us to wait longer than the run may wait; the rest stays pending."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=429)
+
+
+class StateError(MParticleFeedError):
+    """The incremental-state store is corrupt, or belongs to a different mapping."""

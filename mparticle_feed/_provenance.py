@@ -1,0 +1,72 @@
+"""Where each event came from, and what became of rows that did not make it.
+
+Every stage after mapping carries these along so that a report can say, for every input
+row, whether it was accepted, rejected (with stage, field and reason) or failed.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import attrs
+
+from ._models import Batch
+
+__all__ = ["RowProblem", "RowRef", "SourcedBatch", "Stage"]
+
+
+class Stage(str, Enum):
+    """The stage of the flow at which a row was turned away."""
+
+    MAPPING = "mapping"
+    ROUTING = "routing"
+    PACKING = "packing"
+    DELIVERY = "delivery"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@attrs.frozen
+class RowRef:
+    """One input row: its 1-based position in the input and its primary key (if the mapping has one)."""
+
+    row_number: int
+    primary_key: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SourcedBatch:
+    """A batch with the rows it was built from.
+
+    ``event_rows[i]`` is the row that produced ``batch.events[i]``; ``rows`` lists every
+    row that contributed anything (events, identities or user attributes), once each, in
+    input order. A batch without events (a user-attribute sync) has ``event_rows == ()``.
+    """
+
+    batch: Batch
+    event_rows: tuple[RowRef, ...] = ()
+    rows: tuple[RowRef, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        events = self.batch.events or ()
+        if len(events) != len(self.event_rows):
+            msg = f"{len(events)} events but {len(self.event_rows)} event_rows"
+            raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class RowProblem:
+    """Why a row was rejected or failed, in terms a person can act on.
+
+    ``field`` is the path of the offending field when there is one
+    (``"timestamp_unixtime_ms"``, ``"product_action.products[2].price"``).
+    """
+
+    row: RowRef
+    stage: Stage
+    reason: str
+    field: str | None = None
+    status: int | None = None
+    body: str | None = None
+    source_request_id: str | None = None

@@ -1,0 +1,202 @@
+"""Converters the wire models run at construction: the values users have, made wire-ready."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import TypeVar
+
+from ._errors import ModelError
+
+#: A value allowed in event attribute maps and user attributes (the schema's "String" type).
+Scalar = str | int | float | bool | Decimal | None
+#: A user attribute value: a scalar, or a list of scalars.
+UserAttributeValue = Scalar | list[Scalar]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+E = TypeVar("E", bound=Enum)
+
+
+def timestamp_ms(value: int | datetime) -> int:
+    """Epoch milliseconds from an aware datetime or an int; a naive datetime is refused."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ModelError(
+                f"naive datetime {value.isoformat()} has no timezone; "
+                "pass an aware datetime (e.g. tzinfo=timezone.utc) or epoch milliseconds"
+            )
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(
+            f"timestamp must be epoch milliseconds (int) or an aware datetime, "
+            f"not {type(value).__name__}"
+        )
+    return value
+
+
+def optional_timestamp_ms(value: int | datetime | None) -> int | None:
+    return None if value is None else timestamp_ms(value)
+
+
+def decimal_number(value: Decimal | int | float) -> Decimal:
+    """Money and quantities: kept as Decimal, sent as a JSON number."""
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, bool):
+        raise ModelError("expected a number (Decimal, int or float), not bool")
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, float):
+        # repr() gives the shortest string that round-trips, so 0.1 stays 0.1.
+        try:
+            result = Decimal(repr(value))
+        except InvalidOperation:
+            result = Decimal("NaN")
+    else:
+        raise ModelError(f"expected a number (Decimal, int or float), not {type(value).__name__}")
+    if not result.is_finite():
+        raise ModelError(f"{value!r} is not a finite number")
+    return result
+
+
+def optional_decimal(value: Decimal | int | float | None) -> Decimal | None:
+    return None if value is None else decimal_number(value)
+
+
+def optional_float(value: float | int | Decimal | None) -> float | None:
+    """Measurements (coordinates, bytes, levels): plain JSON numbers."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise ModelError(f"expected a number, not {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ModelError(f"{value!r} is not a finite number")
+    return result
+
+
+def required_float(value: float | int | Decimal) -> float:
+    result = optional_float(value)
+    if result is None:
+        raise ModelError("a number is required")
+    return result
+
+
+def optional_uuid(value: str | uuid.UUID | None) -> str | None:
+    """UUID-typed wire fields take a uuid.UUID or its canonical string form."""
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str) or not _UUID_RE.match(value):
+        raise ModelError(f"{value!r} is not a UUID (8-4-4-4-12 hex digits)")
+    return value
+
+
+def optional_id_string(value: str | uuid.UUID | None) -> str | None:
+    """Free-form ids (source_message_id): a uuid.UUID is accepted for convenience."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise ModelError(f"expected a string or UUID, not {type(value).__name__}")
+
+
+def optional_ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ModelError(f"{value!r} is not an IPv4 or IPv6 address") from None
+    return value
+
+
+def enum_value(enum_cls: type[E], value: E | str) -> E:
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum_cls)
+        raise ModelError(
+            f"{value!r} is not a valid {enum_cls.__name__}; expected one of {allowed}"
+        ) from None
+
+
+def _check_scalar(value: object, where: str) -> None:
+    if value is None or isinstance(value, (str, int, bool, Decimal)):
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ModelError(f"{where}: {value!r} is not a finite number")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ModelError(f"{where}: {value!r} is not a finite number")
+        return
+    raise ModelError(
+        f"{where}: {type(value).__name__} is not allowed; use str, int, float, bool, Decimal or None"
+    )
+
+
+def optional_scalar_map(value: Mapping[str, Scalar] | None) -> dict[str, Scalar] | None:
+    if value is None:
+        return None
+    out = dict(value)
+    for key, item in out.items():
+        if not isinstance(key, str):
+            raise ModelError(f"attribute names must be strings, not {type(key).__name__}")
+        _check_scalar(item, f"attribute {key!r}")
+    return out
+
+
+def optional_string_map(value: Mapping[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    out = dict(value)
+    for key, item in out.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ModelError(f"{key!r}: keys and values must be strings")
+    return out
+
+
+def optional_user_attributes(
+    value: Mapping[str, UserAttributeValue] | None,
+) -> dict[str, UserAttributeValue] | None:
+    if value is None:
+        return None
+    out: dict[str, UserAttributeValue] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ModelError(f"user attribute names must be strings, not {type(key).__name__}")
+        if isinstance(item, (list, tuple)):
+            items = list(item)
+            for element in items:
+                _check_scalar(element, f"user attribute {key!r}")
+            out[key] = items
+        else:
+            _check_scalar(item, f"user attribute {key!r}")
+            out[key] = item
+    return out
+
+
+def optional_str_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ModelError("expected a list of strings, not a single string")
+    out = tuple(value)
+    for item in out:
+        if not isinstance(item, str):
+            raise ModelError(f"expected strings, found {type(item).__name__}")
+    return out

@@ -1,0 +1,347 @@
+"""The wire codec: one dedicated cattrs converter behind dumps, loads, to_dict and from_dict.
+
+Unset (None) fields are omitted; ``environment`` is always written. Decimals go on the
+wire as JSON numbers. ``loads`` collects every problem of a document and names each by
+its JSON path, for example ``$.events[2].data.custom_event_type``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from enum import Enum
+from typing import Any, cast, overload
+
+import attrs
+import cattrs
+import orjson
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from . import _enums
+from ._enums import EventType
+from ._errors import ModelError, PayloadError
+from ._models import (
+    EVENT_CLASSES,
+    Batch,
+    Event,
+    UserAttributeChangeEvent,
+    UserIdentityChangeEvent,
+)
+from ._values import Scalar, UserAttributeValue
+
+__all__ = ["OUTPUT_ONLY_BATCH_FIELDS", "dumps", "from_dict", "loads", "to_dict"]
+
+#: Batch keys mParticle sets or uses internally; ``loads`` drops them (reference §1, §8.3).
+OUTPUT_ONLY_BATCH_FIELDS = frozenset(
+    {
+        "schema_version",
+        "timestamp_unixtime_ms",
+        "source_info",
+        "batch_id",
+        "sdk_version",
+        "job_id",
+        "origin_mpid",
+        "partner_identity",
+        "message_id",
+        "message_type",
+        "unique_id",
+        "api_key",
+        "api_keys",
+    }
+)
+
+_INT64_MAX = 2**63 - 1
+
+
+def _decimal_to_number(value: Decimal) -> int | float:
+    # Integral values stay exact ints; others travel as the nearest double, as mParticle stores them.
+    if value == value.to_integral_value() and abs(value) <= _INT64_MAX:
+        return int(value)
+    return float(value)
+
+
+def _unstructure_scalar(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _decimal_to_number(value)
+    if isinstance(value, list):
+        return [_unstructure_scalar(item) for item in value]
+    return value
+
+
+def _unstructure_scalar_map(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _unstructure_scalar(item) for key, item in value.items()}
+
+
+# --- structuring: strict primitives (cattrs' defaults would turn 12 into "12") ---------------
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {_type_name(value)}")
+    return value
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected a boolean, got {_type_name(value)}")
+    return value
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise TypeError(f"expected a number, got {_type_name(value)}")
+    return float(value)
+
+
+def _structure_decimal(value: Any, _: type) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise TypeError(f"expected a number, got {_type_name(value)}")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+def _structure_scalar(value: Any, _: object) -> Scalar:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"expected a string, number, boolean or null, got {_type_name(value)}")
+
+
+def _structure_user_attribute(value: Any, _: object) -> UserAttributeValue:
+    if isinstance(value, list):
+        return [_structure_scalar(item, Scalar) for item in value]
+    return _structure_scalar(value, Scalar)
+
+
+def _structure_enum(value: Any, enum_cls: type[Enum]) -> Enum:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in enum_cls)
+        raise ValueError(
+            f"{value!r} is not a valid {enum_cls.__name__}; expected one of {allowed}"
+        ) from None
+
+
+def _with_note(exc: Exception, name: str) -> Exception:
+    note = cattrs.AttributeValidationNote(f"Structuring @ attribute {name}", name, object)
+    # setattr: BaseException.add_note only exists from Python 3.11.
+    setattr(exc, "__notes__", [*getattr(exc, "__notes__", []), note])  # noqa: B010
+    return exc
+
+
+def make_converter() -> cattrs.Converter:
+    """Build the package's converter; never the global one."""
+    converter = cattrs.Converter(
+        omit_if_default=True,
+        forbid_extra_keys=True,
+        detailed_validation=True,
+        unstruct_collection_overrides={tuple: list, Sequence: list},
+    )
+    converter.register_unstructure_hook(Decimal, _decimal_to_number)
+    for primitive, hook in (
+        (str, _structure_str),
+        (int, _structure_int),
+        (bool, _structure_bool),
+        (float, _structure_float),
+        (Decimal, _structure_decimal),
+    ):
+        converter.register_structure_hook(primitive, hook)
+    converter.register_structure_hook_func(lambda t: t == Scalar, _structure_scalar)
+    converter.register_structure_hook_func(
+        lambda t: t == UserAttributeValue, _structure_user_attribute
+    )
+    # Our enums subclass str, so each is registered by class to win over the str hook.
+    for name in _enums.__all__:
+        converter.register_structure_hook(getattr(_enums, name), _structure_enum)
+    scalar_map = dict[str, Scalar]
+    converter.register_unstructure_hook_func(
+        lambda t: t in (scalar_map, scalar_map | None) or t == UserAttributeValue,
+        _unstructure_any_scalar,
+    )
+
+    def structure_attrs_factory(cls: type) -> Callable[[Any, type], Any]:
+        # cattrs would structure a field that has an attrs converter by the converter's
+        # (permissive) input type; validate by the declared wire type instead.
+        overrides = {
+            field.name: override(struct_hook=_hook_for(converter, field.type))
+            for field in attrs.fields(attrs.resolve_types(cls))
+            if field.converter is not None
+        }
+        generated: Callable[[Any, type], Any] = make_dict_structure_fn(
+            cls, converter, **cast(Any, overrides)
+        )
+
+        def structure(value: Any, _: type) -> Any:
+            if not isinstance(value, dict):
+                raise TypeError(f"expected an object, got {_type_name(value)}")
+            try:
+                return generated(value, cls)
+            except ModelError as exc:
+                message = f"While structuring {cls.__name__}"
+                raise ClassValidationError(message, [exc], cls) from None
+
+        return structure
+
+    converter.register_structure_hook_factory(attrs.has, structure_attrs_factory)
+
+    batch_unstructure = make_dict_unstructure_fn(
+        Batch, converter, _cattrs_omit_if_default=True, environment=override(omit_if_default=False)
+    )
+    converter.register_unstructure_hook(Batch, batch_unstructure)
+    for event_type, event_cls in EVENT_CLASSES.items():
+        overrides: dict[str, Any] = {}
+        if event_cls in (UserIdentityChangeEvent, UserAttributeChangeEvent):
+            # The 2021 schema requires both keys; null says "none".
+            overrides["new"] = override(omit_if_default=False)
+            overrides["old"] = override(omit_if_default=False)
+        data_fn = make_dict_unstructure_fn(
+            event_cls, converter, _cattrs_omit_if_default=True, **overrides
+        )
+        converter.register_unstructure_hook(event_cls, _event_unstructurer(event_type, data_fn))
+
+    def structure_event(value: Any, _: object) -> Event:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an event object, got {_type_name(value)}")
+        errors: list[Exception] = []
+        extra = set(value) - {"event_type", "data"}
+        if extra:
+            errors.append(ForbiddenExtraKeysError("", dict, extra))
+        raw_type = value.get("event_type")
+        try:
+            event_cls = EVENT_CLASSES[EventType(raw_type)]
+        except (ValueError, KeyError):
+            allowed = ", ".join(repr(t.value) for t in EVENT_CLASSES)
+            errors.append(
+                _with_note(
+                    ValueError(f"unknown event type {raw_type!r}; expected one of {allowed}"),
+                    "event_type",
+                )
+            )
+            raise ClassValidationError("While structuring an event", errors, dict) from None
+        try:
+            event = converter.structure(value.get("data", {}), event_cls)
+        except (ClassValidationError, IterableValidationError, TypeError, ValueError) as exc:
+            errors.append(_with_note(exc, "data"))
+        if errors:
+            raise ClassValidationError("While structuring an event", errors, dict)
+        return event
+
+    converter.register_structure_hook_func(lambda t: t == Event, structure_event)
+    return converter
+
+
+def _hook_for(converter: cattrs.Converter, wire_type: Any) -> Callable[[Any, Any], Any]:
+    hook = converter.get_structure_hook(wire_type)
+    return lambda value, _: hook(value, wire_type)
+
+
+def _unstructure_any_scalar(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _unstructure_scalar_map(value)
+    return _unstructure_scalar(value)
+
+
+def _event_unstructurer(
+    event_type: EventType, data: Callable[[Any], dict[str, Any]]
+) -> Callable[[Any], dict[str, Any]]:
+    wire_type = event_type.value
+
+    def unstructure(event: Any) -> dict[str, Any]:
+        return {"event_type": wire_type, "data": data(event)}
+
+    return unstructure
+
+
+_converter = make_converter()
+
+
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"unknown field(s) {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, (ModelError, TypeError, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _problems(exc: Exception) -> list[str]:
+    messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
+    # transform_error says "message @ $.path"; we put the path first, as validators do.
+    problems = []
+    for message in messages:
+        text, _, path = message.rpartition(" @ ")
+        problems.append(f"{path}: {text}" if text else message)
+    return problems
+
+
+def to_dict(batch: Batch) -> dict[str, Any]:
+    """The batch as JSON-ready Python data (what ``dumps`` writes)."""
+    return cast(dict[str, Any], _converter.unstructure(batch, Batch))
+
+
+def _structure_batch(value: Any, path: str) -> Batch:
+    if not isinstance(value, dict):
+        raise PayloadError([f"{path}: expected a batch object, got {_type_name(value)}"])
+    document = {key: item for key, item in value.items() if key not in OUTPUT_ONLY_BATCH_FIELDS}
+    try:
+        return _converter.structure(document, Batch)
+    except (ClassValidationError, IterableValidationError) as exc:
+        problems = _problems(exc)
+        if path != "$":
+            problems = [path + problem[1:] for problem in problems]
+        raise PayloadError(problems) from None
+    except (TypeError, ValueError) as exc:
+        raise PayloadError([f"{path}: {exc}"]) from None
+
+
+def from_dict(value: Mapping[str, Any]) -> Batch:
+    """A batch from parsed JSON; raises :class:`PayloadError` listing every problem."""
+    return _structure_batch(value, "$")
+
+
+@overload
+def dumps(batches: Batch) -> bytes: ...
+@overload
+def dumps(batches: Sequence[Batch]) -> bytes: ...
+def dumps(batches: Batch | Sequence[Batch]) -> bytes:
+    """Serialise one batch (a JSON object) or a sequence of batches (a JSON array) to bytes."""
+    if isinstance(batches, Batch):
+        return orjson.dumps(_converter.unstructure(batches, Batch))
+    return orjson.dumps([_converter.unstructure(batch, Batch) for batch in batches])
+
+
+def loads(document: bytes | str) -> Batch | list[Batch]:
+    """Parse a batch object or a bulk array; every problem is reported with its JSON path."""
+    try:
+        value = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError([f"$: not valid JSON ({exc})"]) from None
+    if isinstance(value, list):
+        batches: list[Batch] = []
+        problems: list[str] = []
+        for index, item in enumerate(value):
+            try:
+                batches.append(_structure_batch(item, f"$[{index}]"))
+            except PayloadError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise PayloadError(problems)
+        return batches
+    return _structure_batch(value, "$")
