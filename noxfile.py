@@ -1,10 +1,11 @@
-"""Developer tasks. `python3 -m pip install nox && python3 -m nox -s tests` runs the tests."""
+"""Developer tasks. `python3 -m pip install nox && python3 -m nox` runs every check CI runs."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests"]
+# `nox` alone is what CI runs: style, types, the whole test suite (examples included), the docs.
+nox.options.sessions = ["lint", "mypy", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGE = "mparticle_feed"
