@@ -28,6 +28,7 @@ from ._errors import ModelError, PayloadError
 from ._models import (
     EVENT_CLASSES,
     Batch,
+    BreadcrumbEvent,
     Event,
     UserAttributeChangeEvent,
     UserIdentityChangeEvent,
@@ -243,6 +244,19 @@ def make_converter() -> cattrs.Converter:
         return event
 
     converter.register_structure_hook_func(lambda t: t == Event, structure_event)
+
+    def structure_breadcrumbs(value: Any, _: object) -> tuple[BreadcrumbEvent, ...] | None:
+        # A crash report's breadcrumbs are whole event envelopes, as the schema has them.
+        if value is None:
+            return None
+        events = converter.structure(value, tuple[Event, ...])
+        wrong = [index for index, event in enumerate(events) if type(event) is not BreadcrumbEvent]
+        if wrong:
+            raise ValueError(f"breadcrumbs {wrong} are not breadcrumb events")
+        return cast(tuple[BreadcrumbEvent, ...], events)
+
+    breadcrumbs_type = tuple[BreadcrumbEvent, ...] | None
+    converter.register_structure_hook_func(lambda t: t == breadcrumbs_type, structure_breadcrumbs)
     return converter
 
 
