@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mparticle_feed._errors import StateError
+from mparticle_feed._state import StateEntry, StateStore, content_hash
+
+
+def entry(key: str, digest: str = "h", attributes: dict[str, str] | None = None) -> StateEntry:
+    return StateEntry(key=key, hash=digest, attributes=attributes)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state.sqlite"
+
+
+def test_roundtrip_survives_reopen(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        store.record_accepted("s", [entry("1", "a"), entry("2", "b", {"x": "hx"})])
+        store.finish_sync("s", status="finished")
+    with StateStore(path) as store:
+        assert store.get("s", "1") == entry("1", "a")
+        assert store.get("s", "2") == entry("2", "b", {"x": "hx"})
+        assert store.get("s", "3") is None
+        assert store.get("other", "1") is None
+        assert store.count("s") == 2
+        assert store.sync_names() == ["s"]
+
+
+def test_record_overwrites(path: Path) -> None:
+    with StateStore(path) as store:
+        store.record_accepted("s", [entry("1", "a")])
+        store.record_accepted("s", [entry("1", "b")])
+        assert store.get("s", "1") == entry("1", "b")
+        assert store.count("s") == 1
+
+
+def test_get_many_chunks_large_key_sets(path: Path) -> None:
+    with StateStore(path) as store:
+        store.record_accepted("s", [entry(str(i), f"h{i}") for i in range(1200)])
+        found = store.get_many("s", [str(i) for i in range(0, 1500, 3)])
+        assert len(found) == 400
+        assert found["999"].hash == "h999"
+
+
+def test_first_run_then_same_mapping(path: Path) -> None:
+    with StateStore(path) as store:
+        start = store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        assert start.first_run
+        assert not start.mapping_changed
+        store.finish_sync("s", status="finished")
+        again = store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        assert not again.first_run
+        assert not again.resumed
+        assert again.previous_status == "finished"
+
+
+def test_changed_mapping_fails_by_default(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        store.record_accepted("s", [entry("1")])
+        store.finish_sync("s", status="finished")
+        with pytest.raises(StateError, match="different mapping") as info:
+            store.begin_sync("s", kind="custom_event", fingerprint="f2")
+        assert "resend" in str(info.value)
+        # The failed check changed nothing.
+        assert store.fingerprint("s") == "f1"
+        assert store.count("s") == 1
+
+
+def test_changed_kind_counts_as_changed_mapping(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        with pytest.raises(StateError):
+            store.begin_sync("s", kind="user_attributes", fingerprint="f1")
+
+
+def test_changed_mapping_resend_clears_state(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        store.record_accepted("s", [entry("1"), entry("2")])
+        store.record_accepted("t", [entry("1")])
+        start = store.begin_sync(
+            "s", kind="custom_event", fingerprint="f2", on_mapping_change="resend"
+        )
+        assert start.mapping_changed
+        assert start.state_cleared
+        assert store.count("s") == 0
+        assert store.count("t") == 1
+        assert store.fingerprint("s") == "f2"
+
+
+def test_changed_mapping_keep_keeps_state(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="custom_event", fingerprint="f1")
+        store.record_accepted("s", [entry("1")])
+        start = store.begin_sync(
+            "s", kind="custom_event", fingerprint="f2", on_mapping_change="keep"
+        )
+        assert start.mapping_changed
+        assert not start.state_cleared
+        assert store.count("s") == 1
+
+
+def test_bad_mapping_change_option(path: Path) -> None:
+    with StateStore(path) as store, pytest.raises(ValueError, match="on_mapping_change"):
+        store.begin_sync("s", kind="k", fingerprint="f", on_mapping_change="maybe")  # type: ignore[arg-type]
+
+
+def test_in_flight_requests_are_reported_after_a_crash(path: Path) -> None:
+    store = StateStore(path)
+    store.begin_sync("s", kind="custom_event", fingerprint="f1")
+    store.mark_in_flight("s", source_request_id="r1", endpoint="/v2/bulkevents", row_count=3)
+    store.mark_in_flight("s", source_request_id="r2", endpoint="/v2/bulkevents", row_count=2)
+    store.settle("s", source_request_id="r1", accepted=[entry("1"), entry("2"), entry("3")])
+    # Simulate a crash: never finish_sync; drop the connection.
+    store.close()
+    with StateStore(path) as again:
+        assert [r.source_request_id for r in again.in_flight("s")] == ["r2"]
+        start = again.begin_sync("s", kind="custom_event", fingerprint="f1")
+        assert start.resumed
+        assert [r.source_request_id for r in start.in_flight] == ["r2"]
+        assert start.known_keys == 3
+        assert again.in_flight("s") == []
+
+
+def test_stopped_run_is_resumed(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="k", fingerprint="f")
+        store.finish_sync("s", status="stopped")
+        assert store.begin_sync("s", kind="k", fingerprint="f").resumed
+
+
+def test_settle_is_atomic(path: Path) -> None:
+    class BoomError(Exception):
+        pass
+
+    def bad_entries() -> list[StateEntry]:
+        raise BoomError
+
+    with StateStore(path) as store:
+        store.mark_in_flight("s", source_request_id="r", endpoint="/v2/bulkevents", row_count=1)
+
+        class Exploding:
+            def __iter__(self) -> object:
+                yield entry("1")
+                bad_entries()
+
+        with pytest.raises(BoomError):
+            store.settle("s", source_request_id="r", accepted=Exploding())  # type: ignore[arg-type]
+        assert store.get("s", "1") is None
+        assert len(store.in_flight("s")) == 1
+
+
+def test_forget(path: Path) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="k", fingerprint="f")
+        store.record_accepted("s", [entry("1"), entry("2")])
+        assert store.forget("s") == 2
+        assert store.sync_names() == []
+        assert store.begin_sync("s", kind="k", fingerprint="other").first_run
+
+
+def test_empty_file_fails_loudly(path: Path) -> None:
+    path.write_bytes(b"")
+    with pytest.raises(StateError, match="empty"):
+        StateStore(path)
+
+
+def test_not_sqlite_fails_loudly(path: Path) -> None:
+    path.write_text("hello, I am a CSV\n1,2,3\n")
+    with pytest.raises(StateError, match="not an mparticle_feed state file"):
+        StateStore(path)
+
+
+def test_foreign_sqlite_fails_loudly(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StateError, match="not an mparticle_feed state file"):
+        StateStore(path)
+
+
+def _filled(path: Path, rows: int = 3000) -> None:
+    with StateStore(path) as store:
+        store.begin_sync("s", kind="k", fingerprint="f")
+        store.record_accepted("s", [entry(f"key-{i:06d}", "x" * 32) for i in range(rows)])
+        store.finish_sync("s", status="finished")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_truncated_file_fails_loudly(path: Path, keep: float) -> None:
+    _filled(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(StateError):
+        StateStore(path).get("s", "key-000001")
+
+
+def test_corrupted_pages_fail_loudly(path: Path) -> None:
+    _filled(path)
+    data = bytearray(path.read_bytes())
+    # Overwrite the middle of the file (table b-tree pages) with garbage.
+    middle = len(data) // 2
+    data[middle : middle + 8192] = b"\xa5" * 8192
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateError, match="corrupt"):
+        StateStore(path)
+
+
+def test_newer_schema_version_is_refused(path: Path) -> None:
+    _filled(path, rows=1)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StateError, match="schema version"):
+        StateStore(path)
+
+
+def test_threads_can_share_a_store(path: Path) -> None:
+    with StateStore(path) as store:
+
+        def work(offset: int) -> None:
+            for i in range(50):
+                store.record_accepted("s", [entry(f"{offset}-{i}")])
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.count("s") == 200
+
+
+def test_secret_free_repr(path: Path) -> None:
+    with StateStore(path) as store:
+        assert repr(store) == f"StateStore({str(path)!r})"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=6))
+def test_content_hash_ignores_key_order(value: dict[str, object]) -> None:
+    reordered = dict(reversed(list(value.items())))
+    assert content_hash(value) == content_hash(reordered)
+    assert len(content_hash(value)) == 32
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@given(json_values, json_values)
+def test_content_hash_equal_only_for_equal_json(a: object, b: object) -> None:
+    assert (content_hash(a) == content_hash(b)) == (_canonical(a) == _canonical(b))
