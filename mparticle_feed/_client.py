@@ -1,0 +1,637 @@
+"""EventsClient: delivers packed requests to the Events API without losing or doubling data.
+
+One urllib3 ``PoolManager`` per client; a bounded pool of worker threads per upload. The
+calling thread reads the input lazily, hands requests to the workers, and calls
+``on_outcome`` itself, so callbacks never run concurrently. A request is not handed out
+while an earlier request holding a batch of the same user is still unsettled, so one user's
+batches arrive in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import platform
+import queue
+import random as _random
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
+
+import attrs
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    LocationParseError,
+    NewConnectionError,
+    ProtocolError,
+    SSLError,
+)
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
+
+from ._errors import ConfigurationError
+from ._models import Batch
+from ._packing import (
+    MAX_BATCH_BYTES,
+    MAX_BATCHES_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+    PackedBatch,
+    Request,
+    pack,
+    request_body,
+)
+from ._provenance import RowProblem, SourcedBatch
+from ._report import BatchOutcome, OutcomeStatus, UploadReport
+from ._retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from ._routing import (
+    DEFAULT_HISTORICAL_AFTER,
+    DEFAULT_HISTORICAL_MIN_AGE,
+    Endpoint,
+    route,
+    utc_now,
+)
+
+__all__ = ["PODS", "EventsClient", "UploadConfigurationError"]
+
+logger = logging.getLogger(__name__)
+
+#: Pod name -> base URL (the Events API paths start with /v2).
+PODS = {
+    "us1": "https://s2s.us1.mparticle.com",
+    "us2": "https://s2s.us2.mparticle.com",
+    "eu1": "https://s2s.eu1.mparticle.com",
+    "au1": "https://s2s.au1.mparticle.com",
+}
+
+#: 4xx answers on a request of several batches that are worth bisecting: one bad batch
+#: (or the size) may be the cause, and the other batches deserve delivery.
+_BISECT_STATUSES = frozenset({400, 413, 422})
+_RATE_LIMIT_PREFIX = "x-mp-rate-limit-"
+_MAX_HEADER_VALUES = 20
+_URLLIB3_VERSION = version("urllib3")
+
+
+def _package_version() -> str:
+    try:
+        return version("mparticle-feed")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+class UploadConfigurationError(ConfigurationError):
+    """An upload stopped on a configuration problem retrying cannot fix.
+
+    Raised when mParticle refuses the key and secret (``status`` 401 or 403) or the server's
+    TLS certificate cannot be verified (``status`` None). ``report`` holds what the run did
+    before it stopped; batches it did not settle are pending.
+    """
+
+    def __init__(self, message: str, *, status: int | None, report: UploadReport) -> None:
+        super().__init__(message, status=status)
+        self.report = report
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(api_key: str, pod: str | None, base_url: str | None) -> str:
+    if base_url is not None:
+        if pod is not None:
+            msg = "give either pod or base_url, not both"
+            raise ConfigurationError(msg)
+        try:
+            parsed = urllib3.util.parse_url(base_url)
+        except LocationParseError:
+            msg = f"base_url {base_url!r} is not a URL"
+            raise ConfigurationError(msg) from None
+        if parsed.scheme not in ("https", "http") or not parsed.host:
+            msg = f"base_url must be an https:// URL, got {base_url!r}"
+            raise ConfigurationError(msg)
+        if parsed.scheme == "http" and not _is_loopback(parsed.host):
+            msg = (
+                f"plain http is allowed only to loopback hosts (for tests); {parsed.host!r} "
+                "needs https"
+            )
+            raise ConfigurationError(msg)
+        if parsed.auth or parsed.query or parsed.fragment:
+            msg = "base_url must not carry credentials, a query or a fragment"
+            raise ConfigurationError(msg)
+        path = (parsed.path or "").rstrip("/")
+        path = path.removesuffix("/v2")
+        port = f":{parsed.port}" if parsed.port else ""
+        return f"{parsed.scheme}://{parsed.host}{port}{path}"
+    if pod is None:
+        prefix = api_key.split("-", 1)[0].lower() if "-" in api_key else ""
+        pod = prefix if prefix in PODS else "us1"
+    name = pod.lower()
+    if name not in PODS:
+        msg = f"unknown pod {pod!r}; expected one of {', '.join(sorted(PODS))}"
+        raise ConfigurationError(msg)
+    return PODS[name]
+
+
+@attrs.define
+class _Run:
+    """State shared by the workers of one upload."""
+
+    policy: RetryPolicy
+    clock: Callable[[], float]
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    stop: threading.Event = attrs.field(factory=threading.Event)
+    stop_reason: str | None = None
+    fatal: tuple[str, int | None] | None = None
+    pause_until: float = 0.0
+    rate_limit_spent: float = 0.0
+
+    def halt(self, reason: str, *, fatal: tuple[str, int | None] | None = None) -> None:
+        with self.lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+            if fatal is not None and self.fatal is None:
+                self.fatal = fatal
+        self.stop.set()
+
+    def pause(self, seconds: float) -> bool:
+        """Pause every worker for ``seconds``; False when that exceeds the run's budget."""
+        with self.lock:
+            now = self.clock()
+            until = now + seconds
+            extension = until - max(self.pause_until, now)
+            if extension <= 0:
+                return True
+            if self.rate_limit_spent + extension > self.policy.rate_limit_budget:
+                return False
+            self.pause_until = until
+            self.rate_limit_spent += extension
+            return True
+
+
+@attrs.define
+class _Result:
+    """What one worker did with one request."""
+
+    outcomes: list[BatchOutcome] = attrs.field(factory=list)
+    retries: Counter[str] = attrs.field(factory=Counter)
+    headers: dict[str, list[str]] = attrs.field(factory=dict)
+    requests_sent: int = 0
+
+
+@attrs.frozen
+class _Final:
+    """How one body's attempts ended."""
+
+    kind: Literal["accepted", "rejected", "failed", "pending", "bisect"]
+    attempts: int
+    status: int | None = None
+    body: str | None = None
+    reason: str | None = None
+
+
+class EventsClient:
+    """A client for mParticle's bulk Events API.
+
+    ``api_key`` and ``api_secret`` are an input's (or a Custom Feed's) credentials, sent with
+    HTTP Basic auth over verified TLS. The pod comes from ``pod``, from ``base_url``, or from
+    the key's prefix (``us1-``, ``us2-``, ``eu1-``, ``au1-``; US1 otherwise). Plain ``http://``
+    is accepted only for loopback hosts, for tests against
+    :class:`~mparticle_feed.testing.FakeEventsServer`.
+
+    ``timeout`` is the read timeout of one attempt and ``connect_timeout`` its connect
+    timeout. ``retry`` sets the retry policy. ``clock``, ``sleep`` and ``random`` can be
+    replaced in tests so that backoff takes no real time.
+
+    Use it as a context manager, or call :meth:`close`, to release its connections.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        pod: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_workers: int = 4,
+        retry: RetryPolicy | None = None,
+        max_response_bytes: int = 64_000,
+        ca_certs: str | None = None,
+        historical_after: timedelta = DEFAULT_HISTORICAL_AFTER,
+        historical_min_age: timedelta = DEFAULT_HISTORICAL_MIN_AGE,
+        max_batches: int = MAX_BATCHES_PER_REQUEST,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            msg = "api_key must be a non-empty string"
+            raise ConfigurationError(msg)
+        if not isinstance(api_secret, str) or not api_secret:
+            msg = "api_secret must be a non-empty string"
+            raise ConfigurationError(msg)
+        if max_workers < 1:
+            msg = f"max_workers must be at least 1, got {max_workers}"
+            raise ConfigurationError(msg)
+        self._api_key = api_key
+        self.base_url = _base_url(api_key, pod, base_url)
+        self.max_workers = max_workers
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.historical_after = historical_after
+        self.historical_min_age = historical_min_age
+        self._limits = (max_batches, max_request_bytes, max_batch_bytes)
+        self._max_response_bytes = max_response_bytes
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=timeout)
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._urls = {endpoint: self.base_url + endpoint.value for endpoint in Endpoint}
+        token = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode("ascii")
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": (
+                f"mparticle-feed/{_package_version()} "
+                f"python/{platform.python_version()} urllib3/{_URLLIB3_VERSION}"
+            ),
+        }
+        self._pool = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=max_workers,
+            cert_reqs=ssl.CERT_REQUIRED,
+            ca_certs=ca_certs,
+        )
+        self._closed = threading.Event()
+        self._runs: set[_Run] = set()
+        self._runs_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        shown = self._api_key[:8] + ("..." if len(self._api_key) > 8 else "")
+        closed = ", closed" if self._closed.is_set() else ""
+        return (
+            f"EventsClient(api_key={shown!r}, base_url={self.base_url!r}, "
+            f"max_workers={self.max_workers}{closed})"
+        )
+
+    def __enter__(self) -> EventsClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop running uploads (their unsent batches end pending) and close the connections."""
+        self._closed.set()
+        with self._runs_lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.halt("the client was closed")
+        self._pool.clear()
+
+    # --- public entry points -------------------------------------------------------------
+
+    def upload(
+        self,
+        batches: Iterable[Batch | SourcedBatch],
+        *,
+        now: datetime | None = None,
+        historical_only: bool = False,
+        on_outcome: Callable[[BatchOutcome], None] | None = None,
+    ) -> UploadReport:
+        """Route, pack and send ``batches``, streaming; returns every batch's outcome.
+
+        ``now`` is the time events' ages are measured from (default: the current UTC time).
+        ``on_outcome`` is called in this thread as each batch reaches its final outcome
+        for this run. Raises :class:`UploadConfigurationError` on 401/403.
+        """
+        max_batches, max_request_bytes, max_batch_bytes = self._limits
+        routed = route(
+            batches,
+            now=now if now is not None else utc_now(),
+            historical_after=self.historical_after,
+            historical_min_age=self.historical_min_age,
+            historical_only=historical_only,
+        )
+        requests = pack(
+            routed,
+            max_batches=max_batches,
+            max_request_bytes=max_request_bytes,
+            max_batch_bytes=max_batch_bytes,
+        )
+        return self._run(requests, on_outcome)
+
+    def send(
+        self,
+        requests: Iterable[Request | RowProblem],
+        *,
+        on_outcome: Callable[[BatchOutcome], None] | None = None,
+    ) -> UploadReport:
+        """Send already-packed requests byte for byte (for example a reviewed plan)."""
+        return self._run(requests, on_outcome)
+
+    # --- the dispatcher (calling thread) -------------------------------------------------
+
+    def _run(
+        self,
+        items: Iterable[Request | RowProblem],
+        on_outcome: Callable[[BatchOutcome], None] | None,
+    ) -> UploadReport:
+        if self._closed.is_set():
+            msg = "this EventsClient is closed"
+            raise ConfigurationError(msg)
+        started = self._clock()
+        run = _Run(policy=self.retry, clock=self._clock)
+        with self._runs_lock:
+            self._runs.add(run)
+        outcomes: list[BatchOutcome] = []
+        problems: list[RowProblem] = []
+        retries: Counter[str] = Counter()
+        headers: dict[str, list[str]] = {}
+        sent = 0
+        done: queue.SimpleQueue[tuple[int, _Result]] = queue.SimpleQueue()
+        in_flight: dict[int, set[bytes]] = {}
+        busy_users: Counter[bytes] = Counter()
+
+        def settle(outcome: BatchOutcome) -> None:
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+        def collect() -> None:
+            nonlocal sent
+            token, result = done.get()
+            busy_users.subtract(in_flight.pop(token))
+            sent += result.requests_sent
+            retries.update(result.retries)
+            for name, values in result.headers.items():
+                seen = headers.setdefault(name, [])
+                for value in values:
+                    if value not in seen and len(seen) < _MAX_HEADER_VALUES:
+                        seen.append(value)
+            for outcome in result.outcomes:
+                settle(outcome)
+
+        executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="mparticle-feed")
+        try:
+            for token, item in enumerate(items):
+                if isinstance(item, RowProblem):
+                    problems.append(item)
+                    continue
+                users = {b.user_key for b in item.batches if b.user_key is not None}
+                while in_flight and (
+                    len(in_flight) >= self.max_workers or any(busy_users[u] for u in users)
+                ):
+                    collect()
+                if run.stop.is_set():
+                    for outcome in _outcomes(item.endpoint, item.batches, _pending(run)):
+                        settle(outcome)
+                    continue
+                in_flight[token] = users
+                busy_users.update(users)
+                executor.submit(self._work, item, run, token, done)
+            while in_flight:
+                collect()
+        except BaseException:
+            run.halt("the upload was interrupted")
+            raise
+        finally:
+            executor.shutdown(wait=True)
+            with self._runs_lock:
+                self._runs.discard(run)
+        report = UploadReport(
+            outcomes=tuple(outcomes),
+            problems=tuple(problems),
+            retries=dict(retries),
+            rate_limit_wait_seconds=run.rate_limit_spent,
+            rate_limit_headers={name: tuple(values) for name, values in headers.items()},
+            requests_sent=sent,
+            elapsed_seconds=self._clock() - started,
+            stopped=run.stop_reason,
+        )
+        logger.info(
+            "upload finished: %s; %d requests sent, %d retries",
+            ", ".join(f"{k}={v}" for k, v in report.counts.items()),
+            sent,
+            sum(retries.values()),
+        )
+        if run.fatal is not None:
+            message, status = run.fatal
+            raise UploadConfigurationError(message, status=status, report=report)
+        return report
+
+    # --- the workers ---------------------------------------------------------------------
+
+    def _work(
+        self, request: Request, run: _Run, token: int, done: queue.SimpleQueue[tuple[int, _Result]]
+    ) -> None:
+        result = _Result()
+        try:
+            self._deliver(request.endpoint, request.batches, request.body, run, result)
+        except Exception as exc:  # a bug must not lose batches: they end failed, not dropped
+            logger.exception("unexpected error while sending a request")
+            settled = {outcome.source_request_id for outcome in result.outcomes}
+            unsettled = [b for b in request.batches if b.source_request_id not in settled]
+            final = _Final("failed", 0, reason=f"unexpected error: {type(exc).__name__}")
+            result.outcomes.extend(_outcomes(request.endpoint, unsettled, final))
+        finally:
+            done.put((token, result))
+
+    def _deliver(
+        self,
+        endpoint: Endpoint,
+        batches: Sequence[PackedBatch],
+        body: bytes,
+        run: _Run,
+        result: _Result,
+    ) -> None:
+        final = self._attempts(endpoint, body, len(batches), run, result)
+        if final.kind != "bisect":
+            result.outcomes.extend(_outcomes(endpoint, batches, final))
+            return
+        middle = len(batches) // 2
+        logger.debug(
+            "bisecting a request of %d batches after status %s", len(batches), final.status
+        )
+        for half in (batches[:middle], batches[middle:]):
+            self._deliver(endpoint, half, request_body(half), run, result)
+
+    def _attempts(
+        self, endpoint: Endpoint, body: bytes, batch_count: int, run: _Run, result: _Result
+    ) -> _Final:
+        """Send one body until it settles; the same bytes on every attempt."""
+        policy = self.retry
+        first_attempt = self._clock()
+        attempts = transient_retries = rate_limit_retries = 0
+        while True:
+            self._wait_for_pause(run)
+            if run.stop.is_set():
+                return _pending(run, attempts)
+            attempts += 1
+            result.requests_sent += 1
+            status: int | None = None
+            retry_after: float | None = None
+            text: str | None = None
+            try:
+                status, response_headers, text = self._post(endpoint, body)
+            except SSLError as exc:
+                if _certificate_problem(exc):
+                    reason = "the server's TLS certificate could not be verified"
+                    run.halt(reason, fatal=(reason, None))
+                    return _Final("failed", attempts, reason=reason)
+                cause = "connection"
+                detail = type(exc).__name__
+            except NewConnectionError as exc:
+                cause, detail = "connection", type(exc).__name__
+            except Urllib3TimeoutError as exc:
+                cause, detail = "timeout", type(exc).__name__
+            except (ProtocolError, HTTPError, OSError) as exc:
+                cause, detail = "connection", type(exc).__name__
+            else:
+                for name, value in response_headers.items():
+                    if name.lower().startswith(_RATE_LIMIT_PREFIX):
+                        result.headers.setdefault(name.lower(), []).append(value)
+                if 200 <= status < 300:
+                    return _Final("accepted", attempts, status=status)
+                if status in (401, 403):
+                    reason = (
+                        f"mParticle refused the credentials (HTTP {status}); check the API key "
+                        "and secret and the pod"
+                    )
+                    run.halt(reason, fatal=(reason, status))
+                    return _Final("failed", attempts, status=status, body=text, reason=reason)
+                if status not in RETRYABLE_STATUSES:
+                    if status in _BISECT_STATUSES and batch_count > 1:
+                        return _Final("bisect", attempts, status=status, body=text)
+                    return _Final(
+                        "rejected",
+                        attempts,
+                        status=status,
+                        body=text,
+                        reason=f"mParticle answered HTTP {status}",
+                    )
+                cause = f"status {status}"
+                detail = cause
+                retry_after = parse_retry_after(response_headers.get("Retry-After"))
+            if status == 429:
+                rate_limit_retries += 1
+                wait = max(policy.backoff(rate_limit_retries, self._random), retry_after or 0.0)
+                if not run.pause(wait):
+                    reason = (
+                        f"mParticle asked for a {wait:.0f} s wait (HTTP 429), beyond what is left "
+                        f"of the run's rate-limit budget of {policy.rate_limit_budget:.0f} s"
+                    )
+                    logger.debug("stopping the run: %s", reason)
+                    run.halt(reason)
+                    return _Final("pending", attempts, status=429, body=text, reason=reason)
+                logger.debug(
+                    "retrying %d batches: HTTP 429, all workers pause %.3f s (attempt %d)",
+                    batch_count,
+                    wait,
+                    attempts,
+                )
+            else:
+                transient_retries += 1
+                wait = max(policy.backoff(transient_retries, self._random), retry_after or 0.0)
+                elapsed = self._clock() - first_attempt
+                if attempts >= policy.max_attempts or elapsed + wait > policy.deadline:
+                    limit = (
+                        f"{attempts} attempts"
+                        if attempts >= policy.max_attempts
+                        else f"the {policy.deadline:g} s deadline"
+                    )
+                    return _Final(
+                        "failed",
+                        attempts,
+                        status=status,
+                        body=text,
+                        reason=f"gave up after {limit}; last cause: {detail}",
+                    )
+                logger.debug(
+                    "retrying %d batches: %s, waiting %.3f s (attempt %d)",
+                    batch_count,
+                    detail,
+                    wait,
+                    attempts,
+                )
+                self._sleep(wait)
+            result.retries[cause] += 1
+
+    def _wait_for_pause(self, run: _Run) -> None:
+        while not run.stop.is_set():
+            remaining = run.pause_until - self._clock()
+            if remaining <= 0:
+                return
+            self._sleep(remaining)
+
+    def _post(self, endpoint: Endpoint, body: bytes) -> tuple[int, dict[str, str], str]:
+        response = self._pool.urlopen(
+            "POST",
+            self._urls[endpoint],
+            body=body,
+            headers=self._headers,
+            retries=False,
+            redirect=False,
+            timeout=self._timeout,
+            preload_content=False,
+        )
+        complete = False
+        try:
+            data = response.read(self._max_response_bytes + 1)
+            complete = len(data) <= self._max_response_bytes
+            headers = dict(response.headers.items())
+            text = data[: self._max_response_bytes].decode("utf-8", "replace")
+            return response.status, headers, text
+        finally:
+            if not complete:
+                # Unread (oversized or broken) response: drop the connection, never reuse it.
+                response.close()
+            response.release_conn()
+
+
+def _certificate_problem(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _pending(run: _Run, attempts: int = 0) -> _Final:
+    return _Final("pending", attempts, reason=run.stop_reason or "the run stopped")
+
+
+def _outcomes(
+    endpoint: Endpoint, batches: Iterable[PackedBatch], final: _Final
+) -> Iterator[BatchOutcome]:
+    status: OutcomeStatus = "failed" if final.kind == "bisect" else final.kind
+    for batch in batches:
+        yield BatchOutcome(
+            status=status,
+            endpoint=endpoint,
+            source_request_id=batch.source_request_id,
+            rows=batch.sourced.rows,
+            http_status=final.status,
+            response_body=None if status == "accepted" else final.body,
+            reason=final.reason,
+            attempts=final.attempts,
+            sourced=batch.sourced,
+        )

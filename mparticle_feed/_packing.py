@@ -1,0 +1,254 @@
+"""Packing routed batches into requests, on the exact bytes that go on the wire.
+
+Each batch is serialised once: the batch without its events, and each event on its own.
+A batch's bytes, and a request's body, are then assembled by joining those pieces, so sizes
+are known exactly without serialising twice and a split costs no re-encoding.
+
+``source_request_id`` rule: a batch without one gets a UUID (version 8 layout) built from the
+SHA-256 of its canonical bytes (plus the primary keys of its rows, when the mapping has
+them, and its position when it is a part of a split batch), so a retry or a re-run of the same content carries the same id
+and mParticle deduplicates it. A user-set id is kept when the batch goes out whole; when
+routing or packing splits the batch, every part gets an id derived from the part's content
+*including* the user's id, so the parts' ids are distinct from each other and stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from ._provenance import RowProblem, SourcedBatch, Stage
+from ._routing import Endpoint, RoutedBatch, part_rows
+from ._wire import to_dict
+
+__all__ = [
+    "MAX_BATCHES_PER_REQUEST",
+    "MAX_BATCH_BYTES",
+    "MAX_REQUEST_BYTES",
+    "PackedBatch",
+    "Request",
+    "derive_source_request_id",
+    "pack",
+    "request_body",
+]
+
+MAX_BATCHES_PER_REQUEST = 100
+MAX_REQUEST_BYTES = 256_000
+MAX_BATCH_BYTES = 128_000
+
+
+@attrs.frozen(kw_only=True)
+class PackedBatch:
+    """One batch as sent: its id, its exact bytes, and the rows it came from."""
+
+    source_request_id: str
+    body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
+    sourced: SourcedBatch = attrs.field(repr=False)
+    #: Identifies the batch's user for ordering (None: an anonymous batch, no ordering).
+    user_key: bytes | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """One POST: the endpoint, the exact body, and the batches it holds (in body order)."""
+
+    endpoint: Endpoint
+    body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
+    batches: tuple[PackedBatch, ...]
+
+    @classmethod
+    def of(cls, endpoint: Endpoint, batches: Sequence[PackedBatch]) -> Request:
+        """A request holding ``batches``; its body is assembled from their bytes."""
+        return cls(endpoint=endpoint, body=request_body(batches), batches=tuple(batches))
+
+
+def request_body(batches: Sequence[PackedBatch]) -> bytes:
+    """The JSON array of the batches' bytes."""
+    return b"[" + b",".join(batch.body for batch in batches) + b"]"
+
+
+def derive_source_request_id(canonical: bytes) -> str:
+    """A stable UUID-shaped id from the SHA-256 of a batch's canonical bytes."""
+    raw = bytearray(hashlib.sha256(canonical).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom, hash-based
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+class _Pieces:
+    """A batch cut into its serialised header (everything but the events) and events."""
+
+    __slots__ = ("events", "header_rest", "sourced", "user_id", "user_key")
+
+    def __init__(self, sourced: SourcedBatch) -> None:
+        document: dict[str, Any] = to_dict(sourced.batch)
+        self.sourced = sourced
+        self.user_id: str | None = document.pop("source_request_id", None)
+        events = document.pop("events", None)
+        self.events: list[bytes] | None = (
+            None if events is None else [orjson.dumps(event) for event in events]
+        )
+        header = orjson.dumps(document)  # never "{}": environment is always written
+        self.header_rest = header[1:]  # '"environment":...}'
+        identity = [document.get(key) for key in ("mpid", "mp_deviceid", "user_identities")]
+        if not any(identity):
+            identity = [document.get("device_info")]
+        self.user_key = orjson.dumps(identity) if any(identity) else None
+
+    def body(self, events: Sequence[bytes] | None, source_request_id: str | None) -> bytes:
+        prefix = b"{"
+        if source_request_id is not None:
+            prefix += b'"source_request_id":' + orjson.dumps(source_request_id) + b","
+        if events is not None:
+            prefix += b'"events":[' + b",".join(events) + b"],"
+        return prefix + self.header_rest
+
+    def size(self, events: Sequence[bytes] | None, id_bytes: int) -> int:
+        # Mirrors body(): braces/keys are counted exactly.
+        size = 1 + len(self.header_rest)
+        if id_bytes:
+            size += len(b'"source_request_id":,') + id_bytes
+        if events is not None:
+            size += len(b'"events":[],') + sum(map(len, events)) + max(len(events) - 1, 0)
+        return size
+
+
+_UUID_JSON_BYTES = 38  # a quoted 36-character UUID
+
+
+def _packed(
+    pieces: _Pieces,
+    events: Sequence[bytes] | None,
+    sourced: SourcedBatch,
+    whole: bool,
+    part: int | None = None,
+) -> PackedBatch:
+    if pieces.user_id is not None and whole:
+        source_request_id = pieces.user_id
+    else:
+        canonical = pieces.body(events, pieces.user_id)
+        keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
+        if keys:
+            # Two rows may map to identical batches; their primary keys keep the ids apart.
+            canonical += b"\x00keys:" + orjson.dumps(keys)
+        if part is not None:
+            # Parts of one batch may hold identical events; the position keeps them apart.
+            canonical += b"\x00part:%d" % part
+        source_request_id = derive_source_request_id(canonical)
+    return PackedBatch(
+        source_request_id=source_request_id,
+        body=pieces.body(events, source_request_id),
+        sourced=sourced,
+        user_key=pieces.user_key,
+    )
+
+
+def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | RowProblem]:
+    """Serialise one routed batch, splitting it by events when it is too large."""
+    sourced = routed.sourced
+    pieces = _Pieces(sourced)
+    user_id_bytes = 0 if pieces.user_id is None else len(orjson.dumps(pieces.user_id))
+    keeps_user_id = routed.whole and pieces.user_id is not None
+    whole_size = pieces.size(pieces.events, user_id_bytes if keeps_user_id else _UUID_JSON_BYTES)
+    if whole_size <= max_batch_bytes:
+        yield _packed(pieces, pieces.events, sourced, routed.whole)
+        return
+    events = pieces.events or []
+    # Parts always get derived (UUID) ids, so the overhead of a part is fixed.
+    overhead = pieces.size([], _UUID_JSON_BYTES)
+    if not events or overhead > max_batch_bytes:
+        for row in sourced.rows:
+            yield RowProblem(
+                row=row,
+                stage=Stage.PACKING,
+                reason=(
+                    f"the batch's user-level fields alone take {overhead:,} bytes; "
+                    f"a batch may hold at most {max_batch_bytes:,}"
+                ),
+            )
+        return
+    batch_events = sourced.batch.events or ()
+    part: list[int] = []
+    part_size = overhead
+    part_number = 0
+
+    def emit(indexes: list[int], number: int) -> PackedBatch:
+        event_rows = tuple(sourced.event_rows[i] for i in indexes)
+        part_sourced = SourcedBatch(
+            batch=attrs.evolve(sourced.batch, events=tuple(batch_events[i] for i in indexes)),
+            event_rows=event_rows,
+            rows=part_rows(sourced, event_rows),
+        )
+        return _packed(pieces, [events[i] for i in indexes], part_sourced, False, number)
+
+    for index, event in enumerate(events):
+        cost = len(event) + (1 if part else 0)
+        if overhead + len(event) > max_batch_bytes:
+            yield RowProblem(
+                row=sourced.event_rows[index],
+                stage=Stage.PACKING,
+                reason=(
+                    f"this event alone makes a {overhead + len(event):,}-byte batch; "
+                    f"a batch may hold at most {max_batch_bytes:,} bytes"
+                ),
+                field=f"events[{index}]",
+            )
+            continue
+        if part and part_size + cost > max_batch_bytes:
+            yield emit(part, part_number)
+            part_number += 1
+            part, part_size = [], overhead
+            cost = len(event)
+        part.append(index)
+        part_size += cost
+    if part:
+        yield emit(part, part_number)
+
+
+def pack(
+    routed: Iterable[RoutedBatch | RowProblem],
+    *,
+    max_batches: int = MAX_BATCHES_PER_REQUEST,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_batch_bytes: int = MAX_BATCH_BYTES,
+) -> Iterator[Request | RowProblem]:
+    """Pack routed batches into requests, lazily and deterministically.
+
+    One request per endpoint is filled at a time, in input order, and sent on as soon as the
+    next batch would break a limit; so batches of one user keep their order within each
+    endpoint. Row problems from earlier stages pass through unchanged.
+    """
+    if max_batch_bytes + 2 > max_request_bytes:
+        msg = "max_batch_bytes must leave room for the request's brackets within max_request_bytes"
+        raise ValueError(msg)
+    if max_batches < 1:
+        msg = "max_batches must be at least 1"
+        raise ValueError(msg)
+    open_batches: dict[Endpoint, list[PackedBatch]] = {}
+    open_sizes: dict[Endpoint, int] = {}
+    for item in routed:
+        if isinstance(item, RowProblem):
+            yield item
+            continue
+        endpoint = item.endpoint
+        for packed in _split(item, max_batch_bytes):
+            if isinstance(packed, RowProblem):
+                yield packed
+                continue
+            current = open_batches.setdefault(endpoint, [])
+            size = open_sizes.get(endpoint, 2)
+            cost = len(packed.body) + (1 if current else 0)
+            if current and (len(current) >= max_batches or size + cost > max_request_bytes):
+                yield Request.of(endpoint, current)
+                current = open_batches[endpoint] = []
+                size, cost = 2, len(packed.body)
+            current.append(packed)
+            open_sizes[endpoint] = size + cost
+    for endpoint, batches in open_batches.items():
+        if batches:
+            yield Request.of(endpoint, batches)

@@ -1,0 +1,108 @@
+"""What became of every batch of an upload.
+
+mParticle answers ``202 Accepted`` to a bulk request even when some of its batches fail
+later, so a 202 is reported as *accepted*, never as delivered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from ._provenance import RowProblem, RowRef, SourcedBatch
+from ._routing import Endpoint
+
+__all__ = ["BatchOutcome", "OutcomeStatus", "UploadReport"]
+
+#: accepted: answered 202. rejected: refused by mParticle (4xx) or turned away locally.
+#: failed: retries exhausted or the deadline passed. pending: never settled (the run stopped).
+OutcomeStatus = Literal["accepted", "rejected", "failed", "pending"]
+
+STATUSES: tuple[OutcomeStatus, ...] = ("accepted", "rejected", "failed", "pending")
+
+
+@attrs.frozen(kw_only=True)
+class BatchOutcome:
+    """The final outcome of one batch in one run."""
+
+    status: OutcomeStatus
+    endpoint: Endpoint
+    source_request_id: str
+    rows: tuple[RowRef, ...]
+    http_status: int | None = None
+    #: The response body (capped in size) for a rejection or failure.
+    response_body: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+    sourced: SourcedBatch | None = attrs.field(default=None, repr=False, eq=False)
+
+
+def _freeze_headers(value: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class UploadReport:
+    """Every batch's outcome, the rows turned away before sending, and how the run went."""
+
+    outcomes: tuple[BatchOutcome, ...] = ()
+    #: Rows turned away locally by routing or packing (never sent).
+    problems: tuple[RowProblem, ...] = ()
+    #: Retries by cause: "timeout", "connection", "status 503", "status 429", ...
+    retries: Mapping[str, int] = attrs.field(factory=dict)
+    #: Seconds the client paused all its workers because of 429 answers.
+    rate_limit_wait_seconds: float = 0.0
+    #: Distinct values of every ``X-mp-rate-limit-*`` response header seen.
+    rate_limit_headers: Mapping[str, tuple[str, ...]] = attrs.field(
+        factory=dict, converter=_freeze_headers
+    )
+    requests_sent: int = 0
+    elapsed_seconds: float = 0.0
+    #: Why the run stopped before sending everything (its unsent batches are "pending").
+    stopped: str | None = None
+
+    def count(self, status: OutcomeStatus, endpoint: Endpoint | None = None) -> int:
+        """How many batches ended with ``status`` (on ``endpoint``, if given)."""
+        return sum(
+            1
+            for outcome in self.outcomes
+            if outcome.status == status and (endpoint is None or outcome.endpoint == endpoint)
+        )
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Batches by outcome status."""
+        found = Counter(outcome.status for outcome in self.outcomes)
+        return {status: found[status] for status in STATUSES}
+
+    @property
+    def counts_by_endpoint(self) -> dict[str, dict[str, int]]:
+        """Batches by endpoint path, then by status."""
+        result: dict[str, dict[str, int]] = {}
+        for outcome in self.outcomes:
+            per = result.setdefault(outcome.endpoint.value, dict.fromkeys(STATUSES, 0))
+            per[outcome.status] += 1
+        return result
+
+    @property
+    def attempts_total(self) -> int:
+        """HTTP attempts made, including retries and bisected sub-requests."""
+        return self.requests_sent
+
+    @property
+    def ok(self) -> bool:
+        """True when every batch was accepted and no row was turned away."""
+        return not self.problems and all(o.status == "accepted" for o in self.outcomes)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{status}={n}" for status, n in self.counts.items())
+        retries = sum(self.retries.values())
+        stopped = f", stopped={self.stopped!r}" if self.stopped else ""
+        return (
+            f"UploadReport({counts}, row_problems={len(self.problems)}, "
+            f"requests_sent={self.requests_sent}, retries={retries}, "
+            f"rate_limit_wait_seconds={self.rate_limit_wait_seconds:.1f}{stopped})"
+        )

@@ -1,0 +1,182 @@
+"""Per-event routing between the live and the historical bulk endpoints.
+
+mParticle asks that data older than 30 days (28 days for Hightouch, our default) go to
+``/v2/bulkevents/historical``, and refuses a historical batch when any of its events has no
+timestamp or is less than 72 hours old. Routing therefore looks at every event, splits a batch
+that mixes both kinds into two batches for the same user, and turns away, with a reason, any
+event that would have to go historical but may not.
+
+Boundaries are inclusive: an event exactly ``historical_after`` old goes historical, and an
+event exactly ``historical_min_age`` old may go historical ("less than 72 hours" is refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+
+import attrs
+
+from ._models import Batch, Event
+from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
+
+__all__ = [
+    "DEFAULT_HISTORICAL_AFTER",
+    "DEFAULT_HISTORICAL_MIN_AGE",
+    "Endpoint",
+    "RoutedBatch",
+    "as_sourced",
+    "route",
+]
+
+DEFAULT_HISTORICAL_AFTER = timedelta(days=28)
+DEFAULT_HISTORICAL_MIN_AGE = timedelta(hours=72)
+
+
+class Endpoint(str, Enum):
+    """The bulk endpoint a batch goes to (a path below the pod's host)."""
+
+    LIVE = "/v2/bulkevents"
+    HISTORICAL = "/v2/bulkevents/historical"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@attrs.frozen(kw_only=True)
+class RoutedBatch:
+    """A batch bound for one endpoint, with the rows it came from."""
+
+    endpoint: Endpoint
+    sourced: SourcedBatch
+    #: False when routing split the input batch; packing then derives a fresh
+    #: ``source_request_id`` for each part even if the user had set one.
+    whole: bool = True
+
+    @property
+    def batch(self) -> Batch:
+        return self.sourced.batch
+
+
+def as_sourced(item: Batch | SourcedBatch, position: int) -> SourcedBatch:
+    """Wrap a plain batch as if it came from one input row numbered ``position`` (1-based)."""
+    if isinstance(item, SourcedBatch):
+        return item
+    if not isinstance(item, Batch):
+        msg = f"item {position}: expected a Batch or SourcedBatch, got {type(item).__name__}"
+        raise TypeError(msg)
+    row = RowRef(position)
+    return SourcedBatch(batch=item, event_rows=(row,) * len(item.events or ()), rows=(row,))
+
+
+def _to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        msg = "now must be timezone-aware (for example datetime.now(timezone.utc))"
+        raise ValueError(msg)
+    return int(value.timestamp() * 1000)
+
+
+def _part(sourced: SourcedBatch, indexes: Sequence[int]) -> SourcedBatch:
+    """The batch restricted to the events at ``indexes``; user fields are kept whole."""
+    events = sourced.batch.events or ()
+    event_rows = tuple(sourced.event_rows[i] for i in indexes)
+    return SourcedBatch(
+        batch=attrs.evolve(sourced.batch, events=tuple(events[i] for i in indexes)),
+        event_rows=event_rows,
+        rows=part_rows(sourced, event_rows),
+    )
+
+
+def part_rows(sourced: SourcedBatch, event_rows: Sequence[RowRef]) -> tuple[RowRef, ...]:
+    """Rows of a part: those of its events plus those that gave only user-level fields.
+
+    A row that gave only user fields travels in every part (each part carries the user
+    fields), so it may appear in several outcomes; its row-level outcome is the worst of them.
+    """
+    in_events = set(sourced.event_rows)
+    mine = set(event_rows)
+    return tuple(row for row in sourced.rows if row in mine or row not in in_events)
+
+
+def route(
+    batches: Iterable[Batch | SourcedBatch],
+    *,
+    now: datetime,
+    historical_after: timedelta = DEFAULT_HISTORICAL_AFTER,
+    historical_min_age: timedelta = DEFAULT_HISTORICAL_MIN_AGE,
+    historical_only: bool = False,
+) -> Iterator[RoutedBatch | RowProblem]:
+    """Route every event to the live or historical endpoint, lazily, in input order.
+
+    An event whose age (``now`` minus its timestamp) is at least ``historical_after`` goes
+    historical; any other event, including one without a timestamp (mParticle stamps those
+    with the time of receipt), goes live. With ``historical_only=True`` (a backfill) every
+    event is meant for the historical endpoint.
+
+    An event bound for historical that has no timestamp or is younger than
+    ``historical_min_age`` is not sent: it is yielded as a :class:`RowProblem` at
+    ``Stage.ROUTING``. A batch without events (user attributes only) always goes live, since
+    mParticle refuses an empty historical batch.
+    """
+    now_ms = _to_ms(now)
+    after_ms = historical_after // timedelta(milliseconds=1)
+    min_age_ms = historical_min_age // timedelta(milliseconds=1)
+    for position, item in enumerate(batches, start=1):
+        sourced = as_sourced(item, position)
+        events: Sequence[Event] = sourced.batch.events or ()
+        if not events:
+            yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
+            continue
+        live: list[int] = []
+        historical: list[int] = []
+        refused: list[tuple[int, str]] = []
+        for index, event in enumerate(events):
+            stamp = event.timestamp_unixtime_ms
+            age = None if stamp is None else now_ms - stamp
+            goes_historical = historical_only or (age is not None and age >= after_ms)
+            if not goes_historical:
+                live.append(index)
+            elif age is None:
+                refused.append((index, "the historical endpoint needs a timestamp on every event"))
+            elif age < min_age_ms:
+                hours = age / 3_600_000
+                refused.append(
+                    (
+                        index,
+                        f"event is {hours:.1f} h old; the historical endpoint refuses events "
+                        f"under {historical_min_age.total_seconds() / 3600:g} h old",
+                    )
+                )
+            else:
+                historical.append(index)
+        for index, reason in refused:
+            yield RowProblem(
+                row=sourced.event_rows[index],
+                stage=Stage.ROUTING,
+                reason=reason,
+                field=f"events[{index}].data.timestamp_unixtime_ms",
+            )
+        if not refused and not (live and historical):
+            endpoint = Endpoint.HISTORICAL if historical else Endpoint.LIVE
+            yield RoutedBatch(endpoint=endpoint, sourced=sourced)
+            continue
+        if not live and not historical:
+            # Every event was refused; rows that gave only user fields go with them.
+            refused_rows = {sourced.event_rows[index] for index, _ in refused}
+            for row in sourced.rows:
+                if row not in refused_rows:
+                    yield RowProblem(
+                        row=row,
+                        stage=Stage.ROUTING,
+                        reason="every event of this row's batch was refused by routing",
+                    )
+            continue
+        for endpoint, indexes in ((Endpoint.LIVE, live), (Endpoint.HISTORICAL, historical)):
+            if indexes:
+                yield RoutedBatch(endpoint=endpoint, sourced=_part(sourced, indexes), whole=False)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware (the default clock for routing)."""
+    return datetime.now(timezone.utc)
