@@ -1,0 +1,961 @@
+"""Running a mapping: rows in, batches out (one user each), every row accounted for.
+
+A mapping is compiled once into closures (one per mapped field), then each row goes through
+them. A bad value raises :class:`_Reject` naming the field path; the row is recorded as
+rejected and the run goes on. Only the batch being filled is held in memory.
+
+Limit policy (reference §4), applied here and documented in docs/mapping.md:
+
+- event name over 256 characters: truncated to 256, as mParticle does for S2S (counted);
+- attribute name over 256 characters, attribute value over 4096 characters, more than 100
+  attributes on an event, more than 100 user attributes on a row, a user attribute list over
+  1000 entries or with an entry over 512 characters: the row is rejected;
+- rows of one user whose user attributes would exceed 100 together go to separate batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import typing
+import zoneinfo
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import tzinfo
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import attrs
+
+from ._coerce import (
+    CoercionError,
+    EpochUnit,
+    parse_json,
+    to_bool,
+    to_decimal,
+    to_float,
+    to_int,
+    to_key_str,
+    to_scalar,
+    to_str,
+    to_timestamp_ms,
+    to_user_attribute,
+)
+from ._enums import CustomEventType
+from ._errors import MappingError, ModelError, RowError
+from ._mapping import (
+    RESERVED_USER_ATTRIBUTES,
+    Attributes,
+    Column,
+    CommerceEventMapping,
+    Computed,
+    Constant,
+    CustomEventMapping,
+    ListOf,
+    RowMapping,
+    Source,
+    Struct,
+    SyncKind,
+)
+from ._models import Batch, CommerceEvent, CustomEvent
+from ._models_common import ApplicationInfo, Context, DeviceInfo, UserIdentities
+from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
+from ._rows import Cursor, iter_rows
+from ._values import optional_ip, optional_timestamp_ms, optional_uuid, timestamp_ms
+
+__all__ = ["MappingRun", "compile_mapping", "map_rows"]
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENT_NAME = 256
+MAX_ATTRIBUTE_NAME = 256
+MAX_ATTRIBUTE_VALUE = 4096
+MAX_EVENT_ATTRIBUTES = 100
+MAX_USER_ATTRIBUTES = 100
+MAX_USER_ATTRIBUTE_LIST = 1000
+MAX_USER_ATTRIBUTE_LIST_ENTRY = 512
+_INT64 = 2**63
+
+_RESERVED_LOWER = frozenset(name.lower() for name in RESERVED_USER_ATTRIBUTES)
+
+
+class _Reject(Exception):  # noqa: N818 - control flow, never escapes this module
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+Getter = Callable[[Mapping[str, Any]], Any]
+Coercer = Callable[[Any, str], Any]
+
+
+# --- sources → getters ----------------------------------------------------------------------
+
+
+def _getter(source: Source, path: str) -> Getter:
+    if isinstance(source, Column):
+        name = source.name
+
+        def column(row: Mapping[str, Any]) -> Any:
+            try:
+                return row[name]
+            except KeyError:
+                raise _Reject(path, f"column {name!r} is not in the row") from None
+
+        return column
+    if isinstance(source, Constant):
+        value = source.value
+        return lambda _row: value
+    if isinstance(source, Computed):
+        function, label = source.function, source.qualified_name
+
+        def computed(row: Mapping[str, Any]) -> Any:
+            try:
+                return function(row)
+            except Exception as exc:  # noqa: BLE001 - user code; its failure rejects only this row
+                raise _Reject(path, f"{label} raised {type(exc).__name__}: {exc}") from None
+
+        return computed
+    if isinstance(source, Struct):
+        parts = [(name, _getter(item, _join(path, name))) for name, item in source.fields]
+        return lambda row: {name: get(row) for name, get in parts}
+    items = [_getter(item, f"{path}[{index}]") for index, item in enumerate(source.items)]
+    return lambda row: [get(row) for get in items]
+
+
+def _columns_of(source: Source | None) -> Iterator[str]:
+    if isinstance(source, Column):
+        yield source.name
+    elif isinstance(source, Struct):
+        for _, item in source.fields:
+            yield from _columns_of(item)
+    elif isinstance(source, ListOf):
+        for item in source.items:
+            yield from _columns_of(item)
+
+
+# --- wire types → coercers -------------------------------------------------------------------
+
+
+def _wrap(function: Callable[[Any], Any]) -> Coercer:
+    def coerce(value: Any, path: str) -> Any:
+        try:
+            return function(value)
+        except (CoercionError, ModelError) as exc:
+            raise _Reject(path, str(exc)) from None
+
+    return coerce
+
+
+def _then(first: Coercer, converter: Callable[[Any], Any]) -> Coercer:
+    def coerce(value: Any, path: str) -> Any:
+        result = first(value, path)
+        try:
+            return converter(result)
+        except ModelError as exc:
+            raise _Reject(path, str(exc)) from None
+
+    return coerce
+
+
+def _parsed(value: Any, path: str) -> Any:
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        try:
+            return parse_json(value)
+        except CoercionError as exc:
+            raise _Reject(path, str(exc)) from None
+    return value
+
+
+def _non_optional(tp: Any) -> Any:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+class _Coercers:
+    """Coercers for wire model classes, specialised for one mapping's timezone and epoch unit."""
+
+    def __init__(self, tz: tzinfo | None, unit: EpochUnit) -> None:
+        self.tz = tz
+        self.unit = unit
+        self._structs: dict[type, Coercer] = {}
+
+    def timestamp(self, value: Any, path: str) -> int:
+        try:
+            return to_timestamp_ms(value, unit=self.unit, tz=self.tz)
+        except CoercionError as exc:
+            raise _Reject(path, str(exc)) from None
+
+    def for_field(self, field: attrs.Attribute[Any]) -> Coercer:
+        converter: Any = field.converter
+        tp = _non_optional(field.type)
+        if converter in (optional_timestamp_ms, timestamp_ms):
+            return self.timestamp
+        if converter in (optional_uuid, optional_ip):
+            return _then(_wrap(to_str), converter)
+        if isinstance(tp, type) and issubclass(tp, Enum):
+            return _then(_wrap(to_str), converter) if converter else _wrap(tp)
+        simple = {str: to_str, bool: to_bool, int: to_int, float: to_float, Decimal: to_decimal}
+        if tp in simple:
+            return _wrap(simple[tp])
+        if isinstance(tp, type) and attrs.has(tp):
+            return self.struct(tp)
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is tuple and args and attrs.has(args[0]):
+            return self.struct_list(args[0])
+        if origin is dict and args[1] is str:
+            return self.string_map
+        if origin is dict and typing.get_origin(args[1]) is dict:
+            return self.nested_string_map
+        if origin is dict:
+            return self.scalar_map
+        raise MappingError(
+            f"field {field.name} of type {tp!r} cannot be mapped"
+        )  # pragma: no cover
+
+    def struct(self, cls: type) -> Coercer:
+        cached = self._structs.get(cls)
+        if cached is not None:
+            return cached
+        plans: dict[str, Coercer] = {}
+        # A class met again while its own plans are built (none today) finds this entry.
+        self._structs[cls] = lambda value, path: struct(value, path)  # noqa: PLW0108
+        fields = attrs.fields(attrs.resolve_types(cls))
+        for field in fields:
+            plans[field.name] = self.for_field(field)
+        required = [f.name for f in fields if f.default is attrs.NOTHING]
+        name = cls.__name__
+
+        def struct(value: Any, path: str) -> Any:
+            value = _parsed(value, path)
+            if not isinstance(value, Mapping):
+                raise _Reject(path, f"expected a {name} object (or JSON text), got {_kind(value)}")
+            kwargs: dict[str, Any] = {}
+            for key, item in value.items():
+                plan = plans.get(key) if isinstance(key, str) else None
+                if plan is None:
+                    raise _Reject(_join(path, str(key)), f"{name} has no field {key!r}")
+                if item is not None:
+                    kwargs[key] = plan(item, _join(path, key))
+            for key in required:
+                if key not in kwargs:
+                    raise _Reject(_join(path, key), "required field is missing or null")
+            try:
+                return cls(**kwargs)
+            except ModelError as exc:
+                raise _Reject(path, str(exc)) from None
+
+        self._structs[cls] = struct
+        return struct
+
+    def struct_list(self, cls: type) -> Coercer:
+        item_coercer = self.struct(cls)
+
+        def struct_list(value: Any, path: str) -> tuple[Any, ...]:
+            value = _parsed(value, path)
+            if isinstance(value, Mapping):
+                value = [value]  # one object where a list is expected: a list of one
+            if not isinstance(value, (list, tuple)):
+                raise _Reject(path, f"expected a list of objects, got {_kind(value)}")
+            out = []
+            for index, item in enumerate(value):
+                where = f"{path}[{index}]"
+                if item is None:
+                    raise _Reject(where, "null where an object is expected")
+                out.append(item_coercer(item, where))
+            return tuple(out)
+
+        return struct_list
+
+    def _map(self, value: Any, path: str) -> Mapping[Any, Any]:
+        value = _parsed(value, path)
+        if not isinstance(value, Mapping):
+            raise _Reject(path, f"expected an object of attributes, got {_kind(value)}")
+        return value
+
+    def string_map(self, value: Any, path: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, item in self._map(value, path).items():
+            if item is None:
+                continue
+            where = _join(path, str(key))
+            out[str(key)] = _as_text(item, where, self.tz)
+        return out
+
+    def nested_string_map(self, value: Any, path: str) -> dict[str, dict[str, str]]:
+        return {
+            str(key): self.string_map(item, _join(path, str(key)))
+            for key, item in self._map(value, path).items()
+            if item is not None
+        }
+
+    def scalar_map(self, value: Any, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in self._map(value, path).items():
+            if item is None:
+                continue
+            try:
+                out[str(key)] = to_scalar(item, tz=self.tz)
+            except CoercionError as exc:
+                raise _Reject(_join(path, str(key)), str(exc)) from None
+        return out
+
+
+def _as_text(value: Any, path: str, tz: tzinfo | None) -> str:
+    """String-typed attribute values (product custom_attributes): scalars rendered as text."""
+    try:
+        scalar = to_scalar(value, tz=tz)
+    except CoercionError as exc:
+        raise _Reject(path, str(exc)) from None
+    if isinstance(scalar, bool):
+        return "true" if scalar else "false"
+    if isinstance(scalar, float):
+        return repr(scalar)
+    return str(scalar)
+
+
+# --- attribute maps ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _AttributeMap:
+    field: str
+    explicit: tuple[tuple[str, Getter], ...]
+    prefix: str | None
+    strip_prefix: bool
+    remaining: bool
+    json_column: str | None
+    user: bool  # user attributes (lists allowed, '$' reserved) or event attributes
+    limit: int | None  # how many attributes one row may set
+
+
+def _check_name(name: Any, field: str, *, user: bool) -> str:
+    if not isinstance(name, str):
+        raise _Reject(field, f"attribute name {name!r} is not text")
+    if not name:
+        raise _Reject(field, "an attribute name is empty")
+    if len(name) > MAX_ATTRIBUTE_NAME:
+        raise _Reject(
+            _join(field, name[:40] + "..."),
+            f"attribute name is {len(name)} characters; mParticle allows {MAX_ATTRIBUTE_NAME}",
+        )
+    if user and name.startswith("$") and name.lower() not in _RESERVED_LOWER:
+        raise _Reject(_join(field, name), "names starting with '$' are reserved by mParticle")
+    return name
+
+
+def _check_text(value: Any, path: str, limit: int) -> None:
+    if isinstance(value, str) and len(value) > limit:
+        raise _Reject(path, f"value is {len(value)} characters; mParticle allows {limit}")
+
+
+class _AttributeBuilder:
+    def __init__(
+        self,
+        spec: _AttributeMap,
+        used: frozenset[str],
+        prefixes: tuple[str, ...],
+        tz: tzinfo | None,
+    ) -> None:
+        self.spec = spec
+        self.used = used
+        self.prefixes = prefixes
+        self.tz = tz
+
+    def _value(self, value: Any, path: str) -> Any:
+        try:
+            if self.spec.user:
+                result = to_user_attribute(value, tz=self.tz)
+            else:
+                result = to_scalar(value, tz=self.tz)
+        except CoercionError as exc:
+            raise _Reject(path, str(exc)) from None
+        if isinstance(result, list):
+            if len(result) > MAX_USER_ATTRIBUTE_LIST:
+                raise _Reject(
+                    path,
+                    f"list has {len(result)} entries; mParticle allows {MAX_USER_ATTRIBUTE_LIST}",
+                )
+            for index, item in enumerate(result):
+                _check_text(item, f"{path}[{index}]", MAX_USER_ATTRIBUTE_LIST_ENTRY)
+        else:
+            _check_text(result, path, MAX_ATTRIBUTE_VALUE)
+        return result
+
+    def _put(self, out: dict[str, Any], name: Any, value: Any) -> None:
+        if value is None:
+            return
+        field = self.spec.field
+        checked = _check_name(name, field, user=self.spec.user)
+        out[checked] = self._value(value, _join(field, checked))
+
+    def build(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        spec = self.spec
+        out: dict[str, Any] = {}
+        for name, get in spec.explicit:
+            self._put(out, name, get(row))
+        if spec.prefix is not None:
+            prefix, cut = spec.prefix, len(spec.prefix) if spec.strip_prefix else 0
+            for column, value in row.items():
+                if (
+                    isinstance(column, str)
+                    and column.startswith(prefix)
+                    and column not in self.used
+                ):
+                    self._put(out, column[cut:], value)
+        if spec.remaining:
+            for column, value in row.items():
+                if not isinstance(column, str):
+                    raise _Reject(spec.field, f"column name {column!r} is not text")
+                if column in self.used or column.startswith(self.prefixes):
+                    continue
+                self._put(out, column, value)
+        if spec.json_column is not None:
+            try:
+                raw = row[spec.json_column]
+            except KeyError:
+                raise _Reject(
+                    spec.field, f"column {spec.json_column!r} is not in the row"
+                ) from None
+            if raw is not None:
+                document = _parsed(raw, spec.field)
+                if not isinstance(document, Mapping):
+                    raise _Reject(spec.field, f"column {spec.json_column!r} is not a JSON object")
+                for name, value in document.items():
+                    self._put(out, name, value)
+        if spec.limit is not None and len(out) > spec.limit:
+            raise _Reject(
+                spec.field,
+                f"{len(out)} attributes; mParticle allows {spec.limit} per {'batch' if spec.user else 'event'}",
+            )
+        return out
+
+
+# --- compiling a mapping -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Mapped:
+    """One row, mapped: the user part (the batch key) and at most one event."""
+
+    user_key: tuple[Any, ...]
+    identities: tuple[tuple[str, str], ...]
+    device: tuple[tuple[str, str], ...]
+    mpid: int | None
+    mp_deviceid: str | None
+    ip: str | None
+    application_info: ApplicationInfo | None
+    context: Context | None
+    user_attributes: dict[str, Any] | None
+    event: CustomEvent | CommerceEvent | None
+    truncated: int
+
+
+_COMMERCE_FIELDS = (
+    "product_action",
+    "promotion_action",
+    "product_impressions",
+    "shopping_cart",
+    "currency_code",
+    "screen_name",
+    "is_non_interactive",
+    "event_name",
+)
+_EVENT_FIELDS = (
+    "timestamp_unixtime_ms",
+    "source_message_id",
+    "session_uuid",
+    "location",
+    "device_current_state",
+)
+
+
+class CompiledMapping:
+    """A mapping turned into per-field closures; ``map_row`` maps one row or raises _Reject."""
+
+    def __init__(self, mapping: RowMapping) -> None:
+        self.mapping = mapping
+        tz = zoneinfo.ZoneInfo(mapping.timezone) if mapping.timezone else None
+        coercers = _Coercers(tz, mapping.epoch_unit)
+        self.key_column = mapping.key_column
+        self.identities = [
+            (name, _getter(source, _join("user_identities", name)))
+            for name, source in mapping.user_identities
+        ]
+        device_fields = {
+            field.name: field for field in attrs.fields(attrs.resolve_types(DeviceInfo))
+        }
+        self.device: list[tuple[str, Getter, Coercer]] = []
+        self.mp_deviceid: tuple[Getter, Coercer] | None = None
+        for name, source in mapping.device_identities:
+            if name == "mp_deviceid":
+                self.mp_deviceid = (
+                    _getter(source, "mp_deviceid"),
+                    _then(_wrap(to_str), optional_uuid),
+                )
+            else:
+                path = _join("device_info", name)
+                self.device.append(
+                    (name, _getter(source, path), coercers.for_field(device_fields[name]))
+                )
+        self.mpid = None if mapping.mpid is None else _getter(mapping.mpid, "mpid")
+        self.ip = None if mapping.ip is None else _getter(mapping.ip, "ip")
+        self.application_info = self._nested(
+            mapping.application_info, "application_info", coercers.struct(ApplicationInfo)
+        )
+        self.context = self._nested(mapping.context, "context", coercers.struct(Context))
+
+        used: set[str] = set()
+        if self.key_column:
+            used.add(self.key_column)
+        for field in attrs.fields(type(mapping)):
+            value = getattr(mapping, field.name)
+            if isinstance(value, tuple):
+                for item in value:
+                    if isinstance(item, tuple) and len(item) == 2:
+                        used.update(_columns_of(item[1]))
+            elif isinstance(value, Attributes):
+                for _, source in value.columns:
+                    used.update(_columns_of(source))
+                if value.json_column:
+                    used.add(value.json_column)
+            elif isinstance(value, (Column, Struct, ListOf)):
+                used.update(_columns_of(value))
+        self.used_columns = frozenset(used)
+        prefixes = tuple(maps.prefix for _, maps in mapping.attribute_maps() if maps.prefix)
+
+        self.attribute_builders: dict[str, _AttributeBuilder] = {}
+        for name, maps in mapping.attribute_maps():
+            user = name == "user_attributes"
+            limit = (
+                MAX_USER_ATTRIBUTES
+                if user
+                else (MAX_EVENT_ATTRIBUTES if name == "custom_attributes" else None)
+            )
+            spec = _AttributeMap(
+                field=name,
+                explicit=tuple(
+                    (attr, _getter(source, _join(name, attr))) for attr, source in maps.columns
+                ),
+                prefix=maps.prefix,
+                strip_prefix=maps.strip_prefix,
+                remaining=maps.remaining,
+                json_column=maps.json_column,
+                user=user,
+                limit=limit,
+            )
+            self.attribute_builders[name] = _AttributeBuilder(spec, self.used_columns, prefixes, tz)
+
+        self.event_cls: type[CustomEvent] | type[CommerceEvent] | None = None
+        self.event_fields: list[tuple[str, Getter, Coercer]] = []
+        self.event_name: Getter | None = None
+        self.custom_event_type: Getter | None = None
+        if isinstance(mapping, (CustomEventMapping, CommerceEventMapping)):
+            cls: type[CustomEvent] | type[CommerceEvent] = (
+                CustomEvent if isinstance(mapping, CustomEventMapping) else CommerceEvent
+            )
+            self.event_cls = cls
+            fields = {field.name: field for field in attrs.fields(attrs.resolve_types(cls))}
+            names = list(_EVENT_FIELDS)
+            if isinstance(mapping, CommerceEventMapping):
+                names += [n for n in _COMMERCE_FIELDS if n != "event_name"]
+                if mapping.event_name is not None:
+                    self.event_name = _getter(mapping.event_name, "event_name")
+            else:
+                self.event_name = _getter(mapping.event_name, "event_name")
+                self.custom_event_type = _getter(mapping.custom_event_type, "custom_event_type")
+            for name in names:
+                source = getattr(mapping, name)
+                if source is None:
+                    continue
+                self._check_struct(source, fields[name], name)
+                self.event_fields.append(
+                    (name, _getter(source, name), coercers.for_field(fields[name]))
+                )
+
+    def _nested(
+        self, source: Source | None, path: str, coercer: Coercer
+    ) -> tuple[Getter, Coercer, str] | None:
+        if source is None:
+            return None
+        return _getter(source, path), coercer, path
+
+    def _check_struct(self, source: Source, field: attrs.Attribute[Any], path: str) -> None:
+        """Catch a misspelt nested field name when the mapping is built, not on every row."""
+        tp = _non_optional(field.type)
+        if typing.get_origin(tp) is tuple:
+            tp = typing.get_args(tp)[0]
+            if isinstance(source, ListOf):
+                for index, item in enumerate(source.items):
+                    self._check_struct_of(item, tp, f"{path}[{index}]")
+                return
+        self._check_struct_of(source, tp, path)
+
+    def _check_struct_of(self, source: Source, tp: Any, path: str) -> None:
+        if not (isinstance(source, Struct) and isinstance(tp, type) and attrs.has(tp)):
+            return
+        fields = {field.name: field for field in attrs.fields(attrs.resolve_types(tp))}
+        for name, item in source.fields:
+            if name not in fields:
+                raise MappingError(f"{path}: {tp.__name__} has no field {name!r}")
+            self._check_struct(item, fields[name], _join(path, name))
+
+    def primary_key(self, row: Mapping[str, Any]) -> str | None:
+        column = self.key_column
+        if column is None:
+            return None
+        try:
+            value = row[column]
+        except KeyError:
+            raise _Reject(
+                "primary_key", f"primary key column {column!r} is not in the row"
+            ) from None
+        if value is None:
+            raise _Reject("primary_key", f"primary key column {column!r} is null")
+        try:
+            return to_key_str(value)
+        except CoercionError as exc:
+            raise _Reject("primary_key", str(exc)) from None
+
+    def map_row(self, row: Mapping[str, Any]) -> _Mapped:
+        identities: list[tuple[str, str]] = []
+        for name, get in self.identities:
+            value = get(row)
+            if value is None:
+                continue
+            try:
+                text = to_str(value).strip()
+            except CoercionError as exc:
+                raise _Reject(_join("user_identities", name), str(exc)) from None
+            if text:
+                identities.append((name, text))
+        device: list[tuple[str, str]] = []
+        for name, get, coerce in self.device:
+            value = get(row)
+            if value is not None:
+                device.append((name, coerce(value, _join("device_info", name))))
+        mp_deviceid = None
+        if self.mp_deviceid is not None:
+            value = self.mp_deviceid[0](row)
+            if value is not None:
+                mp_deviceid = self.mp_deviceid[1](value, "mp_deviceid")
+        mpid = None
+        if self.mpid is not None:
+            value = self.mpid(row)
+            if value is not None:
+                try:
+                    mpid = to_int(value)
+                except CoercionError as exc:
+                    raise _Reject("mpid", str(exc)) from None
+                if not -_INT64 <= mpid < _INT64:
+                    raise _Reject("mpid", f"{mpid} is outside the 64-bit range of an mpid")
+        if not (identities or device or mp_deviceid or mpid is not None):
+            raise _Reject(
+                "user_identities", "the row has no user identity, device identity or mpid"
+            )
+        ip = None
+        if self.ip is not None:
+            value = self.ip(row)
+            if value is not None:
+                ip = _then(_wrap(to_str), optional_ip)(value, "ip")
+        application_info = _nested_value(self.application_info, row)
+        context = _nested_value(self.context, row)
+        user_attributes = None
+        builder = self.attribute_builders.get("user_attributes")
+        if builder is not None:
+            user_attributes = builder.build(row)
+        event, truncated = self._event(row) if self.event_cls is not None else (None, 0)
+        user_key = (
+            tuple(identities),
+            tuple(device),
+            mpid,
+            mp_deviceid,
+            ip,
+            application_info,
+            context,
+        )
+        return _Mapped(
+            user_key=user_key,
+            identities=tuple(identities),
+            device=tuple(device),
+            mpid=mpid,
+            mp_deviceid=mp_deviceid,
+            ip=ip,
+            application_info=application_info,
+            context=context,
+            user_attributes=user_attributes,
+            event=event,
+            truncated=truncated,
+        )
+
+    def _event(self, row: Mapping[str, Any]) -> tuple[CustomEvent | CommerceEvent, int]:
+        kwargs: dict[str, Any] = {}
+        truncated = 0
+        for name, get, coerce in self.event_fields:
+            value = get(row)
+            if value is None:
+                if name == "timestamp_unixtime_ms":
+                    # Sending it without one would silently stamp it with the arrival time.
+                    raise _Reject(name, "timestamp is null")
+                continue
+            kwargs[name] = coerce(value, name)
+        if self.event_name is not None:
+            value = self.event_name(row)
+            if value is None and self.event_cls is CustomEvent:
+                raise _Reject("event_name", "event name is null")
+            if value is not None:
+                name = _wrap(to_str)(value, "event_name").strip()
+                if not name:
+                    raise _Reject("event_name", "event name is empty")
+                if len(name) > MAX_EVENT_NAME:
+                    name, truncated = name[:MAX_EVENT_NAME], 1
+                kwargs["event_name"] = name
+        if self.custom_event_type is not None:
+            value = self.custom_event_type(row)
+            if value is None:
+                raise _Reject("custom_event_type", "custom event type is null")
+            kwargs["custom_event_type"] = _then(_wrap(to_str), _custom_event_type)(
+                value, "custom_event_type"
+            )
+        for name in ("custom_attributes", "custom_flags"):
+            builder = self.attribute_builders.get(name)
+            if builder is not None:
+                built = builder.build(row)
+                if built:
+                    kwargs[name] = built
+        cls = self.event_cls
+        assert cls is not None
+        try:
+            return cls(**kwargs), truncated
+        except ModelError as exc:
+            raise _Reject(None, str(exc)) from None
+
+
+def _custom_event_type(value: str) -> CustomEventType:
+    try:
+        return CustomEventType(value)
+    except ValueError:
+        allowed = ", ".join(repr(t.value) for t in CustomEventType)
+        raise ModelError(
+            f"{value!r} is not a custom event type; expected one of {allowed}"
+        ) from None
+
+
+def _nested_value(plan: tuple[Getter, Coercer, str] | None, row: Mapping[str, Any]) -> Any:
+    if plan is None:
+        return None
+    get, coerce, path = plan
+    value = get(row)
+    return None if value is None else coerce(value, path)
+
+
+def compile_mapping(mapping: RowMapping) -> CompiledMapping:
+    """Compile (and so validate) a mapping; raises :class:`MappingError` on a bad definition."""
+    return CompiledMapping(mapping)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+class MappingRun(Iterator[SourcedBatch]):
+    """An iterator of batches with live counts of what happened to every row.
+
+    ``rows_in == rows_mapped + rows_rejected`` holds whenever the run is not inside ``next()``.
+    ``rejected`` lists each rejected row's :class:`RowProblem` (stage ``mapping``).
+    ``values_truncated`` counts event names cut to 256 characters.
+    """
+
+    def __init__(
+        self,
+        rows: Cursor | Iterable[Mapping[str, Any]],
+        mapping: RowMapping,
+        *,
+        strict: bool = False,
+        on_reject: Callable[[RowProblem], None] | None = None,
+        max_events_per_batch: int = 100,
+    ) -> None:
+        if max_events_per_batch < 1:
+            raise ValueError("max_events_per_batch must be at least 1")
+        self.mapping = mapping
+        self.strict = strict
+        self.on_reject = on_reject
+        self.max_events_per_batch = max_events_per_batch
+        self.rows_in = 0
+        self.rows_mapped = 0
+        self.rows_rejected = 0
+        self.batches_out = 0
+        self.values_truncated = 0
+        self.rejected: list[RowProblem] = []
+        self._compiled = compile_mapping(mapping)
+        self._batches = self._run(iter_rows(rows))
+
+    def __iter__(self) -> MappingRun:
+        return self
+
+    def __next__(self) -> SourcedBatch:
+        return next(self._batches)
+
+    def __repr__(self) -> str:
+        return (
+            f"<MappingRun {self.mapping.kind.value}: rows_in={self.rows_in} "
+            f"rows_mapped={self.rows_mapped} rows_rejected={self.rows_rejected} "
+            f"batches_out={self.batches_out}>"
+        )
+
+    def _reject(self, ref: RowRef, field: str | None, reason: str) -> None:
+        problem = RowProblem(row=ref, stage=Stage.MAPPING, reason=reason, field=field)
+        self.rows_rejected += 1
+        self.rejected.append(problem)
+        if self.strict:
+            raise RowError(
+                row_number=ref.row_number,
+                primary_key=ref.primary_key,
+                field=field or "row",
+                reason=reason,
+            )
+        if self.on_reject is not None:
+            self.on_reject(problem)
+
+    def _run(self, rows: Iterator[Any]) -> Iterator[SourcedBatch]:
+        compiled = self._compiled
+        per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
+        limit = self.max_events_per_batch
+        pending = _Pending(self.mapping.environment)
+        for row in rows:
+            self.rows_in += 1
+            ref = RowRef(self.rows_in)
+            if not isinstance(row, Mapping):
+                self._reject(
+                    ref, None, f"a row must be a mapping of column → value, got {_kind(row)}"
+                )
+                continue
+            try:
+                ref = RowRef(self.rows_in, compiled.primary_key(row))
+                mapped = compiled.map_row(row)
+            except _Reject as exc:
+                self._reject(ref, exc.field, exc.reason)
+                continue
+            if pending.rows and (per_row or not pending.accepts(mapped, limit)):
+                self.batches_out += 1
+                yield pending.flush()
+            pending.add(mapped, ref)
+            self.rows_mapped += 1
+            self.values_truncated += mapped.truncated
+        if pending.rows:
+            self.batches_out += 1
+            yield pending.flush()
+        logger.info(
+            "mapped %d rows: %d mapped into %d batches, %d rejected",
+            self.rows_in,
+            self.rows_mapped,
+            self.batches_out,
+            self.rows_rejected,
+        )
+
+
+class _Pending:
+    """The batch being filled: one user's consecutive rows."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.first: _Mapped | None = None
+        self.events: list[Any] = []
+        self.event_rows: list[RowRef] = []
+        self.rows: list[RowRef] = []
+        self.user_attributes: dict[str, Any] = {}
+
+    def accepts(self, mapped: _Mapped, limit: int) -> bool:
+        first = self.first
+        if first is None:
+            return True
+        if mapped.user_key != first.user_key:
+            return False
+        if mapped.event is not None and len(self.events) >= limit:
+            return False
+        extra = mapped.user_attributes
+        if extra:
+            current = self.user_attributes
+            for key, value in extra.items():
+                if key in current and current[key] != value:
+                    return False  # a later value would overwrite an earlier one
+            if len(current.keys() | extra.keys()) > MAX_USER_ATTRIBUTES:
+                return False
+        return True
+
+    def add(self, mapped: _Mapped, ref: RowRef) -> None:
+        if self.first is None:
+            self.first = mapped
+        if mapped.event is not None:
+            self.events.append(mapped.event)
+            self.event_rows.append(ref)
+        if mapped.user_attributes:
+            self.user_attributes.update(mapped.user_attributes)
+        self.rows.append(ref)
+
+    def flush(self) -> SourcedBatch:
+        first = self.first
+        assert first is not None
+        batch = Batch(
+            events=tuple(self.events) if self.events else None,
+            environment=self.environment,
+            user_identities=UserIdentities(**_any_kwargs(first.identities))
+            if first.identities
+            else None,
+            device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
+            mpid=first.mpid,
+            mp_deviceid=first.mp_deviceid,
+            ip=first.ip,
+            application_info=first.application_info,
+            context=first.context,
+            user_attributes=self.user_attributes or None,
+        )
+        sourced = SourcedBatch(
+            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
+        )
+        self.first = None
+        self.events = []
+        self.event_rows = []
+        self.rows = []
+        self.user_attributes = {}
+        return sourced
+
+
+def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return dict(pairs)
+
+
+def map_rows(
+    rows: Cursor | Iterable[Mapping[str, Any]],
+    mapping: RowMapping,
+    *,
+    strict: bool = False,
+    on_reject: Callable[[RowProblem], None] | None = None,
+    max_events_per_batch: int = 100,
+) -> MappingRun:
+    """Map rows (a cursor or any iterable of dicts) into batches, streaming.
+
+    Consecutive rows of the same user (same identities, device ids, mpid and batch-level
+    fields) share a batch of at most ``max_events_per_batch`` events; a user-attribute
+    mapping makes one batch per row. A row that cannot be mapped is recorded in
+    ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
+    the first such row raises :class:`RowError` instead.
+    """
+    return MappingRun(
+        rows,
+        mapping,
+        strict=strict,
+        on_reject=on_reject,
+        max_events_per_batch=max_events_per_batch,
+    )

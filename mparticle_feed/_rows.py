@@ -1,0 +1,73 @@
+"""Rows from any PEP 249 (DB-API 2.0) cursor, as dicts, in bounded chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from ._errors import MappingError
+
+__all__ = ["Cursor", "iter_rows", "rows_from_cursor"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Cursor(Protocol):
+    """The part of a PEP 249 cursor we use: ``description`` and ``fetchmany``."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchmany(self, size: int = ..., /) -> Any: ...
+
+
+def _column_names(description: Any) -> list[str]:
+    if description is None:
+        raise MappingError(
+            "the cursor has no result set (description is None); execute a query that returns rows"
+        )
+    names = [str(column[0]) for column in description]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise MappingError(
+            f"the query returns several columns named {', '.join(map(repr, duplicates))}; "
+            "give each column a distinct alias"
+        )
+    return names
+
+
+def rows_from_cursor(cursor: Cursor, *, chunk_size: int = 1000) -> Iterator[dict[str, Any]]:
+    """Yield each row of an executed cursor as ``{column name: value}``.
+
+    Rows are fetched ``chunk_size`` at a time with ``fetchmany`` (never ``fetchall``), so
+    memory stays bounded whatever the size of the result. Column names come from
+    ``cursor.description``; two columns with the same name raise :class:`MappingError`.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    names = _column_names(cursor.description)
+    width = len(names)
+    fetched = 0
+    while True:
+        chunk = cursor.fetchmany(chunk_size)
+        if not chunk:
+            break
+        for row in chunk:
+            # sqlite3.Row, DuckDB tuples and plain tuples all index by position.
+            values = tuple(row)
+            if len(values) != width:
+                raise MappingError(
+                    f"row {fetched + 1} has {len(values)} values for {width} columns"
+                )
+            fetched += 1
+            yield dict(zip(names, values, strict=True))
+    logger.debug("fetched %d rows of %d columns", fetched, width)
+
+
+def iter_rows(source: Cursor | Iterable[Mapping[str, Any]]) -> Iterator[Any]:
+    """Rows from a cursor, or the items of any iterable of dicts (e.g. DataFrame records)."""
+    if isinstance(source, Cursor) and not isinstance(source, Mapping):
+        return rows_from_cursor(source)
+    return iter(source)
