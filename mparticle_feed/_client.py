@@ -144,7 +144,7 @@ def _base_url(api_key: str, pod: str | None, base_url: str | None) -> str:
     return PODS[name]
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Run:
     """State shared by the workers of one upload."""
 
