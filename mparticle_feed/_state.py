@@ -444,15 +444,15 @@ class StateStore:
 
     # --- requests in flight --------------------------------------------------------------
 
-    def mark_in_flight(
-        self, name: str, *, source_request_id: str, endpoint: str, row_count: int
-    ) -> None:
-        """Note that a request is about to be sent."""
+    def mark_in_flight(self, name: str, batches: Iterable[tuple[str, str, int]]) -> None:
+        """Note, in one transaction, batches about to be sent: ``(source_request_id, endpoint, rows)``."""
+        now = float(self._clock())
+        values = [(name, rid, str(endpoint), rows, now) for rid, endpoint, rows in batches]
         with self._transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT OR REPLACE INTO in_flight "
                 "(name, source_request_id, endpoint, row_count, started_at) VALUES (?, ?, ?, ?, ?)",
-                (name, source_request_id, endpoint, row_count, float(self._clock())),
+                values,
             )
 
     def settle(

@@ -119,8 +119,7 @@ def test_bad_mapping_change_option(path: Path) -> None:
 def test_in_flight_requests_are_reported_after_a_crash(path: Path) -> None:
     store = StateStore(path)
     store.begin_sync("s", kind="custom_event", fingerprint="f1")
-    store.mark_in_flight("s", source_request_id="r1", endpoint="/v2/bulkevents", row_count=3)
-    store.mark_in_flight("s", source_request_id="r2", endpoint="/v2/bulkevents", row_count=2)
+    store.mark_in_flight("s", [("r1", "/v2/bulkevents", 3), ("r2", "/v2/bulkevents", 2)])
     store.settle("s", source_request_id="r1", accepted=[entry("1"), entry("2"), entry("3")])
     # Simulate a crash: never finish_sync; drop the connection.
     store.close()
@@ -148,7 +147,7 @@ def test_settle_is_atomic(path: Path) -> None:
         raise BoomError
 
     with StateStore(path) as store:
-        store.mark_in_flight("s", source_request_id="r", endpoint="/v2/bulkevents", row_count=1)
+        store.mark_in_flight("s", [("r", "/v2/bulkevents", 1)])
 
         class Exploding:
             def __iter__(self) -> object:

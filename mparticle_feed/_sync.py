@@ -1,0 +1,674 @@
+"""plan() and sync(): rows → map → keep what changed → route → pack → deliver → state.
+
+Everything streams: rows are read in chunks, each batch is compared with the state as it
+is mapped, and a request is handed to the client as soon as it is packed. Per input row
+the run keeps one byte (its outcome so far), so memory grows by a byte a row, not by the
+rows' content.
+
+Incremental state (:class:`~mparticle_feed._state.StateStore`) holds, per primary key,
+a hash of what mParticle accepted last. A row whose mapped content has the same hash is
+*unchanged*: not sent, counted as accepted. A user-attribute row sends only the attributes
+whose value changed, and ``deleted_user_attributes`` for those that disappeared. The hash
+is stored only when mParticle answered 202 for the batch holding the row; a crash before
+that resends the row next time with the same ``source_request_id`` (ids derive from the
+content), which mParticle deduplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from ._mapping import RowMapping, SyncKind
+from ._mapping_run import map_rows
+from ._packing import Request, pack
+from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
+from ._report import BatchOutcome
+from ._routing import (
+    DEFAULT_HISTORICAL_AFTER,
+    DEFAULT_HISTORICAL_MIN_AGE,
+    part_rows,
+    route,
+    utc_now,
+)
+from ._rows import rows_from_cursor
+from ._state import MappingChange, StateEntry, StateStore, SyncStart, content_hash
+from ._sync_report import Plan, SyncReport
+from ._wire import to_dict
+
+__all__ = ["Progress", "plan", "send_plan", "sync"]
+
+logger = logging.getLogger(__name__)
+
+# One byte per row: its outcome so far. Higher is worse; a row in several batches ends
+# with the worst outcome of them.
+_UNSEEN, _UNCHANGED, _ACCEPTED, _PENDING, _FAILED, _REJECTED = range(6)
+_STATUS_CODE = {
+    "accepted": _ACCEPTED,
+    "pending": _PENDING,
+    "failed": _FAILED,
+    "rejected": _REJECTED,
+}
+
+StateArg = StateStore | str | os.PathLike[str] | None
+
+
+@attrs.frozen(kw_only=True)
+class Progress:
+    """Where a running sync is: rows read so far and how many batches settled."""
+
+    rows_read: int
+    batches_accepted: int
+    batches_other: int
+    requests_handed_out: int
+    elapsed_seconds: float
+
+
+def _rows(source: Any, chunk_size: int) -> Iterable[Any]:
+    if hasattr(source, "fetchmany") and hasattr(source, "description"):
+        return rows_from_cursor(source, chunk_size=chunk_size)
+    rows: Iterable[Any] = source  # any iterable of dict-like rows
+    return rows
+
+
+def _open_state(state: StateArg) -> tuple[StateStore | None, bool]:
+    if state is None or isinstance(state, StateStore):
+        return state, False
+    return StateStore(state), True
+
+
+class _Statuses:
+    """Per row number, the worst outcome seen; one byte per row."""
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self.codes = bytearray(initial)
+
+    def mark(self, row: RowRef, code: int) -> None:
+        index = row.row_number
+        if index >= len(self.codes):
+            self.codes.extend(b"\x00" * max(index + 1 - len(self.codes), len(self.codes)))
+        self.codes[index] = max(self.codes[index], code)
+
+    def counts(self, rows_in: int) -> Counter[int]:
+        counts: Counter[int] = Counter(self.codes[1 : rows_in + 1])
+        counts[_UNSEEN] += max(rows_in - max(len(self.codes) - 1, 0), 0)
+        return counts
+
+
+class _Differ:
+    """Compares mapped batches with the state and keeps only what mParticle lacks."""
+
+    def __init__(
+        self,
+        kind: str,
+        state: StateStore | None,
+        name: str,
+        statuses: _Statuses,
+    ) -> None:
+        self.kind = kind
+        self.state = state
+        self.name = name
+        self.statuses = statuses
+        #: row number → the entry to store once the row is accepted.
+        self.entries: dict[int, StateEntry] = {}
+        self.unchanged = 0
+
+    def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
+        for sourced in batches:
+            if self.state is None:
+                yield sourced
+                continue
+            kept = (
+                self._user_attributes(sourced)
+                if self.kind == SyncKind.USER_ATTRIBUTES.value
+                else self._events(sourced)
+            )
+            if kept is not None:
+                yield kept
+
+    def _skip(self, rows: Iterable[RowRef]) -> None:
+        for row in rows:
+            self.statuses.mark(row, _UNCHANGED)
+            self.unchanged += 1
+
+    def _events(self, sourced: SourcedBatch) -> SourcedBatch | None:
+        assert self.state is not None
+        batch = sourced.batch
+        events = batch.events or ()
+        document = to_dict(batch)
+        event_documents = document.pop("events", None) or []
+        document.pop("source_request_id", None)
+        user_hash = content_hash(document)
+        keys = [row.primary_key for row in sourced.event_rows]
+        known = self.state.get_many(self.name, [k for k in keys if k is not None])
+        kept: list[int] = []
+        for index, (event_document, row) in enumerate(
+            zip(event_documents, sourced.event_rows, strict=True)
+        ):
+            digest = content_hash([user_hash, event_document])
+            key = row.primary_key
+            previous = known.get(key) if key is not None else None
+            if previous is not None and previous.hash == digest:
+                continue
+            kept.append(index)
+            if key is not None:
+                self.entries[row.row_number] = StateEntry(key=key, hash=digest)
+        if len(kept) == len(events):
+            return sourced
+        kept_rows = tuple(sourced.event_rows[i] for i in kept)
+        skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in set(kept)]
+        if not kept:
+            # Rows that gave only user fields travel with the events; none are left.
+            self._skip(dict.fromkeys([*skipped, *sourced.rows]))
+            return None
+        self._skip(skipped)
+        return SourcedBatch(
+            batch=attrs.evolve(batch, events=tuple(events[i] for i in kept)),
+            event_rows=kept_rows,
+            rows=part_rows(sourced, kept_rows),
+        )
+
+    def _user_attributes(self, sourced: SourcedBatch) -> SourcedBatch | None:
+        assert self.state is not None
+        batch = sourced.batch
+        keyed = [row for row in sourced.rows if row.primary_key is not None]
+        if not keyed:
+            return sourced  # nothing to key the state on: always sent
+        key = str(keyed[0].primary_key)
+        document = to_dict(batch)
+        current: dict[str, Any] = document.get("user_attributes") or {}
+        user = {
+            name: value
+            for name, value in document.items()
+            if name not in ("user_attributes", "deleted_user_attributes", "source_request_id")
+        }
+        user_hash = content_hash(user)
+        attribute_hashes = {name: content_hash(value) for name, value in current.items()}
+        digest = content_hash([user_hash, attribute_hashes])
+        previous = self.state.get(self.name, key)
+        entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
+        if previous is not None and previous.hash == digest:
+            self._skip(sourced.rows)
+            return None
+        for row in sourced.rows:
+            self.entries[row.row_number] = entry
+        if previous is None or previous.attributes is None:
+            return sourced
+        before = dict(previous.attributes)
+        same_user = content_hash([user_hash, before]) == previous.hash
+        if same_user:
+            changed = {
+                name: batch.user_attributes[name]  # type: ignore[index]
+                for name, value_hash in attribute_hashes.items()
+                if before.get(name) != value_hash
+            }
+        else:
+            # Identities changed: send every attribute, as for a new user.
+            changed = dict(batch.user_attributes or {})
+        deleted = sorted((set(before) - set(current)) | set(batch.deleted_user_attributes or ()))
+        return SourcedBatch(
+            batch=attrs.evolve(
+                batch,
+                user_attributes=changed or None,
+                deleted_user_attributes=tuple(deleted) or None,
+            ),
+            event_rows=sourced.event_rows,
+            rows=sourced.rows,
+        )
+
+
+def _owned_rows(sourced: SourcedBatch) -> tuple[RowRef, ...]:
+    # A row's state entry is stored when the batch holding its event is accepted; in a
+    # batch without events every row is the batch's.
+    return sourced.event_rows if sourced.batch.events else sourced.rows
+
+
+@attrs.define
+class _Pipeline:
+    """The pre-delivery half shared by plan() and sync()."""
+
+    mapping: RowMapping
+    name: str
+    state: StateStore | None
+    now: datetime
+    historical_after: timedelta
+    historical_min_age: timedelta
+    historical_only: bool
+    max_batches: int
+    max_request_bytes: int
+    max_batch_bytes: int
+    statuses: _Statuses = attrs.field(factory=_Statuses)
+    problems: list[RowProblem] = attrs.field(factory=list)
+    mapping_run: Any = None
+    differ: _Differ = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.differ = _Differ(self.mapping.kind.value, self.state, self.name, self.statuses)
+
+    def requests(self, rows: Iterable[Any]) -> Iterator[Request]:
+        self.mapping_run = map_rows(rows, self.mapping)
+        routed = route(
+            self.differ(self.mapping_run),
+            now=self.now,
+            historical_after=self.historical_after,
+            historical_min_age=self.historical_min_age,
+            historical_only=self.historical_only,
+        )
+        for item in pack(
+            routed,
+            max_batches=self.max_batches,
+            max_request_bytes=self.max_request_bytes,
+            max_batch_bytes=self.max_batch_bytes,
+        ):
+            if isinstance(item, RowProblem):
+                self.reject(item)
+            else:
+                yield item
+
+    def reject(self, problem: RowProblem) -> None:
+        self.problems.append(problem)
+        self.statuses.mark(problem.row, _REJECTED)
+        self.differ.entries.pop(problem.row.row_number, None)
+
+    def collect_mapping_rejects(self) -> None:
+        """Add the mapping's rejects (once, after the rows were read)."""
+        if self.mapping_run is not None:
+            for problem in self.mapping_run.rejected:
+                self.reject(problem)
+
+    @property
+    def rows_in(self) -> int:
+        return int(self.mapping_run.rows_in) if self.mapping_run is not None else 0
+
+
+def _default_name(mapping: RowMapping) -> str:
+    return mapping.kind.value
+
+
+def plan(
+    source: Any,
+    mapping: RowMapping,
+    *,
+    state: StateArg = None,
+    name: str | None = None,
+    now: datetime | None = None,
+    on_mapping_change: MappingChange = "fail",
+    historical_after: timedelta = DEFAULT_HISTORICAL_AFTER,
+    historical_min_age: timedelta = DEFAULT_HISTORICAL_MIN_AGE,
+    historical_only: bool = False,
+    chunk_size: int = 1000,
+    max_batches: int = 100,
+    max_request_bytes: int = 256_000,
+    max_batch_bytes: int = 128_000,
+) -> Plan:
+    """The exact requests :func:`sync` would send for these rows, without sending.
+
+    ``source`` is a DB-API cursor (read with ``fetchmany``) or any iterable of dict rows.
+    With ``state``, rows mParticle already holds are left out, as sync would. The state
+    is only read. A plan holds every request body in memory: use it for review, and
+    :func:`sync` for large runs.
+    """
+    store, owned = _open_state(state)
+    try:
+        sync_name = name or _default_name(mapping)
+        if store is not None:
+            _check_mapping(store, sync_name, mapping, on_mapping_change)
+        pipeline = _Pipeline(
+            mapping=mapping,
+            name=sync_name,
+            state=store,
+            now=now if now is not None else utc_now(),
+            historical_after=historical_after,
+            historical_min_age=historical_min_age,
+            historical_only=historical_only,
+            max_batches=max_batches,
+            max_request_bytes=max_request_bytes,
+            max_batch_bytes=max_batch_bytes,
+        )
+        requests = tuple(pipeline.requests(_rows(source, chunk_size)))
+        pipeline.collect_mapping_rejects()
+        differ = pipeline.differ
+        return Plan(
+            name=sync_name,
+            kind=mapping.kind.value,
+            fingerprint=mapping.fingerprint(),
+            environment=mapping.environment.value,
+            rows_in=pipeline.rows_in,
+            unchanged=differ.unchanged,
+            requests=requests,
+            rejects=tuple(pipeline.problems),
+            entries=dict(differ.entries),
+            settled=bytes(pipeline.statuses.codes),
+        )
+    finally:
+        if owned and store is not None:
+            store.close()
+
+
+def _check_mapping(
+    store: StateStore, name: str, mapping: RowMapping, on_mapping_change: MappingChange
+) -> None:
+    """For plan(): refuse a changed mapping the way sync would, without writing."""
+    previous = store.fingerprint(name)
+    if previous is not None and previous != mapping.fingerprint() and on_mapping_change == "fail":
+        from ._errors import StateError
+
+        msg = (
+            f"sync {name!r} was last run with a different mapping; choose what to resend "
+            "with on_mapping_change='resend' (every row) or 'keep' (only rows whose output changed)"
+        )
+        raise StateError(msg)
+
+
+class _Delivery:
+    """The delivery half: hands requests to the client and records every outcome."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        kind: str,
+        store: StateStore | None,
+        statuses: _Statuses,
+        entries: dict[int, StateEntry],
+        stop: threading.Event | None,
+        progress: Callable[[Progress], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.store = store
+        self.statuses = statuses
+        self.entries = entries
+        self.stop = stop
+        self.progress = progress
+        self.clock = clock
+        self.started = clock()
+        self.failures: list[RowProblem] = []
+        self.delivery_rejects: list[RowProblem] = []
+        self.by_endpoint: dict[str, Counter[str]] = {}
+        self.batches: Counter[str] = Counter()
+        self.handed_out = 0
+        self.stopped: str | None = None
+        self.rows_read: Callable[[], int] = lambda: 0
+
+    def feed(self, requests: Iterable[Request]) -> Iterator[Request]:
+        for request in requests:
+            if self.stop is not None and self.stop.is_set():
+                self.stopped = "stop was requested"
+                logger.info("sync %r: stop requested; remaining rows stay pending", self.name)
+                return
+            if self.store is not None:
+                self.store.mark_in_flight(
+                    self.name,
+                    [
+                        (b.source_request_id, str(request.endpoint), len(b.sourced.rows))
+                        for b in request.batches
+                    ],
+                )
+            self.handed_out += 1
+            yield request
+
+    def on_outcome(self, outcome: BatchOutcome) -> None:
+        code = _STATUS_CODE[outcome.status]
+        self.batches[outcome.status] += 1
+        counts = self.by_endpoint.setdefault(str(outcome.endpoint), Counter())
+        counts[outcome.status] += len(outcome.rows)
+        for row in outcome.rows:
+            self.statuses.mark(row, code)
+        owned = _owned_rows(outcome.sourced) if outcome.sourced is not None else outcome.rows
+        accepted: list[StateEntry] = []
+        for row in owned:
+            entry = self.entries.pop(row.row_number, None)
+            if entry is not None and outcome.status == "accepted":
+                accepted.append(entry)
+        if outcome.status in ("rejected", "failed"):
+            target = self.delivery_rejects if outcome.status == "rejected" else self.failures
+            for row in outcome.rows:
+                target.append(
+                    RowProblem(
+                        row=row,
+                        stage=Stage.DELIVERY,
+                        reason=outcome.reason or outcome.status,
+                        status=outcome.http_status,
+                        body=outcome.response_body,
+                        source_request_id=outcome.source_request_id,
+                    )
+                )
+        if self.store is not None and outcome.status != "pending":
+            self.store.settle(
+                self.name, source_request_id=outcome.source_request_id, accepted=accepted
+            )
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    rows_read=self.rows_read(),
+                    batches_accepted=self.batches["accepted"],
+                    batches_other=sum(self.batches.values()) - self.batches["accepted"],
+                    requests_handed_out=self.handed_out,
+                    elapsed_seconds=self.clock() - self.started,
+                )
+            )
+
+
+def _report(
+    *,
+    delivery: _Delivery,
+    rows_in: int,
+    pre_rejects: list[RowProblem],
+    upload: Any,
+    start: SyncStart | None,
+) -> SyncReport:
+    counts = delivery.statuses.counts(rows_in)
+    stopped = delivery.stopped or getattr(upload, "stopped", None)
+    unsettled = counts[_UNSEEN]
+    failures = list(delivery.failures)
+    if unsettled and not stopped:
+        # Never expected; still, no row may vanish from the report.
+        logger.error("sync %r: %d rows ended without an outcome", delivery.name, unsettled)
+        failures.extend(
+            RowProblem(row=RowRef(number), stage=Stage.DELIVERY, reason="no outcome was recorded")
+            for number in range(1, rows_in + 1)
+            if number >= len(delivery.statuses.codes) or delivery.statuses.codes[number] == _UNSEEN
+        )
+    return SyncReport(
+        name=delivery.name,
+        kind=delivery.kind,
+        rows_in=rows_in,
+        sent=counts[_ACCEPTED],
+        unchanged=counts[_UNCHANGED],
+        rejected=counts[_REJECTED],
+        failed=counts[_FAILED] + (unsettled if not stopped else 0),
+        pending=counts[_PENDING] + (unsettled if stopped else 0),
+        by_endpoint={k: dict(v) for k, v in delivery.by_endpoint.items()},
+        batches=dict(delivery.batches),
+        requests_sent=int(getattr(upload, "requests_sent", 0)),
+        retries=dict(getattr(upload, "retries", {})),
+        rate_limit_wait_seconds=float(getattr(upload, "rate_limit_wait_seconds", 0.0)),
+        rate_limit_headers=dict(getattr(upload, "rate_limit_headers", {})),
+        elapsed_seconds=delivery.clock() - delivery.started,
+        stopped=stopped,
+        resumed=bool(start and start.resumed),
+        resent_in_flight=len(start.in_flight) if start else 0,
+        mapping_changed=bool(start and start.mapping_changed),
+        rejects=tuple(pre_rejects + delivery.delivery_rejects),
+        failures=tuple(failures),
+    )
+
+
+def sync(
+    source: Any,
+    mapping: RowMapping,
+    client: Any,
+    *,
+    state: StateArg = None,
+    name: str | None = None,
+    now: datetime | None = None,
+    on_mapping_change: MappingChange = "fail",
+    plan: Plan | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    historical_only: bool = False,
+    chunk_size: int = 1000,
+    clock: Callable[[], float] = time.monotonic,
+) -> SyncReport:
+    """Map ``source``'s rows with ``mapping`` and deliver them with ``client``, streaming.
+
+    ``source`` is a DB-API cursor or any iterable of dict rows. ``client`` is an
+    :class:`~mparticle_feed.EventsClient` (its routing and size settings apply).
+    With ``state`` (a :class:`StateStore` or a file path) only rows whose content changed
+    since mParticle last accepted them are sent; ``name`` keys the state (default: the
+    mapping's kind). When the mapping changed since the last run, ``on_mapping_change``
+    decides: ``"fail"`` (default) raises :class:`StateError`, ``"resend"`` sends every
+    row, ``"keep"`` sends only rows whose output changed.
+
+    ``plan`` sends a reviewed :class:`Plan` instead of reading ``source`` (pass ``None``
+    as source). Setting ``stop`` ends the run after the requests already handed out;
+    rows not sent are reported ``pending`` and sent by the next run.
+
+    Returns a :class:`SyncReport` for which ``rows_in == accepted + rejected + failed +
+    pending`` holds. Raises :class:`ConfigurationError` on bad credentials (401/403).
+    """
+    if plan is not None:
+        return send_plan(
+            plan,
+            client,
+            state=state,
+            on_mapping_change=on_mapping_change,
+            stop=stop,
+            progress=progress,
+            clock=clock,
+        )
+    store, owned = _open_state(state)
+    try:
+        sync_name = name or _default_name(mapping)
+        start = (
+            store.begin_sync(
+                sync_name,
+                kind=mapping.kind.value,
+                fingerprint=mapping.fingerprint(),
+                on_mapping_change=on_mapping_change,
+            )
+            if store is not None
+            else None
+        )
+        pipeline = _Pipeline(
+            mapping=mapping,
+            name=sync_name,
+            state=store,
+            now=now if now is not None else utc_now(),
+            historical_after=getattr(client, "historical_after", DEFAULT_HISTORICAL_AFTER),
+            historical_min_age=getattr(client, "historical_min_age", DEFAULT_HISTORICAL_MIN_AGE),
+            historical_only=historical_only,
+            max_batches=_limit(client, 0, 100),
+            max_request_bytes=_limit(client, 1, 256_000),
+            max_batch_bytes=_limit(client, 2, 128_000),
+        )
+        requests = pipeline.requests(_rows(source, chunk_size))
+        delivery = _Delivery(
+            name=sync_name,
+            kind=mapping.kind.value,
+            store=store,
+            statuses=pipeline.statuses,
+            entries=pipeline.differ.entries,
+            stop=stop,
+            progress=progress,
+            clock=clock,
+        )
+        delivery.rows_read = lambda: pipeline.rows_in
+        upload = client.send(delivery.feed(requests), on_outcome=delivery.on_outcome)
+        pipeline.collect_mapping_rejects()
+        report = _report(
+            delivery=delivery,
+            rows_in=pipeline.rows_in,
+            pre_rejects=pipeline.problems,
+            upload=upload,
+            start=start,
+        )
+        if store is not None:
+            store.finish_sync(sync_name, status="stopped" if report.pending else "finished")
+        _log(report)
+        return report
+    finally:
+        if owned and store is not None:
+            store.close()
+
+
+def _limit(client: Any, index: int, default: int) -> int:
+    limits = getattr(client, "_limits", None)
+    if isinstance(limits, tuple) and len(limits) == 3:
+        return int(limits[index])
+    return default
+
+
+def send_plan(
+    plan: Plan,
+    client: Any,
+    *,
+    state: StateArg = None,
+    on_mapping_change: MappingChange = "fail",
+    stop: threading.Event | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> SyncReport:
+    """Send a reviewed plan's requests byte for byte; record accepted rows in ``state``."""
+    store, owned = _open_state(state)
+    try:
+        start = (
+            store.begin_sync(
+                plan.name,
+                kind=plan.kind,
+                fingerprint=plan.fingerprint,
+                on_mapping_change=on_mapping_change,
+            )
+            if store is not None
+            else None
+        )
+        statuses = _Statuses(plan.settled)
+        delivery = _Delivery(
+            name=plan.name,
+            kind=plan.kind,
+            store=store,
+            statuses=statuses,
+            entries=dict(plan.entries),
+            stop=stop,
+            progress=progress,
+            clock=clock,
+        )
+        delivery.rows_read = lambda: plan.rows_in
+        upload = client.send(delivery.feed(plan.requests), on_outcome=delivery.on_outcome)
+        report = _report(
+            delivery=delivery,
+            rows_in=plan.rows_in,
+            pre_rejects=list(plan.rejects),
+            upload=upload,
+            start=start,
+        )
+        if store is not None:
+            store.finish_sync(plan.name, status="stopped" if report.pending else "finished")
+        _log(report)
+        return report
+    finally:
+        if owned and store is not None:
+            store.close()
+
+
+def _log(report: SyncReport) -> None:
+    logger.info(
+        "sync %r: %d rows in, %d sent, %d unchanged, %d rejected, %d failed, %d pending",
+        report.name,
+        report.rows_in,
+        report.sent,
+        report.unchanged,
+        report.rejected,
+        report.failed,
+        report.pending,
+    )

@@ -1,0 +1,396 @@
+"""What a sync did (:class:`SyncReport`) and what it would do (:class:`Plan`).
+
+The row invariant, checked whenever a report is built::
+
+    rows_in == accepted + rejected + failed + pending
+
+``accepted`` counts every row mParticle holds the current version of: rows sent and
+answered 202 (``sent``) plus rows skipped because the state says mParticle already
+accepted exactly this content (``unchanged``). ``pending`` is non-zero only for a run
+that was stopped (``stopped`` says why): its rows were read but not settled, and the
+next run sends them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import MParticleFeedError
+from ._provenance import RowProblem, RowRef
+
+if TYPE_CHECKING:
+    from ._packing import Request
+    from ._state import StateEntry
+
+__all__ = ["Plan", "PlannedRequest", "SyncReport", "problem_record"]
+
+
+def problem_record(problem: RowProblem, outcome: str) -> dict[str, Any]:
+    """One row problem as a JSON-ready record (one line of a rejects file)."""
+    record: dict[str, Any] = {
+        "outcome": outcome,
+        "row_number": problem.row.row_number,
+        "primary_key": problem.row.primary_key,
+        "stage": str(problem.stage),
+        "reason": problem.reason,
+    }
+    for key in ("field", "status", "body", "source_request_id"):
+        value = getattr(problem, key)
+        if value is not None:
+            record[key] = value
+    return record
+
+
+def _open_target(target: str | Path | IO[str]) -> tuple[IO[str], bool]:
+    if isinstance(target, (str, Path)):
+        return open(target, "w", encoding="utf-8"), True
+    return target, False
+
+
+def _table(rows: Sequence[Sequence[str]], header: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+@attrs.frozen(kw_only=True)
+class SyncReport:
+    """The outcome of one sync run, row by row.
+
+    Counts are of input rows; ``batches`` and ``requests_sent`` count what went over
+    the wire. ``rejects`` lists every rejected row and ``failures`` every failed row,
+    each with primary key, stage and reason.
+    """
+
+    name: str
+    kind: str
+    rows_in: int
+    sent: int
+    unchanged: int
+    rejected: int
+    failed: int
+    pending: int = 0
+    #: Rows by endpoint and outcome, for rows that reached delivery: ``{"/v2/bulkevents": {"accepted": 9}}``.
+    by_endpoint: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
+    #: Batches by outcome.
+    batches: Mapping[str, int] = attrs.field(factory=dict)
+    requests_sent: int = 0
+    retries: Mapping[str, int] = attrs.field(factory=dict)
+    rate_limit_wait_seconds: float = 0.0
+    rate_limit_headers: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    elapsed_seconds: float = 0.0
+    stopped: str | None = None
+    #: True when the previous run of this sync did not finish; see ``resent_in_flight``.
+    resumed: bool = False
+    #: Requests the previous, interrupted run had in flight (their rows were sent again).
+    resent_in_flight: int = 0
+    mapping_changed: bool = False
+    rejects: tuple[RowProblem, ...] = ()
+    failures: tuple[RowProblem, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        settled = self.accepted + self.rejected + self.failed + self.pending
+        if settled != self.rows_in:
+            msg = (
+                f"sync {self.name!r}: {self.rows_in} rows in but {settled} settled "
+                f"(accepted {self.accepted}, rejected {self.rejected}, failed {self.failed}, "
+                f"pending {self.pending}); please report this bug"
+            )
+            raise MParticleFeedError(msg)
+
+    @property
+    def accepted(self) -> int:
+        """Rows mParticle holds: sent and answered 202, plus unchanged rows."""
+        return self.sent + self.unchanged
+
+    @property
+    def ok(self) -> bool:
+        """True when every row was accepted (sent or unchanged)."""
+        return self.accepted == self.rows_in
+
+    def historical_rows(self) -> int:
+        """Rows accepted by the historical endpoint."""
+        return int(self.by_endpoint.get("/v2/bulkevents/historical", {}).get("accepted", 0))
+
+    def live_rows(self) -> int:
+        """Rows accepted by the live endpoint."""
+        return int(self.by_endpoint.get("/v2/bulkevents", {}).get("accepted", 0))
+
+    def counts(self) -> dict[str, int]:
+        """Row counts by outcome (``accepted`` includes ``unchanged``)."""
+        return {
+            "rows_in": self.rows_in,
+            "accepted": self.accepted,
+            "sent": self.sent,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "pending": self.pending,
+        }
+
+    def problem_records(self) -> list[dict[str, Any]]:
+        """Every rejected and failed row as a JSON-ready record."""
+        return [problem_record(p, "rejected") for p in self.rejects] + [
+            problem_record(p, "failed") for p in self.failures
+        ]
+
+    def write_rejects(self, target: str | Path | IO[str]) -> int:
+        """Write every rejected and failed row as JSON Lines; return the number of lines."""
+        handle, owned = _open_target(target)
+        try:
+            records = self.problem_records()
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        finally:
+            if owned:
+                handle.close()
+        return len(records)
+
+    def summary(self) -> str:
+        """A few readable lines: counts, endpoints, waits, and the first rejects."""
+        lines = [
+            f"sync {self.name!r} ({self.kind}): {self.rows_in} rows in",
+            f"  accepted  {self.accepted:>7}  ({self.sent} sent, {self.unchanged} unchanged)",
+            f"  rejected  {self.rejected:>7}",
+            f"  failed    {self.failed:>7}",
+        ]
+        if self.pending or self.stopped:
+            lines.append(f"  pending   {self.pending:>7}  (stopped: {self.stopped})")
+        for endpoint, counts in sorted(self.by_endpoint.items()):
+            shown = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
+            lines.append(f"  {endpoint}: {shown}")
+        retries = sum(self.retries.values())
+        lines.append(
+            f"  {self.requests_sent} requests, {retries} retries, "
+            f"{self.rate_limit_wait_seconds:.1f} s rate-limit wait, {self.elapsed_seconds:.2f} s"
+        )
+        if self.resumed:
+            lines.append(
+                f"  resumed an interrupted run ({self.resent_in_flight} request(s) were in flight)"
+            )
+        problems = [("rejected", p) for p in self.rejects] + [("failed", p) for p in self.failures]
+        for outcome, problem in problems[:10]:
+            key = problem.row.primary_key if problem.row.primary_key is not None else "-"
+            where = f" [{problem.field}]" if problem.field else ""
+            lines.append(
+                f"  {outcome} row {problem.row.row_number} (key {key}) at {problem.stage}"
+                f"{where}: {problem.reason}"
+            )
+        if len(problems) > 10:
+            lines.append(f"  ... and {len(problems) - 10} more (write_rejects() lists them all)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        pending = f", pending={self.pending}" if self.pending else ""
+        return (
+            f"SyncReport(name={self.name!r}, rows_in={self.rows_in}, accepted={self.accepted} "
+            f"(sent={self.sent}, unchanged={self.unchanged}), rejected={self.rejected}, "
+            f"failed={self.failed}{pending})"
+        )
+
+    def _repr_html_(self) -> str:
+        counts = [(name, str(n)) for name, n in self.counts().items()]
+        endpoints = [
+            (endpoint, ", ".join(f"{s} {n}" for s, n in sorted(c.items())))
+            for endpoint, c in sorted(self.by_endpoint.items())
+        ]
+        problems = [
+            (
+                outcome,
+                str(p.row.row_number),
+                p.row.primary_key or "",
+                str(p.stage),
+                p.field or "",
+                p.reason,
+            )
+            for outcome, p in [("rejected", q) for q in self.rejects[:50]]
+            + [("failed", q) for q in self.failures[:50]]
+        ]
+        return (
+            f"<div><strong>sync {html.escape(self.name)}</strong> ({html.escape(self.kind)})"
+            + _table(counts, ("outcome", "rows"))
+            + _table(endpoints, ("endpoint", "rows"))
+            + (
+                _table(problems, ("outcome", "row", "key", "stage", "field", "reason"))
+                if problems
+                else ""
+            )
+            + "</div>"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PlannedRequest:
+    """One request of a plan: where it goes, its exact body, and the rows in it."""
+
+    endpoint: str
+    body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
+    source_request_ids: tuple[str, ...]
+    rows: tuple[RowRef, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        """The request as a JSON-ready record; ``body`` is the parsed JSON document."""
+        return {
+            "endpoint": self.endpoint,
+            "source_request_ids": list(self.source_request_ids),
+            "rows": [[r.row_number, r.primary_key] for r in self.rows],
+            "bytes": len(self.body),
+            "body": json.loads(self.body),
+        }
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Plan:
+    """The exact requests a sync would send, computed without sending anything.
+
+    Review it (``repr`` in a terminal, a table in a notebook, :meth:`write_jsonl` for a
+    file), then deliver it with :meth:`send` (or ``sync(..., plan=plan)``): the bodies
+    sent are byte for byte the ones in :attr:`requests`.
+    """
+
+    name: str
+    kind: str
+    fingerprint: str
+    environment: str
+    rows_in: int
+    unchanged: int
+    requests: tuple[Request, ...]
+    rejects: tuple[RowProblem, ...]
+    #: Per row number, the state entry to record once the row is accepted.
+    entries: Mapping[int, StateEntry] = attrs.field(factory=dict, repr=False)
+    #: Per row number, its settled status before sending (unchanged or rejected).
+    settled: bytes = attrs.field(default=b"", repr=False)
+
+    @property
+    def planned(self) -> tuple[PlannedRequest, ...]:
+        """The requests as :class:`PlannedRequest` (endpoint, body, ids, rows)."""
+        out = []
+        for request in self.requests:
+            rows: dict[RowRef, None] = {}
+            for packed in request.batches:
+                rows.update(dict.fromkeys(packed.sourced.rows))
+            out.append(
+                PlannedRequest(
+                    endpoint=str(request.endpoint),
+                    body=request.body,
+                    source_request_ids=tuple(p.source_request_id for p in request.batches),
+                    rows=tuple(rows),
+                )
+            )
+        return tuple(out)
+
+    @property
+    def rows_to_send(self) -> int:
+        """Rows the plan would send (each row counted once)."""
+        return self.rows_in - self.unchanged - self.rejected
+
+    @property
+    def rejected(self) -> int:
+        """Rows turned away before sending (mapping, routing or packing)."""
+        return len({p.row.row_number for p in self.rejects})
+
+    def counts_by_endpoint(self) -> dict[str, dict[str, int]]:
+        """Requests, batches and bytes per endpoint."""
+        out: dict[str, dict[str, int]] = {}
+        for request in self.requests:
+            entry = out.setdefault(str(request.endpoint), {"requests": 0, "batches": 0, "bytes": 0})
+            entry["requests"] += 1
+            entry["batches"] += len(request.batches)
+            entry["bytes"] += len(request.body)
+        return out
+
+    def write_jsonl(self, target: str | Path | IO[str]) -> int:
+        """Write one JSON line per request (then one per rejected row); return the count."""
+        handle, owned = _open_target(target)
+        try:
+            count = 0
+            for planned in self.planned:
+                handle.write(json.dumps(planned.to_record(), ensure_ascii=False) + "\n")
+                count += 1
+            for problem in self.rejects:
+                handle.write(json.dumps(problem_record(problem, "rejected")) + "\n")
+                count += 1
+        finally:
+            if owned:
+                handle.close()
+        return count
+
+    def send(self, client: Any, *, state: Any = None, **options: Any) -> SyncReport:
+        """Send exactly these requests with ``client`` and return the report.
+
+        ``state`` (a :class:`StateStore` or a path) records what was accepted; it should
+        be the store the plan was computed with.
+        """
+        from ._sync import send_plan
+
+        return send_plan(self, client, state=state, **options)
+
+    def summary(self) -> str:
+        """A few readable lines: what would be sent where, and what was turned away."""
+        lines = [
+            f"plan for sync {self.name!r} ({self.kind}, {self.environment}): {self.rows_in} rows in",
+            f"  to send    {self.rows_to_send:>7}",
+            f"  unchanged  {self.unchanged:>7}",
+            f"  rejected   {self.rejected:>7}",
+        ]
+        for endpoint, c in sorted(self.counts_by_endpoint().items()):
+            lines.append(
+                f"  {endpoint}: {c['requests']} request(s), {c['batches']} batch(es), "
+                f"{c['bytes']:,} bytes"
+            )
+        for problem in self.rejects[:10]:
+            key = problem.row.primary_key if problem.row.primary_key is not None else "-"
+            where = f" [{problem.field}]" if problem.field else ""
+            lines.append(
+                f"  rejected row {problem.row.row_number} (key {key}) at {problem.stage}"
+                f"{where}: {problem.reason}"
+            )
+        if len(self.rejects) > 10:
+            lines.append(f"  ... and {len(self.rejects) - 10} more")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        overview = [
+            ("rows in", str(self.rows_in)),
+            ("to send", str(self.rows_to_send)),
+            ("unchanged", str(self.unchanged)),
+            ("rejected", str(self.rejected)),
+        ]
+        requests = []
+        for number, planned in enumerate(self.planned[:100], start=1):
+            keys = [r.primary_key or str(r.row_number) for r in planned.rows]
+            shown = ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+            preview = planned.body[:300].decode("utf-8", "replace")
+            requests.append(
+                (
+                    str(number),
+                    planned.endpoint,
+                    str(len(planned.source_request_ids)),
+                    f"{len(planned.body):,}",
+                    shown,
+                    preview + ("…" if len(planned.body) > 300 else ""),
+                )
+            )
+        problems = [
+            (str(p.row.row_number), p.row.primary_key or "", str(p.stage), p.field or "", p.reason)
+            for p in self.rejects[:100]
+        ]
+        return (
+            f"<div><strong>plan for sync {html.escape(self.name)}</strong> "
+            f"({html.escape(self.kind)}, {html.escape(self.environment)})"
+            + _table(overview, ("", "rows"))
+            + _table(requests, ("#", "endpoint", "batches", "bytes", "rows", "body"))
+            + (_table(problems, ("row", "key", "stage", "field", "reason")) if problems else "")
+            + "</div>"
+        )
