@@ -76,7 +76,7 @@ def check_requests(
         document = orjson.loads(request.body)
         assert len(document) == len(request.batches)
         assert request.body == b"[" + b",".join(b.body for b in request.batches) + b"]"
-        for packed, part in zip(request.batches, document):
+        for packed, part in zip(request.batches, document, strict=True):
             assert len(packed.body) <= max_batch
             expected = to_dict(packed.sourced.batch)
             expected["source_request_id"] = packed.source_request_id
