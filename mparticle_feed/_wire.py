@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import Enum
-from typing import Any, cast, overload
+from typing import Any, cast, get_origin, overload
 
 import attrs
 import cattrs
 import orjson
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_mapping,
+    is_sequence,
+    list_structure_factory,
+    mapping_structure_factory,
+)
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -200,6 +207,15 @@ def make_converter() -> cattrs.Converter:
         return structure
 
     converter.register_structure_hook_factory(attrs.has, structure_attrs_factory)
+    # cattrs would iterate a string's characters or an object's keys as a sequence, and fail
+    # on a list given for a map with an AttributeError; JSON arrays and objects only.
+    converter.register_structure_hook_factory(
+        is_sequence, lambda t: _json_container(list, "an array", _sequence_factory(t, converter))
+    )
+    converter.register_structure_hook_factory(
+        is_mapping,
+        lambda t: _json_container(dict, "an object", mapping_structure_factory(t, converter)),
+    )
 
     batch_unstructure = make_dict_unstructure_fn(
         Batch, converter, _cattrs_omit_if_default=True, environment=override(omit_if_default=False)
@@ -258,6 +274,23 @@ def make_converter() -> cattrs.Converter:
     breadcrumbs_type = tuple[BreadcrumbEvent, ...] | None
     converter.register_structure_hook_func(lambda t: t == breadcrumbs_type, structure_breadcrumbs)
     return converter
+
+
+def _sequence_factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    if get_origin(type_) is tuple:
+        return homogenous_tuple_structure_factory(type_, converter)
+    return list_structure_factory(type_, converter)
+
+
+def _json_container(
+    kind: type, name: str, hook: Callable[[Any, Any], Any]
+) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, type_: Any) -> Any:
+        if not isinstance(value, kind):
+            raise TypeError(f"expected {name}, got {_type_name(value)}")
+        return hook(value, type_)
+
+    return structure
 
 
 def _hook_for(converter: cattrs.Converter, wire_type: Any) -> Callable[[Any, Any], Any]:
