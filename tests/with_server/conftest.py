@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from mparticle_feed import Batch, CustomEvent, UserIdentities
+from mparticle_feed._client import EventsClient
+from mparticle_feed._retry import RetryPolicy
+from mparticle_feed.testing import FakeEventsServer
+
+KEY = "test-key"
+SECRET = "s3cr3t-never-shown"
+
+
+class FakeClock:
+    """A monotonic clock that only moves when someone sleeps; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += max(seconds, 0.0)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeEventsServer]:
+    with FakeEventsServer(api_key=KEY, api_secret=SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_client(
+    server: FakeEventsServer, clock: FakeClock
+) -> Iterator[Callable[..., EventsClient]]:
+    clients: list[EventsClient] = []
+
+    def make(**options: Any) -> EventsClient:
+        options.setdefault("base_url", server.url)
+        options.setdefault("clock", clock)
+        options.setdefault("sleep", clock.sleep)
+        options.setdefault("timeout", 1.0)
+        options.setdefault("retry", RetryPolicy(max_attempts=6, rate_limit_budget=600))
+        client = EventsClient(KEY, SECRET, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+NOW = datetime.now(timezone.utc)
+
+
+def batches(
+    count: int, *, days_old: float = 1, users: int | None = None, prefix: str = "u"
+) -> list[Batch]:
+    return [
+        Batch(
+            events=[
+                CustomEvent(
+                    event_name=f"event-{number}",
+                    custom_event_type="other",
+                    timestamp_unixtime_ms=NOW - timedelta(days=days_old, seconds=number),
+                )
+            ],
+            user_identities=UserIdentities(
+                customer_id=f"{prefix}{number % users if users else number}"
+            ),
+        )
+        for number in range(count)
+    ]
