@@ -32,6 +32,7 @@ __all__ = [
     "FaultServer",
     "Hang",
     "Partial",
+    "PerBody",
     "RecordedRequest",
     "Reply",
     "Reset",
@@ -420,7 +421,7 @@ class FaultServer:
         action = self._next_action(request)
         if isinstance(action, Hang):
             self._served(request, "hang", None)
-            self._stopping.wait(action.seconds)
+            self._hang(sock, action.seconds)
             return False
         if isinstance(action, Reset):
             self._served(request, "reset", None)
@@ -432,9 +433,24 @@ class FaultServer:
             return False
         if action.delay:
             self._stopping.wait(action.delay)
-        self._send_reply(sock, action)
+        # Stamped before sending: the client may act on the answer before this thread resumes.
         self._served(request, "reply", action.status)
+        self._send_reply(sock, action)
         return not action.close
+
+    def _hang(self, sock: socket.socket, seconds: float) -> None:
+        """Say nothing for ``seconds``, but notice when the client gives up and hangs up."""
+        deadline = time.monotonic() + seconds
+        sock.settimeout(0.02)
+        try:
+            while not self._stopping.is_set() and time.monotonic() < deadline:
+                try:
+                    if not sock.recv(_CHUNK):
+                        return
+                except TimeoutError:
+                    continue
+        finally:
+            sock.settimeout(None)
 
     def _send_reply(self, sock: socket.socket, reply: Reply) -> None:
         try:
@@ -465,3 +481,23 @@ def iter_ids(requests: Sequence[RecordedRequest]) -> Iterator[str]:
     """Every ``source_request_id`` in ``requests``, repeats included."""
     for request in requests:
         yield from request.source_request_ids
+
+
+class PerBody:
+    """A script keyed by body: the n-th arrival of a given body gets ``sequence[n]``.
+
+    Retries resend the same bytes, so this scripts each request's fate however the
+    client's workers interleave.
+    """
+
+    def __init__(self, sequence: Sequence[Action], default: Action | None = None) -> None:
+        self._sequence = list(sequence)
+        self._default: Action = default if default is not None else Reply(202)
+        self._seen: Counter[bytes] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> Action:
+        with self._lock:
+            n = self._seen[request.body]
+            self._seen[request.body] += 1
+        return self._sequence[n] if n < len(self._sequence) else self._default
