@@ -1,0 +1,328 @@
+"""The ``mparticle-feed`` command (also ``python -m mparticle_feed``).
+
+Exit status: 0 when every row was accepted, 1 when some were rejected, failed or left
+pending, 2 for usage or configuration errors. Credentials come only from the
+``MPARTICLE_API_KEY`` and ``MPARTICLE_API_SECRET`` environment variables, never from a
+flag that would land in shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from ._errors import ConfigurationError, MappingError, MParticleFeedError, StateError
+from ._mapping import load_mapping
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
+
+_DESCRIPTION = """\
+Send rows from a SQL warehouse to mParticle's Events API.
+
+  mparticle-feed demo                       run a whole sync against a local fake of mParticle
+  mparticle-feed plan --db shop.sqlite ...  show the exact requests a sync would send
+  mparticle-feed sync --db shop.sqlite ...  send them (only what changed, with --state)
+
+Credentials are read from MPARTICLE_API_KEY and MPARTICLE_API_SECRET.
+Exit status: 0 every row accepted, 1 some rows rejected/failed/pending, 2 usage or
+configuration error.
+"""
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    target = stream if stream is not None else sys.stdout
+    target.write(text + "\n")
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        required=True,
+        help="a SQLite file, or MODULE:CALLABLE returning any DB-API connection "
+        "(for example mywarehouse:connect)",
+    )
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query", help="the SQL query whose rows are sent")
+    query.add_argument("--query-file", type=Path, help="a file holding the SQL query")
+    parser.add_argument(
+        "--mapping", required=True, type=Path, help="the mapping file (.toml or .json)"
+    )
+    parser.add_argument(
+        "--environment",
+        choices=["development", "production"],
+        help="override the mapping's environment (default: the mapping's, development)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="the incremental-state file (SQLite); with it only new or changed rows are sent",
+    )
+    parser.add_argument(
+        "--name", help="the sync's name in the state file (default: the mapping file's name)"
+    )
+    parser.add_argument(
+        "--on-mapping-change",
+        choices=["fail", "resend", "keep"],
+        default="fail",
+        help="when the mapping changed since the last run: fail (default), resend every row, "
+        "or keep the state and send only rows whose output changed",
+    )
+    parser.add_argument(
+        "--historical-only",
+        action="store_true",
+        help="a backfill: every event goes to /v2/bulkevents/historical",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mparticle-feed",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sync_parser = commands.add_parser(
+        "sync",
+        help="send the query's rows to mParticle",
+        description="Map the query's rows and deliver them to mParticle. Credentials come from "
+        "MPARTICLE_API_KEY / MPARTICLE_API_SECRET.",
+    )
+    _add_source_options(sync_parser)
+    sync_parser.add_argument(
+        "--out", type=Path, help="write every rejected or failed row here, as JSON Lines"
+    )
+    sync_parser.add_argument(
+        "--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key"
+    )
+    sync_parser.add_argument(
+        "--base-url", help="the Events API base URL (for a proxy, or a local fake)"
+    )
+    sync_parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+
+    plan_parser = commands.add_parser(
+        "plan",
+        help="show the exact requests a sync would send, without sending",
+        description="Map the query's rows and print what a sync would send. Nothing is sent "
+        "and the state file is only read.",
+    )
+    _add_source_options(plan_parser)
+    plan_parser.add_argument(
+        "--out", type=Path, help="write the plan (one request per line) as JSON Lines"
+    )
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="build a small shop warehouse and sync it to a local fake of mParticle",
+        description="Build a SQLite shop warehouse (users, orders, page views; a few bad rows; "
+        "some events older than 28 days), start FakeEventsServer on 127.0.0.1, and run "
+        "custom-event, commerce and user-attribute syncs through the same code as a real sync.",
+    )
+    demo_parser.add_argument(
+        "--dir", type=Path, help="keep the warehouse and state here (default: a temporary folder)"
+    )
+    demo_parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    return parser
+
+
+def _connect(spec: str) -> Any:
+    path = Path(spec)
+    if path.suffix.lower() in (".sqlite", ".sqlite3", ".db") or path.exists():
+        if not path.exists():
+            raise _UsageError(f"--db: {spec} does not exist")
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise _UsageError(f"--db: {spec!r} is neither an existing SQLite file nor MODULE:CALLABLE")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _UsageError(f"--db: cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise _UsageError(f"--db: {module_name}.{attribute} is not a callable")
+    return factory()
+
+
+def _query(args: argparse.Namespace) -> str:
+    if args.query is not None:
+        return str(args.query)
+    try:
+        return Path(args.query_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _UsageError(f"--query-file: {exc.strerror}: {args.query_file}") from None
+
+
+def _mapping(args: argparse.Namespace) -> Any:
+    import attrs
+
+    mapping = load_mapping(args.mapping)
+    if args.environment:
+        mapping = attrs.evolve(mapping, environment=args.environment)
+    return mapping
+
+
+class _ProgressLine:
+    """One self-updating line on a terminal's stderr."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream = stream
+        self.label = label
+        self.shown = False
+
+    def __call__(self, info: Any) -> None:
+        self.stream.write(
+            f"\r{self.label}: {info.rows_read} rows read, {info.batches_accepted} batches "
+            f"accepted, {info.batches_other} not, {info.elapsed_seconds:.0f} s"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _progress(quiet: bool, label: str) -> _ProgressLine | None:
+    if quiet or not sys.stderr.isatty():
+        return None
+    return _ProgressLine(sys.stderr, label)
+
+
+def _credentials() -> tuple[str, str]:
+    key = os.environ.get("MPARTICLE_API_KEY", "")
+    secret = os.environ.get("MPARTICLE_API_SECRET", "")
+    if not key or not secret:
+        raise _UsageError(
+            "set MPARTICLE_API_KEY and MPARTICLE_API_SECRET in the environment "
+            "(credentials are never taken from the command line)"
+        )
+    return key, secret
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.warning("signal %d: finishing the requests in flight, then stopping", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    from ._client import EventsClient
+    from ._sync import sync
+
+    key, secret = _credentials()
+    mapping = _mapping(args)
+    query = _query(args)
+    connection = _connect(args.db)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    progress = _progress(args.quiet, "sync")
+    try:
+        cursor = connection.cursor()
+        cursor.execute(query)
+        with EventsClient(
+            key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
+        ) as client:
+            report = sync(
+                cursor,
+                mapping,
+                client,
+                state=args.state,
+                name=args.name or args.mapping.stem,
+                on_mapping_change=args.on_mapping_change,
+                stop=stop,
+                progress=progress,
+                historical_only=args.historical_only,
+            )
+    finally:
+        if progress is not None:
+            progress.done()
+        connection.close()
+    _say(report.summary())
+    if args.out is not None:
+        count = report.write_rejects(args.out)
+        _say(f"wrote {count} rejected or failed row(s) to {args.out}")
+    return EXIT_OK if report.ok else EXIT_ROWS
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from ._sync import plan
+
+    mapping = _mapping(args)
+    query = _query(args)
+    connection = _connect(args.db)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(query)
+        if args.state is not None and not args.state.exists():
+            state = None  # a plan never creates the state file; no state means "send all"
+        else:
+            state = args.state
+        reviewed = plan(
+            cursor,
+            mapping,
+            state=state,
+            name=args.name or args.mapping.stem,
+            on_mapping_change=args.on_mapping_change,
+            historical_only=args.historical_only,
+        )
+    finally:
+        connection.close()
+    _say(reviewed.summary())
+    if args.out is not None:
+        count = reviewed.write_jsonl(args.out)
+        _say(f"wrote {count} line(s) to {args.out}")
+    return EXIT_OK if reviewed.rejected == 0 else EXIT_ROWS
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    reports = run_demo(args.dir, out=sys.stdout, quiet=args.quiet)
+    # The demo's rejects are deliberate; it fails only if a row failed or went missing.
+    return EXIT_OK if all(r.failed == 0 and r.pending == 0 for r in reports) else EXIT_ROWS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="mparticle-feed: %(message)s")
+    runners = {"sync": _run_sync, "plan": _run_plan, "demo": _run_demo}
+    try:
+        return runners[args.command](args)
+    except _UsageError as exc:
+        _say(f"mparticle-feed: {exc}", sys.stderr)
+        return EXIT_USAGE
+    except (ConfigurationError, MappingError, StateError) as exc:
+        _say(f"mparticle-feed: {exc}", sys.stderr)
+        return EXIT_USAGE
+    except (sqlite3.Error, MParticleFeedError) as exc:
+        _say(f"mparticle-feed: {type(exc).__name__}: {exc}", sys.stderr)
+        return EXIT_ROWS if isinstance(exc, MParticleFeedError) else EXIT_USAGE
