@@ -847,12 +847,16 @@ class MappingRun(Iterator[SourcedBatch]):
             except _Reject as exc:
                 self._reject(ref, exc.field, exc.reason)
                 continue
+            ready = None
             if pending.rows and (per_row or not pending.accepts(mapped, limit)):
-                self.batches_out += 1
-                yield pending.flush()
+                ready = pending.flush()
+            # Count the row before yielding, so the counters add up while the caller holds a batch.
             pending.add(mapped, ref)
             self.rows_mapped += 1
             self.values_truncated += mapped.truncated
+            if ready is not None:
+                self.batches_out += 1
+                yield ready
         if pending.rows:
             self.batches_out += 1
             yield pending.flush()

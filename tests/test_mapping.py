@@ -108,7 +108,10 @@ def orders_mapping_in_code() -> CommerceEventMapping:
 def test_sqlite_orders_become_valid_commerce_purchases(
     shop: sqlite3.Connection, schema_problems: Any
 ) -> None:
-    run = map_rows(rows_from_cursor(shop.execute(ORDERS_SQL), chunk_size=2), load_mapping(MAPPINGS / "orders.toml"))
+    run = map_rows(
+        rows_from_cursor(shop.execute(ORDERS_SQL), chunk_size=2),
+        load_mapping(MAPPINGS / "orders.toml"),
+    )
     batches = list(run)
 
     assert (run.rows_in, run.rows_mapped, run.rows_rejected) == (5, 3, 2)
@@ -245,7 +248,9 @@ def test_consecutive_rows_of_a_user_share_batches_bounded_in_size() -> None:
 
 
 def test_custom_event_type_defaults_to_other() -> None:
-    mapping = CustomEventMapping(primary_key="id", user_identities={"email": "email"}, event_name="page")
+    mapping = CustomEventMapping(
+        primary_key="id", user_identities={"email": "email"}, event_name="page"
+    )
     (batch,) = list(map_rows(_custom_rows()[:1], mapping))
     assert batch.batch.events is not None
     event = batch.batch.events[0]
@@ -369,8 +374,16 @@ def test_json_product_action_column_as_str_bytes_or_decoded() -> None:
         ('{"acton": "purchase"}', "product_action.acton", "no field"),
         ('{"products": []}', "product_action.action", "required"),
         ("{not json", "product_action", "not valid JSON"),
-        ('{"action": "purchase", "products": [{"price": "NaN"}]}', "product_action.products[0].price", "finite"),
-        ('{"action": "purchase", "products": [{"price": true}]}', "product_action.products[0].price", "bool"),
+        (
+            '{"action": "purchase", "products": [{"price": "NaN"}]}',
+            "product_action.products[0].price",
+            "finite",
+        ),
+        (
+            '{"action": "purchase", "products": [{"price": true}]}',
+            "product_action.products[0].price",
+            "bool",
+        ),
         ("[1, 2]", "product_action", "expected a ProductAction object"),
     ],
 )
@@ -405,13 +418,20 @@ def test_commerce_row_without_exactly_one_action_is_rejected() -> None:
 
 
 def test_strict_mode_raises_on_the_first_bad_row_naming_row_and_field() -> None:
-    mapping = CustomEventMapping(primary_key="id", user_identities={"email": "email"}, event_name="page", timestamp_unixtime_ms="at")
+    mapping = CustomEventMapping(
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name="page",
+        timestamp_unixtime_ms="at",
+    )
     rows = [
         {"id": 1, "email": "a@x.io", "page": "home", "at": 1_700_000_000_000},
-        {"id": 2, "email": "a@x.io", "page": "home", "at": datetime(2024, 1, 1)},  # noqa: DTZ001
+        {"id": 2, "email": "a@x.io", "page": "home", "at": datetime(2024, 1, 1)},
     ]
     run = map_rows(rows, mapping, strict=True)
-    with pytest.raises(mpf.RowError, match=r"row 2 \(primary key '2'\), field timestamp_unixtime_ms") as info:
+    with pytest.raises(
+        mpf.RowError, match=r"row 2 \(primary key '2'\), field timestamp_unixtime_ms"
+    ) as info:
         list(run)
     assert info.value.row_number == 2
     assert info.value.field == "timestamp_unixtime_ms"
@@ -419,7 +439,9 @@ def test_strict_mode_raises_on_the_first_bad_row_naming_row_and_field() -> None:
 
 
 def test_on_reject_is_called_for_each_rejected_row() -> None:
-    mapping = CustomEventMapping(primary_key="id", user_identities={"email": "email"}, event_name="page")
+    mapping = CustomEventMapping(
+        primary_key="id", user_identities={"email": "email"}, event_name="page"
+    )
     seen: list[mpf.RowError | Any] = []
     rows: list[Any] = [{"id": 1, "email": None, "page": "x"}, None, {"email": "a@b.c", "page": "x"}]
     run = map_rows(rows, mapping, on_reject=seen.append)
@@ -450,7 +472,9 @@ def test_a_callable_that_raises_rejects_only_its_row() -> None:
 
 
 def test_missing_column_rejects_with_its_name() -> None:
-    mapping = CustomEventMapping(primary_key="id", user_identities={"email": "email"}, event_name="page")
+    mapping = CustomEventMapping(
+        primary_key="id", user_identities={"email": "email"}, event_name="page"
+    )
     run = map_rows([{"id": 1, "email": "a@b.c"}], mapping)
     assert list(run) == []
     assert run.rejected[0].field == "event_name"
@@ -496,7 +520,9 @@ def test_identity_values_are_text_and_blank_ones_are_absent() -> None:
         event_name=Constant("x"),
     )
     dev = uuid.uuid4()
-    rows = [{"id": 1, "cid": Decimal(12), "email": "  ", "mpid": "-42", "dev": dev, "ip": b"10.0.0.1"}]
+    rows = [
+        {"id": 1, "cid": Decimal(12), "email": "  ", "mpid": "-42", "dev": dev, "ip": b"10.0.0.1"}
+    ]
     (batch,) = list(map_rows(rows, mapping))
     assert batch.batch.user_identities == mpf.UserIdentities(customer_id="12")
     assert batch.batch.mpid == -42
@@ -518,8 +544,12 @@ def test_batch_level_application_info_and_context_from_constants_and_json() -> N
     ]
     batches = list(map_rows(rows, mapping))
     assert len(batches) == 2  # a different context is a different batch
-    assert batches[0].batch.application_info == mpf.ApplicationInfo(application_name="shop", os="Unknown")
-    assert batches[0].batch.context == mpf.Context(data_plan=mpf.DataPlan(plan_id="p", plan_version=2))
+    assert batches[0].batch.application_info == mpf.ApplicationInfo(
+        application_name="shop", os="Unknown"
+    )
+    assert batches[0].batch.context == mpf.Context(
+        data_plan=mpf.DataPlan(plan_id="p", plan_version=2)
+    )
 
 
 def test_columns_accept_column_objects_and_identity_enum_keys() -> None:
