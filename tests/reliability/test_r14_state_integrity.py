@@ -26,8 +26,15 @@ KEYS = 1500
 SYNC = "orders"
 
 
+class StateBytes(bytes):
+    """The bytes of a state file, with a short repr (hypothesis prints its arguments)."""
+
+    def __repr__(self) -> str:
+        return f"<state file of {len(self)} bytes>"
+
+
 @pytest.fixture(scope="module")
-def good_state(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def good_state(tmp_path_factory: pytest.TempPathFactory) -> StateBytes:
     """The bytes of a closed state file holding KEYS accepted keys."""
     path = tmp_path_factory.mktemp("state") / "good.db"
     with StateStore(path) as store:
@@ -37,11 +44,17 @@ def good_state(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         )
         store.finish_sync(SYNC, status="finished")
     assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
-    return path.read_bytes()
+    return StateBytes(path.read_bytes())
 
 
-def _open_outcome(path: Path) -> str:
-    """'error' when opening or reading fails loudly; 'intact' when every key is still known."""
+def _open_outcome(path: Path, *, damaged_records: int = 0) -> str:
+    """'error' when opening or reading fails loudly; 'intact' when every key is still known.
+
+    ``damaged_records``: noise inside a record's payload (a key's text) is invisible to
+    SQLite, which keeps no checksums; such a key reads as unknown, so its row is sent again
+    (deduplicated by source_request_id). That is the safe direction; losing keys wholesale
+    or starting from zero is not.
+    """
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     try:
@@ -51,7 +64,7 @@ def _open_outcome(path: Path) -> str:
     except StateError:
         return "error"
     assert count == KEYS, f"state opened with {count} of {KEYS} keys: a silent partial restart"
-    assert len(known) == KEYS
+    assert len(known) >= KEYS - damaged_records
     return "intact"
 
 
@@ -82,9 +95,10 @@ def test_R14_corrupt_state_fails_loudly_or_keeps_every_key(
     corrupt[offset : offset + len(noise)] = noise
     path = tmp_path / "corrupt.db"
     path.write_bytes(bytes(corrupt))
-    # Either a StateError, or every key is still there (noise inside a stored hash is
-    # undetectable, and only makes that row resend). Never an empty or shrunken state.
-    assert _open_outcome(path) in ("error", "intact")
+    # Either a StateError, or the state is whole but for the few records the noise hit.
+    # Never an empty or shrunken state.
+    # 64 bytes of noise reach at most 3 records of ~50 bytes.
+    assert _open_outcome(path, damaged_records=3) in ("error", "intact")
 
 
 def test_R14_a_foreign_file_is_not_taken_for_state(tmp_path: Path) -> None:
