@@ -277,10 +277,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     try:
         cursor = connection.cursor()
         cursor.execute(query)
-        if args.state is not None and not args.state.exists():
-            state = None  # a plan never creates the state file; no state means "send all"
-        else:
-            state = args.state
+        # A plan never creates the state file; no state file means "send every row".
+        state = None if args.state is not None and not args.state.exists() else args.state
         reviewed = plan(
             cursor,
             mapping,

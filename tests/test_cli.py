@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mparticle_feed._cli import main
+from mparticle_feed._demo import build_warehouse, demo_mapping_path
+from mparticle_feed.testing import FakeEventsServer
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    return build_warehouse(tmp_path / "shop.sqlite")
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEventsServer]:
+    monkeypatch.setenv("MPARTICLE_API_KEY", "cli-key")
+    monkeypatch.setenv("MPARTICLE_API_SECRET", "cli-secret-do-not-print")
+    with FakeEventsServer(api_key="cli-key", api_secret="cli-secret-do-not-print") as fake:
+        yield fake
+
+
+def args(warehouse: Path, *extra: str, mapping: str = "page_views.toml") -> list[str]:
+    return [
+        "--db",
+        str(warehouse),
+        "--query",
+        "SELECT * FROM page_views ORDER BY user_id, viewed_at",
+        "--mapping",
+        str(demo_mapping_path(mapping)),
+        *extra,
+    ]
+
+
+def test_help_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for word in ("demo", "plan", "sync", "MPARTICLE_API_KEY", "Exit status"):
+        assert word in text
+    assert main(["sync", "--help"]) == 0
+    assert "--query-file" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], warehouse: Path) -> None:
+    assert main([]) == 2
+    assert main(["sync", "--db", str(warehouse)]) == 2
+    assert main(["plan", *args(warehouse, mapping="nope.toml")]) == 2
+    assert "cannot read mapping file" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "plan",
+                "--db",
+                "no_such_module:connect",
+                "--query",
+                "x",
+                "--mapping",
+                str(demo_mapping_path("users.toml")),
+            ]
+        )
+        == 2
+    )
+
+
+def test_sync_needs_credentials_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], warehouse: Path
+) -> None:
+    monkeypatch.delenv("MPARTICLE_API_KEY", raising=False)
+    monkeypatch.delenv("MPARTICLE_API_SECRET", raising=False)
+    assert main(["sync", *args(warehouse)]) == 2
+    assert "MPARTICLE_API_KEY" in capsys.readouterr().err
+
+
+def test_wrong_credentials_exit_2(
+    server: FakeEventsServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    warehouse: Path,
+) -> None:
+    monkeypatch.setenv("MPARTICLE_API_SECRET", "wrong-secret-xyz")
+    assert main(["sync", *args(warehouse, "--base-url", server.url)]) == 2
+    captured = capsys.readouterr()
+    assert "wrong-secret-xyz" not in captured.out + captured.err
+
+
+def test_sync_sends_writes_rejects_and_is_incremental(
+    server: FakeEventsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], warehouse: Path
+) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    state = tmp_path / "state.sqlite"
+    status = main(
+        [
+            "sync",
+            *args(
+                warehouse, "--base-url", server.url, "--state", str(state), "--out", str(rejects)
+            ),
+        ]
+    )
+    assert status == 1  # two rows of the demo warehouse are bad on purpose
+    out = capsys.readouterr()
+    assert "240 sent" in out.out
+    assert "cli-secret-do-not-print" not in out.out + out.err
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert {line["primary_key"] for line in lines} == {"v900001", "v900002"}
+    assert all(line["stage"] == "mapping" and line["reason"] for line in lines)
+    sent = len(server.requests)
+    assert (
+        main(["sync", *args(warehouse, "--base-url", server.url, "--state", str(state), "-q")]) == 1
+    )
+    assert len(server.requests) == sent
+    assert "240 unchanged" in capsys.readouterr().out
+
+
+def test_sync_exit_0_when_all_rows_accepted(
+    server: FakeEventsServer, warehouse: Path, tmp_path: Path
+) -> None:
+    query = tmp_path / "q.sql"
+    query.write_text("SELECT * FROM page_views WHERE viewed_at IS NOT NULL AND view_id < 'v9'")
+    status = main(
+        [
+            "sync",
+            "--db",
+            str(warehouse),
+            "--query-file",
+            str(query),
+            "--mapping",
+            str(demo_mapping_path("page_views.toml")),
+            "--base-url",
+            server.url,
+        ]
+    )
+    assert status == 0
+
+
+def test_plan_writes_jsonl_and_sends_nothing(
+    server: FakeEventsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], warehouse: Path
+) -> None:
+    out = tmp_path / "plan.jsonl"
+    assert (
+        main(
+            [
+                "plan",
+                *args(warehouse, "--out", str(out), "--state", str(tmp_path / "absent.sqlite")),
+            ]
+        )
+        == 1
+    )
+    assert not (tmp_path / "absent.sqlite").exists()
+    assert server.requests == []
+    text = capsys.readouterr().out
+    assert re.search(r"to send\s+240", text)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    endpoints = {r["endpoint"] for r in records if "endpoint" in r}
+    assert endpoints == {"/v2/bulkevents", "/v2/bulkevents/historical"}
+
+
+def test_db_module_callable(
+    tmp_path: Path, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_warehouse_mod.py").write_text(
+        f"import sqlite3\ndef connect():\n    return sqlite3.connect({str(warehouse)!r})\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert (
+        main(
+            [
+                "plan",
+                "--db",
+                "my_warehouse_mod:connect",
+                "--query",
+                "SELECT * FROM users",
+                "--mapping",
+                str(demo_mapping_path("users.toml")),
+            ]
+        )
+        == 1
+    )
+
+
+def test_python_dash_m_runs_the_demo() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mparticle_feed", "demo", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "total: 405 rows in = 400 accepted" in result.stdout
