@@ -1,0 +1,72 @@
+"""Usage examples that must pass ``mypy --strict``: the types users see are API."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from hypothesis import given
+
+import mparticle_feed as mpf
+from mparticle_feed.testing import strategies as mps
+
+purchase = mpf.CommerceEvent(
+    timestamp_unixtime_ms=datetime(2024, 5, 1, tzinfo=timezone.utc),
+    source_message_id=uuid.uuid4(),
+    currency_code="EUR",
+    product_action=mpf.ProductAction(
+        action=mpf.ProductActionType.PURCHASE,
+        transaction_id="T-1001",
+        total_amount=Decimal("59.90"),
+        products=[mpf.Product(id="sku-1", name="Mug", price=19.95, quantity=3)],
+    ),
+)
+signup = mpf.CustomEvent(
+    event_name="signed_up",
+    custom_event_type=mpf.CustomEventType.USER_PREFERENCE,
+    timestamp_unixtime_ms=1_714_521_600_000,
+    custom_attributes={"plan": "pro", "seats": 5, "trial": False, "score": 0.5, "ref": None},
+)
+batch = mpf.Batch(
+    environment=mpf.Environment.PRODUCTION,
+    user_identities=mpf.UserIdentities(customer_id="42", email="a@example.com"),
+    user_attributes={"$firstname": "Ada", "tags": ["a", "b"]},
+    context=mpf.Context(data_plan=mpf.DataPlan(plan_id="shop", plan_version=3)),
+    events=[purchase, signup],
+)
+
+body: bytes = mpf.dumps(batch)
+bulk: bytes = mpf.dumps([batch, batch])
+loaded: mpf.Batch | list[mpf.Batch] = mpf.loads(body)
+as_dict: dict[str, object] = mpf.to_dict(batch)
+again: mpf.Batch = mpf.from_dict(mpf.to_dict(batch))
+identities: list[tuple[mpf.IdentityType, str]] = (
+    batch.user_identities.items() if batch.user_identities else []
+)
+price: Decimal | None = (
+    purchase.product_action.products[0].price
+    if purchase.product_action and purchase.product_action.products
+    else None
+)
+
+try:
+    mpf.loads(b'{"environment": "staging"}')
+except mpf.PayloadError as error:
+    problems: tuple[str, ...] = error.problems
+
+with contextlib.suppress(mpf.ModelError):  # a naive datetime is refused at run time
+    mpf.CustomEvent(
+        event_name="x", custom_event_type="other", timestamp_unixtime_ms=datetime(2024, 1, 1)
+    )
+
+
+@given(mps.batches(min_events=1, max_events=3, event_strategy=mps.custom_events()))
+def property_round_trip(generated: mpf.Batch) -> None:
+    assert mpf.loads(mpf.dumps(generated)) == generated
+
+
+@given(mps.events(with_timestamp=True, min_timestamp=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+def property_any_event(event: mpf.Event) -> None:
+    assert event.timestamp_unixtime_ms is not None
