@@ -316,6 +316,8 @@ def plan(
     is only read. A plan holds every request body in memory: use it for review, and
     :func:`sync` for large runs.
     """
+    if isinstance(state, (str, os.PathLike)) and not os.path.exists(state):
+        state = None  # plan only reads: a missing state file means every row is sent
     store, owned = _open_state(state)
     try:
         sync_name = name or _default_name(mapping)
