@@ -218,6 +218,10 @@ STRATEGIES: dict[str, tuple[Callable[[], st.SearchStrategy[Any]], type]] = {
 }
 
 
+# Built once: a strategy drawn through st.data() is otherwise rebuilt for every example.
+BUILT = {name: factory() for name, (factory, _) in STRATEGIES.items()}
+
+
 def test_there_is_a_strategy_for_every_event_type() -> None:
     event_classes = {cls for _, cls in STRATEGIES.values() if hasattr(cls, "event_type")}
     assert {cls.event_type for cls in event_classes} == set(mpf.EventType)
@@ -226,9 +230,8 @@ def test_there_is_a_strategy_for_every_event_type() -> None:
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 @given(data=st.data())
 def test_each_strategy_builds_its_model(name: str, data: st.DataObject) -> None:
-    factory, model = STRATEGIES[name]
-    value = data.draw(factory())
-    assert type(value) is model
+    value = data.draw(BUILT[name])
+    assert type(value) is STRATEGIES[name][1]
 
 
 @pytest.mark.parametrize("name", sorted(mps.__all__))
