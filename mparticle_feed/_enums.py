@@ -218,7 +218,12 @@ class AttAuthorizationStatus(_WireEnum):
 
 
 class ApplicationOS(_WireEnum):
-    UNKNOWN = "Unknown"
+    """``application_info.os``.
+
+    The schemas call ``Unknown`` the default but refuse it as a value, so it is not offered:
+    leave ``os`` unset instead.
+    """
+
     IOS = "IOS"
     ANDROID = "Android"
     WINDOWS_PHONE = "WindowsPhone"

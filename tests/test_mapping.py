@@ -535,7 +535,7 @@ def test_batch_level_application_info_and_context_from_constants_and_json() -> N
         primary_key="id",
         user_identities={"email": "email"},
         event_name=Constant("x"),
-        application_info=Constant({"application_name": "shop", "os": "Unknown"}),
+        application_info=Constant({"application_name": "shop", "os": "Android"}),
         context="ctx",
     )
     rows = [
@@ -545,7 +545,7 @@ def test_batch_level_application_info_and_context_from_constants_and_json() -> N
     batches = list(map_rows(rows, mapping))
     assert len(batches) == 2  # a different context is a different batch
     assert batches[0].batch.application_info == mpf.ApplicationInfo(
-        application_name="shop", os="Unknown"
+        application_name="shop", os="Android"
     )
     assert batches[0].batch.context == mpf.Context(
         data_plan=mpf.DataPlan(plan_id="p", plan_version=2)

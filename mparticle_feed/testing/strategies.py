@@ -343,11 +343,7 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
 
 
 def application_infos() -> st.SearchStrategy[ApplicationInfo]:
-    """``application_info``.
-
-    ``os`` never takes ``ApplicationOS.UNKNOWN``: the schemas name ``Unknown`` as the default
-    but leave it out of their enum, so sending it fails validation.
-    """
+    """``application_info``, with ``os`` unset or any :class:`ApplicationOS`."""
     return st.builds(
         ApplicationInfo,
         application_name=_maybe(_text),
@@ -355,7 +351,7 @@ def application_infos() -> st.SearchStrategy[ApplicationInfo]:
         application_build_number=_maybe(_text),
         install_referrer=_maybe(_text),
         package=_maybe(_text),
-        os=_maybe(_values([m for m in ApplicationOS if m is not ApplicationOS.UNKNOWN])),
+        os=_maybe(_values(list(ApplicationOS))),
         apple_search_ads_attributes=_maybe(
             st.dictionaries(_names, _string_maps(), max_size=_MAX_ITEMS)
         ),
