@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -186,8 +187,11 @@ class FaultServer:
         default: Action | None = None,
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._script = script
+        self._tls = tls
+        self.tls_failures = 0
         self._default: Action = default if default is not None else Reply(202)
         self._clock = clock
         self._lock = threading.Lock()
@@ -203,7 +207,7 @@ class FaultServer:
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         if start:
             self.start()
 
@@ -329,6 +333,15 @@ class FaultServer:
     def _serve(self, sock: socket.socket, number: int) -> None:
         buffer = bytearray()
         try:
+            if self._tls is not None:
+                try:
+                    sock = self._tls.wrap_socket(sock, server_side=True)
+                except (ssl.SSLError, OSError):
+                    with self._lock:
+                        self.tls_failures += 1
+                    raise _PeerClosedError from None
+                with self._lock:
+                    self._connections[number] = sock
             while not self._stopping.is_set():
                 request = self._read_request(sock, number, buffer)
                 if not self._act(sock, request):
