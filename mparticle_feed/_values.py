@@ -51,6 +51,19 @@ def optional_timestamp_ms(value: int | datetime | None) -> int | None:
 
 def decimal_number(value: Decimal | int | float) -> Decimal:
     """Money and quantities: kept as Decimal, sent as a JSON number."""
+    # Exact-type fast paths first: this runs for every price of every row.
+    if type(value) is float:
+        if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
+            # repr() gives the shortest string that round-trips, so 0.1 stays 0.1.
+            return Decimal(repr(value))
+    elif type(value) is int:
+        return Decimal(value)
+    elif type(value) is Decimal and value.is_finite():
+        return value
+    return _decimal_number_slow(value)
+
+
+def _decimal_number_slow(value: object) -> Decimal:
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, bool):
@@ -58,7 +71,6 @@ def decimal_number(value: Decimal | int | float) -> Decimal:
     elif isinstance(value, int):
         result = Decimal(value)
     elif isinstance(value, float):
-        # repr() gives the shortest string that round-trips, so 0.1 stays 0.1.
         try:
             result = Decimal(repr(value))
         except InvalidOperation:
@@ -71,7 +83,12 @@ def decimal_number(value: Decimal | int | float) -> Decimal:
 
 
 def optional_decimal(value: Decimal | int | float | None) -> Decimal | None:
-    return None if value is None else decimal_number(value)
+    if value is None:
+        return None
+    # The commonest input (a float price) is converted here, saving a call per value.
+    if type(value) is float and value - value == 0.0:
+        return Decimal(repr(value))
+    return decimal_number(value)
 
 
 def optional_float(value: float | int | Decimal | None) -> float | None:
@@ -149,10 +166,29 @@ def _check_scalar(value: object, where: str) -> None:
     )
 
 
+def _all_plain(items: Iterable[tuple[object, object]]) -> bool:
+    """True when every key is a str and every value a str, int, bool, None or finite float.
+
+    Exact types only, so the common case is a quick loop; the rest takes the checking path.
+    """
+    for key, item in items:
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float and item - item == 0.0:  # type: ignore[operator]
+            continue
+        return False
+    return True
+
+
 def optional_scalar_map(value: Mapping[str, Scalar] | None) -> dict[str, Scalar] | None:
     if value is None:
         return None
     out = dict(value)
+    if _all_plain(out.items()):
+        return out
     for key, item in out.items():
         if not isinstance(key, str):
             raise ModelError(f"attribute names must be strings, not {type(key).__name__}")
@@ -175,6 +211,8 @@ def optional_user_attributes(
 ) -> dict[str, UserAttributeValue] | None:
     if value is None:
         return None
+    if _all_plain(value.items()):
+        return dict(value)
     out: dict[str, UserAttributeValue] = {}
     for key, item in value.items():
         if not isinstance(key, str):
