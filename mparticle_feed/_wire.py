@@ -328,9 +328,15 @@ def _without_none(tp: Any) -> tuple[Any, bool]:
 
 
 class _Compiler:
-    """Writes the Python source of each model class's unstructure function."""
+    """Writes the Python source of each model class's unstructure function.
 
-    def __init__(self) -> None:
+    A deep function returns JSON-ready data (``to_dict``). A shallow one returns the set
+    fields as they are, for orjson to write: it writes strings, numbers, enums, tuples and
+    dicts itself and calls :func:`_json_default` for models and Decimals (``dumps``).
+    """
+
+    def __init__(self, *, shallow: bool = False) -> None:
+        self.shallow = shallow
         self.namespace: dict[str, Any] = {
             "_num": _decimal_to_number,
             "_scalar": _unstructure_scalar,
@@ -341,10 +347,13 @@ class _Compiler:
         self.started: set[type] = set()
 
     def function_name(self, cls: type) -> str:
-        return f"_u_{cls.__module__.replace('.', '_')}_{cls.__qualname__}"
+        prefix = "_s" if self.shallow else "_u"
+        return f"{prefix}_{cls.__module__.replace('.', '_')}_{cls.__qualname__}"
 
     def expression(self, tp: Any, value: str, depth: int = 0) -> str:
         """Source that turns ``value`` (of wire type ``tp``, not None) into JSON-ready data."""
+        if self.shallow:
+            return value
         inner, _ = _without_none(tp)
         item = f"_x{depth}"
         if inner in (str, int, float, bool, Any):
@@ -419,7 +428,8 @@ class _Compiler:
             lines.append("    return d")
         source = "\n".join(lines)
         # The source is built from our own field names and types, never from user data.
-        code = compile(source, f"<mparticle_feed unstructure {cls.__name__}>", "exec")
+        kind = "shallow" if self.shallow else "deep"
+        code = compile(source, f"<mparticle_feed {kind} unstructure {cls.__name__}>", "exec")
         exec(code, self.namespace)  # noqa: S102
         function = self.namespace[name]
         self.functions[cls] = function
@@ -444,7 +454,27 @@ def _compile_unstructurers() -> dict[type, Callable[[Any], dict[str, Any]]]:
     compiler.require(Batch)
     for event_cls in EVENT_CLASSES.values():
         compiler.require(event_cls)
+    shallow = _Compiler(shallow=True)
+    for model_cls in compiler.functions:
+        shallow.require(model_cls)
+    _SHALLOW_UNSTRUCTURERS.update(shallow.functions)
     return compiler.functions
+
+
+#: Model class -> its shallow unstructure function, for :func:`_json_default`.
+_SHALLOW_UNSTRUCTURERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson calls for a value it cannot write itself: a Decimal or a model."""
+    if value.__class__ is Decimal:
+        return _decimal_to_number(value)
+    shallow = _SHALLOW_UNSTRUCTURERS.get(value.__class__)
+    if shallow is not None:
+        return shallow(value)
+    if isinstance(value, Decimal):
+        return _decimal_to_number(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 _converter = make_converter()
@@ -502,9 +532,11 @@ def dumps(batches: Batch) -> bytes: ...
 def dumps(batches: Sequence[Batch]) -> bytes: ...
 def dumps(batches: Batch | Sequence[Batch]) -> bytes:
     """Serialise one batch (a JSON object) or a sequence of batches (a JSON array) to bytes."""
+    # orjson walks the models itself, asking _json_default for each model and Decimal: no
+    # intermediate tree is built, so nothing builds up to wake the cyclic garbage collector.
     if isinstance(batches, Batch):
-        return orjson.dumps(_unstructure_batch(batches))
-    return orjson.dumps([_unstructure_batch(batch) for batch in batches])
+        return orjson.dumps(batches, default=_json_default)
+    return orjson.dumps(list(batches), default=_json_default)
 
 
 def loads(document: bytes | str) -> Batch | list[Batch]:
