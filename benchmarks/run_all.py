@@ -10,6 +10,7 @@ of each in turn, so a slow spell of the machine hits them all alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import os
@@ -112,7 +113,7 @@ def serialisation_section(options: Options) -> SectionResult:
         f"all variants send the same JSON values (sha256 {next(iter(hashes.values()))[:16]})"
     )
     medians = median_seconds(
-        [(label, lambda run=run: run(rows)) for label, _, run in chosen], options.repeat
+        [(label, functools.partial(run, rows)) for label, _, run in chosen], options.repeat
     )
     measurements = [
         Measurement(label, description, medians[label], "events", events)
