@@ -302,6 +302,13 @@ class EventsClient:
             runs = list(self._runs)
         for run in runs:
             run.halt("the client was closed")
+        # Close each host pool ourselves: PoolManager.clear() alone may only forget them,
+        # leaving idle keep-alive sockets open until garbage collection.
+        pools = self._pool.pools
+        for key in list(pools.keys()):
+            pool = pools.get(key)
+            if pool is not None:
+                pool.close()
         self._pool.clear()
 
     # --- public entry points -------------------------------------------------------------

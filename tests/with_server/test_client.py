@@ -383,3 +383,17 @@ def test_plain_batch_user_key_order_with_identical_users_in_one_request(
     assert report.counts["accepted"] == 5
     names = [b.events[0].event_name for b in server.accepted_batches()]  # type: ignore[index, union-attr]
     assert names == [f"e{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("action", ["reset", "hang"])
+def test_close_closes_every_connection_after_faults(
+    server: FakeEventsServer, make_client: MakeClient, action: str
+) -> None:
+    server.script(*[Reply(action=action, hang_seconds=0.4)] * 3)  # type: ignore[arg-type]
+    client = make_client(max_workers=3, max_batches=2, timeout=0.2)
+    assert client.upload(batches(8)).counts["accepted"] == 8
+    client.close()
+    deadline = time.monotonic() + 1.5
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.open_connections == 0
