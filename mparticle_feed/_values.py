@@ -29,6 +29,8 @@ E = TypeVar("E", bound=Enum)
 
 def timestamp_ms(value: int | datetime) -> int:
     """Epoch milliseconds from an aware datetime or an int; a naive datetime is refused."""
+    if type(value) is int:
+        return value
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ModelError(
@@ -46,7 +48,9 @@ def timestamp_ms(value: int | datetime) -> int:
 
 
 def optional_timestamp_ms(value: int | datetime | None) -> int | None:
-    return None if value is None else timestamp_ms(value)
+    if value is None or type(value) is int:
+        return value
+    return timestamp_ms(value)
 
 
 def decimal_number(value: Decimal | int | float) -> Decimal:
@@ -141,7 +145,7 @@ def optional_ip(value: str | None) -> str | None:
 
 
 def enum_value(enum_cls: type[E], value: E | str) -> E:
-    if isinstance(value, enum_cls):
+    if value.__class__ is enum_cls or isinstance(value, enum_cls):
         return value
     try:
         return enum_cls(value)
