@@ -181,6 +181,13 @@ class CommerceEvent(_EventData):
     )
 
     def __attrs_post_init__(self) -> None:
+        # Counted without building a list: this runs for every commerce event of a sync.
+        if (
+            (self.product_action is not None)
+            + (self.promotion_action is not None)
+            + (self.product_impressions is not None)
+        ) == 1:
+            return
         present = [
             name
             for name in ("product_action", "promotion_action", "product_impressions")
