@@ -330,9 +330,9 @@ def _without_none(tp: Any) -> tuple[Any, bool]:
 class _Compiler:
     """Writes the Python source of each model class's unstructure function.
 
-    A deep function returns JSON-ready data (``to_dict``). A shallow one returns the set
-    fields as they are, for orjson to write: it writes strings, numbers, enums, tuples and
-    dicts itself and calls :func:`_json_default` for models and Decimals (``dumps``).
+    A deep function returns JSON-ready data (``to_dict``). A shallow one (``dumps``) leaves
+    to orjson what it writes itself (enums, tuples, attribute maps), so it copies nothing;
+    orjson calls :func:`_json_default` for the batch and for a Decimal inside a map.
     """
 
     def __init__(self, *, shallow: bool = False) -> None:
@@ -341,6 +341,7 @@ class _Compiler:
             "_num": _decimal_to_number,
             "_scalar": _unstructure_scalar,
             "_scalar_map": _unstructure_scalar_map_fast,
+            "_INT64_MAX": _INT64_MAX,
             "_event_fns": {},
         }
         self.functions: dict[type, Callable[[Any], dict[str, Any]]] = {}
@@ -351,24 +352,26 @@ class _Compiler:
         return f"{prefix}_{cls.__module__.replace('.', '_')}_{cls.__qualname__}"
 
     def expression(self, tp: Any, value: str, depth: int = 0) -> str:
-        """Source that turns ``value`` (of wire type ``tp``, not None) into JSON-ready data."""
-        if self.shallow:
-            return value
+        """Source that turns ``value`` (of wire type ``tp``, not None) into what we return."""
         inner, _ = _without_none(tp)
         item = f"_x{depth}"
         if inner in (str, int, float, bool, Any):
             return value
         if inner is Decimal:
-            return f"_num({value})"
+            # _decimal_to_number, inlined: a sync writes several Decimals per event.
+            return (
+                f"(int({value}) if {value} == {value}.to_integral_value() and "
+                f"abs({value}) <= _INT64_MAX else float({value}))"
+            )
         if isinstance(inner, type) and issubclass(inner, Enum):
-            return f"{value}.value"
+            return value if self.shallow else f"{value}.value"
         if attrs.has(inner):
             self.require(inner)
             return f"{self.function_name(inner)}({value})"
         if _is_union(inner):
             members = frozenset(get_args(inner)) | {type(None)}
             if members <= _USER_ATTRIBUTE_TYPES or members <= _SCALAR_TYPES:
-                return f"_scalar({value})"
+                return value if self.shallow else f"_scalar({value})"
             if all(member in _EVENT_CLASS_SET for member in get_args(inner)):
                 for member in get_args(inner):
                     self.require(member)
@@ -376,17 +379,20 @@ class _Compiler:
         origin, args = get_origin(inner), get_args(inner)
         if origin in (tuple, list, Sequence) and args:
             element = self.expression(args[0], item, depth + 1)
-            return f"list({value})" if element == item else f"[{element} for {item} in {value}]"
+            if element == item:
+                return value if self.shallow else f"list({value})"
+            return f"[{element} for {item} in {value}]"
         if origin in (dict, Mapping) and len(args) == 2:
             values_type, _ = _without_none(args[1])
             members = frozenset(get_args(values_type)) | {type(None)}
             if _is_union(values_type) and (
                 members <= _USER_ATTRIBUTE_TYPES or members <= _SCALAR_TYPES
             ):
-                return f"_scalar_map({value})"
+                # Shallow: orjson writes the map and calls _json_default for any Decimal in it.
+                return value if self.shallow else f"_scalar_map({value})"
             element = self.expression(args[1], item, depth + 1)
             if element == item:
-                return f"dict({value})"
+                return value if self.shallow else f"dict({value})"
             return f"{{_k{depth}: {element} for _k{depth}, {item} in {value}.items()}}"
         raise TypeError(f"no unstructuring rule for {tp!r}")
 
@@ -468,7 +474,10 @@ _SHALLOW_UNSTRUCTURERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 def _json_default(value: Any) -> Any:
     """What orjson calls for a value it cannot write itself: a Decimal or a model."""
     if value.__class__ is Decimal:
-        return _decimal_to_number(value)
+        # _decimal_to_number inlined: a sync writes several Decimals per event.
+        if value == value.to_integral_value() and abs(value) <= _INT64_MAX:
+            return int(value)
+        return float(value)
     shallow = _SHALLOW_UNSTRUCTURERS.get(value.__class__)
     if shallow is not None:
         return shallow(value)
