@@ -215,12 +215,10 @@ def test_R16_a_policy_of_one_attempt_leaves_nothing_open(
 
 
 @pytest.mark.usefixtures("no_gc")
-def test_BUG_events_client_close_leaves_pooled_connections_open(make_server: MakeServer) -> None:
-    """BUG (mparticle_feed/_client.py, EventsClient.close): ``self._pool.clear()`` does not
-    close sockets in urllib3 2.x (its pool container has no dispose function), so pooled
-    keep-alive connections stay open until the garbage collector happens to free the pools.
-    A fault that leaves a reference cycle (here a TCP reset) makes that wait unbounded.
-    Closing each pool before clearing (``for key in pools.keys(): pools[key].close()``) fixes it.
+def test_R16_close_closes_pooled_connections_without_gc(make_server: MakeServer) -> None:
+    """Regression: ``PoolManager.clear()`` alone does not close sockets in urllib3 2.x, so
+    EventsClient.close must close each pool; a TCP reset leaves a reference cycle that
+    would otherwise keep a keep-alive socket open until the garbage collector runs.
     """
     server = make_server(PerBody([Reset()]))
     client = client_for(server, FakeClock())
