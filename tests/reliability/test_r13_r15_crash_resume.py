@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from builders import NOW
 from fault_server import FaultServer, Reply
-from reliability_kit import FakeClock, Scorecard
+from reliability_kit import API_KEY, API_SECRET, FakeClock, Scorecard
 from scenario import client_for
 from sync_support import MAPPING, event_rows_at_server, good_rows, sqlite_source, sync_figures
 
@@ -135,7 +135,10 @@ def _start_sync_process(
     script = tmp_path / "run_sync.py"
     script.write_text(_SYNC_SCRIPT)
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        MPF_TEST_KEY=API_KEY,
+        MPF_TEST_SECRET=API_SECRET,
     )
     return subprocess.Popen(
         [sys.executable, str(script), url, str(state), str(db), mode],
