@@ -134,12 +134,21 @@ def serialisation_section(options: Options) -> SectionResult:
 SECTIONS: list[Section] = [serialisation_section]
 
 
+def cpu_name() -> str:
+    # platform.processor() is empty on most Linux systems; /proc/cpuinfo has the model.
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def machine_line() -> str:
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}) on "
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{platform.processor() or 'unknown CPU'}; mparticle_feed {mparticle_feed.__version__}, "
-        f"orjson {orjson.__version__}"
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu_name()}); "
+        f"mparticle_feed {mparticle_feed.__version__}, orjson {orjson.__version__}"
     )
 
 
