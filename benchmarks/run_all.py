@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import anatomy
 import orjson
 import variants
 import workload
@@ -131,7 +132,40 @@ def serialisation_section(options: Options) -> SectionResult:
     return SectionResult("Serialisation: models to request bytes", measurements, targets, notes)
 
 
-SECTIONS: list[Section] = [serialisation_section]
+def anatomy_section(options: Options) -> SectionResult:
+    """(d) split into building and dumps, beside bare frozen attrs construction."""
+    rows = workload.make_workload(options.batches)
+    events = workload.event_count(rows)
+    anatomy.split_d(rows)
+    anatomy.floor(rows)
+    building, writing, bare = [], [], []
+    for _ in range(options.repeat):
+        gc.collect()
+        build_seconds, dumps_seconds = anatomy.split_d(rows)
+        building.append(build_seconds)
+        writing.append(dumps_seconds)
+        gc.collect()
+        bare.append(anatomy.floor(rows))
+    parts = [
+        ("d0", "same objects, bare frozen attrs classes (no checks, no JSON)", bare),
+        ("d1", "(d) building mparticle_feed models (converters, checks)", building),
+        ("d2", "(d) mparticle_feed.dumps", writing),
+    ]
+    return SectionResult(
+        "Where (d)'s time goes",
+        [
+            Measurement(label, what, statistics.median(times), "events", events)
+            for label, what, times in parts
+        ],
+        [],
+        [
+            "(d0) is the floor for any frozen attrs model of these objects; (d1) + (d2) is (d)",
+            f"median of {options.repeat}",
+        ],
+    )
+
+
+SECTIONS: list[Section] = [serialisation_section, anatomy_section]
 
 
 def cpu_name() -> str:
