@@ -159,7 +159,7 @@ def anatomy_section(options: Options) -> SectionResult:
         ],
         [],
         [
-            "(d0) is the floor for any frozen attrs model of these objects; (d1) + (d2) is (d)",
+            "(d0) is the floor for any frozen attrs model of these objects; (d1) + (d2) ≈ (d), the split timers add a little",
             f"median of {options.repeat}",
         ],
     )
