@@ -59,8 +59,11 @@ def _secret_watch(
     # Hand the output back so a failing test still shows it.
     sys.stdout.write(out)
     sys.stderr.write(err)
-    texts = [out, err, caplog.text]
-    for record in caplog.records:
+    texts = [out, err]
+    # caplog.records is only the current phase (teardown): read setup and call explicitly.
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    for record in records:
+        texts.append(logging.Formatter().format(record))
         texts.append(record.getMessage())
         texts.append(repr(record.args))
         texts.append(repr(record.__dict__))

@@ -17,6 +17,7 @@ from scenario import client_for, figures_for
 
 from mparticle_feed._client import UploadConfigurationError
 from mparticle_feed._errors import ConfigurationError
+from mparticle_feed._report import BatchOutcome
 from mparticle_feed._retry import RetryPolicy
 
 MakeServer = Callable[..., FaultServer]
@@ -89,6 +90,14 @@ def test_R2_401_403_stop_the_run_with_a_configuration_error(
 # --- R3 -------------------------------------------------------------------------------
 
 
+def _user_of(outcome: BatchOutcome) -> str:
+    assert outcome.sourced is not None
+    identities = outcome.sourced.batch.user_identities
+    assert identities is not None
+    assert identities.customer_id is not None
+    return identities.customer_id
+
+
 def _refuse_bad(status: int) -> Callable[[RecordedRequest], Action]:
     def script(request: RecordedRequest) -> Action:
         names = [b["user_identities"]["customer_id"] for b in request.batches]
@@ -118,7 +127,7 @@ def test_R3_a_4xx_on_many_batches_is_bisected_down_to_the_bad_ones(
         report = client.upload(data, now=NOW)
         client.close()
         figures = figures_for(f"R3 {status} bisect", data, report, server, clock)
-    by_user = {o.sourced.batch.user_identities.customer_id: o for o in report.outcomes}  # type: ignore[union-attr]
+    by_user = {_user_of(o): o for o in report.outcomes}
     assert {u for u, o in by_user.items() if o.status == "rejected"} == {f"bad{i}" for i in bad}
     assert all(o.status == "accepted" for u, o in by_user.items() if u.startswith("good"))
     assert all(o.http_status == status for u, o in by_user.items() if u.startswith("bad"))

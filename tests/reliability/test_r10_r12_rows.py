@@ -213,7 +213,7 @@ def test_R11_ids_are_identical_across_chunk_sizes_and_worker_counts(
     names=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=30),
 )
 def test_R11_distinct_batches_never_share_an_id(names: list[str]) -> None:
-    from mparticle_feed._packing import pack
+    from mparticle_feed._packing import Request, pack
     from mparticle_feed._routing import route
 
     rows = [
@@ -227,8 +227,8 @@ def test_R11_distinct_batches_never_share_an_id(names: list[str]) -> None:
         for i, name in enumerate(names, start=1)
     ]
     run = map_rows(rows, MAPPING, max_events_per_batch=1)
-    requests = [r for r in pack(route(run, now=NOW)) if not hasattr(r, "stage")]
-    ids = [b.source_request_id for r in requests for b in r.batches]  # type: ignore[union-attr]
+    requests = [r for r in pack(route(run, now=NOW)) if isinstance(r, Request)]
+    ids = [b.source_request_id for r in requests for b in r.batches]
     assert len(set(ids)) == len(ids)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from builders import NOW
 from fault_server import FaultServer, Reply
-from reliability_kit import API_KEY, API_SECRET, FakeClock, Scorecard
+from reliability_kit import API_KEY, API_SECRET, FakeClock, Scorecard, secret_leaks
 from scenario import client_for
 from sync_support import MAPPING, event_rows_at_server, good_rows, sqlite_source, sync_figures
 
@@ -172,8 +172,9 @@ def test_R13_kill_9_mid_run_then_resume(
         _wait_for_requests(server, 6, proc)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=20)
     assert proc.returncode == -signal.SIGKILL
+    assert not secret_leaks(out + err)
     first_run_ids = set(server.id_counts())
     with StateStore(state) as store:
         in_flight = store.in_flight("custom_event")
@@ -283,6 +284,7 @@ def test_R15_sigterm_stops_gracefully_and_the_rest_resumes(
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
+    assert not secret_leaks(out + err)  # the subprocess logs a warning on SIGTERM
     words = out.split()
     pending = int(words[words.index("pending") + 1])
     accepted = int(words[words.index("accepted") + 1])

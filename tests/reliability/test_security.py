@@ -69,9 +69,9 @@ def test_the_secret_never_appears_across_a_tour_of_faults(
     seen += [caught.value, client]
     assert isinstance(caught.value, UploadConfigurationError)
     seen += [caught.value.report, *caught.value.report.outcomes]
-    for bad in ({"api_key": API_KEY, "api_secret": ""}, {"api_key": "", "api_secret": API_SECRET}):
+    for key, secret in ((API_KEY, ""), ("", API_SECRET)):
         with pytest.raises(ConfigurationError) as config_error:
-            EventsClient(**bad)
+            EventsClient(key, secret)
         seen.append(config_error.value)
     with pytest.raises(ConfigurationError) as url_error:
         EventsClient(API_KEY, API_SECRET, base_url=f"https://user:{API_SECRET}@example.com")
