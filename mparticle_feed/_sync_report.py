@@ -164,6 +164,13 @@ class SyncReport:
         ]
         if self.pending or self.stopped:
             lines.append(f"  pending   {self.pending:>7}  (stopped: {self.stopped})")
+        if self.stopped:
+            # A stopped run never read the rest of its source; say so, so nobody reads
+            # rows_in as the size of the query.
+            lines.append(
+                f"  stopped after reading {self.rows_in} rows; rows after those were not read, "
+                "and the next run with the same state picks them up"
+            )
         for endpoint, counts in sorted(self.by_endpoint.items()):
             shown = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
             lines.append(f"  {endpoint}: {shown}")
