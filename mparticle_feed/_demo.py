@@ -18,8 +18,8 @@ import random
 import sqlite3
 import sys
 import tempfile
-from importlib import resources
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -254,8 +254,8 @@ def run_demo(
         with (
             FakeEventsServer(
                 api_key="demo-key",
-                api_secret="demo-secret",
-                now=lambda: moment,  # noqa: S106
+                api_secret="demo-secret",  # noqa: S106 - the fake's own throwaway credential
+                now=lambda: moment,
             ) as server,
             EventsClient("demo-key", "demo-secret", base_url=server.url) as client,
             StateStore(state_path) as state,

@@ -16,7 +16,12 @@ def test_quickstart_runs(tmp_path: Path) -> None:
     script = tmp_path / "quickstart.py"
     script.write_text(blocks[0], encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, str(script)],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "1 rows in" in result.stdout

@@ -97,8 +97,9 @@ def test_R14_corrupt_state_fails_loudly_or_keeps_every_key(
     path.write_bytes(bytes(corrupt))
     # Either a StateError, or the state is whole but for the few records the noise hit.
     # Never an empty or shrunken state.
-    # 64 bytes of noise reach at most 3 records of ~50 bytes.
-    assert _open_outcome(path, damaged_records=3) in ("error", "intact")
+    # Noise can land in the key index, whose entries are a few bytes each, so allow one
+    # unreadable key per 4 bytes of noise (at most 18 of 1,500), never more.
+    assert _open_outcome(path, damaged_records=len(noise) // 4 + 2) in ("error", "intact")
 
 
 def test_R14_a_foreign_file_is_not_taken_for_state(tmp_path: Path) -> None:
