@@ -1,6 +1,6 @@
 """Run every benchmark side by side in one process and print medians and target ratios.
 
-    python benchmarks/run_all.py [--repeat N] [--batches N] [--check]
+    python benchmarks/run_all.py [--repeat N] [--batches N] [--memory-rows N,N] [--check]
 
 Each section is a function returning measurements and target checks; add a section by
 appending it to ``SECTIONS``. Variants inside a section run interleaved, one repetition
@@ -13,9 +13,11 @@ import argparse
 import functools
 import gc
 import importlib.util
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anatomy
 import orjson
+import pipeline
+import upload
 import variants
 import workload
 
@@ -40,6 +44,8 @@ class Measurement:
     #: What the throughput column counts (events, rows, ...) and how many.
     unit: str
     units: int
+    #: Peak resident memory of the process that ran it, for memory measurements.
+    peak_rss_mb: float | None = None
 
     @property
     def rate(self) -> float:
@@ -50,13 +56,17 @@ class Measurement:
 class Target:
     description: str
     value: float
-    #: ">=" or "<=" against ``limit``.
+    #: ">=", "<=" or "<" against ``limit``.
     relation: str
     limit: float
 
     @property
     def met(self) -> bool:
-        return self.value >= self.limit if self.relation == ">=" else self.value <= self.limit
+        if self.relation == ">=":
+            return self.value >= self.limit
+        if self.relation == "<":
+            return self.value < self.limit
+        return self.value <= self.limit
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,8 @@ class SectionResult:
 class Options:
     repeat: int
     batches: int
+    #: Row counts of the memory runs of (e), one fresh process each; empty skips them.
+    memory_rows: tuple[int, ...] = (100_000, 1_000_000)
 
 
 Section = Callable[[Options], SectionResult]
@@ -165,7 +177,166 @@ def anatomy_section(options: Options) -> SectionResult:
     )
 
 
-SECTIONS: list[Section] = [serialisation_section, anatomy_section]
+def pipeline_section(options: Options) -> SectionResult:
+    """(e) SQLite rows to request bytes, beside (e0): the same rows into hand-written dicts."""
+    db = pipeline.build_database(options.batches)
+    rows = pipeline.row_count(db)
+    now = pipeline.routing_now(options.batches)
+    reference = pipeline.per_user_hash(
+        variants.variant_b_dicts_json(workload.make_workload(options.batches))
+    )
+    for label, _, run in pipeline.PIPELINE_VARIANTS:
+        if pipeline.per_user_hash(run(db, now)) != reference:
+            raise SystemExit(f"({label}) does not send every user the same JSON values as (b)")
+    medians = median_seconds(
+        [(label, functools.partial(run, db, now)) for label, _, run in pipeline.PIPELINE_VARIANTS],
+        options.repeat,
+    )
+    db.close()
+    return SectionResult(
+        "End to end without the network: SQLite rows to request bytes",
+        [
+            Measurement(label, description, medians[label], "rows", rows)
+            for label, description, _ in pipeline.PIPELINE_VARIANTS
+        ],
+        [
+            Target("(e) rows per second", rows / medians["e"], ">=", 50_000),
+            Target("(e) time / (e0) time", medians["e"] / medians["e0"], "<=", 3.0),
+        ],
+        [
+            f"{rows:,} rows (one per event) in an in-memory SQLite database: two tables, "
+            "custom events and purchases (products as a JSON column); median of "
+            f"{options.repeat}",
+            "(e) sends each user's custom events and purchases as two batches (one mapping "
+            "per kind) and adds a source_request_id; merged per user, both variants send "
+            f"the same JSON values as (b) (sha256 {reference[:16]})",
+        ],
+    )
+
+
+def upload_section(options: Options) -> SectionResult:
+    """(f) EventsClient.upload beside the official SDK's bulk_upload_events, one loopback sink."""
+    rows = workload.make_workload(options.batches)
+    events = workload.event_count(rows)
+    now = pipeline.routing_now(options.batches)
+    reference = pipeline.per_user_hash(variants.variant_b_dicts_json(rows))
+    notes = [
+        f"{options.batches:,} batches, {events:,} events, models built before timing; a "
+        "threaded HTTP/1.1 sink on 127.0.0.1 in this process reads each body and answers 202; "
+        f"median of {options.repeat}"
+    ]
+    with upload.running_sink() as sink:
+        contenders = [
+            (
+                "f",
+                "mparticle_feed: EventsClient.upload (route, pack, 4 workers)",
+                upload.feed_uploader(sink, variants.feed_batches(rows), now),
+            )
+        ]
+        if official_sdk_installed():
+            contenders.insert(
+                0,
+                (
+                    "fa",
+                    "official SDK: EventsApi.bulk_upload_events, 100 batches a call",
+                    upload.official_uploader(sink, variants.official_batches(rows)),
+                ),
+            )
+        try:
+            for label, _, run in contenders:
+                with sink.keeping() as bodies:
+                    run()
+                if pipeline.per_user_hash(bodies, official=label == "fa") != reference:
+                    raise SystemExit(f"({label}) did not send the same JSON values as (b)")
+            sink.requests = sink.bytes = 0
+            medians = median_seconds([(label, run) for label, _, run in contenders], options.repeat)
+            notes.append(
+                f"the sink received {sink.requests:,} requests, {sink.bytes / 1e6:,.1f} MB, "
+                "for the timed runs; both clients send the same JSON values as (b)"
+            )
+        finally:
+            for _, _, run in contenders:
+                run.close()
+    targets = []
+    if "fa" in medians:
+        targets.append(
+            Target("(f) events/s / (fa) events/s", medians["fa"] / medians["f"], ">=", 2.0)
+        )
+    else:
+        notes.append(
+            "(fa) skipped: the official SDK is not installed (pip install mparticle==0.16.1)"
+        )
+    return SectionResult(
+        "Upload to a loopback sink",
+        [
+            Measurement(label, description, medians[label], "events", events)
+            for label, description, _ in contenders
+        ],
+        targets,
+        notes,
+    )
+
+
+def memory_section(options: Options) -> SectionResult:
+    """(e) over growing row counts, each in a fresh process; peak RSS of each."""
+    script = Path(__file__).resolve().parent / "pipeline_memory.py"
+    measurements = []
+    for rows in options.memory_rows:
+        finished = subprocess.run(
+            [sys.executable, str(script), "--rows", str(rows), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(finished.stdout.strip().splitlines()[-1])
+        measurements.append(
+            Measurement(
+                f"e, {result['rows']:,} rows",
+                f"(e) in a fresh process; {result['requests']:,} requests, "
+                f"{result['body_bytes'] / 1e6:,.0f} MB of JSON",
+                result["seconds"],
+                "rows",
+                result["rows"],
+                peak_rss_mb=result["peak_rss_mb"],
+            )
+        )
+    targets = []
+    if measurements:
+        largest, smallest = measurements[-1], measurements[0]
+        targets.append(
+            Target(f"peak RSS at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", 150)
+        )
+        if len(measurements) > 1:
+            targets.append(
+                Target(
+                    f"peak RSS at {largest.units:,} / at {smallest.units:,} rows",
+                    (largest.peak_rss_mb or 0) / (smallest.peak_rss_mb or 1),
+                    "<=",
+                    1.2,
+                )
+            )
+    return SectionResult(
+        "Memory: (e) streaming many rows",
+        measurements,
+        targets,
+        [
+            "each row count runs in its own process (benchmarks/pipeline_memory.py): the rows "
+            "are generated into a SQLite file, then streamed through (e); peak RSS "
+            "(the process's high-water mark: VmHWM, or getrusage ru_maxrss off Linux) covers "
+            "the whole process, imports and the load included",
+        ]
+        if measurements
+        else ["skipped (--memory-rows none)"],
+    )
+
+
+SECTIONS: list[Section] = [
+    serialisation_section,
+    anatomy_section,
+    pipeline_section,
+    upload_section,
+    memory_section,
+]
 
 
 def cpu_name() -> str:
@@ -189,17 +360,29 @@ def machine_line() -> str:
 def render(result: SectionResult) -> str:
     lines = [f"## {result.title}", ""]
     lines += [f"- {note}" for note in result.notes]
-    lines += [
-        "",
-        "| variant | what | median s | per second | vs fastest |",
-        "|---|---|---:|---:|---:|",
-    ]
-    fastest = min(m.seconds for m in result.measurements)
-    for m in result.measurements:
-        lines.append(
-            f"| ({m.label}) | {m.description} | {m.seconds:.4f} | "
-            f"{m.rate:,.0f} {m.unit} | {m.seconds / fastest:.2f}x |"
-        )
+    if result.measurements and any(m.peak_rss_mb is not None for m in result.measurements):
+        lines += [
+            "",
+            "| variant | what | seconds | per second | peak RSS |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for m in result.measurements:
+            lines.append(
+                f"| ({m.label}) | {m.description} | {m.seconds:.2f} | "
+                f"{m.rate:,.0f} {m.unit} | {m.peak_rss_mb or 0:.1f} MB |"
+            )
+    elif result.measurements:
+        lines += [
+            "",
+            "| variant | what | median s | per second | vs fastest |",
+            "|---|---|---:|---:|---:|",
+        ]
+        fastest = min(m.seconds for m in result.measurements)
+        for m in result.measurements:
+            lines.append(
+                f"| ({m.label}) | {m.description} | {m.seconds:.4f} | "
+                f"{m.rate:,.0f} {m.unit} | {m.seconds / fastest:.2f}x |"
+            )
     if result.targets:
         lines += ["", "| target | measured | limit | |", "|---|---:|---:|---|"]
         for t in result.targets:
@@ -210,13 +393,29 @@ def render(result: SectionResult) -> str:
     return "\n".join(lines)
 
 
+def _row_counts(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    counts = tuple(sorted(int(part.replace("_", "")) for part in text.split(",")))
+    if any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError("row counts must be positive")
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="repetitions per variant")
     parser.add_argument("--batches", type=int, default=workload.BATCHES, help="workload size")
+    parser.add_argument(
+        "--memory-rows",
+        type=_row_counts,
+        default=(100_000, 1_000_000),
+        help="comma-separated row counts for the memory runs of (e), or 'none' "
+        "(default 100000,1000000; the 1,000,000 run takes about a minute)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
-    options = Options(repeat=args.repeat, batches=args.batches)
+    options = Options(repeat=args.repeat, batches=args.batches, memory_rows=args.memory_rows)
     print(f"# mparticle_feed benchmarks\n\n{machine_line()}\n")
     missed = 0
     for section in SECTIONS:
