@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
 
+from sphinx.application import Sphinx
+
 project = "mparticle_feed"
 author = "mparticle_feed developers"
 copyright = "mparticle_feed developers"
@@ -38,3 +40,22 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 
 html_theme = "furo"
 html_title = "mparticle_feed"
+
+
+def _show_factory_defaults(  # noqa: PLR0917 (Sphinx passes event arguments by position)
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: object,
+    options: object,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None]:
+    """attrs writes a factory default as ``NOTHING`` in ``__init__``; show ``<factory>``."""
+    if signature is not None:
+        signature = signature.replace("=NOTHING", "=<factory>")
+    return signature, return_annotation
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-signature", _show_factory_defaults)

@@ -211,6 +211,7 @@ class FakeEventsServer:
 
     @property
     def port(self) -> int:
+        """The TCP port the server listens on (chosen by the system when ``port=0``)."""
         return int(self._server.server_address[1])
 
     def start(self) -> FakeEventsServer:
