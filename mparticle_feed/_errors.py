@@ -8,8 +8,8 @@ Every one of them derives from :class:`MParticleFeedError`::
     ├── MappingError                     a mapping definition is wrong (raised when it is built or loaded)
     ├── RowError (ValueError)            one row could not be mapped (strict mode); names row and field
     ├── ConfigurationError               bad settings or credentials (HTTP 401/403); stops an upload
-    ├── DeliveryError                    an upload could not complete; carries status, body, request ids
-    │   └── RateLimitBudgetError      a Retry-After asked for a wait beyond the run's budget
+    ├── DeliveryError                    for code that raises on a failed upload (upload/sync report instead)
+    │   └── RateLimitBudgetError         a Retry-After beyond the run's budget (upload/sync stop instead)
     └── StateError                       the incremental-state store is unreadable or does not match
 
 Messages never contain the API secret or payload bodies beyond what a caller needs.
@@ -80,7 +80,12 @@ class ConfigurationError(MParticleFeedError):
 
 
 class DeliveryError(MParticleFeedError):
-    """An upload could not complete."""
+    """An upload could not complete; carries the HTTP status, body and ``source_request_id`` values.
+
+    :meth:`EventsClient.upload` and :func:`sync` do not raise it: they end each batch
+    rejected or failed in their report. It is there for code of your own that turns such an
+    outcome into an exception.
+    """
 
     def __init__(
         self,
@@ -97,7 +102,11 @@ class DeliveryError(MParticleFeedError):
 
 
 class RateLimitBudgetError(DeliveryError):
-    """mParticle asked us to wait longer than the run may wait; the rest stays pending."""
+    """mParticle asked for a wait longer than the run may wait (``retry_after`` seconds).
+
+    :meth:`EventsClient.upload` and :func:`sync` do not raise it: they stop the run, leave the
+    unsent batches pending and say why in ``report.stopped``.
+    """
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         self.retry_after = retry_after

@@ -90,7 +90,7 @@ class SyncReport:
     stopped: str | None = None
     #: True when the previous run of this sync did not finish; see ``resent_in_flight``.
     resumed: bool = False
-    #: Requests the previous, interrupted run had in flight (their rows were sent again).
+    #: Batches the previous, interrupted run had in flight (their rows were sent again).
     resent_in_flight: int = 0
     mapping_changed: bool = False
     rejects: tuple[RowProblem, ...] = ()
