@@ -104,7 +104,9 @@ def test_run_all_prints_the_table_and_ratios(
         import run_all
     finally:
         sys.path.remove(str(BENCHMARKS))
-    assert run_all.main(["--batches", str(TINY), "--repeat", "1"]) == 0
+    assert (
+        run_all.main(["--batches", str(TINY), "--repeat", "1", "--memory-rows", "20,40"]) == 0
+    )
     out = capsys.readouterr().out
     for label in ("(b)", "(c)", "(d)"):
         assert label in out
