@@ -117,6 +117,7 @@ class Computed:
 
     @property
     def qualified_name(self) -> str:
+        """``module.qualname`` of the callable: what the mapping's fingerprint records."""
         module = getattr(self.function, "__module__", None) or "?"
         name = getattr(self.function, "__qualname__", None) or type(self.function).__qualname__
         return f"{module}.{name}"

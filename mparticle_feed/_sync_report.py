@@ -260,7 +260,7 @@ class Plan:
 
     Review it (``repr`` in a terminal, a table in a notebook, :meth:`write_jsonl` for a
     file), then deliver it with :meth:`send` (or ``sync(..., plan=plan)``): the bodies
-    sent are byte for byte the ones in :attr:`requests`.
+    sent are byte for byte the ones in ``requests``.
     """
 
     name: str

@@ -156,7 +156,7 @@ class FakeEventsServer:
     - 400 when a batch matches the ``reject`` predicate (to test bisection);
     - otherwise 202, with an ``X-mp-rate-limit-percentage-used`` header.
 
-    Every request is recorded in :attr:`requests`. :meth:`script` queues scripted
+    Every request is recorded in :attr:`~FakeEventsServer.requests`. :meth:`script` queues scripted
     :class:`Reply` objects that answer the next requests instead (a status sequence,
     ``Retry-After``, a delay, a reset, a hang, a partial response). Like mParticle, the
     server deduplicates accepted batches by ``source_request_id`` in

@@ -343,7 +343,7 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
 
 
 def application_infos() -> st.SearchStrategy[ApplicationInfo]:
-    """``application_info``, with ``os`` unset or any :class:`ApplicationOS`."""
+    """``application_info``, with ``os`` unset or any :class:`~mparticle_feed.ApplicationOS`."""
     return st.builds(
         ApplicationInfo,
         application_name=_maybe(_text),
