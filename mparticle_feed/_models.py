@@ -24,6 +24,7 @@ from ._enums import (
     PushMessageType,
 )
 from ._errors import ModelError
+from ._fastinit import sparse_model
 from ._models_commerce import ProductAction, ProductImpression, PromotionAction, ShoppingCart
 from ._models_common import (
     ApplicationInfo,
@@ -106,7 +107,8 @@ def _environment(value: Environment | str) -> Environment:
     return enum_value(Environment, value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class _EventData:
     """The data fields every event type has (reference §2.2)."""
 
@@ -138,7 +140,8 @@ class _EventData:
     event_system_notification_info: EventSystemNotificationInfo | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class CustomEvent(_EventData):
     """A named custom event (``custom_event``)."""
 
@@ -157,7 +160,8 @@ def _opt_impressions(
     return None if value is None else tuple(value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class CommerceEvent(_EventData):
     """A commerce event: exactly one of product_action, promotion_action, product_impressions."""
 
@@ -201,7 +205,8 @@ class CommerceEvent(_EventData):
             )
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ScreenViewEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.SCREEN_VIEW
 
@@ -212,19 +217,22 @@ class ScreenViewEvent(_EventData):
     )
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class SessionStartEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.SESSION_START
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class SessionEndEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.SESSION_END
 
     session_duration_ms: int
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model(always=("new", "old"))
+@attrs.frozen(kw_only=True, slots=False)
 class UserAttributeChangeEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.USER_ATTRIBUTE_CHANGE
 
@@ -235,7 +243,8 @@ class UserAttributeChangeEvent(_EventData):
     is_new_attribute: bool | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model(always=("new", "old"))
+@attrs.frozen(kw_only=True, slots=False)
 class UserIdentityChangeEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.USER_IDENTITY_CHANGE
 
@@ -244,14 +253,16 @@ class UserIdentityChangeEvent(_EventData):
     old: UserIdentity | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class OptOutEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.OPT_OUT
 
     is_opted_out: bool
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class PushRegistrationEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.PUSH_REGISTRATION
 
@@ -259,7 +270,8 @@ class PushRegistrationEvent(_EventData):
     registration_token: str
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class PushMessageEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.PUSH_MESSAGE
 
@@ -281,7 +293,8 @@ class PushMessageEvent(_EventData):
             raise ModelError("action_identifier is limited to 100 characters")
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ApplicationStateTransitionEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.APPLICATION_STATE_TRANSITION
 
@@ -293,7 +306,8 @@ class ApplicationStateTransitionEvent(_EventData):
     launch_referral: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class BreadcrumbEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.BREADCRUMB
 
@@ -305,7 +319,8 @@ def _opt_breadcrumbs(value: Iterable[BreadcrumbEvent] | None) -> tuple[Breadcrum
     return None if value is None else tuple(value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class CrashReportEvent(_EventData):
     """A crash. ``breadcrumbs`` are breadcrumb events, as the JSON Schema has them."""
 
@@ -326,7 +341,8 @@ class CrashReportEvent(_EventData):
     )
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class NetworkPerformanceEvent(_EventData):
     """``response_code`` is an integer, as in the JSON Schema and OpenAPI file."""
 
@@ -341,17 +357,20 @@ class NetworkPerformanceEvent(_EventData):
     data: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class FirstRunEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.FIRST_RUN
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class UninstallEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.UNINSTALL
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ProfileEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.PROFILE
 
@@ -430,7 +449,8 @@ def _opt_identities(
     return UserIdentities.from_mapping(value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model(always=("environment",))
+@attrs.frozen(kw_only=True, slots=False)
 class Batch:
     """One user's batch: the body of ``/v2/events``, one element of ``/v2/bulkevents``.
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 import attrs
 
 from ._enums import ProductActionType, PromotionActionType
+from ._fastinit import sparse_model
 from ._values import (
     enum_value,
     optional_decimal,
@@ -33,7 +34,8 @@ def _promotion_action_type(value: PromotionActionType | str) -> PromotionActionT
     return enum_value(PromotionActionType, value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class Product:
     """A product. Money and quantities are Decimal; ints and floats are accepted."""
 
@@ -61,7 +63,8 @@ def _products_required(value: Iterable[Product]) -> tuple[Product, ...]:
     return tuple(value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ProductAction:
     """A product-based commerce event's action: purchase, add_to_cart, refund, ..."""
 
@@ -79,7 +82,8 @@ class ProductAction:
     products: tuple[Product, ...] | None = attrs.field(default=None, converter=_products)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class Promotion:
     """An internal promotion (a banner, a campaign slot)."""
 
@@ -93,7 +97,8 @@ def _promotions(value: Iterable[Promotion] | None) -> tuple[Promotion, ...] | No
     return None if value is None else tuple(value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class PromotionAction:
     """A promotion-based commerce event's action: a view or a click of promotions."""
 
@@ -101,7 +106,8 @@ class PromotionAction:
     promotions: tuple[Promotion, ...] | None = attrs.field(default=None, converter=_promotions)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ProductImpression:
     """Products seen in one list (``product_impression_list``)."""
 
@@ -109,7 +115,8 @@ class ProductImpression:
     products: tuple[Product, ...] = attrs.field(converter=_products_required)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ShoppingCart:
     """The cart's content when the commerce event happened."""
 

@@ -16,6 +16,7 @@ from ._enums import (
     SystemNotificationType,
 )
 from ._errors import ModelError
+from ._fastinit import sparse_model
 from ._values import (
     enum_value,
     optional_float,
@@ -65,7 +66,8 @@ def _notification_type(value: SystemNotificationType | str) -> SystemNotificatio
     return enum_value(SystemNotificationType, value)
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class Location:
     """A geolocation: ``data.location`` of an event, or ``context.location`` of a batch."""
 
@@ -88,7 +90,8 @@ class Location:
             raise ModelError(f"longitude {self.longitude} is outside -180..180")
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class DeviceCurrentState:
     """The device's state when an event happened (``data.device_current_state``)."""
 
@@ -121,7 +124,8 @@ class DeviceCurrentState:
     status_bar_orientation: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class DeviceInfo:
     """``device_info``: the device, and the device identities mParticle resolves users by.
 
@@ -198,7 +202,8 @@ DEVICE_IDENTITY_FIELDS: tuple[str, ...] = (
 )
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ApplicationInfo:
     """``application_info``: the app (or feed) that produced the data."""
 
@@ -211,7 +216,8 @@ class ApplicationInfo:
     apple_search_ads_attributes: dict[str, dict[str, str]] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class UserIdentities:
     """``user_identities``: the 22 user identity keys, each a string."""
 
@@ -258,7 +264,8 @@ class UserIdentities:
         return not self.items()
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class UserIdentity:
     """One identity as carried by a ``user_identity_change`` event's ``new`` and ``old``."""
 
@@ -268,7 +275,8 @@ class UserIdentity:
     created_this_batch: bool | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class DataPlan:
     """``context.data_plan``: which data plan (and version) the batch follows."""
 
@@ -276,7 +284,8 @@ class DataPlan:
     plan_version: int | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class Context:
     """The batch ``context`` (the OpenAPI file's ``batch_context``; every other source says ``context``)."""
 
@@ -284,7 +293,8 @@ class Context:
     location: Location | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ConsentPurpose:
     """The consent a user gave for one purpose (GDPR) or for data sale (CCPA)."""
 
@@ -296,7 +306,8 @@ class ConsentPurpose:
     regulation: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class ConsentState:
     """``consent_state``: GDPR purposes by name and the CCPA ``data_sale_opt_out``.
 
@@ -312,7 +323,8 @@ class ConsentState:
             raise ModelError(f"ccpa has only the purpose 'data_sale_opt_out', not {extra}")
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class AttributionInfo:
     """``attribution_info``: undocumented but in every schema; all three fields required."""
 
@@ -321,7 +333,8 @@ class AttributionInfo:
     campaign: str
 
 
-@attrs.frozen(kw_only=True)
+@sparse_model()
+@attrs.frozen(kw_only=True, slots=False)
 class EventSystemNotificationInfo:
     """Read-only on output; kept so outbound documents load."""
 

@@ -57,14 +57,33 @@ def decimal_number(value: Decimal | int | float) -> Decimal:
     """Money and quantities: kept as Decimal, sent as a JSON number."""
     # Exact-type fast paths first: this runs for every price of every row.
     if type(value) is float:
+        cached = _FLOAT_DECIMALS.get(value)
+        if cached is not None:
+            return cached
         if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
             # repr() gives the shortest string that round-trips, so 0.1 stays 0.1.
-            return Decimal(repr(value))
+            result = Decimal(repr(value))
+            if value:  # 0.0 == -0.0 as keys, but their Decimals differ
+                if len(_FLOAT_DECIMALS) >= _DECIMALS_MAX:
+                    _FLOAT_DECIMALS.clear()
+                _FLOAT_DECIMALS[value] = result
+            return result
     elif type(value) is int:
+        if 0 <= value < _SMALL_INTS:
+            return _SMALL_DECIMALS[value]
         return Decimal(value)
     elif type(value) is Decimal and value.is_finite():
         return value
     return _decimal_number_slow(value)
+
+
+#: Prices repeat (a catalogue has few distinct ones), and ``Decimal(repr(price))`` costs about
+#: 240 ns against 35 ns for a lookup. Decimals are immutable, so instances can be shared.
+_FLOAT_DECIMALS: dict[float, Decimal] = {}
+_DECIMALS_MAX = 4096
+#: Quantities are mostly small counts.
+_SMALL_INTS = 1024
+_SMALL_DECIMALS = tuple(Decimal(number) for number in range(_SMALL_INTS))
 
 
 def _decimal_number_slow(value: object) -> Decimal:
@@ -87,12 +106,7 @@ def _decimal_number_slow(value: object) -> Decimal:
 
 
 def optional_decimal(value: Decimal | int | float | None) -> Decimal | None:
-    if value is None:
-        return None
-    # The commonest input (a float price) is converted here, saving a call per value.
-    if type(value) is float and value - value == 0.0:
-        return Decimal(repr(value))
-    return decimal_number(value)
+    return None if value is None else decimal_number(value)
 
 
 def optional_float(value: float | int | Decimal | None) -> float | None:
@@ -170,6 +184,10 @@ def _check_scalar(value: object, where: str) -> None:
     )
 
 
+_STR_ONLY = frozenset({str})
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
+
+
 def _all_plain(items: Iterable[tuple[object, object]]) -> bool:
     """True when every key is a str and every value a str, int, bool, None or finite float.
 
@@ -191,6 +209,10 @@ def optional_scalar_map(value: Mapping[str, Scalar] | None) -> dict[str, Scalar]
     if value is None:
         return None
     out = dict(value)
+    # Two C-level passes prove the common case (string keys; str, int, bool or None values);
+    # floats take the loop, which checks they are finite.
+    if _STR_ONLY.issuperset(map(type, out)) and _PLAIN_VALUES.issuperset(map(type, out.values())):
+        return out
     if _all_plain(out.items()):
         return out
     for key, item in out.items():
@@ -215,6 +237,10 @@ def optional_user_attributes(
 ) -> dict[str, UserAttributeValue] | None:
     if value is None:
         return None
+    if _STR_ONLY.issuperset(map(type, value)) and _PLAIN_VALUES.issuperset(
+        map(type, value.values())
+    ):
+        return dict(value)
     if _all_plain(value.items()):
         return dict(value)
     out: dict[str, UserAttributeValue] = {}
