@@ -37,7 +37,6 @@ from ._errors import (
     ModelError,
     MParticleFeedError,
     PayloadError,
-    RateLimitBudgetError,
     RowError,
     StateError,
 )
@@ -191,7 +190,6 @@ __all__ = [
     "PushMessageType",
     "PushRegistrationEvent",
     "RESERVED_USER_ATTRIBUTES",
-    "RateLimitBudgetError",
     "Request",
     "RetryPolicy",
     "RoutedBatch",

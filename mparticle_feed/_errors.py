@@ -9,7 +9,6 @@ Every one of them derives from :class:`MParticleFeedError`::
     ├── RowError (ValueError)            one row could not be mapped (strict mode); names row and field
     ├── ConfigurationError               bad settings or credentials (HTTP 401/403); stops an upload
     ├── DeliveryError                    for code that raises on a failed upload (upload/sync report instead)
-    │   └── RateLimitBudgetError         a Retry-After beyond the run's budget (upload/sync stop instead)
     └── StateError                       the incremental-state store is unreadable or does not match
 
 Messages never contain the API secret or payload bodies beyond what a caller needs.
@@ -26,7 +25,6 @@ __all__ = [
     "MappingError",
     "ModelError",
     "PayloadError",
-    "RateLimitBudgetError",
     "RowError",
     "StateError",
 ]
@@ -83,8 +81,8 @@ class DeliveryError(MParticleFeedError):
     """An upload could not complete; carries the HTTP status, body and ``source_request_id`` values.
 
     :meth:`EventsClient.upload` and :func:`sync` do not raise it: they end each batch
-    rejected or failed in their report. It is there for code of your own that turns such an
-    outcome into an exception.
+    rejected or failed in their report. :meth:`SyncReport.raise_for_failures` raises it, for
+    jobs (Airflow, cron) that must fail when rows did not reach mParticle.
     """
 
     def __init__(
@@ -99,18 +97,6 @@ class DeliveryError(MParticleFeedError):
         self.body = body
         self.source_request_ids = tuple(source_request_ids)
         super().__init__(message)
-
-
-class RateLimitBudgetError(DeliveryError):
-    """mParticle asked for a wait longer than the run may wait (``retry_after`` seconds).
-
-    :meth:`EventsClient.upload` and :func:`sync` do not raise it: they stop the run, leave the
-    unsent batches pending and say why in ``report.stopped``.
-    """
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, status=429)
 
 
 class StateError(MParticleFeedError):

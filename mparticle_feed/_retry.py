@@ -22,8 +22,9 @@ import attrs
 
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
-#: Statuses worth sending the same body again for.
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Statuses worth sending the same body again for: timeouts, rate limits and every 5xx
+#: (mParticle documents 5xx as "server error; retry").
+RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -344,7 +344,7 @@ class StateStore:
             ).fetchone()[0]
         if in_flight:
             logger.warning(
-                "sync %r: the previous run stopped with %d request(s) in flight; "
+                "sync %r: the previous run stopped with %d batch(es) in flight; "
                 "their rows are resent with the same source_request_id",
                 name,
                 len(in_flight),

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import MParticleFeedError
+from ._errors import DeliveryError, MParticleFeedError
 from ._provenance import RowProblem, RowRef
 
 if TYPE_CHECKING:
@@ -116,6 +116,32 @@ class SyncReport:
         """True when every row was accepted (sent or unchanged)."""
         return self.accepted == self.rows_in
 
+    def raise_for_failures(self, *, allow_rejected: bool = False) -> None:
+        """Raise :class:`DeliveryError` unless every row was accepted.
+
+        For scheduled jobs that must fail loudly. Rejected rows are data problems that a rerun
+        cannot fix; ``allow_rejected=True`` lets them pass while failed and pending rows
+        still raise.
+        """
+        bad = self.failed + self.pending + (0 if allow_rejected else self.rejected)
+        if not bad:
+            return
+        problems = list(self.failures) + ([] if allow_rejected else list(self.rejects))
+        shown = "; ".join(f"row {p.row.row_number} ({p.stage}): {p.reason}" for p in problems[:3])
+        msg = (
+            f"sync {self.name!r}: {bad} of {self.rows_in} rows not accepted "
+            f"(rejected {self.rejected}, failed {self.failed}, pending {self.pending})"
+            + (f"; first: {shown}" if shown else "")
+        )
+        statuses = {p.status for p in problems if p.status is not None}
+        raise DeliveryError(
+            msg,
+            status=statuses.pop() if len(statuses) == 1 else None,
+            source_request_ids=sorted(
+                {p.source_request_id for p in problems if p.source_request_id is not None}
+            ),
+        )
+
     def historical_rows(self) -> int:
         """Rows accepted by the historical endpoint."""
         return int(self.by_endpoint.get("/v2/bulkevents/historical", {}).get("accepted", 0))
@@ -181,7 +207,7 @@ class SyncReport:
         )
         if self.resumed:
             lines.append(
-                f"  resumed an interrupted run ({self.resent_in_flight} request(s) were in flight)"
+                f"  resumed an interrupted run ({self.resent_in_flight} batch(es) were in flight)"
             )
         problems = [("rejected", p) for p in self.rejects] + [("failed", p) for p in self.failures]
         for outcome, problem in problems[:10]:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mparticle_feed._client import EventsClient
-from mparticle_feed._errors import StateError
+from mparticle_feed._errors import DeliveryError, StateError
 from mparticle_feed._mapping import (
     Constant,
     CustomEventMapping,
@@ -418,6 +418,16 @@ def test_server_rejections_are_reported_per_row(client: EventsClient) -> None:
     assert problem.stage == "delivery"
     assert problem.status == 400
     check_invariant(report)
+
+    with pytest.raises(DeliveryError, match="1 of 8 rows not accepted") as raised:
+        report.raise_for_failures()
+    assert raised.value.status == 400
+    assert raised.value.source_request_ids == (problem.source_request_id,)
+    report.raise_for_failures(allow_rejected=True)  # a data problem only: allowed through
+
+
+def test_raise_for_failures_is_silent_when_every_row_was_accepted(client: EventsClient) -> None:
+    sync(event_rows(3), EVENTS, client, now=NOW).raise_for_failures()
 
 
 def test_sync_reads_a_dbapi_cursor(client: EventsClient, state: StateStore) -> None:

@@ -46,7 +46,7 @@ def test_accepted_upload_sends_auth_headers_and_reports_202_as_accepted(
     assert len(server.accepted_batches()) == 180
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
+@pytest.mark.parametrize("status", [500, 501, 502, 503, 504, 505, 507, 408])
 def test_transient_status_is_retried_with_the_identical_body(
     server: FakeEventsServer, make_client: MakeClient, status: int
 ) -> None:
