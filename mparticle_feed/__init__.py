@@ -10,6 +10,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from ._client import PODS, EventsClient, UploadConfigurationError
+from ._coerce import EpochUnit
 from ._enums import (
     ApplicationOS,
     ApplicationState,
@@ -106,8 +107,8 @@ from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
 from ._report import BatchOutcome, OutcomeStatus, UploadReport
 from ._retry import RetryPolicy
 from ._routing import Endpoint, RoutedBatch, route
-from ._rows import rows_from_cursor
-from ._state import MappingChange, StateEntry, StateStore
+from ._rows import Cursor, rows_from_cursor
+from ._state import InFlightRequest, MappingChange, StateEntry, StateStore, SyncStart
 from ._sync import Progress, plan, send_plan, sync
 from ._sync_report import Plan, PlannedRequest, SyncReport
 from ._wire import dumps, from_dict, loads, to_dict
@@ -142,6 +143,7 @@ __all__ = [
     "Constant",
     "Context",
     "CrashReportEvent",
+    "Cursor",
     "CustomEvent",
     "CustomEventMapping",
     "CustomEventType",
@@ -153,12 +155,14 @@ __all__ = [
     "DevicePlatform",
     "Endpoint",
     "Environment",
+    "EpochUnit",
     "Event",
     "EventSystemNotificationInfo",
     "EventType",
     "EventsClient",
     "FirstRunEvent",
     "IdentityType",
+    "InFlightRequest",
     "ListOf",
     "Location",
     "LocationSource",
@@ -210,6 +214,7 @@ __all__ = [
     "Struct",
     "SyncKind",
     "SyncReport",
+    "SyncStart",
     "SystemNotificationType",
     "UninstallEvent",
     "UploadConfigurationError",

@@ -37,6 +37,7 @@ from ._errors import StateError
 __all__ = [
     "MappingChange",
     "StateEntry",
+    "InFlightRequest",
     "StateStore",
     "SyncStart",
     "content_hash",
@@ -112,7 +113,10 @@ class StateEntry:
 
 @attrs.frozen(kw_only=True)
 class InFlightRequest:
-    """A request that was handed to the client but whose outcome was never recorded."""
+    """A batch that was handed to the client but whose outcome was never recorded.
+
+    (Named for the request that carried it; one record per batch.)
+    """
 
     source_request_id: str
     endpoint: str
