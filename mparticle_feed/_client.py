@@ -90,7 +90,8 @@ class UploadConfigurationError(ConfigurationError):
 
     Raised when mParticle refuses the key and secret (``status`` 401 or 403) or the server's
     TLS certificate cannot be verified (``status`` None). ``report`` holds what the run did
-    before it stopped; batches it did not settle are pending.
+    before it stopped: the batches of the refused request end failed, and those not yet sent
+    end pending.
     """
 
     def __init__(self, message: str, *, status: int | None, report: UploadReport) -> None:
