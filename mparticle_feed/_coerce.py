@@ -19,6 +19,7 @@ import orjson
 from dateutil.parser import isoparse
 
 __all__ = [
+    "MAX_TIMESTAMP_MS",
     "CoercionError",
     "EpochUnit",
     "parse_json",
@@ -51,7 +52,8 @@ class EpochUnit(str, Enum):
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Year 9999 is the last datetime can express; anything beyond is a unit mistake.
-_MAX_MS = 253_402_300_799_999
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+_MAX_MS = MAX_TIMESTAMP_MS
 _UNIT_TO_MS = {
     EpochUnit.SECONDS: Decimal(1000),
     EpochUnit.MILLISECONDS: Decimal(1),
@@ -96,6 +98,8 @@ def to_timestamp_ms(
     Numbers are read in ``unit``; a naive datetime (or a naive ISO string) is placed in
     ``tz`` and refused when ``tz`` is None. A ``date`` is midnight in ``tz`` (UTC if None).
     """
+    if value.__class__ is int and unit is EpochUnit.MILLISECONDS:
+        return _checked_ms(value)  # the common case, ahead of the type tests below
     if isinstance(value, datetime):
         return _datetime_ms(value, tz)
     if isinstance(value, date):

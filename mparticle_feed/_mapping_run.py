@@ -16,6 +16,8 @@ Limit policy (reference §4), applied here and documented in docs/mapping.md:
 from __future__ import annotations
 
 import logging
+import math
+import operator
 import types
 import typing
 import zoneinfo
@@ -28,6 +30,7 @@ from typing import Any
 import attrs
 
 from ._coerce import (
+    MAX_TIMESTAMP_MS,
     CoercionError,
     EpochUnit,
     parse_json,
@@ -61,7 +64,14 @@ from ._models import Batch, CommerceEvent, CustomEvent
 from ._models_common import ApplicationInfo, Context, DeviceInfo, UserIdentities
 from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
 from ._rows import Cursor, iter_rows
-from ._values import optional_ip, optional_timestamp_ms, optional_uuid, timestamp_ms
+from ._values import (
+    decimal_number,
+    optional_decimal,
+    optional_ip,
+    optional_timestamp_ms,
+    optional_uuid,
+    timestamp_ms,
+)
 
 __all__ = ["MappingRun", "compile_mapping", "map_rows"]
 
@@ -88,6 +98,11 @@ class _Reject(Exception):  # noqa: N818 - control flow, never escapes this modul
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def _under(path: str, field: str | None) -> str:
+    """A field reported by a coercer called with a path relative to ``path``, made whole."""
+    return _join(path, field) if field else path
 
 
 def _kind(value: object) -> str:
@@ -167,6 +182,49 @@ def _then(first: Coercer, converter: Callable[[Any], Any]) -> Coercer:
     return coerce
 
 
+def _decimal(value: Any, path: str) -> Decimal:
+    """to_decimal, with the floats and ints of JSON columns handled without a detour."""
+    cls = value.__class__
+    if cls is float:
+        if math.isfinite(value):
+            return Decimal(repr(value))  # as to_decimal does: the float's shortest text
+    elif cls is int:
+        return Decimal(value)
+    try:
+        return to_decimal(value)
+    except CoercionError as exc:
+        raise _Reject(path, str(exc)) from None
+
+
+def _model_decimal(value: Any, path: str) -> Any:
+    """For a field whose model converter makes the Decimal: a finite float or an int goes
+    to it as it is (the converter turns it into the same Decimal, and caches it)."""
+    cls = value.__class__
+    if cls is int or (cls is float and math.isfinite(value)):
+        return value
+    return _decimal(value, path)
+
+
+def _by_value(coercer: Coercer, enum: type[Enum]) -> Coercer:
+    """``coercer`` with its answers for each member's exact value worked out in advance."""
+    known: dict[str, Any] = {}
+    for member in enum:
+        if isinstance(member.value, str):
+            try:
+                known[member.value] = coercer(member.value, "")
+            except _Reject:
+                continue  # a value the model refuses stays refused, row by row
+
+    def coerce(value: Any, path: str) -> Any:
+        if value.__class__ is str:
+            result = known.get(value)
+            if result is not None:
+                return result
+        return coercer(value, path)
+
+    return coerce
+
+
 def _parsed(value: Any, path: str) -> Any:
     if isinstance(value, (str, bytes, bytearray, memoryview)):
         try:
@@ -193,6 +251,12 @@ class _Coercers:
         self._structs: dict[type, Coercer] = {}
 
     def timestamp(self, value: Any, path: str) -> int:
+        if (
+            value.__class__ is int
+            and self.unit is EpochUnit.MILLISECONDS
+            and 0 <= value <= MAX_TIMESTAMP_MS
+        ):
+            return value  # what to_timestamp_ms returns for it, without the calls
         try:
             return to_timestamp_ms(value, unit=self.unit, tz=self.tz)
         except CoercionError as exc:
@@ -206,8 +270,11 @@ class _Coercers:
         if converter in (optional_uuid, optional_ip):
             return _then(_wrap(to_str), converter)
         if isinstance(tp, type) and issubclass(tp, Enum):
-            return _then(_wrap(to_str), converter) if converter else _wrap(tp)
-        simple = {str: to_str, bool: to_bool, int: to_int, float: to_float, Decimal: to_decimal}
+            coercer = _then(_wrap(to_str), converter) if converter else _wrap(tp)
+            return _by_value(coercer, tp)
+        if tp is Decimal:
+            return _model_decimal if converter in (optional_decimal, decimal_number) else _decimal
+        simple = {str: to_str, bool: to_bool, int: to_int, float: to_float}
         if tp in simple:
             return _wrap(simple[tp])
         if isinstance(tp, type) and attrs.has(tp):
@@ -230,25 +297,45 @@ class _Coercers:
         if cached is not None:
             return cached
         plans: dict[str, Coercer] = {}
+        #: field name -> (its coercer, the type its values may have to pass unchanged)
+        table: dict[str, tuple[Coercer, type | None]] = {}
         # A class met again while its own plans are built (none today) finds this entry.
         self._structs[cls] = lambda value, path: struct(value, path)  # noqa: PLW0108
         fields = attrs.fields(attrs.resolve_types(cls))
         for field in fields:
             plans[field.name] = self.for_field(field)
+        # A str or int field without a converter keeps a value of exactly that type as it
+        # is: no coercer call for it.
+        for field in fields:
+            tp = _non_optional(field.type)
+            as_is = tp if field.converter is None and tp in (str, int) else None
+            table[field.name] = (plans[field.name], as_is)
         required = [f.name for f in fields if f.default is attrs.NOTHING]
         name = cls.__name__
 
         def struct(value: Any, path: str) -> Any:
-            value = _parsed(value, path)
-            if not isinstance(value, Mapping):
-                raise _Reject(path, f"expected a {name} object (or JSON text), got {_kind(value)}")
+            if value.__class__ is not dict:
+                value = _parsed(value, path)
+                if not isinstance(value, Mapping):
+                    raise _Reject(
+                        path, f"expected a {name} object (or JSON text), got {_kind(value)}"
+                    )
             kwargs: dict[str, Any] = {}
             for key, item in value.items():
-                plan = plans.get(key) if isinstance(key, str) else None
-                if plan is None:
+                entry = table.get(key) if key.__class__ is str or isinstance(key, str) else None
+                if entry is None:
                     raise _Reject(_join(path, str(key)), f"{name} has no field {key!r}")
-                if item is not None:
-                    kwargs[key] = plan(item, _join(path, key))
+                if item is None:
+                    continue
+                plan, as_is = entry
+                if item.__class__ is as_is:
+                    kwargs[key] = item
+                else:
+                    # The field's path is built only on rejection: most rows have none.
+                    try:
+                        kwargs[key] = plan(item, key)
+                    except _Reject as exc:
+                        raise _Reject(_under(path, exc.field), exc.reason) from None
             for key in required:
                 if key not in kwargs:
                     raise _Reject(_join(path, key), "required field is missing or null")
@@ -271,10 +358,12 @@ class _Coercers:
                 raise _Reject(path, f"expected a list of objects, got {_kind(value)}")
             out = []
             for index, item in enumerate(value):
-                where = f"{path}[{index}]"
                 if item is None:
-                    raise _Reject(where, "null where an object is expected")
-                out.append(item_coercer(item, where))
+                    raise _Reject(f"{path}[{index}]", "null where an object is expected")
+                try:
+                    out.append(item_coercer(item, ""))
+                except _Reject as exc:
+                    raise _Reject(_under(f"{path}[{index}]", exc.field), exc.reason) from None
             return tuple(out)
 
         return struct_list
@@ -333,6 +422,8 @@ def _as_text(value: Any, path: str, tz: tzinfo | None) -> str:
 class _AttributeMap:
     field: str
     explicit: tuple[tuple[str, Getter], ...]
+    #: For each explicit pair, the column its value is read from (None: not a column).
+    explicit_columns: tuple[str | None, ...]
     prefix: str | None
     strip_prefix: bool
     remaining: bool
@@ -356,6 +447,14 @@ def _check_name(name: Any, field: str, *, user: bool) -> str:
     return name
 
 
+def _is_plain(value: Any) -> bool:
+    """A value every attribute accepts as it is: short text, an int, a bool, a finite float."""
+    cls = value.__class__
+    if cls is str:
+        return len(value) <= MAX_ATTRIBUTE_VALUE
+    return cls is int or cls is bool or (cls is float and math.isfinite(value))
+
+
 def _check_text(value: Any, path: str, limit: int) -> None:
     if isinstance(value, str) and len(value) > limit:
         raise _Reject(path, f"value is {len(value)} characters; mParticle allows {limit}")
@@ -373,6 +472,25 @@ class _AttributeBuilder:
         self.used = used
         self.prefixes = prefixes
         self.tz = tz
+        # Explicit names are fixed by the mapping: check them once here, not on every row.
+        explicit = []
+        for (name, get), column in zip(spec.explicit, spec.explicit_columns, strict=True):
+            try:
+                _check_name(name, spec.field, user=spec.user)
+            except _Reject:
+                checked = False  # checked (and rejected) per row, as any other name
+            else:
+                checked = True
+            explicit.append((name, column, get, checked))
+        self.explicit = tuple(explicit)
+        # The common case, every explicit source a column with a valid name: one itemgetter
+        # fetches all their values at once.
+        self.fetch_all: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+        if explicit and all(column is not None and ok for _, column, _, ok in explicit):
+            columns = [column for _, column, _, _ in explicit]
+            getter = operator.itemgetter(*columns)
+            self.fetch_all = getter if len(columns) > 1 else lambda row: (getter(row),)
+            self.names = tuple(name for name, _, _, _ in explicit)
 
     def _value(self, value: Any, path: str) -> Any:
         try:
@@ -399,13 +517,65 @@ class _AttributeBuilder:
             return
         field = self.spec.field
         checked = _check_name(name, field, user=self.spec.user)
-        out[checked] = self._value(value, _join(field, checked))
+        if _is_plain(value):
+            out[checked] = value
+        else:
+            out[checked] = self._value(value, _join(field, checked))
 
     def build(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        spec = self.spec
         out: dict[str, Any] = {}
-        for name, get in spec.explicit:
-            self._put(out, name, get(row))
+        values: tuple[Any, ...] | None = None
+        if self.fetch_all is not None:
+            try:
+                values = self.fetch_all(row)
+            except KeyError:
+                values = None  # the loop below rejects the row, naming the column
+        if values is not None:
+            for name, value in zip(self.names, values, strict=True):
+                if value is None:
+                    continue
+                # _is_plain inlined: this runs for every attribute of every row.
+                cls = value.__class__
+                if (
+                    (cls is str and len(value) <= MAX_ATTRIBUTE_VALUE)
+                    or cls is int
+                    or cls is bool
+                    or (cls is float and math.isfinite(value))
+                ):
+                    out[name] = value
+                else:
+                    self._put(out, name, value)
+        else:
+            self._explicit(row, out)
+        return self._rest(row, out)
+
+    def _explicit(self, row: Mapping[str, Any], out: dict[str, Any]) -> None:
+        for name, column, get, checked in self.explicit:
+            if column is None:
+                value = get(row)
+            else:
+                try:
+                    value = row[column]
+                except KeyError:
+                    value = get(row)  # raises the missing column's rejection
+            if value is None:
+                continue
+            if checked:
+                # _is_plain inlined: this runs for every attribute of every row.
+                cls = value.__class__
+                if (
+                    (cls is str and len(value) <= MAX_ATTRIBUTE_VALUE)
+                    or cls is int
+                    or cls is bool
+                    or (cls is float and math.isfinite(value))
+                ):
+                    out[name] = value
+                    continue
+            self._put(out, name, value)
+
+    def _rest(self, row: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        """The prefix, remaining and JSON parts of the map, and the count limit."""
+        spec = self.spec
         if spec.prefix is not None:
             prefix, cut = spec.prefix, len(spec.prefix) if spec.strip_prefix else 0
             for column, value in row.items():
@@ -446,7 +616,7 @@ class _AttributeBuilder:
 # --- compiling a mapping -------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class _Mapped:
     """One row, mapped: the user part (the batch key) and at most one event."""
 
@@ -487,6 +657,9 @@ class CompiledMapping:
 
     def __init__(self, mapping: RowMapping) -> None:
         self.mapping = mapping
+        self._to_text = _wrap(to_str)
+        self._to_event_type = _then(self._to_text, _custom_event_type)
+        self._to_ip = _then(self._to_text, optional_ip)
         tz = zoneinfo.ZoneInfo(mapping.timezone) if mapping.timezone else None
         coercers = _Coercers(tz, mapping.epoch_unit)
         self.key_column = mapping.key_column
@@ -549,6 +722,10 @@ class CompiledMapping:
                 explicit=tuple(
                     (attr, _getter(source, _join(name, attr))) for attr, source in maps.columns
                 ),
+                explicit_columns=tuple(
+                    source.name if isinstance(source, Column) else None
+                    for _, source in maps.columns
+                ),
                 prefix=maps.prefix,
                 strip_prefix=maps.strip_prefix,
                 remaining=maps.remaining,
@@ -557,11 +734,19 @@ class CompiledMapping:
                 limit=limit,
             )
             self.attribute_builders[name] = _AttributeBuilder(spec, self.used_columns, prefixes, tz)
+        self.user_attributes = self.attribute_builders.get("user_attributes")
+        self.event_attributes = [
+            (name, self.attribute_builders[name])
+            for name in ("custom_attributes", "custom_flags")
+            if name in self.attribute_builders
+        ]
 
         self.event_cls: type[CustomEvent] | type[CommerceEvent] | None = None
         self.event_fields: list[tuple[str, Getter, Coercer]] = []
         self.event_name: Getter | None = None
         self.custom_event_type: Getter | None = None
+        #: The custom event type, when a constant gives a valid one: coerced once, not per row.
+        self.fixed_event_type: CustomEventType | None = None
         if isinstance(mapping, (CustomEventMapping, CommerceEventMapping)):
             cls: type[CustomEvent] | type[CommerceEvent] = (
                 CustomEvent if isinstance(mapping, CustomEventMapping) else CommerceEvent
@@ -576,6 +761,7 @@ class CompiledMapping:
             else:
                 self.event_name = _getter(mapping.event_name, "event_name")
                 self.custom_event_type = _getter(mapping.custom_event_type, "custom_event_type")
+                self.fixed_event_type = self._fixed_event_type(mapping.custom_event_type)
             for name in names:
                 source = getattr(mapping, name)
                 if source is None:
@@ -584,6 +770,15 @@ class CompiledMapping:
                 self.event_fields.append(
                     (name, _getter(source, name), coercers.for_field(fields[name]))
                 )
+
+    def _fixed_event_type(self, source: Source) -> CustomEventType | None:
+        if not isinstance(source, Constant) or source.value is None:
+            return None
+        try:
+            fixed: CustomEventType = self._to_event_type(source.value, "custom_event_type")
+        except _Reject:
+            return None  # rejected on every row, with the reason, as any other bad value
+        return fixed
 
     def _nested(
         self, source: Source | None, path: str, coercer: Coercer
@@ -622,6 +817,8 @@ class CompiledMapping:
             raise _Reject(
                 "primary_key", f"primary key column {column!r} is not in the row"
             ) from None
+        if value.__class__ is str:
+            return value  # what to_key_str gives text, without its type checks
         if value is None:
             raise _Reject("primary_key", f"primary key column {column!r} is null")
         try:
@@ -635,10 +832,13 @@ class CompiledMapping:
             value = get(row)
             if value is None:
                 continue
-            try:
-                text = to_str(value).strip()
-            except CoercionError as exc:
-                raise _Reject(_join("user_identities", name), str(exc)) from None
+            if value.__class__ is str:
+                text = value.strip()
+            else:
+                try:
+                    text = to_str(value).strip()
+                except CoercionError as exc:
+                    raise _Reject(_join("user_identities", name), str(exc)) from None
             if text:
                 identities.append((name, text))
         device: list[tuple[str, str]] = []
@@ -669,17 +869,19 @@ class CompiledMapping:
         if self.ip is not None:
             value = self.ip(row)
             if value is not None:
-                ip = _then(_wrap(to_str), optional_ip)(value, "ip")
-        application_info = _nested_value(self.application_info, row)
-        context = _nested_value(self.context, row)
-        user_attributes = None
-        builder = self.attribute_builders.get("user_attributes")
-        if builder is not None:
-            user_attributes = builder.build(row)
+                ip = self._to_ip(value, "ip")
+        application_info = (
+            None if self.application_info is None else _nested_value(self.application_info, row)
+        )
+        context = None if self.context is None else _nested_value(self.context, row)
+        builder = self.user_attributes
+        user_attributes = None if builder is None else builder.build(row)
         event, truncated = self._event(row) if self.event_cls is not None else (None, 0)
+        identity_pairs = tuple(identities)
+        device_pairs = tuple(device)
         user_key = (
-            tuple(identities),
-            tuple(device),
+            identity_pairs,
+            device_pairs,
             mpid,
             mp_deviceid,
             ip,
@@ -688,8 +890,8 @@ class CompiledMapping:
         )
         return _Mapped(
             user_key=user_key,
-            identities=tuple(identities),
-            device=tuple(device),
+            identities=identity_pairs,
+            device=device_pairs,
             mpid=mpid,
             mp_deviceid=mp_deviceid,
             ip=ip,
@@ -716,25 +918,24 @@ class CompiledMapping:
             if value is None and self.event_cls is CustomEvent:
                 raise _Reject("event_name", "event name is null")
             if value is not None:
-                name = _wrap(to_str)(value, "event_name").strip()
+                text = value if value.__class__ is str else self._to_text(value, "event_name")
+                name = text.strip()
                 if not name:
                     raise _Reject("event_name", "event name is empty")
                 if len(name) > MAX_EVENT_NAME:
                     name, truncated = name[:MAX_EVENT_NAME], 1
                 kwargs["event_name"] = name
-        if self.custom_event_type is not None:
+        if self.fixed_event_type is not None:
+            kwargs["custom_event_type"] = self.fixed_event_type
+        elif self.custom_event_type is not None:
             value = self.custom_event_type(row)
             if value is None:
                 raise _Reject("custom_event_type", "custom event type is null")
-            kwargs["custom_event_type"] = _then(_wrap(to_str), _custom_event_type)(
-                value, "custom_event_type"
-            )
-        for name in ("custom_attributes", "custom_flags"):
-            builder = self.attribute_builders.get(name)
-            if builder is not None:
-                built = builder.build(row)
-                if built:
-                    kwargs[name] = built
+            kwargs["custom_event_type"] = self._to_event_type(value, "custom_event_type")
+        for name, builder in self.event_attributes:
+            built = builder.build(row)
+            if built:
+                kwargs[name] = built
         cls = self.event_cls
         assert cls is not None
         try:
@@ -835,14 +1036,20 @@ class MappingRun(Iterator[SourcedBatch]):
         pending = _Pending(self.mapping.environment)
         for row in rows:
             self.rows_in += 1
-            ref = RowRef(self.rows_in)
-            if not isinstance(row, Mapping):
+            if row.__class__ is not dict and not isinstance(row, Mapping):
                 self._reject(
-                    ref, None, f"a row must be a mapping of column → value, got {_kind(row)}"
+                    RowRef(self.rows_in),
+                    None,
+                    f"a row must be a mapping of column → value, got {_kind(row)}",
                 )
                 continue
             try:
-                ref = RowRef(self.rows_in, compiled.primary_key(row))
+                key = compiled.primary_key(row)
+            except _Reject as exc:
+                self._reject(RowRef(self.rows_in), exc.field, exc.reason)
+                continue
+            ref = RowRef(self.rows_in, key)
+            try:
                 mapped = compiled.map_row(row)
             except _Reject as exc:
                 self._reject(ref, exc.field, exc.reason)
@@ -891,6 +1098,8 @@ class _Pending:
         extra = mapped.user_attributes
         if extra:
             current = self.user_attributes
+            if extra.items() <= current.items():
+                return True  # the usual case: the same attributes again, nothing new
             for key, value in extra.items():
                 if key in current and current[key] != value:
                     return False  # a later value would overwrite an earlier one

@@ -23,7 +23,7 @@ import orjson
 
 from ._provenance import RowProblem, SourcedBatch, Stage
 from ._routing import Endpoint, RoutedBatch, part_rows
-from ._wire import to_dict
+from ._wire import _json_default
 
 __all__ = [
     "MAX_BATCHES_PER_REQUEST",
@@ -80,42 +80,82 @@ def derive_source_request_id(canonical: bytes) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-class _Pieces:
-    """A batch cut into its serialised header (everything but the events) and events."""
+def _model_bytes(value: Any) -> bytes:
+    """JSON bytes of models (and of plain data holding them), as ``dumps`` writes them."""
+    return orjson.dumps(value, default=_json_default)
 
-    __slots__ = ("events", "header_rest", "sourced", "user_id", "user_key")
+
+def _written(value: Any) -> Any:
+    """A value as written: a nested model becomes its dict, so an empty one is falsy."""
+    if value is None or isinstance(value, (str, int, dict)):
+        return value
+    return _json_default(value)
+
+
+class _Pieces:
+    """A batch cut into its serialised header (everything but the events) and events.
+
+    The events are written as one JSON array; each event's own bytes are written only
+    when a batch is too large and must be split.
+    """
+
+    __slots__ = (
+        "_each",
+        "_written_events",
+        "events_json",
+        "header_rest",
+        "sourced",
+        "user_id",
+        "user_key",
+    )
 
     def __init__(self, sourced: SourcedBatch) -> None:
-        document: dict[str, Any] = to_dict(sourced.batch)
+        # The codec's hook gives a model's written fields, nested models left as they are
+        # (orjson asks it again for those), so no tree is built. It may hand back the
+        # model's own storage: copy before popping.
+        document: dict[str, Any] = dict(_json_default(sourced.batch))
         self.sourced = sourced
         self.user_id: str | None = document.pop("source_request_id", None)
-        events = document.pop("events", None)
-        self.events: list[bytes] | None = (
-            None if events is None else [orjson.dumps(event) for event in events]
+        self._written_events: Sequence[Any] | None = document.pop("events", None)
+        self.events_json: bytes | None = (
+            None if self._written_events is None else _model_bytes(self._written_events)
         )
-        header = orjson.dumps(document)  # never "{}": environment is always written
+        self._each: list[bytes] | None = None
+        header = _model_bytes(document)  # never "{}": environment is always written
         self.header_rest = header[1:]  # '"environment":...}'
-        identity = [document.get(key) for key in ("mpid", "mp_deviceid", "user_identities")]
+        identity = [
+            _written(document.get(key)) for key in ("mpid", "mp_deviceid", "user_identities")
+        ]
         if not any(identity):
-            identity = [document.get("device_info")]
-        self.user_key = orjson.dumps(identity) if any(identity) else None
+            identity = [_written(document.get("device_info"))]
+        self.user_key = _model_bytes(identity) if any(identity) else None
 
-    def body(self, events: Sequence[bytes] | None, source_request_id: str | None) -> bytes:
+    def each_event(self) -> list[bytes]:
+        """Every event's own bytes, in order (written on first use: only splits need them)."""
+        if self._each is None:
+            self._each = [_model_bytes(event) for event in self._written_events or ()]
+        return self._each
+
+    def body(self, events_json: bytes | None, source_request_id: str | None) -> bytes:
         prefix = b"{"
         if source_request_id is not None:
             prefix += b'"source_request_id":' + orjson.dumps(source_request_id) + b","
-        if events is not None:
-            prefix += b'"events":[' + b",".join(events) + b"],"
+        if events_json is not None:
+            prefix += b'"events":' + events_json + b","
         return prefix + self.header_rest
 
-    def size(self, events: Sequence[bytes] | None, id_bytes: int) -> int:
+    def size(self, events_json_bytes: int | None, id_bytes: int) -> int:
         # Mirrors body(): braces/keys are counted exactly.
         size = 1 + len(self.header_rest)
         if id_bytes:
             size += len(b'"source_request_id":,') + id_bytes
-        if events is not None:
-            size += len(b'"events":[],') + sum(map(len, events)) + max(len(events) - 1, 0)
+        if events_json_bytes is not None:
+            size += len(b'"events":,') + events_json_bytes
         return size
+
+
+def _array(items: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
 
 
 _UUID_JSON_BYTES = 38  # a quoted 36-character UUID
@@ -123,7 +163,7 @@ _UUID_JSON_BYTES = 38  # a quoted 36-character UUID
 
 def _packed(
     pieces: _Pieces,
-    events: Sequence[bytes] | None,
+    events_json: bytes | None,
     sourced: SourcedBatch,
     whole: bool,
     part: int | None = None,
@@ -131,7 +171,7 @@ def _packed(
     if pieces.user_id is not None and whole:
         source_request_id = pieces.user_id
     else:
-        canonical = pieces.body(events, pieces.user_id)
+        canonical = pieces.body(events_json, pieces.user_id)
         keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
         if keys:
             # Two rows may map to identical batches; their primary keys keep the ids apart.
@@ -142,7 +182,7 @@ def _packed(
         source_request_id = derive_source_request_id(canonical)
     return PackedBatch(
         source_request_id=source_request_id,
-        body=pieces.body(events, source_request_id),
+        body=pieces.body(events_json, source_request_id),
         sourced=sourced,
         user_key=pieces.user_key,
     )
@@ -154,13 +194,17 @@ def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | 
     pieces = _Pieces(sourced)
     user_id_bytes = 0 if pieces.user_id is None else len(orjson.dumps(pieces.user_id))
     keeps_user_id = routed.whole and pieces.user_id is not None
-    whole_size = pieces.size(pieces.events, user_id_bytes if keeps_user_id else _UUID_JSON_BYTES)
+    events_json = pieces.events_json
+    whole_size = pieces.size(
+        None if events_json is None else len(events_json),
+        user_id_bytes if keeps_user_id else _UUID_JSON_BYTES,
+    )
     if whole_size <= max_batch_bytes:
-        yield _packed(pieces, pieces.events, sourced, routed.whole)
+        yield _packed(pieces, events_json, sourced, routed.whole)
         return
-    events = pieces.events or []
+    events = [] if events_json is None else pieces.each_event()
     # Parts always get derived (UUID) ids, so the overhead of a part is fixed.
-    overhead = pieces.size([], _UUID_JSON_BYTES)
+    overhead = pieces.size(len(b"[]"), _UUID_JSON_BYTES)
     if not events or overhead > max_batch_bytes:
         for row in sourced.rows:
             yield RowProblem(
@@ -184,7 +228,7 @@ def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | 
             event_rows=event_rows,
             rows=part_rows(sourced, event_rows),
         )
-        return _packed(pieces, [events[i] for i in indexes], part_sourced, False, number)
+        return _packed(pieces, _array([events[i] for i in indexes]), part_sourced, False, number)
 
     for index, event in enumerate(events):
         cost = len(event) + (1 if part else 0)

@@ -38,6 +38,14 @@ def _column_names(description: Any) -> list[str]:
     return names
 
 
+def _widths(chunk: Any) -> set[int] | None:
+    """The set of row lengths in a chunk; None when a row has no length."""
+    try:
+        return set(map(len, chunk))
+    except TypeError:
+        return None
+
+
 def rows_from_cursor(cursor: Cursor, *, chunk_size: int = 1000) -> Iterator[dict[str, Any]]:
     """Yield each row of an executed cursor as ``{column name: value}``.
 
@@ -54,15 +62,20 @@ def rows_from_cursor(cursor: Cursor, *, chunk_size: int = 1000) -> Iterator[dict
         chunk = cursor.fetchmany(chunk_size)
         if not chunk:
             break
+        if _widths(chunk) == {width}:
+            # Every row has the right width: convert the chunk in one comprehension.
+            fetched += len(chunk)
+            yield from [dict(zip(names, row, strict=False)) for row in chunk]
+            continue
         for row in chunk:
             # sqlite3.Row, DuckDB tuples and plain tuples all index by position.
-            values = tuple(row)
+            values = row if row.__class__ is tuple else tuple(row)
             if len(values) != width:
                 raise MappingError(
                     f"row {fetched + 1} has {len(values)} values for {width} columns"
                 )
             fetched += 1
-            yield dict(zip(names, values, strict=True))
+            yield dict(zip(names, values, strict=False))  # lengths checked just above
     logger.debug("fetched %d rows of %d columns", fetched, width)
 
 
