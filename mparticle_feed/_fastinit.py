@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: Converter -> the exact class of input it returns unchanged; the generated ``__init__``
 #: tests the class inline and calls the converter only for other inputs (saves a call).
@@ -55,14 +54,10 @@ def set_fields(cls: type, mask: int) -> list[str]:
     return [name for bit, name in enumerate(OPTIONAL_FIELDS[cls]) if mask >> bit & 1]
 
 
-def passes_through(kind: type) -> Callable[[F], F]:
-    """Declare that a converter returns any value whose exact class is ``kind`` unchanged."""
-
-    def register(converter: F) -> F:
-        _PASSTHROUGH[converter] = kind
-        return converter
-
-    return register
+def passes_through(kind: type, converter: Callable[..., object]) -> None:
+    """Declare that ``converter`` returns any value whose exact class is ``kind`` unchanged."""
+    # A registry rather than a decorator: the attrs mypy plugin only reads plain functions.
+    _PASSTHROUGH[converter] = kind
 
 
 def _unset(name: str) -> str:

@@ -24,7 +24,7 @@ from ._enums import (
     PushMessageType,
 )
 from ._errors import ModelError
-from ._fastinit import sparse_model
+from ._fastinit import passes_through, sparse_model
 from ._models_commerce import ProductAction, ProductImpression, PromotionAction, ShoppingCart
 from ._models_common import (
     ApplicationInfo,
@@ -79,32 +79,56 @@ def _custom_event_type(value: CustomEventType | str) -> CustomEventType:
     return enum_value(CustomEventType, value)
 
 
+passes_through(CustomEventType, _custom_event_type)
+
+
 def _opt_commerce_event_type(value: CommerceEventType | str | None) -> CommerceEventType | None:
     return None if value is None else enum_value(CommerceEventType, value)
+
+
+passes_through(CommerceEventType, _opt_commerce_event_type)
 
 
 def _transition_type(value: ApplicationTransitionType | str) -> ApplicationTransitionType:
     return enum_value(ApplicationTransitionType, value)
 
 
+passes_through(ApplicationTransitionType, _transition_type)
+
+
 def _push_message_type(value: PushMessageType | str) -> PushMessageType:
     return enum_value(PushMessageType, value)
+
+
+passes_through(PushMessageType, _push_message_type)
 
 
 def _opt_application_state(value: ApplicationState | str | None) -> ApplicationState | None:
     return None if value is None else enum_value(ApplicationState, value)
 
 
+passes_through(ApplicationState, _opt_application_state)
+
+
 def _opt_push_behavior(value: PushMessageBehavior | str | None) -> PushMessageBehavior | None:
     return None if value is None else enum_value(PushMessageBehavior, value)
+
+
+passes_through(PushMessageBehavior, _opt_push_behavior)
 
 
 def _profile_event_type(value: ProfileEventType | str) -> ProfileEventType:
     return enum_value(ProfileEventType, value)
 
 
+passes_through(ProfileEventType, _profile_event_type)
+
+
 def _environment(value: Environment | str) -> Environment:
     return enum_value(Environment, value)
+
+
+passes_through(Environment, _environment)
 
 
 @sparse_model()
@@ -429,13 +453,16 @@ def _opt_events(value: Iterable[Event] | None) -> tuple[Event, ...] | None:
     if value is None:
         return None
     events = tuple(value)
+    # One C-level pass in the common case; the loop only finds the culprit.
+    if _EVENT_TYPES.issuperset(map(type, events)):
+        return events
     for index, event in enumerate(events):
         if type(event) not in _EVENT_TYPES:
             raise ModelError(
                 f"events[{index}] is a {type(event).__name__}, not an event model "
                 "(build events with CustomEvent, CommerceEvent, ...)"
             )
-    return events
+    raise AssertionError("unreachable: the pass above found a stranger")  # pragma: no cover
 
 
 _EVENT_TYPES = frozenset(EVENT_CLASSES.values())
@@ -447,6 +474,9 @@ def _opt_identities(
     if value is None or isinstance(value, UserIdentities):
         return value
     return UserIdentities.from_mapping(value)
+
+
+passes_through(UserIdentities, _opt_identities)
 
 
 @sparse_model(always=("environment",))

@@ -8,7 +8,7 @@ from decimal import Decimal
 import attrs
 
 from ._enums import ProductActionType, PromotionActionType
-from ._fastinit import sparse_model
+from ._fastinit import passes_through, sparse_model
 from ._values import (
     enum_value,
     optional_decimal,
@@ -30,8 +30,14 @@ def _product_action_type(value: ProductActionType | str) -> ProductActionType:
     return enum_value(ProductActionType, value)
 
 
+passes_through(ProductActionType, _product_action_type)
+
+
 def _promotion_action_type(value: PromotionActionType | str) -> PromotionActionType:
     return enum_value(PromotionActionType, value)
+
+
+passes_through(PromotionActionType, _promotion_action_type)
 
 
 @sparse_model()

@@ -16,7 +16,7 @@ from ._enums import (
     SystemNotificationType,
 )
 from ._errors import ModelError
-from ._fastinit import sparse_model
+from ._fastinit import passes_through, sparse_model
 from ._values import (
     enum_value,
     optional_float,
@@ -46,24 +46,42 @@ def _opt_location_source(value: LocationSource | str | None) -> LocationSource |
     return None if value is None else enum_value(LocationSource, value)
 
 
+passes_through(LocationSource, _opt_location_source)
+
+
 def _opt_platform(value: DevicePlatform | str | None) -> DevicePlatform | None:
     return None if value is None else enum_value(DevicePlatform, value)
+
+
+passes_through(DevicePlatform, _opt_platform)
 
 
 def _opt_att(value: AttAuthorizationStatus | str | None) -> AttAuthorizationStatus | None:
     return None if value is None else enum_value(AttAuthorizationStatus, value)
 
 
+passes_through(AttAuthorizationStatus, _opt_att)
+
+
 def _opt_app_os(value: ApplicationOS | str | None) -> ApplicationOS | None:
     return None if value is None else enum_value(ApplicationOS, value)
+
+
+passes_through(ApplicationOS, _opt_app_os)
 
 
 def _identity_type(value: IdentityType | str) -> IdentityType:
     return enum_value(IdentityType, value)
 
 
+passes_through(IdentityType, _identity_type)
+
+
 def _notification_type(value: SystemNotificationType | str) -> SystemNotificationType:
     return enum_value(SystemNotificationType, value)
+
+
+passes_through(SystemNotificationType, _notification_type)
 
 
 @sparse_model()

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TypeVar
 
 from ._errors import ModelError
+from ._fastinit import passes_through
 
 #: A value allowed in event attribute maps and user attributes (the schema's "String" type).
 Scalar = str | int | float | bool | Decimal | None
@@ -47,10 +48,16 @@ def timestamp_ms(value: int | datetime) -> int:
     return value
 
 
+passes_through(int, timestamp_ms)
+
+
 def optional_timestamp_ms(value: int | datetime | None) -> int | None:
     if value is None or type(value) is int:
         return value
     return timestamp_ms(value)
+
+
+passes_through(int, optional_timestamp_ms)
 
 
 def decimal_number(value: Decimal | int | float) -> Decimal:
@@ -146,6 +153,9 @@ def optional_id_string(value: str | uuid.UUID | None) -> str | None:
     if isinstance(value, uuid.UUID):
         return str(value)
     raise ModelError(f"expected a string or UUID, not {type(value).__name__}")
+
+
+passes_through(str, optional_id_string)
 
 
 def optional_ip(value: str | None) -> str | None:

@@ -359,6 +359,8 @@ class _Compiler:
             "_scalar_map": _unstructure_scalar_map_fast,
             "_INT64_MAX": _INT64_MAX,
             "_event_fns": {},
+            "_event_shapes": {},
+            "_numbers": _NUMBERS,
         }
         self.functions: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self.started: set[type] = set()
@@ -375,12 +377,14 @@ class _Compiler:
         if inner in (str, int, float, bool, Any):
             return value
         if inner is Decimal:
-            return f"_num({value})"
+            return f"(_numbers.get({value}) or _num({value}))"
         if isinstance(inner, type) and issubclass(inner, Enum):
             return value if self.shallow else f"{value}.value"
         if attrs.has(inner):
             self.require(inner)
-            return f"{self.function_name(inner)}({value})"
+            # The shape's function straight from the table; the dispatcher on a new shape.
+            dispatch = self.function_name(inner)
+            return f"{dispatch}_shapes.get({value}.{SET_MASK}, {dispatch})({value})"
         if _is_union(inner):
             members = frozenset(get_args(inner)) | {type(None)}
             if members <= _USER_ATTRIBUTE_TYPES or members <= _SCALAR_TYPES:
@@ -388,7 +392,10 @@ class _Compiler:
             if all(member in _EVENT_CLASS_SET for member in get_args(inner)):
                 for member in get_args(inner):
                     self.require(member)
-                return f"_event_fns[{value}.__class__]({value})"
+                return (
+                    f"_event_shapes[{value}.__class__].get({value}.{SET_MASK}, "
+                    f"_event_fns[{value}.__class__])({value})"
+                )
         origin, args = get_origin(inner), get_args(inner)
         if origin in (tuple, list, Sequence) and args:
             element = self.expression(args[0], item, depth + 1)
@@ -425,10 +432,12 @@ class _Compiler:
             return function(model)
 
         self.namespace[self.function_name(cls)] = dispatch
+        self.namespace[f"{self.function_name(cls)}_shapes"] = table
         self.functions[cls] = dispatch
         event_type = getattr(cls, "event_type", None)
         if isinstance(event_type, EventType):
             self.namespace["_event_fns"][cls] = dispatch
+            self.namespace["_event_shapes"][cls] = table
         # Compiling the all-unset shape now resolves nested types: errors show at import.
         self.compile(cls, 0)
         for field in attrs.fields(attrs.resolve_types(cls)):
