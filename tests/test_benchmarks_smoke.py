@@ -5,7 +5,9 @@ Only a smoke test: the figures come from ``python benchmarks/run_all.py``, never
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,10 +106,120 @@ def test_run_all_prints_the_table_and_ratios(
         import run_all
     finally:
         sys.path.remove(str(BENCHMARKS))
-    assert (
-        run_all.main(["--batches", str(TINY), "--repeat", "1", "--memory-rows", "20,40"]) == 0
-    )
+    assert run_all.main(["--batches", str(TINY), "--repeat", "1", "--memory-rows", "200,400"]) == 0
     out = capsys.readouterr().out
-    for label in ("(b)", "(c)", "(d)"):
+    for label in ("(b)", "(c)", "(d)", "(e0)", "(e)", "(f)", "(e, 200 rows)", "(e, 400 rows)"):
         assert label in out
-    assert "(d) time / (b) time" in out
+    for target in (
+        "(d) time / (b) time",
+        "(e) rows per second",
+        "(e) time / (e0) time",
+        "peak RSS at 400 rows, MB",
+        "peak RSS at 400 / at 200 rows",
+    ):
+        assert target in out
+
+
+@pytest.fixture(scope="module")
+def bench_more() -> Iterator[tuple[ModuleType, ModuleType, ModuleType]]:
+    """The (e) and (f) benchmark modules, imported from the benchmarks folder."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import pipeline
+        import upload
+        import variants
+
+        yield pipeline, upload, variants
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.parametrize("label", ["e0", "e"])
+def test_pipeline_variant_sends_every_user_the_reference_json(
+    bench: tuple[ModuleType, ModuleType],
+    bench_more: tuple[ModuleType, ModuleType, ModuleType],
+    label: str,
+) -> None:
+    workload, _ = bench
+    pipeline, _, variants = bench_more
+    db = pipeline.build_database(TINY)
+    try:
+        assert pipeline.row_count(db) == TINY * workload.EVENTS_PER_BATCH
+        run = next(f for name, _, f in pipeline.PIPELINE_VARIANTS if name == label)
+        bodies = run(db, pipeline.routing_now(TINY))
+    finally:
+        db.close()
+    reference = variants.variant_b_dicts_json(workload.make_workload(TINY))
+    assert all(isinstance(body, bytes) for body in bodies)
+    assert pipeline.per_user_hash(bodies) == pipeline.per_user_hash(reference)
+
+
+def test_pipeline_e_and_e0_send_the_same_batches(
+    bench_more: tuple[ModuleType, ModuleType, ModuleType],
+) -> None:
+    pipeline, _, _ = bench_more
+    db = pipeline.build_database(TINY)
+    try:
+        now = pipeline.routing_now(TINY)
+        ours = [json.loads(body) for body in pipeline.variant_e_pipeline(db, now)]
+        floor = [json.loads(body) for body in pipeline.variant_e0_dicts_json(db, now)]
+    finally:
+        db.close()
+    for request in ours:
+        for batch in request:
+            # Deterministic ids (a UUID's 36 characters) are what (e) adds; nothing else.
+            assert len(batch.pop("source_request_id")) == 36
+    assert ours == floor
+
+
+def test_per_user_hash_sees_a_changed_value(
+    bench: tuple[ModuleType, ModuleType],
+    bench_more: tuple[ModuleType, ModuleType, ModuleType],
+) -> None:
+    workload, _ = bench
+    pipeline, _, variants = bench_more
+    (body,) = variants.variant_b_dicts_json(workload.make_workload(1))
+    document = json.loads(body)
+    document[0]["user_attributes"]["plan"] = "other"
+    assert pipeline.per_user_hash([json.dumps(document).encode()]) != pipeline.per_user_hash([body])
+
+
+def test_upload_variants_deliver_the_reference_json_to_the_sink(
+    bench: tuple[ModuleType, ModuleType],
+    bench_more: tuple[ModuleType, ModuleType, ModuleType],
+) -> None:
+    workload, _ = bench
+    pipeline, upload, variants = bench_more
+    rows = workload.make_workload(TINY)
+    reference = pipeline.per_user_hash(variants.variant_b_dicts_json(rows))
+    with upload.running_sink() as sink:
+        ours = upload.feed_uploader(sink, variants.feed_batches(rows), pipeline.routing_now(TINY))
+        try:
+            with sink.keeping() as bodies:
+                ours()
+        finally:
+            ours.close()
+        assert pipeline.per_user_hash(bodies) == reference
+        if importlib.util.find_spec("mparticle") is not None:
+            official = upload.official_uploader(sink, variants.official_batches(rows))
+            try:
+                with sink.keeping() as bodies:
+                    official()
+            finally:
+                official.close()
+            assert pipeline.per_user_hash(bodies, official=True) == reference
+        assert sink.requests >= 1
+
+
+def test_memory_script_reports_rows_and_peak_rss() -> None:
+    finished = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_memory.py"), "--rows", "30", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert result["rows"] == 30
+    assert result["requests"] >= 1
+    assert 0 < result["peak_rss_mb"] < 1024
