@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import tzinfo
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -667,6 +667,14 @@ class CompiledMapping:
             (name, _getter(source, _join("user_identities", name)))
             for name, source in mapping.user_identities
         ]
+        # Identities read from columns (the usual case) are fetched together.
+        self.identity_fetch: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+        identity_columns = [source for _, source in mapping.user_identities]
+        if identity_columns and all(isinstance(c, Column) for c in identity_columns):
+            getter = operator.itemgetter(*(cast(Column, c).name for c in identity_columns))
+            self.identity_fetch = (
+                getter if len(identity_columns) > 1 else lambda row: (getter(row),)
+            )
         device_fields = {
             field.name: field for field in attrs.fields(attrs.resolve_types(DeviceInfo))
         }
@@ -828,8 +836,14 @@ class CompiledMapping:
 
     def map_row(self, row: Mapping[str, Any]) -> _Mapped:
         identities: list[tuple[str, str]] = []
-        for name, get in self.identities:
-            value = get(row)
+        values: tuple[Any, ...] | None = None
+        if self.identity_fetch is not None:
+            try:
+                values = self.identity_fetch(row)
+            except KeyError:
+                values = None  # the getters below reject the row, naming the column
+        for index, (name, get) in enumerate(self.identities):
+            value = get(row) if values is None else values[index]
             if value is None:
                 continue
             if value.__class__ is str:
@@ -888,18 +902,19 @@ class CompiledMapping:
             application_info,
             context,
         )
+        # Positional, in _Mapped's field order: keywords cost more on every row.
         return _Mapped(
-            user_key=user_key,
-            identities=identity_pairs,
-            device=device_pairs,
-            mpid=mpid,
-            mp_deviceid=mp_deviceid,
-            ip=ip,
-            application_info=application_info,
-            context=context,
-            user_attributes=user_attributes,
-            event=event,
-            truncated=truncated,
+            user_key,
+            identity_pairs,
+            device_pairs,
+            mpid,
+            mp_deviceid,
+            ip,
+            application_info,
+            context,
+            user_attributes,
+            event,
+            truncated,
         )
 
     def _event(self, row: Mapping[str, Any]) -> tuple[CustomEvent | CommerceEvent, int]:
