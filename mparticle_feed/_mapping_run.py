@@ -196,6 +196,11 @@ def _decimal(value: Any, path: str) -> Decimal:
         raise _Reject(path, str(exc)) from None
 
 
+def _as_built(value: Any, path: str) -> Any:
+    """The coercer of a value its getter already built and checked."""
+    return value
+
+
 def _model_decimal(value: Any, path: str) -> Any:
     """For a field whose model converter makes the Decimal: a finite float or an int goes
     to it as it is (the converter turns it into the same Decimal, and caches it)."""
@@ -249,6 +254,7 @@ class _Coercers:
         self.tz = tz
         self.unit = unit
         self._structs: dict[type, Coercer] = {}
+        self._tables: dict[type, tuple[dict[str, tuple[Coercer, type | None]], list[str]]] = {}
 
     def timestamp(self, value: Any, path: str) -> int:
         if (
@@ -311,6 +317,7 @@ class _Coercers:
             as_is = tp if field.converter is None and tp in (str, int) else None
             table[field.name] = (plans[field.name], as_is)
         required = [f.name for f in fields if f.default is attrs.NOTHING]
+        self._tables[cls] = (table, required)
         name = cls.__name__
 
         def struct(value: Any, path: str) -> Any:
@@ -346,6 +353,45 @@ class _Coercers:
 
         self._structs[cls] = struct
         return struct
+
+    def struct_from_sources(self, cls: type, source: Struct, path: str) -> Getter | None:
+        """``cls`` built straight from a Struct's sources: what ``struct`` does with the dict
+        the Struct's getter builds, without building it. None when that would differ (a
+        field named twice)."""
+        self.struct(cls)
+        table, required = self._tables[cls]
+        names = [name for name, _ in source.fields]
+        if len(set(names)) != len(names) or not set(names) <= table.keys():
+            return None
+        parts = [
+            (name, table[name][0], table[name][1], _getter(item, _join(path, name)))
+            for name, item in source.fields
+        ]
+        getters = [get for _, _, _, get in parts]
+
+        def build(row: Mapping[str, Any]) -> Any:
+            # Every source is read first, as the Struct's getter does, then coerced in order.
+            values = [get(row) for get in getters]
+            kwargs: dict[str, Any] = {}
+            for (name, plan, as_is, _), item in zip(parts, values, strict=True):
+                if item is None:
+                    continue
+                if item.__class__ is as_is:
+                    kwargs[name] = item
+                else:
+                    try:
+                        kwargs[name] = plan(item, name)
+                    except _Reject as exc:
+                        raise _Reject(_under(path, exc.field), exc.reason) from None
+            for key in required:
+                if key not in kwargs:
+                    raise _Reject(_join(path, key), "required field is missing or null")
+            try:
+                return cls(**kwargs)
+            except ModelError as exc:
+                raise _Reject(path, str(exc)) from None
+
+        return build
 
     def struct_list(self, cls: type) -> Coercer:
         item_coercer = self.struct(cls)
@@ -775,9 +821,18 @@ class CompiledMapping:
                 if source is None:
                     continue
                 self._check_struct(source, fields[name], name)
-                self.event_fields.append(
-                    (name, _getter(source, name), coercers.for_field(fields[name]))
+                tp = _non_optional(fields[name].type)
+                built = (
+                    coercers.struct_from_sources(tp, source, name)
+                    if isinstance(source, Struct) and isinstance(tp, type) and attrs.has(tp)
+                    else None
                 )
+                if built is not None:
+                    self.event_fields.append((name, built, _as_built))
+                else:
+                    self.event_fields.append(
+                        (name, _getter(source, name), coercers.for_field(fields[name]))
+                    )
 
     def _fixed_event_type(self, source: Source) -> CustomEventType | None:
         if not isinstance(source, Constant) or source.value is None:
