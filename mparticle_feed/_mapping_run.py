@@ -314,7 +314,11 @@ class _Coercers:
         # is: no coercer call for it.
         for field in fields:
             tp = _non_optional(field.type)
-            as_is = tp if field.converter is None and tp in (str, int) else None
+            as_is: type | None = None
+            if field.converter is None and tp in (str, int):
+                as_is = tp
+            elif plans[field.name] is _model_decimal:
+                as_is = int  # what _model_decimal returns unchanged (bool is not int)
             table[field.name] = (plans[field.name], as_is)
         required = [f.name for f in fields if f.default is attrs.NOTHING]
         self._tables[cls] = (table, required)
@@ -529,6 +533,8 @@ class _AttributeBuilder:
                 checked = True
             explicit.append((name, column, get, checked))
         self.explicit = tuple(explicit)
+        self.has_rest = spec.prefix is not None or spec.remaining or spec.json_column is not None
+        self.limit = spec.limit
         # The common case, every explicit source a column with a valid name: one itemgetter
         # fetches all their values at once.
         self.fetch_all: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
@@ -593,7 +599,9 @@ class _AttributeBuilder:
                     self._put(out, name, value)
         else:
             self._explicit(row, out)
-        return self._rest(row, out)
+        if self.has_rest or (self.limit is not None and len(out) > self.limit):
+            return self._rest(row, out)
+        return out
 
     def _explicit(self, row: Mapping[str, Any], out: dict[str, Any]) -> None:
         for name, column, get, checked in self.explicit:
@@ -911,10 +919,11 @@ class CompiledMapping:
             if text:
                 identities.append((name, text))
         device: list[tuple[str, str]] = []
-        for name, get, coerce in self.device:
-            value = get(row)
-            if value is not None:
-                device.append((name, coerce(value, _join("device_info", name))))
+        if self.device:
+            for name, get, coerce in self.device:
+                value = get(row)
+                if value is not None:
+                    device.append((name, coerce(value, _join("device_info", name))))
         mp_deviceid = None
         if self.mp_deviceid is not None:
             value = self.mp_deviceid[0](row)
@@ -947,7 +956,7 @@ class CompiledMapping:
         user_attributes = None if builder is None else builder.build(row)
         event, truncated = self._event(row) if self.event_cls is not None else (None, 0)
         identity_pairs = tuple(identities)
-        device_pairs = tuple(device)
+        device_pairs = tuple(device) if device else ()
         user_key = (
             identity_pairs,
             device_pairs,
