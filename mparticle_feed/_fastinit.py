@@ -30,6 +30,7 @@ __all__ = [
     "OPTIONAL_FIELDS",
     "SET_MASK",
     "passes_through",
+    "same_for_values",
     "set_fields",
     "sparse_model",
 ]
@@ -61,6 +62,16 @@ def passes_through(kind: type, converter: Callable[..., object]) -> None:
     """Declare that ``converter`` returns any value whose exact class is ``kind`` unchanged."""
     # A registry rather than a decorator: the attrs mypy plugin only reads plain functions.
     _PASSTHROUGH[converter] = kind
+
+
+#: Optional converter -> the converter it applies to every value but None.
+_FOR_VALUES: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def same_for_values(optional: Callable[..., object], required: Callable[..., object]) -> None:
+    """Declare that ``optional(value) == required(value)`` whenever ``value`` is not None."""
+    # The generated __init__ has tested for None already: calling ``required`` saves a call.
+    _FOR_VALUES[optional] = required
 
 
 def _unset(name: str) -> str:
@@ -107,7 +118,9 @@ def _install(cls: type, always: frozenset[str]) -> None:
         if converter is None:
             value = name
         else:
-            namespace[f"_convert_{name}"] = converter
+            namespace[f"_convert_{name}"] = (
+                _FOR_VALUES.get(converter, converter) if field.default is None else converter
+            )
             call = f"_convert_{name}({name})"
             kind = _PASSTHROUGH.get(converter)
             if kind is None:

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import TypeVar
 
 from ._errors import ModelError
-from ._fastinit import passes_through
+from ._fastinit import passes_through, same_for_values
 
 #: A value allowed in event attribute maps and user attributes (the schema's "String" type).
 Scalar = str | int | float | bool | Decimal | None
@@ -114,6 +114,9 @@ def _decimal_number_slow(value: object) -> Decimal:
 
 def optional_decimal(value: Decimal | int | float | None) -> Decimal | None:
     return None if value is None else decimal_number(value)
+
+
+same_for_values(optional_decimal, decimal_number)
 
 
 def optional_float(value: float | int | Decimal | None) -> float | None:
