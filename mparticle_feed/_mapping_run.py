@@ -87,6 +87,8 @@ MAX_USER_ATTRIBUTE_LIST_ENTRY = 512
 _INT64 = 2**63
 
 _RESERVED_LOWER = frozenset(name.lower() for name in RESERVED_USER_ATTRIBUTES)
+#: Column value types for which equal values always map to the same output.
+_CACHEABLE_TYPES = frozenset({str, int, bool, float, type(None)})
 
 
 class _Reject(Exception):  # noqa: N818 - control flow, never escapes this module
@@ -797,6 +799,7 @@ class CompiledMapping:
             )
             self.attribute_builders[name] = _AttributeBuilder(spec, self.used_columns, prefixes, tz)
         self.user_attributes = self.attribute_builders.get("user_attributes")
+        self._plan_user_cache(mapping)
         self.event_attributes = [
             (name, self.attribute_builders[name])
             for name in ("custom_attributes", "custom_flags")
@@ -841,6 +844,35 @@ class CompiledMapping:
                     self.event_fields.append(
                         (name, _getter(source, name), coercers.for_field(fields[name]))
                     )
+
+    def _plan_user_cache(self, mapping: RowMapping) -> None:
+        """Reuse of the user part between consecutive rows with the same user columns.
+
+        Only when the user part is identities and explicit user attributes read straight from
+        columns: then it is a function of those columns' values alone.
+        """
+        self.user_fetch: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+        self._last_raw: tuple[Any, ...] | None = None
+        self._last_types: tuple[type, ...] | None = None
+        self._last_user: tuple[Any, Any, Any] = ((), None, ())
+        builder = self.user_attributes
+        if (
+            self.identity_fetch is None
+            or self.device
+            or self.mp_deviceid is not None
+            or self.mpid is not None
+            or self.ip is not None
+            or self.application_info is not None
+            or self.context is not None
+            or builder is None
+            or builder.fetch_all is None
+            or builder.has_rest
+            or len(builder.names) > MAX_USER_ATTRIBUTES
+        ):
+            return
+        columns = [cast(Column, source).name for _, source in mapping.user_identities]
+        columns += [column for _, column, _, _ in builder.explicit if column is not None]
+        self.user_fetch = operator.itemgetter(*columns)  # at least two: an identity, an attribute
 
     def _fixed_event_type(self, source: Source) -> CustomEventType | None:
         if not isinstance(source, Constant) or source.value is None:
@@ -898,6 +930,48 @@ class CompiledMapping:
             raise _Reject("primary_key", str(exc)) from None
 
     def map_row(self, row: Mapping[str, Any]) -> _Mapped:
+        """Map one row, or raise _Reject naming the field."""
+        fetch = self.user_fetch
+        if fetch is None:
+            return self._map_row(row)
+        try:
+            raw: tuple[Any, ...] | None = fetch(row)
+        except KeyError:
+            raw = None  # the full path rejects the row, naming the column
+        # Types first: they are all plain builtins once they match, so == cannot misbehave.
+        if raw is not None and tuple(map(type, raw)) == self._last_types and raw == self._last_raw:
+            # The same user columns as the row before (a user's rows come together): its
+            # identities and user attributes again, with this row's event.
+            identities, user_attributes, user_key = self._last_user
+            event, truncated = self._event(row) if self.event_cls is not None else (None, 0)
+            return _Mapped(
+                user_key,
+                identities,
+                (),
+                None,
+                None,
+                None,
+                None,
+                None,
+                user_attributes,
+                event,
+                truncated,
+            )
+        mapped = self._map_row(row)
+        if raw is not None:
+            types = tuple(map(type, raw))
+            # Only values whose equality means the same output: no datetimes (equal across
+            # timezones), no Decimals, no zero (0.0 == -0.0 is written differently).
+            if _CACHEABLE_TYPES.issuperset(types) and not any(
+                kind is float and value == 0.0 for kind, value in zip(types, raw, strict=True)
+            ):
+                self._last_raw, self._last_types = raw, types
+                self._last_user = (mapped.identities, mapped.user_attributes, mapped.user_key)
+            else:
+                self._last_raw = None
+        return mapped
+
+    def _map_row(self, row: Mapping[str, Any]) -> _Mapped:
         identities: list[tuple[str, str]] = []
         values: tuple[Any, ...] | None = None
         if self.identity_fetch is not None:
