@@ -183,15 +183,24 @@ def enum_value(enum_cls: type[E], value: E | str) -> E:
         ) from None
 
 
-def _check_scalar(value: object, where: str) -> None:
-    if value is None or isinstance(value, (str, int, bool, Decimal)):
-        if isinstance(value, Decimal) and not value.is_finite():
+def _check_scalar(value: object, where: str) -> Scalar:
+    """The attribute value as stored: a Decimal becomes the int or float it is sent as.
+
+    Attribute maps travel as plain JSON numbers and load back as int or float, so keeping a
+    Decimal would make a batch unequal to itself after a round trip.
+    """
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
             raise ModelError(f"{where}: {value!r} is not a finite number")
-        return
+        if value == value.to_integral_value() and abs(value) < 2**63:
+            return int(value)
+        return float(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ModelError(f"{where}: {value!r} is not a finite number")
-        return
+        return value
     raise ModelError(
         f"{where}: {type(value).__name__} is not allowed; use str, int, float, bool, Decimal or None"
     )
@@ -231,7 +240,7 @@ def optional_scalar_map(value: Mapping[str, Scalar] | None) -> dict[str, Scalar]
     for key, item in out.items():
         if not isinstance(key, str):
             raise ModelError(f"attribute names must be strings, not {type(key).__name__}")
-        _check_scalar(item, f"attribute {key!r}")
+        out[key] = _check_scalar(item, f"attribute {key!r}")
     return out
 
 
@@ -261,13 +270,10 @@ def optional_user_attributes(
         if not isinstance(key, str):
             raise ModelError(f"user attribute names must be strings, not {type(key).__name__}")
         if isinstance(item, (list, tuple)):
-            items = list(item)
-            for element in items:
-                _check_scalar(element, f"user attribute {key!r}")
-            out[key] = items
+            where = f"user attribute {key!r}"
+            out[key] = [_check_scalar(element, where) for element in item]
         else:
-            _check_scalar(item, f"user attribute {key!r}")
-            out[key] = item
+            out[key] = _check_scalar(item, f"user attribute {key!r}")
     return out
 
 
