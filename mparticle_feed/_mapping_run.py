@@ -325,6 +325,7 @@ class _Coercers:
         required = [f.name for f in fields if f.default is attrs.NOTHING]
         self._tables[cls] = (table, required)
         name = cls.__name__
+        lookup = table.get
 
         def struct(value: Any, path: str) -> Any:
             if value.__class__ is not dict:
@@ -335,7 +336,7 @@ class _Coercers:
                     )
             kwargs: dict[str, Any] = {}
             for key, item in value.items():
-                entry = table.get(key) if key.__class__ is str or isinstance(key, str) else None
+                entry = lookup(key) if key.__class__ is str or isinstance(key, str) else None
                 if entry is None:
                     raise _Reject(_join(path, str(key)), f"{name} has no field {key!r}")
                 if item is None:
@@ -1239,6 +1240,8 @@ class _Pending:
         self.event_rows: list[RowRef] = []
         self.rows: list[RowRef] = []
         self.user_attributes: dict[str, Any] = {}
+        #: The attribute dict merged last: a row reusing it (same user columns) adds nothing.
+        self.merged: dict[str, Any] | None = None
 
     def accepts(self, mapped: _Mapped, limit: int) -> bool:
         first = self.first
@@ -1249,7 +1252,7 @@ class _Pending:
         if mapped.event is not None and len(self.events) >= limit:
             return False
         extra = mapped.user_attributes
-        if extra:
+        if extra and extra is not self.merged:
             current = self.user_attributes
             if extra.items() <= current.items():
                 return True  # the usual case: the same attributes again, nothing new
@@ -1266,8 +1269,10 @@ class _Pending:
         if mapped.event is not None:
             self.events.append(mapped.event)
             self.event_rows.append(ref)
-        if mapped.user_attributes:
-            self.user_attributes.update(mapped.user_attributes)
+        extra = mapped.user_attributes
+        if extra and extra is not self.merged:
+            self.user_attributes.update(extra)
+            self.merged = extra
         self.rows.append(ref)
 
     def flush(self) -> SourcedBatch:
@@ -1295,6 +1300,7 @@ class _Pending:
         self.event_rows = []
         self.rows = []
         self.user_attributes = {}
+        self.merged = None
         return sourced
 
 
