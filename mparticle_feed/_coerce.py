@@ -59,6 +59,7 @@ _UNIT_TO_MS = {
     EpochUnit.MILLISECONDS: Decimal(1),
     EpochUnit.MICROSECONDS: Decimal("0.001"),
 }
+_INT64 = 2**63
 _DATE_ONLY = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
 _TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
 _FALSE = frozenset({"f", "false", "n", "no", "off", "0"})
@@ -260,8 +261,15 @@ def _aware_iso(value: datetime, tz: tzinfo | None) -> str:
 
 
 def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bool | Decimal:
-    """An attribute value: str, number or bool kept; UUID, bytes and dates become text."""
-    if isinstance(value, (str, bool, int)):
+    """An attribute value: str, number or bool kept; UUID, bytes and dates become text.
+
+    Integers must fit in 64 bits (signed): a larger one cannot be sent as a JSON number.
+    """
+    if isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise CoercionError(f"{value} does not fit in a 64-bit integer")
         return value
     if isinstance(value, (float, Decimal)):
         _finite_decimal(value)

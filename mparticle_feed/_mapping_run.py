@@ -505,7 +505,11 @@ def _is_plain(value: Any) -> bool:
     cls = value.__class__
     if cls is str:
         return len(value) <= MAX_ATTRIBUTE_VALUE
-    return cls is int or cls is bool or (cls is float and math.isfinite(value))
+    return (
+        (cls is int and -_INT64 <= value < _INT64)
+        or cls is bool
+        or (cls is float and math.isfinite(value))
+    )
 
 
 def _check_text(value: Any, path: str, limit: int) -> None:
@@ -593,7 +597,7 @@ class _AttributeBuilder:
                 cls = value.__class__
                 if (
                     (cls is str and len(value) <= MAX_ATTRIBUTE_VALUE)
-                    or cls is int
+                    or (cls is int and -_INT64 <= value < _INT64)
                     or cls is bool
                     or (cls is float and math.isfinite(value))
                 ):
@@ -622,7 +626,7 @@ class _AttributeBuilder:
                 cls = value.__class__
                 if (
                     (cls is str and len(value) <= MAX_ATTRIBUTE_VALUE)
-                    or cls is int
+                    or (cls is int and -_INT64 <= value < _INT64)
                     or cls is bool
                     or (cls is float and math.isfinite(value))
                 ):
