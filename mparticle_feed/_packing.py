@@ -191,7 +191,16 @@ def _packed(
 def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | RowProblem]:
     """Serialise one routed batch, splitting it by events when it is too large."""
     sourced = routed.sourced
-    pieces = _Pieces(sourced)
+    try:
+        pieces = _Pieces(sourced)
+    except orjson.JSONEncodeError as exc:
+        # Values the models let through but JSON cannot carry (an int beyond 64 bits, a
+        # lone surrogate): the batch's rows are rejected here rather than ending the run.
+        for row in sourced.rows:
+            yield RowProblem(
+                row=row, stage=Stage.PACKING, reason=f"the batch cannot be written as JSON: {exc}"
+            )
+        return
     user_id_bytes = 0 if pieces.user_id is None else len(orjson.dumps(pieces.user_id))
     keeps_user_id = routed.whole and pieces.user_id is not None
     events_json = pieces.events_json

@@ -595,9 +595,13 @@ def dumps(batches: Batch | Sequence[Batch]) -> bytes:
     """Serialise one batch (a JSON object) or a sequence of batches (a JSON array) to bytes."""
     # orjson walks the models itself, asking _json_default for each model and Decimal: no
     # intermediate tree is built, so nothing builds up to wake the cyclic garbage collector.
-    if isinstance(batches, Batch):
-        return orjson.dumps(batches, default=_json_default)
-    return orjson.dumps(list(batches), default=_json_default)
+    try:
+        if isinstance(batches, Batch):
+            return orjson.dumps(batches, default=_json_default)
+        return orjson.dumps(list(batches), default=_json_default)
+    except orjson.JSONEncodeError as exc:
+        # An int beyond 64 bits or a lone surrogate gets through the models; say so plainly.
+        raise ModelError(f"the batch cannot be written as JSON: {exc}") from None
 
 
 def loads(document: bytes | str) -> Batch | list[Batch]:

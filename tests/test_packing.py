@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mparticle_feed import Batch, CustomEvent, UserIdentities
+from mparticle_feed import Batch, CustomEvent, ModelError, UserIdentities, dumps
 from mparticle_feed._packing import (
     MAX_BATCH_BYTES,
     MAX_REQUEST_BYTES,
@@ -236,3 +236,17 @@ def test_bad_limits_are_refused() -> None:
 
 def test_derived_id_is_uuid_shaped() -> None:
     assert uuid.UUID(derive_source_request_id(b"{}")).variant == uuid.RFC_4122
+
+
+def test_a_batch_json_cannot_carry_is_rejected_not_raised() -> None:
+    too_big = Batch(
+        events=[CustomEvent(event_name="x", custom_event_type="other", event_num=2**70)]
+    )
+    with pytest.raises(ModelError, match="cannot be written as JSON"):
+        dumps(too_big)
+    sourced = SourcedBatch(batch=too_big, event_rows=(RowRef(1, "k1"),), rows=(RowRef(1, "k1"),))
+    (problem,) = list(pack([RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced, whole=True)]))
+    assert isinstance(problem, RowProblem)
+    assert problem.stage is Stage.PACKING
+    assert problem.row.primary_key == "k1"
+    assert "cannot be written as JSON" in problem.reason
