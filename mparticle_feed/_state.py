@@ -45,6 +45,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_UPSERT_ACCEPTED = (
+    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET "
+    "hash = excluded.hash, attributes = excluded.attributes, "
+    "accepted_at = excluded.accepted_at"
+)
+
 #: What to do when a sync's mapping is not the one its state was written with.
 #: ``"fail"`` raises :class:`StateError`; ``"resend"`` forgets the sync's state, so every
 #: row is sent again; ``"keep"`` keeps it, so only rows whose output changed are sent.
@@ -220,7 +227,8 @@ class StateStore:
             tables = {
                 row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            # Damaged text (quick_check's own report included) may not even decode.
             msg = f"state file {path} is corrupt or truncated: {exc}"
             raise StateError(msg) from exc
         if problems != ["ok"]:
@@ -230,7 +238,11 @@ class StateStore:
         if not {"meta", "syncs", "accepted", "in_flight"} <= tables:
             msg = f"{path} is an SQLite file but not an mparticle_feed state file"
             raise StateError(msg)
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            msg = f"state file {path} is corrupt or truncated: {exc}"
+            raise StateError(msg) from exc
         if meta.get("application") != _APPLICATION:
             msg = f"{path} is an SQLite file but not an mparticle_feed state file"
             raise StateError(msg)
@@ -284,7 +296,7 @@ class StateStore:
         with self._lock:
             try:
                 return self._conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
                 msg = f"cannot read state file {self._path}: {exc}"
                 raise StateError(msg) from exc
 
@@ -421,8 +433,18 @@ class StateStore:
 
     def record_accepted(self, name: str, entries: Iterable[StateEntry]) -> int:
         """Store what mParticle accepted, in one transaction; return how many entries."""
+        values = self._accepted_rows(name, entries)
+        if not values:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(_UPSERT_ACCEPTED, values)
+        return len(values)
+
+    def _accepted_rows(
+        self, name: str, entries: Iterable[StateEntry]
+    ) -> list[tuple[str, str, str, str | None, float]]:
         now = float(self._clock())
-        values = [
+        return [
             (
                 name,
                 entry.key,
@@ -434,17 +456,6 @@ class StateStore:
             )
             for entry in entries
         ]
-        if not values:
-            return 0
-        with self._transaction() as conn:
-            conn.executemany(
-                "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET "
-                "hash = excluded.hash, attributes = excluded.attributes, "
-                "accepted_at = excluded.accepted_at",
-                values,
-            )
-        return len(values)
 
     # --- requests in flight --------------------------------------------------------------
 
@@ -467,28 +478,10 @@ class StateStore:
         Both happen in one transaction, so a crash leaves either the request in flight
         (and its rows unaccepted) or both done.
         """
-        now = float(self._clock())
-        values = [
-            (
-                name,
-                entry.key,
-                entry.hash,
-                None
-                if entry.attributes is None
-                else orjson.dumps(dict(entry.attributes), option=orjson.OPT_SORT_KEYS).decode(),
-                now,
-            )
-            for entry in accepted
-        ]
+        values = self._accepted_rows(name, accepted)
         with self._transaction() as conn:
             if values:
-                conn.executemany(
-                    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET "
-                    "hash = excluded.hash, attributes = excluded.attributes, "
-                    "accepted_at = excluded.accepted_at",
-                    values,
-                )
+                conn.executemany(_UPSERT_ACCEPTED, values)
             conn.execute(
                 "DELETE FROM in_flight WHERE name = ? AND source_request_id = ?",
                 (name, source_request_id),

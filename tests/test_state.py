@@ -270,3 +270,16 @@ def _canonical(value: object) -> str:
 @given(json_values, json_values)
 def test_content_hash_equal_only_for_equal_json(a: object, b: object) -> None:
     assert (content_hash(a) == content_hash(b)) == (_canonical(a) == _canonical(b))
+
+
+def test_text_that_does_not_decode_is_a_state_error(tmp_path: Path) -> None:
+    # Found by R14: noise can leave bytes that are not UTF-8 where SQLite expects text.
+    path = tmp_path / "state.db"
+    with StateStore(path) as store:
+        store.record_accepted("s", [StateEntry(key="k1", hash="h")])
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE accepted SET hash = CAST(X'80FF' AS TEXT)")
+    conn.commit()
+    conn.close()
+    with StateStore(path) as store, pytest.raises(StateError, match="cannot read state file"):
+        store.get_many("s", ["k1"])
