@@ -15,7 +15,11 @@ REFERENCE = SHARED / "reference"
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60
 )
-settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=100)
+# CI explores a fixed sequence of examples, so a landing never hinges on a lucky draw;
+# local runs stay random and keep finding new cases.
+settings.register_profile(
+    "ci", parent=settings.get_profile("default"), max_examples=100, derandomize=True
+)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
