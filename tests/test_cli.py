@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -194,3 +195,34 @@ def test_python_dash_m_runs_the_demo() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "total: 405 rows in = 400 accepted" in result.stdout
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_shows_on_a_terminal_unless_quiet(
+    monkeypatch: pytest.MonkeyPatch, server: FakeEventsServer, warehouse: Path, quiet: bool
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    extra = ["-q"] if quiet else []
+    main(["sync", *args(warehouse, "--base-url", server.url, *extra)])
+    shown = re.findall(r"\rsync: (\d+) rows read", terminal.getvalue())
+    if quiet:
+        assert shown == []
+    else:
+        assert shown, terminal.getvalue()
+        assert int(shown[-1]) > 0
+        assert terminal.getvalue().endswith("\n")  # the line is closed when the run ends
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, server: FakeEventsServer, warehouse: Path
+) -> None:
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
+    main(["sync", *args(warehouse, "--base-url", server.url)])
+    assert "rows read" not in plain.getvalue()
