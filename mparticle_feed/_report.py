@@ -6,12 +6,14 @@ later, so a 202 is reported as *accepted*, never as delivered.
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from collections.abc import Mapping
 from typing import Literal
 
 import attrs
 
+from ._html import html_table
 from ._provenance import RowProblem, RowRef, SourcedBatch
 from ._routing import Endpoint
 
@@ -96,6 +98,49 @@ class UploadReport:
     def ok(self) -> bool:
         """True when every batch was accepted and no row was turned away."""
         return not self.problems and all(o.status == "accepted" for o in self.outcomes)
+
+    def _repr_html_(self) -> str:
+        """A notebook view: batches by endpoint and outcome, then the first problems."""
+        by_endpoint = [
+            [endpoint, *(str(per[status]) for status in STATUSES)]
+            for endpoint, per in sorted(self.counts_by_endpoint.items())
+        ]
+        stopped = f"; stopped: {html.escape(self.stopped)}" if self.stopped else ""
+        parts = [
+            f"<p><b>UploadReport</b>: {self.requests_sent} requests, "
+            f"{sum(self.retries.values())} retries, "
+            f"{self.rate_limit_wait_seconds:.1f} s rate-limit wait, "
+            f"{self.elapsed_seconds:.2f} s{stopped}</p>",
+            html_table(by_endpoint, ("endpoint", *STATUSES)),
+        ]
+        unsettled = [o for o in self.outcomes if o.status != "accepted"][:20]
+        if unsettled:
+            parts.append(
+                html_table(
+                    [
+                        [
+                            o.status,
+                            o.endpoint.value,
+                            "" if o.http_status is None else str(o.http_status),
+                            o.reason or "",
+                            o.source_request_id,
+                        ]
+                        for o in unsettled
+                    ],
+                    ("outcome", "endpoint", "HTTP status", "reason", "source_request_id"),
+                )
+            )
+        if self.problems:
+            parts.append(
+                html_table(
+                    [
+                        [str(p.row.row_number), p.row.primary_key or "", str(p.stage), p.reason]
+                        for p in self.problems[:20]
+                    ],
+                    ("row", "primary key", "stage", "reason"),
+                )
+            )
+        return "".join(parts)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={n}" for status, n in self.counts.items())

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
 from ._errors import DeliveryError, MParticleFeedError
+from ._html import html_table
 from ._provenance import RowProblem, RowRef
 
 if TYPE_CHECKING:
@@ -51,14 +52,6 @@ def _open_target(target: str | Path | IO[str]) -> tuple[IO[str], bool]:
     if isinstance(target, (str, Path)):
         return open(target, "w", encoding="utf-8"), True
     return target, False
-
-
-def _table(rows: Sequence[Sequence[str]], header: tuple[str, ...]) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 @attrs.frozen(kw_only=True)
@@ -249,10 +242,10 @@ class SyncReport:
         ]
         return (
             f"<div><strong>sync {html.escape(self.name)}</strong> ({html.escape(self.kind)})"
-            + _table(counts, ("outcome", "rows"))
-            + _table(endpoints, ("endpoint", "rows"))
+            + html_table(counts, ("outcome", "rows"))
+            + html_table(endpoints, ("endpoint", "rows"))
             + (
-                _table(problems, ("outcome", "row", "key", "stage", "field", "reason"))
+                html_table(problems, ("outcome", "row", "key", "stage", "field", "reason"))
                 if problems
                 else ""
             )
@@ -422,8 +415,8 @@ class Plan:
         return (
             f"<div><strong>plan for sync {html.escape(self.name)}</strong> "
             f"({html.escape(self.kind)}, {html.escape(self.environment)})"
-            + _table(overview, ("", "rows"))
-            + _table(requests, ("#", "endpoint", "batches", "bytes", "rows", "body"))
-            + (_table(problems, ("row", "key", "stage", "field", "reason")) if problems else "")
+            + html_table(overview, ("", "rows"))
+            + html_table(requests, ("#", "endpoint", "batches", "bytes", "rows", "body"))
+            + (html_table(problems, ("row", "key", "stage", "field", "reason")) if problems else "")
             + "</div>"
         )
