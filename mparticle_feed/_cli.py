@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from ._errors import ConfigurationError, MappingError, MParticleFeedError, StateError
 from ._mapping import load_mapping
+from ._sync_report import PlanFileError
 
 __all__ = ["main"]
 
@@ -36,6 +37,7 @@ Send rows from a SQL warehouse to mParticle's Events API.
   mparticle-feed demo                       run a whole sync against a local fake of mParticle
   mparticle-feed plan --db shop.sqlite ...  show the exact requests a sync would send
   mparticle-feed sync --db shop.sqlite ...  send them (only what changed, with --state)
+  mparticle-feed send --plan plan.jsonl     send a reviewed plan file, byte for byte
 
 Credentials are read from MPARTICLE_API_KEY and MPARTICLE_API_SECRET.
 Exit status: 0 every row accepted, 1 some rows rejected/failed/pending, 2 usage or
@@ -128,6 +130,42 @@ def _parser() -> argparse.ArgumentParser:
     _add_source_options(plan_parser)
     plan_parser.add_argument(
         "--out", type=Path, help="write the plan (one request per line) as JSON Lines"
+    )
+
+    send_parser = commands.add_parser(
+        "send",
+        help="send a reviewed plan file (from plan --out) byte for byte",
+        description="Send the requests of a plan file written by 'plan --out', exactly as "
+        "reviewed. A file that was edited, truncated or is malformed is refused. Credentials "
+        "come from MPARTICLE_API_KEY / MPARTICLE_API_SECRET.",
+    )
+    send_parser.add_argument(
+        "--plan", required=True, type=Path, help="the plan file written by 'plan --out'"
+    )
+    send_parser.add_argument(
+        "--state",
+        type=Path,
+        help="the incremental-state file to record accepted rows in (the one the plan read)",
+    )
+    send_parser.add_argument(
+        "--on-mapping-change",
+        choices=["fail", "resend", "keep"],
+        default="fail",
+        help="when the plan's mapping differs from the state's last run: fail (default), "
+        "resend or keep",
+    )
+    send_parser.add_argument(
+        "--out", type=Path, help="write every rejected or failed row here, as JSON Lines"
+    )
+    send_parser.add_argument(
+        "--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key"
+    )
+    send_parser.add_argument(
+        "--base-url", help="the Events API base URL (for a proxy, or a local fake)"
+    )
+    send_parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    send_parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress, only the report"
     )
 
     demo_parser = commands.add_parser(
@@ -278,11 +316,10 @@ def _run_plan(args: argparse.Namespace) -> int:
         cursor = connection.cursor()
         cursor.execute(query)
         # A plan never creates the state file; no state file means "send every row".
-        state = None if args.state is not None and not args.state.exists() else args.state
         reviewed = plan(
             cursor,
             mapping,
-            state=state,
+            state=args.state,
             name=args.name or args.mapping.stem,
             on_mapping_change=args.on_mapping_change,
             historical_only=args.historical_only,
@@ -294,6 +331,39 @@ def _run_plan(args: argparse.Namespace) -> int:
         count = reviewed.write_jsonl(args.out)
         _say(f"wrote {count} line(s) to {args.out}")
     return EXIT_OK if reviewed.rejected == 0 else EXIT_ROWS
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    from ._client import EventsClient
+    from ._sync_report import Plan
+
+    key, secret = _credentials()
+    try:
+        reviewed = Plan.read_jsonl(args.plan)
+    except OSError as exc:
+        raise _UsageError(f"--plan: {exc.strerror}: {args.plan}") from None
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    progress = _progress(args.quiet, "send")
+    try:
+        with EventsClient(
+            key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
+        ) as client:
+            report = reviewed.send(
+                client,
+                state=args.state,
+                on_mapping_change=args.on_mapping_change,
+                stop=stop,
+                progress=progress,
+            )
+    finally:
+        if progress is not None:
+            progress.done()
+    _say(report.summary())
+    if args.out is not None:
+        count = report.write_rejects(args.out)
+        _say(f"wrote {count} rejected or failed row(s) to {args.out}")
+    return EXIT_OK if report.ok else EXIT_ROWS
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -312,13 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="mparticle-feed: %(message)s")
-    runners = {"sync": _run_sync, "plan": _run_plan, "demo": _run_demo}
+    runners = {"sync": _run_sync, "plan": _run_plan, "send": _run_send, "demo": _run_demo}
     try:
         return runners[args.command](args)
     except _UsageError as exc:
         _say(f"mparticle-feed: {exc}", sys.stderr)
         return EXIT_USAGE
-    except (ConfigurationError, MappingError, StateError) as exc:
+    except (ConfigurationError, MappingError, StateError, PlanFileError) as exc:
         _say(f"mparticle-feed: {exc}", sys.stderr)
         return EXIT_USAGE
     except (sqlite3.Error, MParticleFeedError) as exc:

@@ -317,7 +317,9 @@ def plan(
     :func:`sync` for large runs.
     """
     if isinstance(state, (str, os.PathLike)) and not os.path.exists(state):
-        state = None  # plan only reads: a missing state file means every row is sent
+        # plan only reads: a missing state file means every row is sent. An empty store
+        # (not none) still yields the entries to record, should the plan be sent with it.
+        state = ":memory:"
     store, owned = _open_state(state)
     try:
         sync_name = name or _default_name(mapping)

@@ -226,3 +226,67 @@ def test_no_progress_when_stderr_is_not_a_terminal(
     monkeypatch.setattr(sys, "stderr", plain)
     main(["sync", *args(warehouse, "--base-url", server.url)])
     assert "rows read" not in plain.getvalue()
+
+
+def test_send_delivers_a_reviewed_plan_file_byte_for_byte(
+    server: FakeEventsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], warehouse: Path
+) -> None:
+    plan_file, state = tmp_path / "plan.jsonl", tmp_path / "state.sqlite"
+    plan_args = args(warehouse, "--out", str(plan_file), "--state", str(state), "-q")
+    assert main(["plan", *plan_args]) == 1
+    assert not state.exists()  # plan only reads
+    capsys.readouterr()
+    records = [json.loads(line) for line in plan_file.read_text().splitlines()]
+    bodies = [r["body"] for r in records if "endpoint" in r]
+    rejects = tmp_path / "rejects.jsonl"
+    status = main(
+        [
+            *("send", "--plan", str(plan_file), "--state", str(state)),
+            *("--base-url", server.url, "--workers", "1", "--out", str(rejects), "-q"),
+        ]
+    )
+    assert status == 1  # the page views hold rows rejected on purpose
+    assert [json.loads(r.body) for r in server.requests] == bodies
+    out = capsys.readouterr().out
+    assert re.search(r"accepted\s+240", out)
+    assert "cli-secret-do-not-print" not in out
+    assert all(
+        json.loads(line)["outcome"] == "rejected" for line in rejects.read_text().splitlines()
+    )
+    # The state holds the accepted rows: a sync over the same query sends nothing.
+    before = len(server.requests)
+    assert main(["sync", *args(warehouse, "--state", str(state), "-q"), "--base-url", server.url])
+    assert len(server.requests) == before
+    assert re.search(r"\(0 sent, 240 unchanged\)", capsys.readouterr().out)
+
+
+def test_send_refuses_an_edited_plan_file(
+    server: FakeEventsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], warehouse: Path
+) -> None:
+    plan_file = tmp_path / "plan.jsonl"
+    main(["plan", *args(warehouse, "--out", str(plan_file), "-q")])
+    lines = plan_file.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["endpoint"] = "/v2/bulkevents/elsewhere"
+    plan_file.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    capsys.readouterr()
+    assert main(["send", "--plan", str(plan_file), "--base-url", server.url]) == 2
+    error = capsys.readouterr().err
+    assert "line 1" in error
+    assert "unknown endpoint '/v2/bulkevents/elsewhere'" in error
+    assert server.requests == []
+
+
+def test_send_usage_errors_exit_2(
+    server: FakeEventsServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["send", "--plan", str(tmp_path / "absent.jsonl")]) == 2
+    assert "--plan" in capsys.readouterr().err
+    monkeypatch.delenv("MPARTICLE_API_SECRET")
+    (tmp_path / "plan.jsonl").write_text("")
+    assert main(["send", "--plan", str(tmp_path / "plan.jsonl")]) == 2
+    assert "MPARTICLE_API_SECRET" in capsys.readouterr().err
+    assert server.requests == []
