@@ -110,7 +110,7 @@ from ._routing import Endpoint, RoutedBatch, route
 from ._rows import Cursor, rows_from_cursor
 from ._state import InFlightRequest, MappingChange, StateEntry, StateStore, SyncStart
 from ._sync import Progress, plan, send_plan, sync
-from ._sync_report import Plan, PlannedRequest, SyncReport
+from ._sync_report import Plan, PlanFileError, PlannedRequest, SyncReport
 from ._wire import dumps, from_dict, loads, to_dict
 
 try:
@@ -178,6 +178,7 @@ __all__ = [
     "PackedBatch",
     "PayloadError",
     "Plan",
+    "PlanFileError",
     "PlannedRequest",
     "Product",
     "ProductAction",

@@ -9,7 +9,8 @@ Every one of them derives from :class:`MParticleFeedError`::
     ├── RowError (ValueError)            one row could not be mapped (strict mode); names row and field
     ├── ConfigurationError               bad settings or credentials (HTTP 401/403); stops an upload
     ├── DeliveryError                    for code that raises on a failed upload (upload/sync report instead)
-    └── StateError                       the incremental-state store is unreadable or does not match
+    ├── StateError                       the incremental-state store is unreadable or does not match
+    └── PlanFileError (ValueError)       a saved plan file is malformed or was edited (in _sync_report)
 
 Messages never contain the API secret or payload bodies beyond what a caller needs.
 """
