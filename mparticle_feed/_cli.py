@@ -54,6 +54,16 @@ def _say(text: str, stream: TextIO | None = None) -> None:
     target.write(text + "\n")
 
 
+def _add_delivery_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that send: where to, how wide, where rejects go."""
+    parser.add_argument(
+        "--out", type=Path, help="write every rejected or failed row here, as JSON Lines"
+    )
+    parser.add_argument("--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key")
+    parser.add_argument("--base-url", help="the Events API base URL (for a proxy, or a local fake)")
+    parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+
+
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
@@ -110,16 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "MPARTICLE_API_KEY / MPARTICLE_API_SECRET.",
     )
     _add_source_options(sync_parser)
-    sync_parser.add_argument(
-        "--out", type=Path, help="write every rejected or failed row here, as JSON Lines"
-    )
-    sync_parser.add_argument(
-        "--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key"
-    )
-    sync_parser.add_argument(
-        "--base-url", help="the Events API base URL (for a proxy, or a local fake)"
-    )
-    sync_parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    _add_delivery_options(sync_parser)
 
     plan_parser = commands.add_parser(
         "plan",
@@ -154,16 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         help="when the plan's mapping differs from the state's last run: fail (default), "
         "resend or keep",
     )
-    send_parser.add_argument(
-        "--out", type=Path, help="write every rejected or failed row here, as JSON Lines"
-    )
-    send_parser.add_argument(
-        "--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key"
-    )
-    send_parser.add_argument(
-        "--base-url", help="the Events API base URL (for a proxy, or a local fake)"
-    )
-    send_parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    _add_delivery_options(send_parser)
     send_parser.add_argument(
         "--quiet", "-q", action="store_true", help="no progress, only the report"
     )
