@@ -345,8 +345,18 @@ class _Coercers:
                 if item.__class__ is as_is:
                     kwargs[key] = item
                 else:
-                    kwargs[key] = _coerced(plan, item, key, path)
-            return _construct(cls, kwargs, required, path)
+                    # The field's path is built only on rejection: most rows have none.
+                    try:
+                        kwargs[key] = plan(item, key)
+                    except _Reject as exc:
+                        raise _Reject(_under(path, exc.field), exc.reason) from None
+            for key in required:
+                if key not in kwargs:
+                    raise _Reject(_join(path, key), "required field is missing or null")
+            try:
+                return cls(**kwargs)
+            except ModelError as exc:
+                raise _Reject(path, str(exc)) from None
 
         self._structs[cls] = struct
         return struct
@@ -376,8 +386,17 @@ class _Coercers:
                 if item.__class__ is as_is:
                     kwargs[name] = item
                 else:
-                    kwargs[name] = _coerced(plan, item, name, path)
-            return _construct(cls, kwargs, required, path)
+                    try:
+                        kwargs[name] = plan(item, name)
+                    except _Reject as exc:
+                        raise _Reject(_under(path, exc.field), exc.reason) from None
+            for key in required:
+                if key not in kwargs:
+                    raise _Reject(_join(path, key), "required field is missing or null")
+            try:
+                return cls(**kwargs)
+            except ModelError as exc:
+                raise _Reject(path, str(exc)) from None
 
         return build
 
@@ -692,25 +711,6 @@ _EVENT_FIELDS = (
     "location",
     "device_current_state",
 )
-
-
-def _coerced(plan: Any, item: Any, name: str, path: str) -> Any:
-    """One nested field's value; its full path is built only on rejection (most rows have none)."""
-    try:
-        return plan(item, name)
-    except _Reject as exc:
-        raise _Reject(_under(path, exc.field), exc.reason) from None
-
-
-def _construct(cls: type, kwargs: dict[str, Any], required: list[str], path: str) -> Any:
-    """The nested model from its coerced fields, or a rejection naming the field."""
-    for key in required:
-        if key not in kwargs:
-            raise _Reject(_join(path, key), "required field is missing or null")
-    try:
-        return cls(**kwargs)
-    except ModelError as exc:
-        raise _Reject(path, str(exc)) from None
 
 
 class CompiledMapping:
