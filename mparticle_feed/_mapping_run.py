@@ -364,7 +364,11 @@ class _Coercers:
     def struct_from_sources(self, cls: type, source: Struct, path: str) -> Getter | None:
         """``cls`` built straight from a Struct's sources: what ``struct`` does with the dict
         the Struct's getter builds, without building it. None when that would differ (a
-        field named twice)."""
+        field named twice).
+
+        Its coercion loop repeats ``struct``'s on purpose: a shared helper costs a call per
+        nested field, about 5% of the end-to-end benchmark (e), which sits near its target.
+        """
         self.struct(cls)
         table, required = self._tables[cls]
         names = [name for name, _ in source.fields]
