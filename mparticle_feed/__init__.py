@@ -109,7 +109,7 @@ from ._retry import RetryPolicy
 from ._routing import Endpoint, RoutedBatch, route
 from ._rows import Cursor, rows_from_cursor
 from ._state import InFlightRequest, MappingChange, StateEntry, StateStore, SyncStart
-from ._sync import Progress, plan, send_plan, sync
+from ._sync import Progress, Sender, plan, send_plan, sync
 from ._sync_report import Plan, PlanFileError, PlannedRequest, SyncReport
 from ._wire import dumps, from_dict, loads, to_dict
 
@@ -203,6 +203,7 @@ __all__ = [
     "RowProblem",
     "RowRef",
     "ScreenViewEvent",
+    "Sender",
     "SessionEndEvent",
     "SessionStartEvent",
     "ShoppingCart",

@@ -255,7 +255,9 @@ class EventsClient:
         self.retry = retry if retry is not None else RetryPolicy()
         self.historical_after = historical_after
         self.historical_min_age = historical_min_age
-        self._limits = (max_batches, max_request_bytes, max_batch_bytes)
+        self.max_batches = max_batches
+        self.max_request_bytes = max_request_bytes
+        self.max_batch_bytes = max_batch_bytes
         self._max_response_bytes = max_response_bytes
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=timeout)
         self._clock = clock
@@ -328,7 +330,6 @@ class EventsClient:
         ``on_outcome`` is called in this thread as each batch reaches its final outcome
         for this run. Raises :class:`UploadConfigurationError` on 401/403.
         """
-        max_batches, max_request_bytes, max_batch_bytes = self._limits
         routed = route(
             batches,
             now=now if now is not None else utc_now(),
@@ -338,9 +339,9 @@ class EventsClient:
         )
         requests = pack(
             routed,
-            max_batches=max_batches,
-            max_request_bytes=max_request_bytes,
-            max_batch_bytes=max_batch_bytes,
+            max_batches=self.max_batches,
+            max_request_bytes=self.max_request_bytes,
+            max_batch_bytes=self.max_batch_bytes,
         )
         return self._run(requests, on_outcome)
 

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -31,7 +31,7 @@ from ._mapping import RowMapping, SyncKind
 from ._mapping_run import map_rows
 from ._packing import Request, pack
 from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
-from ._report import BatchOutcome
+from ._report import BatchOutcome, UploadReport
 from ._routing import (
     DEFAULT_HISTORICAL_AFTER,
     DEFAULT_HISTORICAL_MIN_AGE,
@@ -44,7 +44,7 @@ from ._state import MappingChange, StateEntry, StateStore, SyncStart, content_ha
 from ._sync_report import Plan, SyncReport
 from ._wire import to_dict
 
-__all__ = ["Progress", "plan", "send_plan", "sync"]
+__all__ = ["Progress", "Sender", "plan", "send_plan", "sync"]
 
 logger = logging.getLogger(__name__)
 
@@ -508,10 +508,27 @@ def _report(
     )
 
 
+class Sender(Protocol):
+    """What a sync needs of its client: :class:`EventsClient`, or a wrapper around one."""
+
+    historical_after: timedelta
+    historical_min_age: timedelta
+    max_batches: int
+    max_request_bytes: int
+    max_batch_bytes: int
+
+    def send(
+        self,
+        requests: Iterable[Request | RowProblem],
+        *,
+        on_outcome: Callable[[BatchOutcome], None] | None = None,
+    ) -> UploadReport: ...
+
+
 def sync(
     source: Any,
     mapping: RowMapping,
-    client: Any,
+    client: Sender,
     *,
     state: StateArg = None,
     name: str | None = None,
@@ -569,12 +586,14 @@ def sync(
             name=sync_name,
             state=store,
             now=now if now is not None else utc_now(),
-            historical_after=getattr(client, "historical_after", DEFAULT_HISTORICAL_AFTER),
-            historical_min_age=getattr(client, "historical_min_age", DEFAULT_HISTORICAL_MIN_AGE),
+            # Packed here with the client's own settings, so the state can mark exactly the
+            # batches the client will send.
+            historical_after=client.historical_after,
+            historical_min_age=client.historical_min_age,
             historical_only=historical_only,
-            max_batches=_limit(client, 0, 100),
-            max_request_bytes=_limit(client, 1, 256_000),
-            max_batch_bytes=_limit(client, 2, 128_000),
+            max_batches=client.max_batches,
+            max_request_bytes=client.max_request_bytes,
+            max_batch_bytes=client.max_batch_bytes,
         )
         requests = pipeline.requests(_rows(source, chunk_size))
         delivery = _Delivery(
@@ -606,16 +625,9 @@ def sync(
             store.close()
 
 
-def _limit(client: Any, index: int, default: int) -> int:
-    limits = getattr(client, "_limits", None)
-    if isinstance(limits, tuple) and len(limits) == 3:
-        return int(limits[index])
-    return default
-
-
 def send_plan(
     plan: Plan,
-    client: Any,
+    client: Sender,
     *,
     state: StateArg = None,
     on_mapping_change: MappingChange = "fail",

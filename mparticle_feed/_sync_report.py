@@ -31,6 +31,7 @@ from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
 if TYPE_CHECKING:
     from ._packing import Request
     from ._state import StateEntry
+    from ._sync import Sender, StateArg
 
 __all__ = ["Plan", "PlanFileError", "PlannedRequest", "SyncReport", "problem_record"]
 
@@ -444,7 +445,7 @@ class Plan:
             text = source.read()
         return _PlanReader(label).read(text)
 
-    def send(self, client: Any, *, state: Any = None, **options: Any) -> SyncReport:
+    def send(self, client: Sender, *, state: StateArg = None, **options: Any) -> SyncReport:
         """Send exactly these requests with ``client`` and return the report.
 
         ``state`` (a :class:`StateStore` or a path) records what was accepted; it should

@@ -190,7 +190,9 @@ class CrashAfter:
         self.crashed_ids: list[str] = []
         self.historical_after = client.historical_after
         self.historical_min_age = client.historical_min_age
-        self._limits = client._limits
+        self.max_batches = client.max_batches
+        self.max_request_bytes = client.max_request_bytes
+        self.max_batch_bytes = client.max_batch_bytes
 
     def send(self, requests: Any, *, on_outcome: Callable[[BatchOutcome], None]) -> UploadReport:
         seen = 0

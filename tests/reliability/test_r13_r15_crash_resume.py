@@ -48,7 +48,9 @@ class CrashingClient:
         self.crashed_ids: list[str] = []
         self.historical_after = real.historical_after
         self.historical_min_age = real.historical_min_age
-        self._limits = real._limits
+        self.max_batches = real.max_batches
+        self.max_request_bytes = real.max_request_bytes
+        self.max_batch_bytes = real.max_batch_bytes
 
     def send(
         self,
