@@ -1,14 +1,12 @@
-"""The public surface: a sorted ``__all__`` that holds every contract name built so far."""
+"""The public surface: a sorted ``__all__`` that holds every name of DESIGN.md's contract."""
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import mparticle_feed
 
-PACKAGE_DIR = Path(mparticle_feed.__file__).resolve().parent
 DESIGN = Path(__file__).resolve().parents[1].parent / "shared" / "DESIGN.md"
 
 
@@ -23,24 +21,6 @@ def _contract_names() -> set[str]:
         match = re.match(r"[A-Za-z_]\w*", code)
         if match:
             names.add(match.group())
-    return names
-
-
-def _defined_in_package() -> set[str]:
-    """Top-level classes, functions and assignments of the package's private modules.
-
-    Parsed, not imported, so a module another change is still writing cannot break this test.
-    """
-    names: set[str] = set()
-    for path in PACKAGE_DIR.glob("_*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in tree.body:
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                names.add(node.name)
-            elif isinstance(node, ast.Assign):
-                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                names.add(node.target.id)
     return names
 
 
@@ -72,9 +52,18 @@ def test_contract_parsing_finds_the_models() -> None:
     assert {"Batch", "CustomEvent", "dumps", "loads", "MParticleFeedError", "IdentityType"} <= names
 
 
-def test_every_contract_name_built_so_far_is_exported() -> None:
-    built = _contract_names() & _defined_in_package()
-    missing = sorted(built - set(mparticle_feed.__all__))
-    assert missing == [], (
-        f"in DESIGN.md's contract, defined in the package, not exported: {missing}"
-    )
+# Contract words that are not exports: attribute names quoted as examples, a method, and
+# "Mapping", which the contract allows as "one class per sync kind" (exported below).
+NOT_EXPORTS = {"event_name", "timestamp_unixtime_ms", "upload", "Mapping"}
+
+
+def test_every_contract_name_is_exported() -> None:
+    missing = sorted(_contract_names() - NOT_EXPORTS - set(mparticle_feed.__all__))
+    assert missing == [], f"in DESIGN.md's public API contract, not exported: {missing}"
+
+
+def test_the_contract_exceptions_are_accounted_for() -> None:
+    assert _contract_names() >= NOT_EXPORTS  # stale entries would hide a missing export
+    for kind in ("CustomEventMapping", "CommerceEventMapping", "UserAttributeMapping"):
+        assert kind in mparticle_feed.__all__
+    assert callable(mparticle_feed.EventsClient.upload)
