@@ -42,7 +42,8 @@ class BatchOutcome:
     sourced: SourcedBatch | None = attrs.field(default=None, repr=False, eq=False)
 
 
-def _freeze_headers(value: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+def _copy_headers(value: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    # A typed function, not converter=dict, so mypy checks the field's type.
     return dict(value)
 
 
@@ -59,7 +60,7 @@ class UploadReport:
     rate_limit_wait_seconds: float = 0.0
     #: Distinct values of every ``X-mp-rate-limit-*`` response header seen.
     rate_limit_headers: Mapping[str, tuple[str, ...]] = attrs.field(
-        factory=dict, converter=_freeze_headers
+        factory=dict, converter=_copy_headers
     )
     requests_sent: int = 0
     elapsed_seconds: float = 0.0
