@@ -164,7 +164,8 @@ class _Differ:
         if len(kept) == len(events):
             return sourced
         kept_rows = tuple(sourced.event_rows[i] for i in kept)
-        skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in set(kept)]
+        kept_set = set(kept)
+        skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in kept_set]
         if not kept:
             # Rows that gave only user fields travel with the events; none are left.
             self._skip(dict.fromkeys([*skipped, *sourced.rows]))
