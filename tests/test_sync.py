@@ -431,7 +431,9 @@ def test_server_rejections_are_reported_per_row(client: EventsClient) -> None:
 
 
 def test_raise_for_failures_is_silent_when_every_row_was_accepted(client: EventsClient) -> None:
-    sync(event_rows(3), EVENTS, client, now=NOW).raise_for_failures()
+    report = sync(event_rows(3), EVENTS, client, now=NOW)
+    assert report.ok
+    report.raise_for_failures()
 
 
 def test_sync_reads_a_dbapi_cursor(client: EventsClient, state: StateStore) -> None:
