@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from mparticle_feed import dumps
-from mparticle_feed._mapping import Attributes, CommerceEventMapping, Constant
-from mparticle_feed._mapping_run import map_rows
-from mparticle_feed._rows import rows_from_cursor
+from mparticle_feed._mapping.run import map_rows
+from mparticle_feed._mapping.sources import Attributes, Constant
+from mparticle_feed._mapping.spec import CommerceEventMapping
+from mparticle_feed._source.rows import rows_from_cursor
 
 MAPPING = CommerceEventMapping(
     primary_key="order_id",

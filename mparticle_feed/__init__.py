@@ -9,9 +9,74 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from ._client import PODS, EventsClient, UploadConfigurationError
-from ._coerce import EpochUnit
-from ._enums import (
+from ._delivery.client import PODS, EventsClient
+from ._delivery.packing import PackedBatch, Request, derive_source_request_id, pack
+from ._delivery.report import BatchOutcome, OutcomeStatus, UploadReport
+from ._delivery.retry import RetryPolicy
+from ._delivery.routing import Endpoint, RoutedBatch, route
+from ._errors import (
+    ConfigurationError,
+    DeliveryError,
+    MappingError,
+    ModelError,
+    MParticleFeedError,
+    PayloadError,
+    PlanFileError,
+    RowError,
+    StateError,
+    UploadConfigurationError,
+)
+from ._mapping.files import load_mapping, mapping_from_dict
+from ._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
+from ._mapping.run import MappingRun, map_rows
+from ._mapping.sources import (
+    RESERVED_USER_ATTRIBUTES,
+    Attributes,
+    Column,
+    Computed,
+    Constant,
+    ListOf,
+    Source,
+    Struct,
+    SyncKind,
+)
+from ._mapping.spec import (
+    CommerceEventMapping,
+    CustomEventMapping,
+    RowMapping,
+    UserAttributeMapping,
+)
+from ._source.coerce import EpochUnit
+from ._source.rows import Cursor, rows_from_cursor
+from ._sync.planfile import Plan, PlannedRequest
+from ._sync.report import SyncReport
+from ._sync.run import plan, sync
+from ._sync.send import Progress, Sender, send_plan
+from ._sync.state import InFlightRequest, MappingChange, StateEntry, StateStore, SyncStart
+from ._wire.codec import dumps, from_dict, loads, to_dict
+from ._wire.commerce import (
+    Product,
+    ProductAction,
+    ProductImpression,
+    Promotion,
+    PromotionAction,
+    ShoppingCart,
+)
+from ._wire.common import (
+    ApplicationInfo,
+    AttributionInfo,
+    ConsentPurpose,
+    ConsentState,
+    Context,
+    DataPlan,
+    DeviceCurrentState,
+    DeviceInfo,
+    EventSystemNotificationInfo,
+    Location,
+    UserIdentities,
+    UserIdentity,
+)
+from ._wire.enums import (
     ApplicationOS,
     ApplicationState,
     ApplicationTransitionType,
@@ -31,35 +96,7 @@ from ._enums import (
     PushMessageType,
     SystemNotificationType,
 )
-from ._errors import (
-    ConfigurationError,
-    DeliveryError,
-    MappingError,
-    ModelError,
-    MParticleFeedError,
-    PayloadError,
-    RowError,
-    StateError,
-)
-from ._mapping import (
-    RESERVED_USER_ATTRIBUTES,
-    Attributes,
-    Column,
-    CommerceEventMapping,
-    Computed,
-    Constant,
-    CustomEventMapping,
-    ListOf,
-    RowMapping,
-    Source,
-    Struct,
-    SyncKind,
-    UserAttributeMapping,
-    load_mapping,
-    mapping_from_dict,
-)
-from ._mapping_run import MappingRun, map_rows
-from ._models import (
+from ._wire.models import (
     ApplicationStateTransitionEvent,
     Batch,
     BreadcrumbEvent,
@@ -80,38 +117,6 @@ from ._models import (
     UserAttributeChangeEvent,
     UserIdentityChangeEvent,
 )
-from ._models_commerce import (
-    Product,
-    ProductAction,
-    ProductImpression,
-    Promotion,
-    PromotionAction,
-    ShoppingCart,
-)
-from ._models_common import (
-    ApplicationInfo,
-    AttributionInfo,
-    ConsentPurpose,
-    ConsentState,
-    Context,
-    DataPlan,
-    DeviceCurrentState,
-    DeviceInfo,
-    EventSystemNotificationInfo,
-    Location,
-    UserIdentities,
-    UserIdentity,
-)
-from ._packing import PackedBatch, Request, derive_source_request_id, pack
-from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
-from ._report import BatchOutcome, OutcomeStatus, UploadReport
-from ._retry import RetryPolicy
-from ._routing import Endpoint, RoutedBatch, route
-from ._rows import Cursor, rows_from_cursor
-from ._state import InFlightRequest, MappingChange, StateEntry, StateStore, SyncStart
-from ._sync import Progress, Sender, plan, send_plan, sync
-from ._sync_report import Plan, PlanFileError, PlannedRequest, SyncReport
-from ._wire import dumps, from_dict, loads, to_dict
 
 try:
     __version__ = version("mparticle-feed")

@@ -21,9 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from ._errors import ConfigurationError, MappingError, MParticleFeedError, StateError
-from ._mapping import load_mapping
-from ._sync_report import PlanFileError
+from ._errors import ConfigurationError, MappingError, MParticleFeedError, PlanFileError, StateError
+from ._mapping.files import load_mapping
 
 __all__ = ["main"]
 
@@ -260,8 +259,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def _run_sync(args: argparse.Namespace) -> int:
-    from ._client import EventsClient
-    from ._sync import sync
+    from ._delivery.client import EventsClient
+    from ._sync.run import sync
 
     key, secret = _credentials()
     mapping = _mapping(args)
@@ -299,7 +298,7 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from ._sync import plan
+    from ._sync.run import plan
 
     mapping = _mapping(args)
     query = _query(args)
@@ -326,8 +325,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 
 def _run_send(args: argparse.Namespace) -> int:
-    from ._client import EventsClient
-    from ._sync_report import Plan
+    from ._delivery.client import EventsClient
+    from ._sync.planfile import Plan
 
     key, secret = _credentials()
     try:

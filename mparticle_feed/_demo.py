@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from ._sync_report import SyncReport
+    from ._sync.report import SyncReport
 
 __all__ = ["DEMO_QUERIES", "DEMO_SYNCS", "build_warehouse", "demo_mapping_path", "run_demo"]
 
@@ -234,10 +234,10 @@ def run_demo(
     The second pass shows incremental state at work: nothing changed, so nothing is sent.
     Returns the first pass's reports (one per sync).
     """
-    from ._client import EventsClient
-    from ._mapping import load_mapping
-    from ._state import StateStore
-    from ._sync import sync
+    from ._delivery.client import EventsClient
+    from ._mapping.files import load_mapping
+    from ._sync.run import sync
+    from ._sync.state import StateStore
     from .testing import FakeEventsServer
 
     stream = out if out is not None else sys.stdout

@@ -18,6 +18,10 @@ Messages never contain the API secret or payload bodies beyond what a caller nee
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._delivery.report import UploadReport
 
 __all__ = [
     "ConfigurationError",
@@ -27,7 +31,9 @@ __all__ = [
     "ModelError",
     "PayloadError",
     "RowError",
+    "PlanFileError",
     "StateError",
+    "UploadConfigurationError",
 ]
 
 
@@ -102,3 +108,31 @@ class DeliveryError(MParticleFeedError):
 
 class StateError(MParticleFeedError):
     """The incremental-state store is corrupt, or belongs to a different mapping."""
+
+
+class PlanFileError(MParticleFeedError, ValueError):
+    """A plan file cannot be sent: malformed, truncated, or changed after it was written.
+
+    ``line`` is the 1-based line at fault (``None`` when the problem is the whole file).
+    """
+
+    def __init__(self, source: str, line: int | None, reason: str) -> None:
+        self.source = source
+        self.line = line
+        self.reason = reason
+        where = f"{source}, line {line}" if line is not None else source
+        super().__init__(f"plan file {where}: {reason}")
+
+
+class UploadConfigurationError(ConfigurationError):
+    """An upload stopped on a configuration problem retrying cannot fix.
+
+    Raised when mParticle refuses the key and secret (``status`` 401 or 403) or the server's
+    TLS certificate cannot be verified (``status`` None). ``report`` holds what the run did
+    before it stopped: the batches of the refused request end failed, and those not yet sent
+    end pending.
+    """
+
+    def __init__(self, message: str, *, status: int | None, report: UploadReport) -> None:
+        super().__init__(message, status=status)
+        self.report = report

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mparticle_feed._coerce import (
+from mparticle_feed._source.coerce import (
     CoercionError,
     EpochUnit,
     parse_json,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from mparticle_feed._demo import DEMO_SYNCS, build_warehouse, demo_mapping_path, run_demo
-from mparticle_feed._mapping import load_mapping
+from mparticle_feed._mapping.files import load_mapping
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 

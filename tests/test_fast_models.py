@@ -1,7 +1,7 @@
 """The sparse models' invariants: same signature, same behaviour as plain frozen attrs classes.
 
-The models store only the fields a caller set (``mparticle_feed._fastinit``) and ``dumps``
-compiles one function per shape of set fields (``mparticle_feed._wire``); these tests pin
+The models store only the fields a caller set (``mparticle_feed._wire.sparse``) and ``dumps``
+compiles one function per shape of set fields (``mparticle_feed._wire.codec``); these tests pin
 what that must never change.
 """
 
@@ -20,7 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed import _fastinit, _models, _models_commerce, _models_common, _wire
+from mparticle_feed._wire import codec as _wire
+from mparticle_feed._wire import commerce as _models_commerce
+from mparticle_feed._wire import common as _models_common
+from mparticle_feed._wire import models as _models
+from mparticle_feed._wire import sparse as _fastinit
 from mparticle_feed.testing import strategies as mps
 
 MODELS = sorted(

@@ -13,21 +13,16 @@ from typing import Any
 import pytest
 
 import mparticle_feed as mpf
-from mparticle_feed._mapping import (
-    Attributes,
-    Column,
+from mparticle_feed._mapping.files import load_mapping
+from mparticle_feed._mapping.provenance import RowRef, Stage
+from mparticle_feed._mapping.run import map_rows
+from mparticle_feed._mapping.sources import Attributes, Column, Computed, Constant, ListOf, SyncKind
+from mparticle_feed._mapping.spec import (
     CommerceEventMapping,
-    Computed,
-    Constant,
     CustomEventMapping,
-    ListOf,
-    SyncKind,
     UserAttributeMapping,
-    load_mapping,
 )
-from mparticle_feed._mapping_run import map_rows
-from mparticle_feed._provenance import RowRef, Stage
-from mparticle_feed._rows import rows_from_cursor
+from mparticle_feed._source.rows import rows_from_cursor
 
 MAPPINGS = Path(__file__).parent / "data" / "mappings"
 

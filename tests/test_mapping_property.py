@@ -11,15 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._mapping import (
-    Attributes,
+from mparticle_feed._mapping.run import map_rows
+from mparticle_feed._mapping.sources import Attributes, Constant
+from mparticle_feed._mapping.spec import (
     CommerceEventMapping,
-    Constant,
     CustomEventMapping,
     RowMapping,
     UserAttributeMapping,
 )
-from mparticle_feed._mapping_run import map_rows
 
 # --- strategies for rows (candidates for mparticle_feed.testing.strategies) ----------------------
 

@@ -28,7 +28,8 @@ from mparticle_feed import (
     RowMapping,
     UserAttributeMapping,
 )
-from mparticle_feed._mapping_run import CompiledMapping, compile_mapping, map_rows
+from mparticle_feed._mapping.compile import CompiledMapping, compile_mapping
+from mparticle_feed._mapping.run import map_rows
 
 IDENTITY_COLUMNS = ("cid", "em")
 USER_ATTRIBUTE_COLUMNS = ("ua", "ub")

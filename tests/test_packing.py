@@ -10,16 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mparticle_feed import Batch, CustomEvent, ModelError, UserIdentities, dumps
-from mparticle_feed._packing import (
+from mparticle_feed._delivery.packing import (
     MAX_BATCH_BYTES,
     MAX_REQUEST_BYTES,
     Request,
     derive_source_request_id,
     pack,
 )
-from mparticle_feed._provenance import RowProblem, RowRef, SourcedBatch, Stage
-from mparticle_feed._routing import Endpoint, RoutedBatch, route
-from mparticle_feed._wire import to_dict
+from mparticle_feed._delivery.routing import Endpoint, RoutedBatch, route
+from mparticle_feed._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
+from mparticle_feed._wire.codec import to_dict
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mparticle_feed import Batch, CustomEvent, UserIdentities
-from mparticle_feed._provenance import RowProblem, RowRef, SourcedBatch, Stage
-from mparticle_feed._routing import Endpoint, RoutedBatch, as_sourced, route
+from mparticle_feed._delivery.routing import Endpoint, RoutedBatch, as_sourced, route
+from mparticle_feed._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)

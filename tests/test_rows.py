@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._mapping import CustomEventMapping
-from mparticle_feed._mapping_run import map_rows
-from mparticle_feed._rows import iter_rows, rows_from_cursor
+from mparticle_feed._mapping.run import map_rows
+from mparticle_feed._mapping.spec import CustomEventMapping
+from mparticle_feed._source.rows import iter_rows, rows_from_cursor
 
 
 class ListCursor:

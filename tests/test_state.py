@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mparticle_feed._errors import StateError
-from mparticle_feed._state import StateEntry, StateStore, content_hash
+from mparticle_feed._sync.state import StateEntry, StateStore, content_hash
 
 
 def entry(key: str, digest: str = "h", attributes: dict[str, str] | None = None) -> StateEntry:

@@ -14,17 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mparticle_feed._client import EventsClient
-from mparticle_feed._errors import DeliveryError, StateError
-from mparticle_feed._mapping import (
-    Constant,
-    CustomEventMapping,
-    UserAttributeMapping,
-)
-from mparticle_feed._report import BatchOutcome, UploadReport
-from mparticle_feed._state import StateStore
-from mparticle_feed._sync import plan, sync
-from mparticle_feed._sync_report import Plan, PlanFileError
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._delivery.report import BatchOutcome, UploadReport
+from mparticle_feed._errors import DeliveryError, PlanFileError, StateError
+from mparticle_feed._mapping.sources import Constant
+from mparticle_feed._mapping.spec import CustomEventMapping, UserAttributeMapping
+from mparticle_feed._sync.planfile import Plan
+from mparticle_feed._sync.run import plan, sync
+from mparticle_feed._sync.state import StateStore
 from mparticle_feed.testing import FakeEventsServer
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._wire import OUTPUT_ONLY_BATCH_FIELDS
+from mparticle_feed._wire.codec import OUTPUT_ONLY_BATCH_FIELDS
 from mparticle_feed.testing import strategies as mps
 
 # --- round trips ----------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import attrs
 import orjson
 
 from .._errors import PayloadError
-from .._models import Batch
-from .._wire import loads
+from .._wire.codec import loads
+from .._wire.models import Batch
 
 __all__ = ["FakeEventsServer", "ReceivedRequest", "Reply"]
 

@@ -34,7 +34,29 @@ from typing import Any, TypeVar
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from .._enums import (
+from .._wire.commerce import (
+    Product,
+    ProductAction,
+    ProductImpression,
+    Promotion,
+    PromotionAction,
+    ShoppingCart,
+)
+from .._wire.common import (
+    ApplicationInfo,
+    AttributionInfo,
+    ConsentPurpose,
+    ConsentState,
+    Context,
+    DataPlan,
+    DeviceCurrentState,
+    DeviceInfo,
+    EventSystemNotificationInfo,
+    Location,
+    UserIdentities,
+    UserIdentity,
+)
+from .._wire.enums import (
     ApplicationOS,
     ApplicationState,
     ApplicationTransitionType,
@@ -53,7 +75,7 @@ from .._enums import (
     PushMessageType,
     SystemNotificationType,
 )
-from .._models import (
+from .._wire.models import (
     ApplicationStateTransitionEvent,
     Batch,
     BreadcrumbEvent,
@@ -74,29 +96,7 @@ from .._models import (
     UserAttributeChangeEvent,
     UserIdentityChangeEvent,
 )
-from .._models_commerce import (
-    Product,
-    ProductAction,
-    ProductImpression,
-    Promotion,
-    PromotionAction,
-    ShoppingCart,
-)
-from .._models_common import (
-    ApplicationInfo,
-    AttributionInfo,
-    ConsentPurpose,
-    ConsentState,
-    Context,
-    DataPlan,
-    DeviceCurrentState,
-    DeviceInfo,
-    EventSystemNotificationInfo,
-    Location,
-    UserIdentities,
-    UserIdentity,
-)
-from .._values import Scalar, UserAttributeValue, timestamp_ms
+from .._wire.values import Scalar, UserAttributeValue, timestamp_ms
 
 __all__ = [
     "DEFAULT_MAX_TIMESTAMP",

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from mparticle_feed import Batch, CustomEvent, CustomEventType, UserIdentities
-from mparticle_feed._provenance import RowRef, SourcedBatch
+from mparticle_feed._mapping.provenance import RowRef, SourcedBatch
 
 __all__ = ["NOW", "batch_for", "batches", "multibyte_text"]
 

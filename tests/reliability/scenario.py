@@ -9,10 +9,10 @@ from typing import Any
 from fault_server import FaultServer
 from reliability_kit import API_KEY, API_SECRET, FakeClock, Figures, secret_leaks
 
-from mparticle_feed._client import EventsClient
-from mparticle_feed._provenance import RowRef, SourcedBatch
-from mparticle_feed._report import UploadReport
-from mparticle_feed._retry import RetryPolicy
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._delivery.report import UploadReport
+from mparticle_feed._delivery.retry import RetryPolicy
+from mparticle_feed._mapping.provenance import RowRef, SourcedBatch
 
 __all__ = ["client_for", "figures_for", "non_server_threads", "row_statuses"]
 

@@ -11,8 +11,8 @@ from builders import NOW
 from fault_server import FaultServer
 from reliability_kit import Figures
 
-from mparticle_feed._mapping import CustomEventMapping
-from mparticle_feed._sync_report import SyncReport
+from mparticle_feed._mapping.spec import CustomEventMapping
+from mparticle_feed._sync.report import SyncReport
 
 __all__ = [
     "EVENT_MS",

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from reliability_kit import FakeClock, Scorecard
 from scenario import client_for, figures_for
 
-from mparticle_feed._client import UploadConfigurationError
-from mparticle_feed._errors import ConfigurationError
-from mparticle_feed._report import BatchOutcome
-from mparticle_feed._retry import RetryPolicy
+from mparticle_feed._delivery.report import BatchOutcome
+from mparticle_feed._delivery.retry import RetryPolicy
+from mparticle_feed._errors import ConfigurationError, UploadConfigurationError
 
 MakeServer = Callable[..., FaultServer]
 

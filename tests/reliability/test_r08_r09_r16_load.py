@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from reliability_kit import FakeClock, Scorecard
 from scenario import client_for, figures_for, non_server_threads
 
-from mparticle_feed._provenance import SourcedBatch, Stage
-from mparticle_feed._retry import RetryPolicy
+from mparticle_feed._delivery.retry import RetryPolicy
+from mparticle_feed._mapping.provenance import SourcedBatch, Stage
 
 MakeServer = Callable[..., FaultServer]
 

@@ -29,10 +29,10 @@ from sync_support import (
     sync_figures,
 )
 
-from mparticle_feed._mapping_run import map_rows
-from mparticle_feed._provenance import Stage
-from mparticle_feed._retry import RetryPolicy
-from mparticle_feed._sync import sync
+from mparticle_feed._delivery.retry import RetryPolicy
+from mparticle_feed._mapping.provenance import Stage
+from mparticle_feed._mapping.run import map_rows
+from mparticle_feed._sync.run import sync
 
 MakeServer = Callable[..., FaultServer]
 
@@ -213,8 +213,8 @@ def test_R11_ids_are_identical_across_chunk_sizes_and_worker_counts(
     names=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=30),
 )
 def test_R11_distinct_batches_never_share_an_id(names: list[str]) -> None:
-    from mparticle_feed._packing import Request, pack
-    from mparticle_feed._routing import route
+    from mparticle_feed._delivery.packing import Request, pack
+    from mparticle_feed._delivery.routing import route
 
     rows = [
         {

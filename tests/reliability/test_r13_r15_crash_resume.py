@@ -20,11 +20,11 @@ from reliability_kit import API_KEY, API_SECRET, FakeClock, Scorecard, secret_le
 from scenario import client_for
 from sync_support import MAPPING, event_rows_at_server, good_rows, sqlite_source, sync_figures
 
-from mparticle_feed._client import EventsClient
-from mparticle_feed._packing import Request
-from mparticle_feed._report import BatchOutcome, UploadReport
-from mparticle_feed._state import StateStore
-from mparticle_feed._sync import sync
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._delivery.packing import Request
+from mparticle_feed._delivery.report import BatchOutcome, UploadReport
+from mparticle_feed._sync.run import sync
+from mparticle_feed._sync.state import StateStore
 
 MakeServer = Callable[..., FaultServer]
 HERE = Path(__file__).resolve().parent
@@ -110,8 +110,8 @@ _SYNC_SCRIPT = textwrap.dedent(
     """
     import os, sqlite3, sys, threading
     from datetime import datetime, timezone
-    from mparticle_feed._client import EventsClient
-    from mparticle_feed._sync import sync
+    from mparticle_feed._delivery.client import EventsClient
+    from mparticle_feed._sync.run import sync
     from sync_support import MAPPING
 
     url, state, db, mode = sys.argv[1:5]

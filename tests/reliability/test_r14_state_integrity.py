@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from reliability_kit import Figures, Scorecard
 
 from mparticle_feed._errors import StateError
-from mparticle_feed._state import StateEntry, StateStore
+from mparticle_feed._sync.state import StateEntry, StateStore
 
 KEYS = 1500
 SYNC = "orders"
@@ -138,7 +138,7 @@ def test_R14_a_mapping_change_is_detected_before_anything_is_sent(
 _WRITER = textwrap.dedent(
     """
     import sys
-    from mparticle_feed._state import StateEntry, StateStore
+    from mparticle_feed._sync.state import StateEntry, StateStore
 
     store = StateStore(sys.argv[1])
     store.begin_sync("orders", kind="custom_event", fingerprint="f1")

@@ -24,9 +24,8 @@ from reliability_kit import API_KEY, API_SECRET, SECRET_FORMS, FakeClock, Scorec
 from scenario import client_for, figures_for
 
 from mparticle_feed import EventsClient, load_mapping, map_rows
-from mparticle_feed._client import UploadConfigurationError
-from mparticle_feed._errors import ConfigurationError, MappingError
-from mparticle_feed._retry import RetryPolicy
+from mparticle_feed._delivery.retry import RetryPolicy
+from mparticle_feed._errors import ConfigurationError, MappingError, UploadConfigurationError
 
 MakeServer = Callable[..., FaultServer]
 
@@ -261,7 +260,7 @@ def test_a_mapping_file_is_data_only(
     else:
         path.write_text(_toml(document))
     rows = [{"id": 1, hostile: "alice", "ts": 1}]
-    import mparticle_feed._mapping_run  # noqa: F401 - imported before arming the audit
+    import mparticle_feed._mapping.run  # noqa: F401 - imported before arming the audit
 
     audit.events.clear()
     audit.armed.on = True

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mparticle_feed import Batch, CustomEvent, UserIdentities
-from mparticle_feed._client import EventsClient
-from mparticle_feed._retry import RetryPolicy
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed.testing import FakeEventsServer
 
 KEY = "test-key"

@@ -12,11 +12,12 @@ import orjson
 import pytest
 
 from mparticle_feed import Batch, ConfigurationError, CustomEvent, UserIdentities
-from mparticle_feed._client import EventsClient, UploadConfigurationError
-from mparticle_feed._packing import Request, pack
-from mparticle_feed._report import BatchOutcome
-from mparticle_feed._retry import RetryPolicy
-from mparticle_feed._routing import Endpoint, route
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._delivery.packing import Request, pack
+from mparticle_feed._delivery.report import BatchOutcome
+from mparticle_feed._delivery.retry import RetryPolicy
+from mparticle_feed._delivery.routing import Endpoint, route
+from mparticle_feed._errors import UploadConfigurationError
 from mparticle_feed.testing import FakeEventsServer, Reply
 
 from .conftest import KEY, NOW, SECRET, FakeClock, batches

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from mparticle_feed import ConfigurationError
-from mparticle_feed._client import EventsClient
+from mparticle_feed._delivery.client import EventsClient
 
 from .conftest import SECRET
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import attrs
 import orjson
 
-from ._errors import StateError
+from .._errors import StateError
 
 __all__ = [
     "MappingChange",

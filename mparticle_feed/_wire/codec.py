@@ -30,17 +30,17 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from . import _enums
-from ._enums import EventType
-from ._errors import ModelError, PayloadError
-from ._fastinit import ALWAYS_WRITTEN, OPTIONAL_FIELDS, SET_MASK, set_fields
-from ._models import (
+from .._errors import ModelError, PayloadError
+from . import enums as _enums
+from .enums import EventType
+from .models import (
     EVENT_CLASSES,
     Batch,
     BreadcrumbEvent,
     Event,
 )
-from ._values import Scalar, UserAttributeValue
+from .sparse import ALWAYS_WRITTEN, OPTIONAL_FIELDS, SET_MASK, set_fields
+from .values import Scalar, UserAttributeValue
 
 __all__ = ["OUTPUT_ONLY_BATCH_FIELDS", "dumps", "from_dict", "loads", "to_dict"]
 

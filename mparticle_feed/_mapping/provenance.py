@@ -10,7 +10,7 @@ from enum import Enum
 
 import attrs
 
-from ._models import Batch
+from .._wire.models import Batch
 
 __all__ = ["RowProblem", "RowRef", "SourcedBatch", "Stage"]
 

@@ -18,8 +18,8 @@ from enum import Enum
 
 import attrs
 
-from ._models import Batch, Event
-from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
+from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
+from .._wire.models import Batch, Event
 
 __all__ = [
     "DEFAULT_HISTORICAL_AFTER",

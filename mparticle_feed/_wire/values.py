@@ -12,8 +12,8 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import TypeVar
 
-from ._errors import ModelError
-from ._fastinit import passes_through, same_for_values
+from .._errors import ModelError
+from .sparse import passes_through, same_for_values
 
 #: A value allowed in event attribute maps and user attributes (the schema's "String" type).
 Scalar = str | int | float | bool | Decimal | None

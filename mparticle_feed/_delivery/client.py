@@ -36,9 +36,10 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
-from ._errors import ConfigurationError
-from ._models import Batch
-from ._packing import (
+from .._errors import ConfigurationError, UploadConfigurationError
+from .._mapping.provenance import RowProblem, SourcedBatch
+from .._wire.models import Batch
+from .packing import (
     MAX_BATCH_BYTES,
     MAX_BATCHES_PER_REQUEST,
     MAX_REQUEST_BYTES,
@@ -47,10 +48,9 @@ from ._packing import (
     pack,
     request_body,
 )
-from ._provenance import RowProblem, SourcedBatch
-from ._report import BatchOutcome, OutcomeStatus, UploadReport
-from ._retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
-from ._routing import (
+from .report import BatchOutcome, OutcomeStatus, UploadReport
+from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from .routing import (
     DEFAULT_HISTORICAL_AFTER,
     DEFAULT_HISTORICAL_MIN_AGE,
     Endpoint,
@@ -83,20 +83,6 @@ def _package_version() -> str:
         return version("mparticle-feed")
     except PackageNotFoundError:
         return "0.0.0+unknown"
-
-
-class UploadConfigurationError(ConfigurationError):
-    """An upload stopped on a configuration problem retrying cannot fix.
-
-    Raised when mParticle refuses the key and secret (``status`` 401 or 403) or the server's
-    TLS certificate cannot be verified (``status`` None). ``report`` holds what the run did
-    before it stopped: the batches of the refused request end failed, and those not yet sent
-    end pending.
-    """
-
-    def __init__(self, message: str, *, status: int | None, report: UploadReport) -> None:
-        super().__init__(message, status=status)
-        self.report = report
 
 
 def _is_loopback(host: str) -> bool:

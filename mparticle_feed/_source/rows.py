@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import MappingError
+from .._errors import MappingError
 
 __all__ = ["Cursor", "iter_rows", "rows_from_cursor"]
 

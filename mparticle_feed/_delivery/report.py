@@ -13,9 +13,9 @@ from typing import Literal
 
 import attrs
 
-from ._html import html_table
-from ._provenance import RowProblem, RowRef, SourcedBatch
-from ._routing import Endpoint
+from .._html import html_table
+from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
+from .routing import Endpoint
 
 __all__ = ["BatchOutcome", "OutcomeStatus", "UploadReport"]
 

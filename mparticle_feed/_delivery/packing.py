@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 import orjson
 
-from ._provenance import RowProblem, SourcedBatch, Stage
-from ._routing import Endpoint, RoutedBatch, part_rows
-from ._wire import _json_default
+from .._mapping.provenance import RowProblem, SourcedBatch, Stage
+from .._wire.codec import _json_default
+from .routing import Endpoint, RoutedBatch, part_rows
 
 __all__ = [
     "MAX_BATCHES_PER_REQUEST",

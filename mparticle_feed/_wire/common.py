@@ -7,7 +7,8 @@ from typing import Any
 
 import attrs
 
-from ._enums import (
+from .._errors import ModelError
+from .enums import (
     ApplicationOS,
     AttAuthorizationStatus,
     DevicePlatform,
@@ -15,9 +16,8 @@ from ._enums import (
     LocationSource,
     SystemNotificationType,
 )
-from ._errors import ModelError
-from ._fastinit import passes_through, sparse_model
-from ._values import (
+from .sparse import passes_through, sparse_model
+from .values import (
     enum_value,
     optional_float,
     optional_timestamp_ms,

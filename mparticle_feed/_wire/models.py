@@ -12,21 +12,9 @@ from typing import ClassVar
 
 import attrs
 
-from ._enums import (
-    ApplicationState,
-    ApplicationTransitionType,
-    CommerceEventType,
-    CustomEventType,
-    Environment,
-    EventType,
-    ProfileEventType,
-    PushMessageBehavior,
-    PushMessageType,
-)
-from ._errors import ModelError
-from ._fastinit import passes_through, sparse_model
-from ._models_commerce import ProductAction, ProductImpression, PromotionAction, ShoppingCart
-from ._models_common import (
+from .._errors import ModelError
+from .commerce import ProductAction, ProductImpression, PromotionAction, ShoppingCart
+from .common import (
     ApplicationInfo,
     AttributionInfo,
     ConsentState,
@@ -38,7 +26,19 @@ from ._models_common import (
     UserIdentities,
     UserIdentity,
 )
-from ._values import (
+from .enums import (
+    ApplicationState,
+    ApplicationTransitionType,
+    CommerceEventType,
+    CustomEventType,
+    Environment,
+    EventType,
+    ProfileEventType,
+    PushMessageBehavior,
+    PushMessageType,
+)
+from .sparse import passes_through, sparse_model
+from .values import (
     Scalar,
     UserAttributeValue,
     enum_value,

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import attrs
 
-from ._enums import ProductActionType, PromotionActionType
-from ._fastinit import passes_through, sparse_model
-from ._values import (
+from .enums import ProductActionType, PromotionActionType
+from .sparse import passes_through, sparse_model
+from .values import (
     enum_value,
     optional_decimal,
     optional_string_map,

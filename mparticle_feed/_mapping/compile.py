@@ -1,7 +1,6 @@
-"""Running a mapping: rows in, batches out (one user each), every row accounted for.
+"""Compiling a mapping: one closure per mapped field, built once when the mapping is made.
 
-A mapping is compiled once into closures (one per mapped field), then each row goes through
-them. A bad value raises :class:`_Reject` naming the field path; the row is recorded as
+Running them over rows is :mod:`.run`'s job. A bad value raises :class:`_Reject` naming the field path; the row is recorded as
 rejected and the run goes on. Only the batch being filled is held in memory.
 
 Limit policy (reference §4), applied here and documented in docs/mapping.md:
@@ -21,15 +20,16 @@ import operator
 import types
 import typing
 import zoneinfo
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import tzinfo
 from decimal import Decimal
 from enum import Enum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
-from ._coerce import (
+from .._errors import MappingError, ModelError
+from .._source.coerce import (
     MAX_TIMESTAMP_MS,
     CoercionError,
     EpochUnit,
@@ -44,27 +44,10 @@ from ._coerce import (
     to_timestamp_ms,
     to_user_attribute,
 )
-from ._enums import CustomEventType
-from ._errors import MappingError, ModelError, RowError
-from ._mapping import (
-    RESERVED_USER_ATTRIBUTES,
-    Attributes,
-    Column,
-    CommerceEventMapping,
-    Computed,
-    Constant,
-    CustomEventMapping,
-    ListOf,
-    RowMapping,
-    Source,
-    Struct,
-    SyncKind,
-)
-from ._models import Batch, CommerceEvent, CustomEvent
-from ._models_common import ApplicationInfo, Context, DeviceInfo, UserIdentities
-from ._provenance import RowProblem, RowRef, SourcedBatch, Stage
-from ._rows import Cursor, iter_rows
-from ._values import (
+from .._wire.common import ApplicationInfo, Context, DeviceInfo
+from .._wire.enums import CustomEventType
+from .._wire.models import CommerceEvent, CustomEvent
+from .._wire.values import (
     decimal_number,
     optional_decimal,
     optional_ip,
@@ -72,8 +55,22 @@ from ._values import (
     optional_uuid,
     timestamp_ms,
 )
+from .sources import (
+    RESERVED_USER_ATTRIBUTES,
+    Attributes,
+    Column,
+    Computed,
+    Constant,
+    ListOf,
+    Source,
+    Struct,
+    SyncKind,
+)
 
-__all__ = ["MappingRun", "compile_mapping", "map_rows"]
+if TYPE_CHECKING:  # the mapping classes import this module to compile themselves
+    from .spec import CommerceEventMapping, CustomEventMapping, RowMapping
+
+__all__ = ["CompiledMapping", "compile_mapping"]
 
 logger = logging.getLogger(__name__)
 
@@ -767,6 +764,8 @@ class CompiledMapping:
         if self.key_column:
             used.add(self.key_column)
         for field in attrs.fields(type(mapping)):
+            if not field.init:
+                continue
             value = getattr(mapping, field.name)
             if isinstance(value, tuple):
                 for item in value:
@@ -821,21 +820,23 @@ class CompiledMapping:
         self.custom_event_type: Getter | None = None
         #: The custom event type, when a constant gives a valid one: coerced once, not per row.
         self.fixed_event_type: CustomEventType | None = None
-        if isinstance(mapping, (CustomEventMapping, CommerceEventMapping)):
+        if mapping.kind is not SyncKind.USER_ATTRIBUTES:
             cls: type[CustomEvent] | type[CommerceEvent] = (
-                CustomEvent if isinstance(mapping, CustomEventMapping) else CommerceEvent
+                CustomEvent if mapping.kind is SyncKind.CUSTOM_EVENT else CommerceEvent
             )
             self.event_cls = cls
             fields = {field.name: field for field in attrs.fields(attrs.resolve_types(cls))}
             names = list(_EVENT_FIELDS)
-            if isinstance(mapping, CommerceEventMapping):
+            if mapping.kind is SyncKind.COMMERCE_EVENT:
+                commerce = cast("CommerceEventMapping", mapping)
                 names += [n for n in _COMMERCE_FIELDS if n != "event_name"]
-                if mapping.event_name is not None:
-                    self.event_name = _getter(mapping.event_name, "event_name")
+                if commerce.event_name is not None:
+                    self.event_name = _getter(commerce.event_name, "event_name")
             else:
-                self.event_name = _getter(mapping.event_name, "event_name")
-                self.custom_event_type = _getter(mapping.custom_event_type, "custom_event_type")
-                self.fixed_event_type = self._fixed_event_type(mapping.custom_event_type)
+                custom = cast("CustomEventMapping", mapping)
+                self.event_name = _getter(custom.event_name, "event_name")
+                self.custom_event_type = _getter(custom.custom_event_type, "custom_event_type")
+                self.fixed_event_type = self._fixed_event_type(custom.custom_event_type)
             for name in names:
                 source = getattr(mapping, name)
                 if source is None:
@@ -1130,212 +1131,3 @@ def compile_mapping(mapping: RowMapping) -> CompiledMapping:
 
 
 # --- the run -------------------------------------------------------------------------------------
-
-
-class MappingRun(Iterator[SourcedBatch]):
-    """An iterator of batches with live counts of what happened to every row.
-
-    ``rows_in == rows_mapped + rows_rejected`` holds whenever the run is not inside ``next()``.
-    ``rejected`` lists each rejected row's :class:`RowProblem` (stage ``mapping``).
-    ``values_truncated`` counts event names cut to 256 characters.
-    """
-
-    def __init__(
-        self,
-        rows: Cursor | Iterable[Mapping[str, Any]],
-        mapping: RowMapping,
-        *,
-        strict: bool = False,
-        on_reject: Callable[[RowProblem], None] | None = None,
-        max_events_per_batch: int = 100,
-    ) -> None:
-        if max_events_per_batch < 1:
-            raise ValueError("max_events_per_batch must be at least 1")
-        self.mapping = mapping
-        self.strict = strict
-        self.on_reject = on_reject
-        self.max_events_per_batch = max_events_per_batch
-        self.rows_in = 0
-        self.rows_mapped = 0
-        self.rows_rejected = 0
-        self.batches_out = 0
-        self.values_truncated = 0
-        self.rejected: list[RowProblem] = []
-        self._compiled = compile_mapping(mapping)
-        self._batches = self._run(iter_rows(rows))
-
-    def __iter__(self) -> MappingRun:
-        return self
-
-    def __next__(self) -> SourcedBatch:
-        return next(self._batches)
-
-    def __repr__(self) -> str:
-        return (
-            f"<MappingRun {self.mapping.kind.value}: rows_in={self.rows_in} "
-            f"rows_mapped={self.rows_mapped} rows_rejected={self.rows_rejected} "
-            f"batches_out={self.batches_out}>"
-        )
-
-    def _reject(self, ref: RowRef, field: str | None, reason: str) -> None:
-        problem = RowProblem(row=ref, stage=Stage.MAPPING, reason=reason, field=field)
-        self.rows_rejected += 1
-        self.rejected.append(problem)
-        if self.strict:
-            raise RowError(
-                row_number=ref.row_number,
-                primary_key=ref.primary_key,
-                field=field or "row",
-                reason=reason,
-            )
-        if self.on_reject is not None:
-            self.on_reject(problem)
-
-    def _run(self, rows: Iterator[Any]) -> Iterator[SourcedBatch]:
-        compiled = self._compiled
-        per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
-        limit = self.max_events_per_batch
-        pending = _Pending(self.mapping.environment)
-        for row in rows:
-            self.rows_in += 1
-            if row.__class__ is not dict and not isinstance(row, Mapping):
-                self._reject(
-                    RowRef(self.rows_in),
-                    None,
-                    f"a row must be a mapping of column → value, got {_kind(row)}",
-                )
-                continue
-            try:
-                key = compiled.primary_key(row)
-            except _Reject as exc:
-                self._reject(RowRef(self.rows_in), exc.field, exc.reason)
-                continue
-            ref = RowRef(self.rows_in, key)
-            try:
-                mapped = compiled.map_row(row)
-            except _Reject as exc:
-                self._reject(ref, exc.field, exc.reason)
-                continue
-            ready = None
-            if pending.rows and (per_row or not pending.accepts(mapped, limit)):
-                ready = pending.flush()
-            # Count the row before yielding, so the counters add up while the caller holds a batch.
-            pending.add(mapped, ref)
-            self.rows_mapped += 1
-            self.values_truncated += mapped.truncated
-            if ready is not None:
-                self.batches_out += 1
-                yield ready
-        if pending.rows:
-            self.batches_out += 1
-            yield pending.flush()
-        logger.info(
-            "mapped %d rows: %d mapped into %d batches, %d rejected",
-            self.rows_in,
-            self.rows_mapped,
-            self.batches_out,
-            self.rows_rejected,
-        )
-
-
-class _Pending:
-    """The batch being filled: one user's consecutive rows."""
-
-    def __init__(self, environment: Any) -> None:
-        self.environment = environment
-        self.first: _Mapped | None = None
-        self.events: list[Any] = []
-        self.event_rows: list[RowRef] = []
-        self.rows: list[RowRef] = []
-        self.user_attributes: dict[str, Any] = {}
-        #: The attribute dict merged last: a row reusing it (same user columns) adds nothing.
-        self.merged: dict[str, Any] | None = None
-
-    def accepts(self, mapped: _Mapped, limit: int) -> bool:
-        first = self.first
-        if first is None:
-            return True
-        if mapped.user_key != first.user_key:
-            return False
-        if mapped.event is not None and len(self.events) >= limit:
-            return False
-        extra = mapped.user_attributes
-        if extra and extra is not self.merged:
-            current = self.user_attributes
-            if extra.items() <= current.items():
-                return True  # the usual case: the same attributes again, nothing new
-            for key, value in extra.items():
-                if key in current and current[key] != value:
-                    return False  # a later value would overwrite an earlier one
-            if len(current.keys() | extra.keys()) > MAX_USER_ATTRIBUTES:
-                return False
-        return True
-
-    def add(self, mapped: _Mapped, ref: RowRef) -> None:
-        if self.first is None:
-            self.first = mapped
-        if mapped.event is not None:
-            self.events.append(mapped.event)
-            self.event_rows.append(ref)
-        extra = mapped.user_attributes
-        if extra and extra is not self.merged:
-            self.user_attributes.update(extra)
-            self.merged = extra
-        self.rows.append(ref)
-
-    def flush(self) -> SourcedBatch:
-        first = self.first
-        assert first is not None
-        batch = Batch(
-            events=tuple(self.events) if self.events else None,
-            environment=self.environment,
-            user_identities=UserIdentities(**_any_kwargs(first.identities))
-            if first.identities
-            else None,
-            device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
-            mpid=first.mpid,
-            mp_deviceid=first.mp_deviceid,
-            ip=first.ip,
-            application_info=first.application_info,
-            context=first.context,
-            user_attributes=self.user_attributes or None,
-        )
-        sourced = SourcedBatch(
-            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
-        )
-        self.first = None
-        self.events = []
-        self.event_rows = []
-        self.rows = []
-        self.user_attributes = {}
-        self.merged = None
-        return sourced
-
-
-def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    return dict(pairs)
-
-
-def map_rows(
-    rows: Cursor | Iterable[Mapping[str, Any]],
-    mapping: RowMapping,
-    *,
-    strict: bool = False,
-    on_reject: Callable[[RowProblem], None] | None = None,
-    max_events_per_batch: int = 100,
-) -> MappingRun:
-    """Map rows (a cursor or any iterable of dicts) into batches, streaming.
-
-    Consecutive rows of the same user (same identities, device ids, mpid and batch-level
-    fields) share a batch of at most ``max_events_per_batch`` events; a user-attribute
-    mapping makes one batch per row. A row that cannot be mapped is recorded in
-    ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
-    the first such row raises :class:`RowError` instead.
-    """
-    return MappingRun(
-        rows,
-        mapping,
-        strict=strict,
-        on_reject=on_reject,
-        max_events_per_batch=max_events_per_batch,
-    )

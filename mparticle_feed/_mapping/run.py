@@ -1,0 +1,234 @@
+"""Running a compiled mapping: rows in, batches out (one user each), every row accounted for.
+
+Each row goes through the mapping's compiled closures (:mod:`.compile`). A bad value rejects
+the row, naming the field path, and the run goes on. Only the batch being filled is held in
+memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from .._errors import RowError
+from .._source.rows import Cursor, iter_rows
+from .._wire.common import DeviceInfo, UserIdentities
+from .._wire.models import Batch
+from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _kind, _Mapped, _Reject
+from .provenance import RowProblem, RowRef, SourcedBatch, Stage
+from .sources import SyncKind
+from .spec import RowMapping
+
+__all__ = ["MappingRun", "map_rows"]
+
+logger = logging.getLogger(__name__)
+
+
+class MappingRun(Iterator[SourcedBatch]):
+    """An iterator of batches with live counts of what happened to every row.
+
+    ``rows_in == rows_mapped + rows_rejected`` holds whenever the run is not inside ``next()``.
+    ``rejected`` lists each rejected row's :class:`RowProblem` (stage ``mapping``).
+    ``values_truncated`` counts event names cut to 256 characters.
+    """
+
+    def __init__(
+        self,
+        rows: Cursor | Iterable[Mapping[str, Any]],
+        mapping: RowMapping,
+        *,
+        strict: bool = False,
+        on_reject: Callable[[RowProblem], None] | None = None,
+        max_events_per_batch: int = 100,
+    ) -> None:
+        if max_events_per_batch < 1:
+            raise ValueError("max_events_per_batch must be at least 1")
+        self.mapping = mapping
+        self.strict = strict
+        self.on_reject = on_reject
+        self.max_events_per_batch = max_events_per_batch
+        self.rows_in = 0
+        self.rows_mapped = 0
+        self.rows_rejected = 0
+        self.batches_out = 0
+        self.values_truncated = 0
+        self.rejected: list[RowProblem] = []
+        self._compiled: CompiledMapping = mapping._compiled
+        self._batches = self._run(iter_rows(rows))
+
+    def __iter__(self) -> MappingRun:
+        return self
+
+    def __next__(self) -> SourcedBatch:
+        return next(self._batches)
+
+    def __repr__(self) -> str:
+        return (
+            f"<MappingRun {self.mapping.kind.value}: rows_in={self.rows_in} "
+            f"rows_mapped={self.rows_mapped} rows_rejected={self.rows_rejected} "
+            f"batches_out={self.batches_out}>"
+        )
+
+    def _reject(self, ref: RowRef, field: str | None, reason: str) -> None:
+        problem = RowProblem(row=ref, stage=Stage.MAPPING, reason=reason, field=field)
+        self.rows_rejected += 1
+        self.rejected.append(problem)
+        if self.strict:
+            raise RowError(
+                row_number=ref.row_number,
+                primary_key=ref.primary_key,
+                field=field or "row",
+                reason=reason,
+            )
+        if self.on_reject is not None:
+            self.on_reject(problem)
+
+    def _run(self, rows: Iterator[Any]) -> Iterator[SourcedBatch]:
+        compiled = self._compiled
+        per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
+        limit = self.max_events_per_batch
+        pending = _Pending(self.mapping.environment)
+        for row in rows:
+            self.rows_in += 1
+            if row.__class__ is not dict and not isinstance(row, Mapping):
+                self._reject(
+                    RowRef(self.rows_in),
+                    None,
+                    f"a row must be a mapping of column → value, got {_kind(row)}",
+                )
+                continue
+            try:
+                key = compiled.primary_key(row)
+            except _Reject as exc:
+                self._reject(RowRef(self.rows_in), exc.field, exc.reason)
+                continue
+            ref = RowRef(self.rows_in, key)
+            try:
+                mapped = compiled.map_row(row)
+            except _Reject as exc:
+                self._reject(ref, exc.field, exc.reason)
+                continue
+            ready = None
+            if pending.rows and (per_row or not pending.accepts(mapped, limit)):
+                ready = pending.flush()
+            # Count the row before yielding, so the counters add up while the caller holds a batch.
+            pending.add(mapped, ref)
+            self.rows_mapped += 1
+            self.values_truncated += mapped.truncated
+            if ready is not None:
+                self.batches_out += 1
+                yield ready
+        if pending.rows:
+            self.batches_out += 1
+            yield pending.flush()
+        logger.info(
+            "mapped %d rows: %d mapped into %d batches, %d rejected",
+            self.rows_in,
+            self.rows_mapped,
+            self.batches_out,
+            self.rows_rejected,
+        )
+
+
+class _Pending:
+    """The batch being filled: one user's consecutive rows."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.first: _Mapped | None = None
+        self.events: list[Any] = []
+        self.event_rows: list[RowRef] = []
+        self.rows: list[RowRef] = []
+        self.user_attributes: dict[str, Any] = {}
+        #: The attribute dict merged last: a row reusing it (same user columns) adds nothing.
+        self.merged: dict[str, Any] | None = None
+
+    def accepts(self, mapped: _Mapped, limit: int) -> bool:
+        first = self.first
+        if first is None:
+            return True
+        if mapped.user_key != first.user_key:
+            return False
+        if mapped.event is not None and len(self.events) >= limit:
+            return False
+        extra = mapped.user_attributes
+        if extra and extra is not self.merged:
+            current = self.user_attributes
+            if extra.items() <= current.items():
+                return True  # the usual case: the same attributes again, nothing new
+            for key, value in extra.items():
+                if key in current and current[key] != value:
+                    return False  # a later value would overwrite an earlier one
+            if len(current.keys() | extra.keys()) > MAX_USER_ATTRIBUTES:
+                return False
+        return True
+
+    def add(self, mapped: _Mapped, ref: RowRef) -> None:
+        if self.first is None:
+            self.first = mapped
+        if mapped.event is not None:
+            self.events.append(mapped.event)
+            self.event_rows.append(ref)
+        extra = mapped.user_attributes
+        if extra and extra is not self.merged:
+            self.user_attributes.update(extra)
+            self.merged = extra
+        self.rows.append(ref)
+
+    def flush(self) -> SourcedBatch:
+        first = self.first
+        assert first is not None
+        batch = Batch(
+            events=tuple(self.events) if self.events else None,
+            environment=self.environment,
+            user_identities=UserIdentities(**_any_kwargs(first.identities))
+            if first.identities
+            else None,
+            device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
+            mpid=first.mpid,
+            mp_deviceid=first.mp_deviceid,
+            ip=first.ip,
+            application_info=first.application_info,
+            context=first.context,
+            user_attributes=self.user_attributes or None,
+        )
+        sourced = SourcedBatch(
+            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
+        )
+        self.first = None
+        self.events = []
+        self.event_rows = []
+        self.rows = []
+        self.user_attributes = {}
+        self.merged = None
+        return sourced
+
+
+def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return dict(pairs)
+
+
+def map_rows(
+    rows: Cursor | Iterable[Mapping[str, Any]],
+    mapping: RowMapping,
+    *,
+    strict: bool = False,
+    on_reject: Callable[[RowProblem], None] | None = None,
+    max_events_per_batch: int = 100,
+) -> MappingRun:
+    """Map rows (a cursor or any iterable of dicts) into batches, streaming.
+
+    Consecutive rows of the same user (same identities, device ids, mpid and batch-level
+    fields) share a batch of at most ``max_events_per_batch`` events; a user-attribute
+    mapping makes one batch per row. A row that cannot be mapped is recorded in
+    ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
+    the first such row raises :class:`RowError` instead.
+    """
+    return MappingRun(
+        rows,
+        mapping,
+        strict=strict,
+        on_reject=on_reject,
+        max_events_per_batch=max_events_per_batch,
+    )
