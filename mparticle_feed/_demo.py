@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._errors import ConfigurationError
+
 if TYPE_CHECKING:
     from ._sync.report import SyncReport
 
@@ -72,7 +74,7 @@ def build_warehouse(
     moment = now or datetime.now(timezone.utc)
     if moment.tzinfo is None:
         msg = "now must be timezone-aware"
-        raise ValueError(msg)
+        raise ConfigurationError(msg)
     rng = random.Random(seed)  # noqa: S311 - repeatable demo data, not secrets
     target = Path(path)
     if target.exists():

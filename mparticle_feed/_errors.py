@@ -58,7 +58,7 @@ class PayloadError(MParticleFeedError, ValueError):
         super().__init__(f"{len(self.problems)} problem(s) in the payload:\n  {shown}{more}")
 
 
-class MappingError(MParticleFeedError):
+class MappingError(MParticleFeedError, ValueError):
     """A mapping definition is wrong: an unknown field, a missing primary key, ..."""
 
 
@@ -76,7 +76,7 @@ class RowError(MParticleFeedError, ValueError):
         super().__init__(f"row {row_number}{key}, field {field}: {reason}")
 
 
-class ConfigurationError(MParticleFeedError):
+class ConfigurationError(MParticleFeedError, ValueError):
     """Settings or credentials are wrong; retrying cannot help."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:

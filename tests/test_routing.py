@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from mparticle_feed import Batch, CustomEvent, UserIdentities
 from mparticle_feed._delivery.routing import Endpoint, RoutedBatch, as_sourced, route
+from mparticle_feed._errors import ModelError
 from mparticle_feed._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -111,7 +112,7 @@ def test_plain_batches_get_synthetic_rows() -> None:
     sourced = as_sourced(batch, 7)
     assert sourced.rows == (RowRef(7),)
     assert sourced.event_rows == (RowRef(7), RowRef(7))
-    with pytest.raises(TypeError, match="item 3"):
+    with pytest.raises(ModelError, match="item 3"):
         as_sourced("nope", 3)  # type: ignore[arg-type]
 
 

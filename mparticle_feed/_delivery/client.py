@@ -45,6 +45,7 @@ from .packing import (
     MAX_REQUEST_BYTES,
     PackedBatch,
     Request,
+    check_packing_limits,
     pack,
     request_body,
 )
@@ -235,6 +236,7 @@ class EventsClient:
         if max_workers < 1:
             msg = f"max_workers must be at least 1, got {max_workers}"
             raise ConfigurationError(msg)
+        check_packing_limits(max_batches, max_request_bytes, max_batch_bytes)
         self._api_key = api_key
         self.base_url = _base_url(api_key, pod, base_url)
         self.max_workers = max_workers

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import orjson
 
+from .._errors import ConfigurationError
 from .._mapping.provenance import RowProblem, SourcedBatch, Stage
 from .._wire.codec import _json_default
 from .routing import Endpoint, RoutedBatch, part_rows
@@ -274,14 +275,32 @@ def pack(
 
     One request per endpoint is filled at a time, in input order, and sent on as soon as the
     next batch would break a limit; so batches of one user keep their order within each
-    endpoint. Row problems from earlier stages pass through unchanged.
+    endpoint. Row problems from earlier stages pass through unchanged. Inconsistent limits
+    raise :class:`ConfigurationError` at the call, not at the first batch.
     """
-    if max_batch_bytes + 2 > max_request_bytes:
-        msg = "max_batch_bytes must leave room for the request's brackets within max_request_bytes"
-        raise ValueError(msg)
+    check_packing_limits(max_batches, max_request_bytes, max_batch_bytes)
+    return _pack(routed, max_batches, max_request_bytes, max_batch_bytes)
+
+
+def check_packing_limits(max_batches: int, max_request_bytes: int, max_batch_bytes: int) -> None:
+    """Raise :class:`ConfigurationError` unless a batch of the largest size fits a request."""
     if max_batches < 1:
-        msg = "max_batches must be at least 1"
-        raise ValueError(msg)
+        msg = f"max_batches must be at least 1, got {max_batches}"
+        raise ConfigurationError(msg)
+    if max_batch_bytes < 1 or max_batch_bytes + 2 > max_request_bytes:
+        msg = (
+            f"max_batch_bytes ({max_batch_bytes}) must be positive and leave room for the "
+            f"request's brackets within max_request_bytes ({max_request_bytes})"
+        )
+        raise ConfigurationError(msg)
+
+
+def _pack(
+    routed: Iterable[RoutedBatch | RowProblem],
+    max_batches: int,
+    max_request_bytes: int,
+    max_batch_bytes: int,
+) -> Iterator[Request | RowProblem]:
     open_batches: dict[Endpoint, list[PackedBatch]] = {}
     open_sizes: dict[Endpoint, int] = {}
     for item in routed:

@@ -17,8 +17,11 @@ import email.utils
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import attrs
+
+from .._errors import ConfigurationError
 
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
@@ -30,7 +33,16 @@ RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         msg = f"{attribute.name} must be positive, got {value!r}"
-        raise ValueError(msg)
+        raise ConfigurationError(msg)
+
+
+def _at_least(minimum: float) -> Callable[[object, attrs.Attribute[Any], float], None]:
+    def check(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not value >= minimum:
+            msg = f"{attribute.name} must be at least {minimum}, got {value!r}"
+            raise ConfigurationError(msg)
+
+    return check
 
 
 @attrs.frozen(kw_only=True)
@@ -38,13 +50,13 @@ class RetryPolicy:
     """How an :class:`EventsClient` retries; every duration is in seconds."""
 
     #: Attempts per request for transient failures (the first attempt counts).
-    max_attempts: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    max_attempts: int = attrs.field(default=8, validator=_at_least(1))
     initial_backoff: float = attrs.field(default=0.5, validator=_positive)
     max_backoff: float = attrs.field(default=30.0, validator=_positive)
     #: No retry starts later than this after the request's first attempt.
     deadline: float = attrs.field(default=300.0, validator=_positive)
     #: The total the run may spend paused on 429s before it stops.
-    rate_limit_budget: float = attrs.field(default=900.0, validator=attrs.validators.ge(0))
+    rate_limit_budget: float = attrs.field(default=900.0, validator=_at_least(0))
 
     def backoff_bound(self, retry: int) -> float:
         """The upper bound of the jittered wait before retry number ``retry`` (1-based)."""

@@ -18,6 +18,7 @@ from enum import Enum
 
 import attrs
 
+from .._errors import ConfigurationError, ModelError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.models import Batch, Event
 
@@ -65,7 +66,7 @@ def as_sourced(item: Batch | SourcedBatch, position: int) -> SourcedBatch:
         return item
     if not isinstance(item, Batch):
         msg = f"item {position}: expected a Batch or SourcedBatch, got {type(item).__name__}"
-        raise TypeError(msg)
+        raise ModelError(msg)
     row = RowRef(position)
     return SourcedBatch(batch=item, event_rows=(row,) * len(item.events or ()), rows=(row,))
 
@@ -73,7 +74,7 @@ def as_sourced(item: Batch | SourcedBatch, position: int) -> SourcedBatch:
 def _to_ms(value: datetime) -> int:
     if value.tzinfo is None:
         msg = "now must be timezone-aware (for example datetime.now(timezone.utc))"
-        raise ValueError(msg)
+        raise ConfigurationError(msg)
     return int(value.timestamp() * 1000)
 
 

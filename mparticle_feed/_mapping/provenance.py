@@ -10,6 +10,7 @@ from enum import Enum
 
 import attrs
 
+from .._errors import ModelError
 from .._wire.models import Batch
 
 __all__ = ["RowProblem", "RowRef", "SourcedBatch", "Stage"]
@@ -52,7 +53,7 @@ class SourcedBatch:
         events = self.batch.events or ()
         if len(events) != len(self.event_rows):
             msg = f"{len(events)} events but {len(self.event_rows)} event_rows"
-            raise ValueError(msg)
+            raise ModelError(msg)
 
 
 @attrs.frozen(kw_only=True)

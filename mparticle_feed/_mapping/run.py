@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .._errors import RowError
+from .._errors import ConfigurationError, RowError
 from .._source.rows import Cursor, iter_rows
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
@@ -43,7 +43,9 @@ class MappingRun(Iterator[SourcedBatch]):
         max_events_per_batch: int = 100,
     ) -> None:
         if max_events_per_batch < 1:
-            raise ValueError("max_events_per_batch must be at least 1")
+            raise ConfigurationError(
+                f"max_events_per_batch must be at least 1, got {max_events_per_batch}"
+            )
         self.mapping = mapping
         self.strict = strict
         self.on_reject = on_reject

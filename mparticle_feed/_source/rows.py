@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .._errors import MappingError
+from .._errors import ConfigurationError, MappingError
 
 __all__ = ["Cursor", "iter_rows", "rows_from_cursor"]
 
@@ -54,7 +54,7 @@ def rows_from_cursor(cursor: Cursor, *, chunk_size: int = 1000) -> Iterator[dict
     ``cursor.description``; two columns with the same name raise :class:`MappingError`.
     """
     if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
+        raise ConfigurationError(f"chunk_size must be at least 1, got {chunk_size}")
     names = _column_names(cursor.description)
     width = len(names)
     fetched = 0

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from .._errors import DeliveryError, MParticleFeedError
+from .._errors import DeliveryError
 from .._html import html_table
 from .._mapping.provenance import RowProblem
 
@@ -96,7 +96,7 @@ class SyncReport:
                 f"(accepted {self.accepted}, rejected {self.rejected}, failed {self.failed}, "
                 f"pending {self.pending}); please report this bug"
             )
-            raise MParticleFeedError(msg)
+            raise RuntimeError(msg)
 
     @property
     def accepted(self) -> int:

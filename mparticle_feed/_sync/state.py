@@ -32,7 +32,7 @@ from typing import Any, Literal
 import attrs
 import orjson
 
-from .._errors import StateError
+from .._errors import ConfigurationError, StateError
 
 __all__ = [
     "MappingChange",
@@ -317,7 +317,7 @@ class StateStore:
         """
         if on_mapping_change not in ("fail", "resend", "keep"):
             msg = f"on_mapping_change must be 'fail', 'resend' or 'keep', not {on_mapping_change!r}"
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT kind, fingerprint, last_status FROM syncs WHERE name = ?", (name,)
