@@ -553,3 +553,24 @@ def test_columns_accept_column_objects_and_identity_enum_keys() -> None:
     )
     b = CustomEventMapping(primary_key="id", user_identities={"email": "email"}, event_name="n")
     assert a == b
+
+
+def test_a_mapping_is_compiled_once_and_pickles_without_its_compiled_form() -> None:
+    import pickle
+
+    mapping = mpf.CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name=mpf.Constant("Viewed"),
+        custom_attributes={"plan": "plan"},
+    )
+    compiled = mapping._compiled
+    runs = [list(mpf.map_rows([{"id": 1, "user": "u", "plan": "pro"}], mapping)) for _ in range(2)]
+    assert mapping._compiled is compiled  # runs reuse it
+    assert runs[0] == runs[1]
+    copy = pickle.loads(pickle.dumps(mapping))
+    assert copy == mapping
+    assert hash(copy) == hash(mapping)
+    assert copy._compiled is not compiled  # rebuilt on unpickling, not shipped
+    assert list(mpf.map_rows([{"id": 1, "user": "u", "plan": "pro"}], copy)) == runs[0]
+    assert "_compiled" not in repr(mapping)
