@@ -6,6 +6,7 @@ Sits between batching and routing: a mapping that names a plan tags its batches 
 
 from __future__ import annotations
 
+from ._blocking import apply_blocks
 from ._plan import DataPlanVersion, DataPoint, LoadedDataPlan, load_data_plan
 from ._types import DataPlanMatch, ValidationActions, Violation, ViolationAction, ViolationType
 
@@ -18,5 +19,6 @@ __all__ = [
     "Violation",
     "ViolationAction",
     "ViolationType",
+    "apply_blocks",
     "load_data_plan",
 ]

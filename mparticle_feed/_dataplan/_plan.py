@@ -22,7 +22,7 @@ from .._enums import Environment
 from .._errors import DataPlanError
 from .._models import Batch
 from .._models_common import DataPlan
-from ._schema import CompiledSchema
+from ._schema import CompiledSchema, libraries
 from ._types import (
     BATCH_MATCH_TYPES,
     EVENT_MATCH_TYPES,
@@ -92,6 +92,7 @@ class DataPoint:
 def _compile(
     points: Sequence[DataPoint], actions: ValidationActions, where: str
 ) -> PlanValidator:
+    libraries()  # even a plan without points is a plan in use: say now what is missing
     events: dict[tuple[str, ...], tuple[DataPlanMatch, CompiledSchema]] = {}
     batch_level: dict[str, tuple[DataPlanMatch, CompiledSchema]] = {}
     for index, point in enumerate(points):

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._errors import DataPlanError
 
-__all__ = ["UNSUPPORTED_KEYWORDS", "CompiledSchema", "check_supported"]
+__all__ = ["UNSUPPORTED_KEYWORDS", "CompiledSchema", "check_supported", "libraries"]
 
 #: JSON Schema keywords mParticle's data plan format does not support (Data Planning API docs).
 UNSUPPORTED_KEYWORDS = frozenset(
@@ -43,7 +43,7 @@ _SUBSCHEMA_KEYWORDS = ("additionalProperties", "items", "additionalItems", "cont
 _EXTRA_HINT = "pip install 'mparticle-feed[dataplans]'"
 
 
-def _libraries() -> tuple[Any, Any]:
+def libraries() -> tuple[Any, Any]:
     try:
         import fastjsonschema
         import jsonschema
@@ -91,7 +91,7 @@ class CompiledSchema:
     __slots__ = ("_definition", "_fast", "_fast_error", "_where", "explainer")
 
     def __init__(self, definition: Mapping[str, Any], where: str) -> None:
-        fastjsonschema, jsonschema = _libraries()
+        fastjsonschema, jsonschema = libraries()
         check_supported(definition, where)
         validator_cls = jsonschema.Draft7Validator
         try:
@@ -107,7 +107,7 @@ class CompiledSchema:
         self._fast: Callable[[Any], Any] | None = None
 
     def _compile(self) -> Callable[[Any], Any]:
-        fastjsonschema, _ = _libraries()
+        fastjsonschema, _ = libraries()
         try:
             fast: Callable[[Any], Any] = fastjsonschema.compile(self._definition)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
