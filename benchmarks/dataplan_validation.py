@@ -25,8 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import contextlib
+
 import pipeline
-from workload import CUSTOM_EVENTS_PER_BATCH, _SCREENS
+from workload import _SCREENS, CUSTOM_EVENTS_PER_BATCH
 
 import mparticle_feed as mpf
 
@@ -131,7 +133,10 @@ def benchmark_plan() -> mpf.LoadedDataPlan:
                 "definition": {
                     "additionalProperties": False,
                     "required": ["customerid"],
-                    "properties": {"customerid": _string(), "email": {"type": "string", "format": "email"}},
+                    "properties": {
+                        "customerid": _string(),
+                        "email": {"type": "string", "format": "email"},
+                    },
                 },
             },
         }
@@ -189,7 +194,10 @@ def measure(batches: int, repeat: int) -> dict[str, float]:
     plain: list[float] = []
     checked: list[float] = []
     for _ in range(repeat):
-        for times, run in ((plain, lambda: map_only(db)), (checked, lambda: map_and_validate(db, plan))):
+        for times, run in (
+            (plain, lambda: map_only(db)),
+            (checked, lambda: map_and_validate(db, plan)),
+        ):
             gc.collect()
             start = time.perf_counter()
             run()
@@ -207,10 +215,8 @@ def measure(batches: int, repeat: int) -> dict[str, float]:
 
     def run_fast() -> None:
         for document in custom:
-            try:
+            with contextlib.suppress(fastjsonschema.JsonSchemaValueException):
                 fast(document)
-            except fastjsonschema.JsonSchemaValueException:
-                pass
 
     def run_slow() -> None:
         for document in custom:

@@ -338,7 +338,9 @@ def dataplan_section(options: Options) -> SectionResult:
             "Data-plan validation",
             [],
             [],
-            ["skipped: the dataplans extra is not installed (pip install 'mparticle-feed[dataplans]')"],
+            [
+                "skipped: the dataplans extra is not installed (pip install 'mparticle-feed[dataplans]')"
+            ],
         )
     result = dataplan_validation.measure(options.batches, options.repeat)
     rows = int(result["rows"])

@@ -27,14 +27,18 @@ EXAMPLE_PLAN = ROOT / "examples" / "shop_data_plan.json"
 TS = 1_700_000_000_000
 
 
-def point(match_type: str, definition: dict[str, Any] | None = None, **criteria: str) -> dict[str, Any]:
+def point(
+    match_type: str, definition: dict[str, Any] | None = None, **criteria: str
+) -> dict[str, Any]:
     return {
         "match": {"type": match_type, "criteria": criteria},
         "validator": {"type": "json_schema", "definition": definition or {}},
     }
 
 
-def data_schema(properties: dict[str, Any], *, additional: bool = True, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def data_schema(
+    properties: dict[str, Any], *, additional: bool = True, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
         "properties": {
             "data": {
@@ -47,7 +51,9 @@ def data_schema(properties: dict[str, Any], *, additional: bool = True, required
     }
 
 
-def attrs_schema(properties: dict[str, Any], *, additional: bool = False, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def attrs_schema(
+    properties: dict[str, Any], *, additional: bool = False, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     return data_schema(
         {
             "custom_attributes": {
@@ -60,7 +66,9 @@ def attrs_schema(properties: dict[str, Any], *, additional: bool = False, requir
     )
 
 
-def version(*points: dict[str, Any], actions: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+def version(
+    *points: dict[str, Any], actions: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     document: dict[str, Any] = {"version_document": {"data_points": list(points)}, **extra}
     if actions is not None:
         document["settings"] = {"validation_actions": actions}
@@ -79,23 +87,31 @@ def product(**extra: Any) -> mpf.Product:
 PLANNED: list[tuple[dict[str, Any], mpf.Event]] = [
     (
         point("custom_event", event_name="Signed Up", custom_event_type="other"),
-        mpf.CustomEvent(event_name="Signed Up", custom_event_type="other", timestamp_unixtime_ms=TS),
+        mpf.CustomEvent(
+            event_name="Signed Up", custom_event_type="other", timestamp_unixtime_ms=TS
+        ),
     ),
     (point("screen_view", screen_name="Home"), mpf.ScreenViewEvent(screen_name="Home")),
     (
         point("product_action", action="purchase"),
-        mpf.CommerceEvent(product_action=mpf.ProductAction(action="purchase", products=[product()])),
+        mpf.CommerceEvent(
+            product_action=mpf.ProductAction(action="purchase", products=[product()])
+        ),
     ),
     (
         point("promotion_action", action="click"),
         mpf.CommerceEvent(
-            promotion_action=mpf.PromotionAction(action="click", promotions=[mpf.Promotion(id="spring")])
+            promotion_action=mpf.PromotionAction(
+                action="click", promotions=[mpf.Promotion(id="spring")]
+            )
         ),
     ),
     (
         point("product_impression"),
         mpf.CommerceEvent(
-            product_impressions=[mpf.ProductImpression(product_impression_list="home", products=[product()])]
+            product_impressions=[
+                mpf.ProductImpression(product_impression_list="home", products=[product()])
+            ]
         ),
     ),
     (
@@ -108,7 +124,10 @@ PLANNED: list[tuple[dict[str, Any], mpf.Event]] = [
     (point("opt_out"), mpf.OptOutEvent(is_opted_out=True)),
     (point("crash_report"), mpf.CrashReportEvent(severity="fatal", message="boom")),
     (point("breadcrumb"), mpf.BreadcrumbEvent(label="tapped")),
-    (point("network_performance"), mpf.NetworkPerformanceEvent(url="https://x.test", response_code=200)),
+    (
+        point("network_performance"),
+        mpf.NetworkPerformanceEvent(url="https://x.test", response_code=200),
+    ),
     (point("uninstall"), mpf.UninstallEvent()),
 ]
 
@@ -119,8 +138,14 @@ def test_every_event_match_type_is_covered_here() -> None:
     assert {p["match"]["type"] for p, _ in PLANNED} == set(EVENT_MATCH_TYPES)
 
 
-@pytest.mark.parametrize(("data_point", "event"), PLANNED, ids=lambda v: v["match"]["type"] if isinstance(v, dict) else "")
-def test_each_match_type_matches_its_event_and_only_it(data_point: dict[str, Any], event: mpf.Event) -> None:
+@pytest.mark.parametrize(
+    ("data_point", "event"),
+    PLANNED,
+    ids=lambda v: v["match"]["type"] if isinstance(v, dict) else "",
+)
+def test_each_match_type_matches_its_event_and_only_it(
+    data_point: dict[str, Any], event: mpf.Event
+) -> None:
     plan = plan_of(data_point, actions={"event": "block"})
     assert plan.validate(mpf.Batch(events=[event])) == []
     others = [other for p, other in PLANNED if p is not data_point]
@@ -137,7 +162,10 @@ def test_criteria_must_all_match() -> None:
     (violation,) = plan.validate(mpf.Batch(events=[wrong_type]))
     assert violation.error_type is ViolationType.UNPLANNED
     assert violation.match.type == "custom_event"
-    assert violation.match.criteria == {"event_name": "Signed Up", "custom_event_type": "navigation"}
+    assert violation.match.criteria == {
+        "event_name": "Signed Up",
+        "custom_event_type": "navigation",
+    }
     assert violation.action is ViolationAction.ALLOW  # no block settings: mParticle lets it through
 
 
@@ -163,7 +191,9 @@ ORDER = point(
 
 
 def order(**attributes: Any) -> mpf.CustomEvent:
-    return mpf.CustomEvent(event_name="Order", custom_event_type="transaction", custom_attributes=attributes)
+    return mpf.CustomEvent(
+        event_name="Order", custom_event_type="transaction", custom_attributes=attributes
+    )
 
 
 def only(violations: list[Violation]) -> Violation:
@@ -173,7 +203,9 @@ def only(violations: list[Violation]) -> Violation:
 
 def test_additional_attribute_refused_is_unplanned_with_pointer_and_action() -> None:
     plan = plan_of(ORDER, actions={"event_attribute": "block"})
-    violation = only(plan.validate(mpf.Batch(events=[order(**{"Campaign Id": "C-1", "coupon": "X"})])))
+    violation = only(
+        plan.validate(mpf.Batch(events=[order(**{"Campaign Id": "C-1", "coupon": "X"})]))
+    )
     assert violation.event_index == 0
     assert violation.error_type is ViolationType.UNPLANNED
     assert violation.pointer == "#/data/custom_attributes/coupon"
@@ -272,7 +304,11 @@ USER_ATTRIBUTES = point(
 )
 USER_IDENTITIES = point(
     "user_identities",
-    {"additionalProperties": False, "required": ["customerid"], "properties": {"customerid": {"type": "string"}}},
+    {
+        "additionalProperties": False,
+        "required": ["customerid"],
+        "properties": {"customerid": {"type": "string"}},
+    },
 )
 
 
@@ -291,7 +327,8 @@ def test_user_attributes_point() -> None:
     assert missing.pointer == "#/user_attributes/tier"
     pet = [by_pointer["#/user_attributes/pet"]]
     kept = apply_blocks(mpf.Batch(user_attributes={"tier": "gold", "pet": "cat"}), pet)
-    assert kept is not None and kept.user_attributes == {"tier": "gold"}
+    assert kept is not None
+    assert kept.user_attributes == {"tier": "gold"}
 
 
 def test_user_identities_point_names_customer_id_as_mparticle_plans_it() -> None:
@@ -336,7 +373,8 @@ def test_violation_reads_well() -> None:
     plan = plan_of(ORDER, actions={"event_attribute": "block"})
     (violation,) = plan.validate(mpf.Batch(events=[order(**{"Campaign Id": "C-1", "coupon": "X"})]))
     text = str(violation)
-    assert "events[0]" in text and "#/data/custom_attributes/coupon" in text
+    assert "events[0]" in text
+    assert "#/data/custom_attributes/coupon" in text
     assert "block attribute" in text
 
 
@@ -350,7 +388,13 @@ def test_the_example_plan_loads_and_picks_versions_by_environment() -> None:
     assert plan.version_for(mpf.Environment.DEVELOPMENT).version == 2
     batch = mpf.Batch(
         environment="production",
-        events=[mpf.CustomEvent(event_name="Order Placed", custom_event_type="transaction", custom_attributes={"order_id": "x"})],
+        events=[
+            mpf.CustomEvent(
+                event_name="Order Placed",
+                custom_event_type="transaction",
+                custom_attributes={"order_id": "x"},
+            )
+        ],
     )
     assert plan.validate(batch) == []  # version 1 needs no channel
     violations = plan.validate(attrs_evolve(batch, environment="development"))
@@ -358,7 +402,9 @@ def test_the_example_plan_loads_and_picks_versions_by_environment() -> None:
         "#/data/custom_attributes/order_id",
         "#/data/custom_attributes/channel",
     }
-    assert plan.tag(mpf.Environment.DEVELOPMENT) == mpf.DataPlan(plan_id="shop_plan", plan_version=2)
+    assert plan.tag(mpf.Environment.DEVELOPMENT) == mpf.DataPlan(
+        plan_id="shop_plan", plan_version=2
+    )
 
 
 def attrs_evolve(batch: mpf.Batch, **changes: Any) -> mpf.Batch:
@@ -374,7 +420,13 @@ def test_version_by_number_and_by_tag() -> None:
     tagged = mpf.Batch(
         environment="development",
         context=mpf.Context(data_plan=mpf.DataPlan(plan_id="shop_plan", plan_version=1)),
-        events=[mpf.CustomEvent(event_name="Order Placed", custom_event_type="transaction", custom_attributes={"order_id": "x"})],
+        events=[
+            mpf.CustomEvent(
+                event_name="Order Placed",
+                custom_event_type="transaction",
+                custom_attributes={"order_id": "x"},
+            )
+        ],
     )
     assert plan.validate(tagged) == []
     with pytest.raises(DataPlanError, match="no version 7"):
@@ -399,15 +451,19 @@ def test_one_version_document_loads_and_round_trips(tmp_path: Path) -> None:
     path.write_text(json.dumps(document))
     plan = load_data_plan(path)
     (only_version,) = plan.versions
-    assert only_version.version == 2 and plan.plan_id == "shop_plan"
+    assert only_version.version == 2
+    assert plan.plan_id == "shop_plan"
     assert only_version.validation_actions.block_unplanned_events
     assert not only_version.validation_actions.block_unplanned_user_identities
     assert DataPlanVersion.from_dict(only_version.to_dict()) == only_version
 
 
 def test_data_plan_builder_output_without_version_loads() -> None:
-    plan = LoadedDataPlan.from_dict({"version_description": "", "version_document": {"data_points": [ORDER]}})
-    assert plan.plan_id is None and plan.versions[0].version is None
+    plan = LoadedDataPlan.from_dict(
+        {"version_description": "", "version_document": {"data_points": [ORDER]}}
+    )
+    assert plan.plan_id is None
+    assert plan.versions[0].version is None
     with pytest.raises(DataPlanError, match="no data_plan_id"):
         plan.tag()
 
@@ -424,7 +480,12 @@ def test_data_plan_builder_output_without_version_loads() -> None:
     ],
 )
 def test_unsupported_keywords_are_refused_with_where(keyword_schema: dict[str, Any]) -> None:
-    data = point("custom_event", {"properties": {"data": keyword_schema}}, event_name="A", custom_event_type="other")
+    data = point(
+        "custom_event",
+        {"properties": {"data": keyword_schema}},
+        event_name="A",
+        custom_event_type="other",
+    )
     with pytest.raises(DataPlanError, match=r"data_points\[0\].*do not support"):
         plan_of(data)
 
@@ -438,13 +499,44 @@ def test_a_property_named_like_a_keyword_is_fine() -> None:
     ("document", "message"),
     [
         ({"version_document": {"data_points": [point("media")]}}, "match.type is 'media'"),
-        ({"version_document": {"data_points": [point("custom_event", event_name="A")]}}, "custom_event_type is required"),
-        ({"version_document": {"data_points": [{**point("first_run"), "validator": {"type": "regex"}}]}}, "only 'json_schema'"),
-        ({"version_document": {"data_points": [point("first_run", {"type": "strnig"})]}}, "invalid JSON Schema"),
-        ({"version_document": {"data_points": [point("first_run"), point("first_run")]}}, "same match"),
-        ({"version_document": {"data_points": []}, "settings": {"validation_actions": {"event": "drop"}}}, "'allow' or 'block'"),
-        ({"version_document": {"data_points": []}, "settings": {"validation_actions": {"events": "block"}}}, "unknown key"),
-        ({"version_document": {"data_points": []}, "activated_environment": "staging"}, "activated_environment"),
+        (
+            {"version_document": {"data_points": [point("custom_event", event_name="A")]}},
+            "custom_event_type is required",
+        ),
+        (
+            {
+                "version_document": {
+                    "data_points": [{**point("first_run"), "validator": {"type": "regex"}}]
+                }
+            },
+            "only 'json_schema'",
+        ),
+        (
+            {"version_document": {"data_points": [point("first_run", {"type": "strnig"})]}},
+            "invalid JSON Schema",
+        ),
+        (
+            {"version_document": {"data_points": [point("first_run"), point("first_run")]}},
+            "same match",
+        ),
+        (
+            {
+                "version_document": {"data_points": []},
+                "settings": {"validation_actions": {"event": "drop"}},
+            },
+            "'allow' or 'block'",
+        ),
+        (
+            {
+                "version_document": {"data_points": []},
+                "settings": {"validation_actions": {"events": "block"}},
+            },
+            "unknown key",
+        ),
+        (
+            {"version_document": {"data_points": []}, "activated_environment": "staging"},
+            "activated_environment",
+        ),
         ({"version_document": {}}, "data_points must be a list"),
         ({"data_plan_versions": []}, "at least one version"),
         ({"version": "2", "version_document": {"data_points": []}}, "expected an integer"),
@@ -458,7 +550,7 @@ def test_malformed_plans_are_refused(document: dict[str, Any], message: str) -> 
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "plan.json"
     bad.write_text("{")
-    with pytest.raises(DataPlanError, match="plan.json is not valid JSON"):
+    with pytest.raises(DataPlanError, match=r"plan\.json is not valid JSON"):
         load_data_plan(bad)
     with pytest.raises(DataPlanError, match="cannot read"):
         load_data_plan(tmp_path / "missing.json")
@@ -484,5 +576,7 @@ def test_core_imports_without_the_extra_and_a_plan_says_what_to_install() -> Non
         "except mpf.DataPlanError as exc:\n"
         "    print(exc)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert "mparticle-feed[dataplans]" in result.stdout

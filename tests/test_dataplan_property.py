@@ -20,7 +20,8 @@ HAND_WRITTEN = load_data_plan(EXAMPLE_PLAN)
 @given(mps.batches(data_plan=HAND_WRITTEN, min_events=1))
 def test_batches_from_a_hand_written_plan_validate(batch: mpf.Batch) -> None:
     assert HAND_WRITTEN.validate(batch) == []
-    assert batch.context is not None and batch.context.data_plan is not None
+    assert batch.context is not None
+    assert batch.context.data_plan is not None
     assert batch.context.data_plan.plan_id == "shop_plan"
 
 

@@ -57,7 +57,9 @@ class DataPoint:
         value = _mapping(value, where)
         match = _mapping(value.get("match"), f"{where}.match")
         match_type = match.get("type")
-        if match_type not in EVENT_MATCH_TYPES and match_type not in BATCH_MATCH_TYPES:
+        if not isinstance(match_type, str) or (
+            match_type not in EVENT_MATCH_TYPES and match_type not in BATCH_MATCH_TYPES
+        ):
             known = ", ".join([*EVENT_MATCH_TYPES, *BATCH_MATCH_TYPES])
             raise DataPlanError(f"{where}.match.type is {match_type!r}; expected one of {known}")
         criteria = _mapping(match.get("criteria") or {}, f"{where}.match.criteria")
@@ -89,9 +91,7 @@ class DataPoint:
         return point
 
 
-def _compile(
-    points: Sequence[DataPoint], actions: ValidationActions, where: str
-) -> PlanValidator:
+def _compile(points: Sequence[DataPoint], actions: ValidationActions, where: str) -> PlanValidator:
     libraries()  # even a plan without points is a plan in use: say now what is missing
     events: dict[tuple[str, ...], tuple[DataPlanMatch, CompiledSchema]] = {}
     batch_level: dict[str, tuple[DataPlanMatch, CompiledSchema]] = {}

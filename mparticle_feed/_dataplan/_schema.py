@@ -8,6 +8,7 @@ point, against 25 µs for ``jsonschema``: see ``benchmarks/dataplan_validation.p
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -38,15 +39,22 @@ UNSUPPORTED_KEYWORDS = frozenset(
 )
 
 # Keywords whose value is one subschema, or (items) a list of them.
-_SUBSCHEMA_KEYWORDS = ("additionalProperties", "items", "additionalItems", "contains", "propertyNames")
+_SUBSCHEMA_KEYWORDS = (
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "contains",
+    "propertyNames",
+)
 
 _EXTRA_HINT = "pip install 'mparticle-feed[dataplans]'"
 
 
 def libraries() -> tuple[Any, Any]:
+    # import_module keeps them typed Any: neither ships type information.
     try:
-        import fastjsonschema
-        import jsonschema
+        fastjsonschema = importlib.import_module("fastjsonschema")
+        jsonschema = importlib.import_module("jsonschema")
     except ImportError as exc:
         raise DataPlanError(
             f"data plan validation needs the 'dataplans' extra ({exc.name} is not installed): "
@@ -74,7 +82,9 @@ def check_supported(schema: Any, where: str, pointer: str = "#") -> None:
     if isinstance(schema, bool):
         return
     if not isinstance(schema, Mapping):
-        raise DataPlanError(f"{where}: schema at {pointer} is a {type(schema).__name__}, not an object")
+        raise DataPlanError(
+            f"{where}: schema at {pointer} is a {type(schema).__name__}, not an object"
+        )
     refused = sorted(UNSUPPORTED_KEYWORDS.intersection(schema))
     if refused:
         raise DataPlanError(
@@ -98,10 +108,14 @@ class CompiledSchema:
             validator_cls.check_schema(definition)
         except jsonschema.SchemaError as exc:
             path = "/".join(str(part) for part in exc.absolute_path)
-            raise DataPlanError(f"{where}: invalid JSON Schema at #/{path}: {exc.message}") from None
+            raise DataPlanError(
+                f"{where}: invalid JSON Schema at #/{path}: {exc.message}"
+            ) from None
         self._definition = dict(definition)
         self._where = where
-        self.explainer = validator_cls(self._definition, format_checker=validator_cls.FORMAT_CHECKER)
+        self.explainer = validator_cls(
+            self._definition, format_checker=validator_cls.FORMAT_CHECKER
+        )
         self._fast_error: type[BaseException] = fastjsonschema.JsonSchemaValueException
         # Compiled on first use: a plan of 1,000 points loads at once, and a sync meets few.
         self._fast: Callable[[Any], Any] | None = None

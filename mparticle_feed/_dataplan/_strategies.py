@@ -135,7 +135,9 @@ def from_schema(schema: Any, *, scalar_only: bool = False) -> st.SearchStrategy[
                 st.lists(
                     from_schema(items, scalar_only=True),
                     min_size=int(schema.get("minItems", 0)),
-                    max_size=max(int(schema.get("minItems", 0)), int(schema.get("maxItems", _MAX_ITEMS))),
+                    max_size=max(
+                        int(schema.get("minItems", 0)), int(schema.get("maxItems", _MAX_ITEMS))
+                    ),
                 )
             )
     return st.one_of(options) if options else _text
@@ -169,7 +171,10 @@ def _base_data(match: DataPlanMatch) -> st.SearchStrategy[dict[str, Any]]:
     kind = match.type
     if kind == "custom_event":
         return st.just(
-            {"event_name": criteria["event_name"], "custom_event_type": criteria["custom_event_type"]}
+            {
+                "event_name": criteria["event_name"],
+                "custom_event_type": criteria["custom_event_type"],
+            }
         )
     if kind == "screen_view":
         return st.just({"screen_name": criteria["screen_name"]})
@@ -179,7 +184,9 @@ def _base_data(match: DataPlanMatch) -> st.SearchStrategy[dict[str, Any]]:
         return st.just({"promotion_action": {"action": criteria["action"]}})
     if kind == "product_impression":
         return st.builds(
-            lambda name: {"product_impressions": [{"product_impression_list": name, "products": []}]},
+            lambda name: {
+                "product_impressions": [{"product_impression_list": name, "products": []}]
+            },
             _names,
         )
     if kind == "application_state_transition":
@@ -233,11 +240,16 @@ def _event_from(point: DataPoint, version: DataPlanVersion) -> st.SearchStrategy
         )
         (fields if name in required else optional)[name] = strategy
     generated = st.fixed_dictionaries(fields, optional=optional)
-    event_type = "commerce_event" if point.match.type in (
-        "product_action",
-        "promotion_action",
-        "product_impression",
-    ) else point.match.type
+    event_type = (
+        "commerce_event"
+        if point.match.type
+        in (
+            "product_action",
+            "promotion_action",
+            "product_impression",
+        )
+        else point.match.type
+    )
 
     def build(base: dict[str, Any], extra: dict[str, Any]) -> Event:
         document = {"event_type": event_type, "data": _merge(base, extra)}
@@ -277,7 +289,7 @@ def _identities_from(schema: Mapping[str, Any]) -> st.SearchStrategy[dict[str, s
     def to_wire(values: dict[str, Any]) -> dict[str, str]:
         return {("customer_id" if k == "customerid" else k): str(v) for k, v in values.items()}
 
-    planned = {k: v for k, v in (schema.get("properties") or {}).items()}
+    planned = dict((schema.get("properties") or {}).items())
     return objects_from_schema({**schema, "properties": planned}).map(to_wire)
 
 
@@ -304,7 +316,10 @@ def plan_batches(
 
 
 def _batches_in(
-    plan: LoadedDataPlan | DataPlanVersion, environment: Environment, min_events: int, max_events: int
+    plan: LoadedDataPlan | DataPlanVersion,
+    environment: Environment,
+    min_events: int,
+    max_events: int,
 ) -> st.SearchStrategy[Batch]:
     version = _version(plan, environment)
     points = {p.match.type: p for p in version.data_points if p.match.type in BATCH_MATCH_TYPES}
@@ -330,9 +345,7 @@ def _batches_in(
         user_attributes: dict[str, Any] | None,
         user_identities: dict[str, str] | None,
     ) -> Batch:
-        document = to_dict(
-            Batch(events=event_list, environment=environment, context=context)
-        )
+        document = to_dict(Batch(events=event_list, environment=environment, context=context))
         if user_attributes:
             document["user_attributes"] = user_attributes
         if user_identities:
@@ -397,9 +410,9 @@ _SCALAR_SCHEMAS: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.just({"type": "string"}),
     st.builds(lambda n: {"type": "string", "maxLength": n}, st.integers(1, 20)),
     st.just({"type": "string", "pattern": "^[a-z]+[0-9]*$"}),
-    st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=6), min_size=1, max_size=4, unique=True).map(
-        lambda values: {"type": "string", "enum": values}
-    ),
+    st.lists(
+        st.text(string.ascii_lowercase, min_size=1, max_size=6), min_size=1, max_size=4, unique=True
+    ).map(lambda values: {"type": "string", "enum": values}),
     st.just({"type": "string", "format": "email"}),
     st.builds(
         lambda low, span: {"type": "number", "minimum": low, "maximum": low + span},
@@ -414,7 +427,9 @@ _SCALAR_SCHEMAS: st.SearchStrategy[dict[str, Any]] = st.one_of(
 def _attribute_schemas() -> st.SearchStrategy[dict[str, Any]]:
     names = st.text(string.ascii_letters + " _", min_size=1, max_size=10)
 
-    def build(properties: dict[str, Any], required_flags: list[bool], additional: bool) -> dict[str, Any]:
+    def build(
+        properties: dict[str, Any], required_flags: list[bool], additional: bool
+    ) -> dict[str, Any]:
         required = [name for name, flag in zip(properties, required_flags, strict=False) if flag]
         return {
             "type": "object",
@@ -437,10 +452,14 @@ def _event_points() -> st.SearchStrategy[DataPoint]:
             return st.builds(
                 lambda name, type_: {"event_name": name, "custom_event_type": type_.value},
                 st.text(string.ascii_letters + " ", min_size=1, max_size=12),
-                st.sampled_from([t for t in CustomEventType if t is not CustomEventType.ATTRIBUTION]),
+                st.sampled_from(
+                    [t for t in CustomEventType if t is not CustomEventType.ATTRIBUTION]
+                ),
             )
         if kind == "screen_view":
-            return st.builds(lambda n: {"screen_name": n}, st.text(string.ascii_letters, min_size=1, max_size=10))
+            return st.builds(
+                lambda n: {"screen_name": n}, st.text(string.ascii_letters, min_size=1, max_size=10)
+            )
         if kind == "product_action":
             return st.sampled_from(list(ProductActionType)).map(lambda a: {"action": a.value})
         if kind == "promotion_action":
@@ -451,13 +470,16 @@ def _event_points() -> st.SearchStrategy[DataPoint]:
             )
         return st.just({})
 
-    def build(kind: str, criteria: dict[str, str], attributes: dict[str, Any], open_data: bool) -> DataPoint:
+    def build(
+        kind: str, criteria: dict[str, str], attributes: dict[str, Any], open_data: bool
+    ) -> DataPoint:
+        data_properties: dict[str, Any] = {"custom_attributes": attributes}
         definition = {
             "properties": {
                 "data": {
                     "type": "object",
                     "additionalProperties": open_data,
-                    "properties": {"custom_attributes": attributes},
+                    "properties": data_properties,
                 }
             }
         }
@@ -477,12 +499,14 @@ def _event_points() -> st.SearchStrategy[DataPoint]:
                 "network_performance": ("url", "response_code"),
             }.get(kind, ())
             for name in needed:
-                definition["properties"]["data"]["properties"].setdefault(name, {})
+                data_properties.setdefault(name, {})
         return DataPoint(match=DataPlanMatch(type=kind, criteria=criteria), schema=definition)
 
     kinds = st.sampled_from(list(EVENT_MATCH_TYPES))
     return kinds.flatmap(
-        lambda kind: st.builds(build, st.just(kind), criteria_for(kind), _attribute_schemas(), st.booleans())
+        lambda kind: st.builds(
+            build, st.just(kind), criteria_for(kind), _attribute_schemas(), st.booleans()
+        )
     )
 
 
@@ -495,7 +519,10 @@ def data_plan_versions(*, plan_id: str = "generated_plan") -> st.SearchStrategy[
             schema={
                 "type": "object",
                 "additionalProperties": additional,
-                "properties": {"customerid": {"type": "string"}, "email": {"type": "string", "format": "email"}},
+                "properties": {
+                    "customerid": {"type": "string"},
+                    "email": {"type": "string", "format": "email"},
+                },
                 "required": ["customerid"] if required_customer else [],
             },
         )

@@ -96,7 +96,9 @@ def _action(value: object, name: str) -> bool:
         return True
     from .._errors import DataPlanError
 
-    raise DataPlanError(f"settings.validation_actions.{name} is {value!r}; expected 'allow' or 'block'")
+    raise DataPlanError(
+        f"settings.validation_actions.{name} is {value!r}; expected 'allow' or 'block'"
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -128,7 +130,9 @@ class ValidationActions:
             )
         return cls(
             block_unplanned_events=_action(value.get("event"), "event"),
-            block_unplanned_event_attributes=_action(value.get("event_attribute"), "event_attribute"),
+            block_unplanned_event_attributes=_action(
+                value.get("event_attribute"), "event_attribute"
+            ),
             block_unplanned_user_attributes=_action(value.get("user_attribute"), "user_attribute"),
             block_unplanned_user_identities=_action(value.get("user_identity"), "user_identity"),
         )

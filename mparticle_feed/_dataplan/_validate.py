@@ -167,9 +167,7 @@ def _original(instance: Any, path: Sequence[object], fallback: Any) -> Any:
     """The value at ``path`` as sent (before :func:`_conform`), for the report."""
     value = instance
     for part in path:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+        if (isinstance(value, dict) and part in value) or (isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)):
             value = value[part]
         else:
             return fallback
@@ -211,8 +209,9 @@ def _explain(
         parts: Sequence[object],
         error_type: ViolationType,
         keyword: str,
-        expected: str | None,
-        actual: str | None,
+        *,
+        expected: str | None = None,
+        actual: str | None = None,
         action: ViolationAction = ViolationAction.ALLOW,
     ) -> None:
         wire_parts = list(parts)
@@ -246,16 +245,15 @@ def _explain(
                         [*path, name],
                         ViolationType.UNPLANNED,
                         keyword,
-                        None,
-                        _show(value),
-                        unplanned_action,
+                        actual=_show(value),
+                        action=unplanned_action,
                     )
         elif keyword == "additionalItems":
-            add(path, ViolationType.UNPLANNED, keyword, None, _show(error.instance))
+            add(path, ViolationType.UNPLANNED, keyword, actual=_show(error.instance))
         elif keyword == "required" and isinstance(error.instance, dict):
             for name in error.validator_value:
                 if name not in error.instance:
-                    add([*path, name], ViolationType.MISSING_REQUIRED, keyword, name, None)
+                    add([*path, name], ViolationType.MISSING_REQUIRED, keyword, expected=name)
         else:
             error_type = (
                 ViolationType.INVALID_VALUE
@@ -266,8 +264,8 @@ def _explain(
                 path,
                 error_type,
                 keyword,
-                _expected(keyword, error.validator_value),
-                _show(_original(instance, path, error.instance)),
+                expected=_expected(keyword, error.validator_value),
+                actual=_show(_original(instance, path, error.instance)),
             )
     return violations
 
