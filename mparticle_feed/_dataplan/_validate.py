@@ -167,7 +167,11 @@ def _original(instance: Any, path: Sequence[object], fallback: Any) -> Any:
     """The value at ``path`` as sent (before :func:`_conform`), for the report."""
     value = instance
     for part in path:
-        if (isinstance(value, dict) and part in value) or (isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)):
+        if isinstance(value, dict):
+            if part not in value:
+                return fallback
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
             value = value[part]
         else:
             return fallback
