@@ -9,11 +9,6 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from ._delivery.client import PODS, EventsClient
-from ._delivery.packing import PackedBatch, Request, derive_source_request_id, pack
-from ._delivery.report import BatchOutcome, OutcomeStatus, UploadReport
-from ._delivery.retry import RetryPolicy
-from ._delivery.routing import Endpoint, RoutedBatch, route
 from ._dataplan import (
     DataPlanMatch,
     DataPlanVersion,
@@ -26,6 +21,11 @@ from ._dataplan import (
     apply_blocks,
     load_data_plan,
 )
+from ._delivery.client import PODS, EventsClient
+from ._delivery.packing import PackedBatch, Request, derive_source_request_id, pack
+from ._delivery.report import BatchOutcome, OutcomeStatus, UploadReport
+from ._delivery.retry import RetryPolicy
+from ._delivery.routing import Endpoint, RoutedBatch, route
 from ._errors import (
     ConfigurationError,
     DataPlanError,

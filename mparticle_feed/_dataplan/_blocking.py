@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._errors import PayloadError
-from .._models import Batch
-from .._wire import from_dict, to_dict
+from .._wire.codec import from_dict, to_dict
+from .._wire.models import Batch
 from ._types import Violation, ViolationAction
 
 __all__ = ["apply_blocks"]

@@ -18,10 +18,10 @@ from typing import Any
 import attrs
 import orjson
 
-from .._enums import Environment
 from .._errors import DataPlanError
-from .._models import Batch
-from .._models_common import DataPlan
+from .._wire.common import DataPlan
+from .._wire.enums import Environment
+from .._wire.models import Batch
 from ._schema import CompiledSchema, libraries
 from ._types import (
     BATCH_MATCH_TYPES,

@@ -17,17 +17,17 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from .._enums import (
+from .._errors import PayloadError
+from .._wire.codec import from_dict, to_dict
+from .._wire.common import Context
+from .._wire.enums import (
     ApplicationTransitionType,
     CustomEventType,
     Environment,
     ProductActionType,
     PromotionActionType,
 )
-from .._errors import PayloadError
-from .._models import Batch, CustomEvent, Event
-from .._models_common import Context
-from .._wire import from_dict, to_dict
+from .._wire.models import Batch, CustomEvent, Event
 from ._plan import DataPlanVersion, DataPoint, LoadedDataPlan
 from ._types import BATCH_MATCH_TYPES, EVENT_MATCH_TYPES, DataPlanMatch, ValidationActions
 from ._validate import event_key

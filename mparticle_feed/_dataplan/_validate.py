@@ -15,8 +15,10 @@ from typing import Any
 
 import orjson
 
+from .._wire.codec import to_dict
+
 # The wire stage's modules, not the package root: the root imports this stage.
-from .._models import (
+from .._wire.models import (
     ApplicationStateTransitionEvent,
     Batch,
     BreadcrumbEvent,
@@ -31,7 +33,6 @@ from .._models import (
     SessionStartEvent,
     UninstallEvent,
 )
-from .._wire import to_dict
 from ._schema import CompiledSchema
 from ._types import (
     EVENT_MATCH_TYPES,
