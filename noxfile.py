@@ -67,5 +67,5 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory figures, side by side with the official SDK, in one run."""
-    session.install(".[bench]")
+    session.install(".[bench,dataplans]")
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -9,6 +9,18 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from ._dataplan import (
+    DataPlanMatch,
+    DataPlanVersion,
+    DataPoint,
+    LoadedDataPlan,
+    ValidationActions,
+    Violation,
+    ViolationAction,
+    ViolationType,
+    apply_blocks,
+    load_data_plan,
+)
 from ._delivery.client import PODS, EventsClient
 from ._delivery.packing import PackedBatch, Request, derive_source_request_id, pack
 from ._delivery.report import BatchOutcome, OutcomeStatus, UploadReport
@@ -16,6 +28,8 @@ from ._delivery.retry import RetryPolicy
 from ._delivery.routing import Endpoint, RoutedBatch, route
 from ._errors import (
     ConfigurationError,
+    DataPlanError,
+    DataPlanViolationError,
     DeliveryError,
     MappingError,
     ModelError,
@@ -153,6 +167,11 @@ __all__ = [
     "CustomEventMapping",
     "CustomEventType",
     "DataPlan",
+    "DataPlanError",
+    "DataPlanMatch",
+    "DataPlanVersion",
+    "DataPlanViolationError",
+    "DataPoint",
     "DeliveryError",
     "DeviceCurrentState",
     "DeviceInfo",
@@ -169,6 +188,7 @@ __all__ = [
     "IdentityType",
     "InFlightRequest",
     "ListOf",
+    "LoadedDataPlan",
     "Location",
     "LocationSource",
     "MParticleFeedError",
@@ -231,10 +251,16 @@ __all__ = [
     "UserIdentities",
     "UserIdentity",
     "UserIdentityChangeEvent",
+    "ValidationActions",
+    "Violation",
+    "ViolationAction",
+    "ViolationType",
     "__version__",
+    "apply_blocks",
     "derive_source_request_id",
     "dumps",
     "from_dict",
+    "load_data_plan",
     "load_mapping",
     "loads",
     "map_rows",

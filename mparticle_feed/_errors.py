@@ -10,6 +10,8 @@ Every one of them derives from :class:`MParticleFeedError`::
     ├── ConfigurationError               bad settings or credentials (HTTP 401/403); stops an upload
     ├── DeliveryError                    for code that raises on a failed upload (upload/sync report instead)
     ├── StateError                       the incremental-state store is unreadable or does not match
+    ├── DataPlanError (ValueError)       a data plan file is malformed, unsupported, or its extra is missing
+    ├── DataPlanViolationError (ValueError)  a row broke the data plan under the ``strict`` policy
     └── PlanFileError (ValueError)       a saved plan file is malformed or was edited (in _sync_report)
 
 Messages never contain the API secret or payload bodies beyond what a caller needs.
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigurationError",
+    "DataPlanError",
+    "DataPlanViolationError",
     "DeliveryError",
     "MParticleFeedError",
     "MappingError",
@@ -136,3 +140,34 @@ class UploadConfigurationError(ConfigurationError):
     def __init__(self, message: str, *, status: int | None, report: UploadReport) -> None:
         super().__init__(message, status=status)
         self.report = report
+
+
+class DataPlanError(MParticleFeedError, ValueError):
+    """A data plan document is malformed or uses what mParticle's plan format does not allow.
+
+    Also raised when a plan is used without the ``dataplans`` extra installed.
+    """
+
+
+class DataPlanViolationError(MParticleFeedError, ValueError):
+    """A batch broke the data plan and the sync's policy is ``strict``.
+
+    ``violation`` is the first :class:`~mparticle_feed.Violation` found; ``row_number`` and
+    ``primary_key`` name the row when the batch came from a mapped row.
+    """
+
+    def __init__(
+        self,
+        violation: object,
+        *,
+        row_number: int | None = None,
+        primary_key: str | None = None,
+    ) -> None:
+        self.violation = violation
+        self.row_number = row_number
+        self.primary_key = primary_key
+        where = ""
+        if row_number is not None:
+            key = f" (primary key {primary_key!r})" if primary_key is not None else ""
+            where = f"row {row_number}{key}: "
+        super().__init__(f"{where}{violation}")

@@ -108,12 +108,24 @@ def test_run_all_prints_the_table_and_ratios(
         sys.path.remove(str(BENCHMARKS))
     assert run_all.main(["--batches", str(TINY), "--repeat", "1", "--memory-rows", "200,400"]) == 0
     out = capsys.readouterr().out
-    for label in ("(b)", "(c)", "(d)", "(e0)", "(e)", "(f)", "(e, 200 rows)", "(e, 400 rows)"):
+    for label in (
+        "(b)",
+        "(c)",
+        "(d)",
+        "(e0)",
+        "(e)",
+        "(f)",
+        "(g)",
+        "(g1)",
+        "(e, 200 rows)",
+        "(e, 400 rows)",
+    ):
         assert label in out
     for target in (
         "(d) time / (b) time",
         "(e) rows per second",
         "(e) time / (e0) time",
+        "(g1) time / (g) time",
         "peak RSS at 400 rows, MB",
         "peak RSS at 400 / at 200 rows",
     ):

@@ -65,3 +65,24 @@ def test_every_contract_name_is_exported() -> None:
 
 def test_the_client_uploads() -> None:
     assert callable(mparticle_feed.EventsClient.upload)
+
+
+# Names issue 15 (data plans) adds; DESIGN.md lists them among the names the open issues add.
+DATA_PLAN_NAMES = {
+    "DataPlanError",
+    "DataPlanMatch",
+    "DataPlanVersion",
+    "DataPlanViolationError",
+    "DataPoint",
+    "LoadedDataPlan",
+    "ValidationActions",
+    "Violation",
+    "ViolationAction",
+    "ViolationType",
+    "apply_blocks",
+    "load_data_plan",
+}
+
+
+def test_data_plan_names_are_exported() -> None:
+    assert sorted(DATA_PLAN_NAMES - set(mparticle_feed.__all__)) == []

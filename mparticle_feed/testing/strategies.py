@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from .._dataplan import DataPlanVersion, LoadedDataPlan
+from .._dataplan._strategies import data_plan_versions, plan_batches, plan_events, violating_batches
 from .._wire.commerce import (
     Product,
     ProductAction,
@@ -114,6 +116,7 @@ __all__ = [
     "crash_report_events",
     "custom_attribute_maps",
     "custom_events",
+    "data_plan_versions",
     "data_plans",
     "device_current_states",
     "device_infos",
@@ -141,6 +144,7 @@ __all__ = [
     "user_identities",
     "user_identity_change_events",
     "user_identity_objects",
+    "violating_batches",
 ]
 
 T = TypeVar("T")
@@ -875,8 +879,19 @@ def events(
     with_timestamp: bool | None = None,
     min_timestamp: int | datetime | None = None,
     max_timestamp: int | datetime | None = None,
+    data_plan: LoadedDataPlan | DataPlanVersion | None = None,
+    environment: Environment = Environment.DEVELOPMENT,
 ) -> st.SearchStrategy[Event]:
-    """Any of the 17 event types (see :func:`custom_events` for the timestamp options)."""
+    """Any of the 17 event types (see :func:`custom_events` for the timestamp options).
+
+    With ``data_plan``, only events the plan allows (its version for ``environment``): each
+    planned event, its attributes drawn from the data point's schema. Timestamp options do
+    not apply then.
+    """
+    if data_plan is not None:
+        if any(option is not None for option in (with_timestamp, min_timestamp, max_timestamp)):
+            raise InvalidArgument("timestamp options do not apply to events drawn from a plan")
+        return plan_events(data_plan, environment)
     factories: tuple[Callable[..., st.SearchStrategy[Any]], ...] = (
         custom_events,
         commerce_events,
@@ -921,8 +936,15 @@ def batches(
     max_timestamp: int | datetime | None = None,
     environment: Environment | None = None,
     user_identities_strategy: st.SearchStrategy[UserIdentities | None] | None = None,
+    data_plan: LoadedDataPlan | DataPlanVersion | None = None,
 ) -> st.SearchStrategy[Batch]:
     """Whole batches: one user's events, identities, device, consent and context.
+
+    With ``data_plan``, only batches the plan allows: tagged with the plan's
+    ``context.data_plan``, in an environment where a version is active (or ``environment``),
+    holding planned events and the planned user attributes and identities. Only
+    ``min_events``, ``max_events`` and ``environment`` combine with it; see
+    :func:`violating_batches` for negative tests.
 
     * ``min_events`` / ``max_events`` bound the number of events. With ``min_events=0`` the
       ``events`` field is sometimes left unset.
@@ -936,6 +958,13 @@ def batches(
     """
     if min_events < 0 or max_events < min_events:
         raise InvalidArgument(f"need 0 <= min_events <= max_events, got {min_events}, {max_events}")
+    if data_plan is not None:
+        others = (event_strategy, with_timestamps, min_timestamp, max_timestamp)
+        if any(option is not None for option in (*others, user_identities_strategy)):
+            raise InvalidArgument("a data plan shapes the events and identities itself")
+        return plan_batches(
+            data_plan, min_events=min_events, max_events=max_events, environment=environment
+        )
     timestamp_options = (with_timestamps, min_timestamp, max_timestamp)
     if event_strategy is None:
         event_strategy = events(
