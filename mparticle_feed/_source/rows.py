@@ -1,4 +1,4 @@
-"""Rows from any PEP 249 (DB-API 2.0) cursor, as dicts, in bounded chunks."""
+"""Source stage: rows from any PEP 249 (DB-API 2.0) cursor, as dicts, in bounded chunks."""
 
 from __future__ import annotations
 
@@ -79,8 +79,14 @@ def rows_from_cursor(cursor: Cursor, *, chunk_size: int = 1000) -> Iterator[dict
     logger.debug("fetched %d rows of %d columns", fetched, width)
 
 
-def iter_rows(source: Cursor | Iterable[Mapping[str, Any]]) -> Iterator[Any]:
-    """Rows from a cursor, or the items of any iterable of dicts (e.g. DataFrame records)."""
+def iter_rows(
+    source: Cursor | Iterable[Mapping[str, Any]], *, chunk_size: int = 1000
+) -> Iterator[Any]:
+    """Rows from a cursor, or the items of any iterable of dicts (e.g. DataFrame records).
+
+    The one place that tells a cursor from an iterable of rows: anything with
+    ``description`` and ``fetchmany`` that is not itself a mapping is read as a cursor.
+    """
     if isinstance(source, Cursor) and not isinstance(source, Mapping):
-        return rows_from_cursor(source)
+        return rows_from_cursor(source, chunk_size=chunk_size)
     return iter(source)

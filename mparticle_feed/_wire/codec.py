@@ -30,8 +30,9 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from .._errors import ModelError, PayloadError
+from .._errors import ModelError, PayloadError, type_name
 from . import enums as _enums
+from .codegen import compile_function, generated_filename
 from .enums import EventType
 from .models import (
     EVENT_CLASSES,
@@ -39,12 +40,12 @@ from .models import (
     BreadcrumbEvent,
     Event,
 )
-from .sparse import ALWAYS_WRITTEN, OPTIONAL_FIELDS, SET_MASK, set_fields
-from .values import Scalar, UserAttributeValue
+from .sparse import SET_MASK, layout
+from .values import Scalar, UserAttributeValue, json_number
 
 __all__ = ["OUTPUT_ONLY_BATCH_FIELDS", "dumps", "from_dict", "loads", "to_dict"]
 
-#: Batch keys mParticle sets or uses internally; ``loads`` drops them (reference §1, §8.3).
+#: Batch keys mParticle sets or uses internally; ``loads`` drops them (docs/models.md).
 OUTPUT_ONLY_BATCH_FIELDS = frozenset(
     {
         "schema_version",
@@ -63,36 +64,34 @@ OUTPUT_ONLY_BATCH_FIELDS = frozenset(
     }
 )
 
-_INT64_MAX = 2**63 - 1
 
+class _Numbers:
+    """Decimal -> its JSON number, remembered by the generated functions that own it.
 
-def _decimal_to_number(value: Decimal) -> int | float:
-    # Integral values stay exact ints; others travel as the nearest double, as mParticle stores them.
-    if value == value.to_integral_value() and abs(value) <= _INT64_MAX:
-        return int(value)
-    return float(value)
+    The number is a function of the numeric value alone (equal Decimals give equal numbers),
+    and money repeats (prices, quantities): a dict lookup is about 50 ns against 160-240 ns
+    for the conversion. Generated code reads ``known`` first and calls this on a miss.
+    """
 
+    __slots__ = ("known",)
 
-#: Decimal -> its JSON number. The number is a function of the numeric value alone (equal
-#: Decimals give equal numbers), and money repeats (prices, quantities): a dict lookup is
-#: about 50 ns against 160-240 ns for the conversion.
-_NUMBERS: dict[Decimal, int | float] = {}
-_NUMBERS_MAX = 4096
+    #: Entries kept before the table starts over: a bound on memory, not on correctness.
+    LIMIT = 4096
 
+    def __init__(self) -> None:
+        self.known: dict[Decimal, int | float] = {}
 
-def _cached_number(value: Decimal) -> int | float:
-    number = _NUMBERS.get(value)
-    if number is None:
-        number = _decimal_to_number(value)
-        if len(_NUMBERS) >= _NUMBERS_MAX:
-            _NUMBERS.clear()
-        _NUMBERS[value] = number
-    return number
+    def __call__(self, value: Decimal) -> int | float:
+        number = json_number(value)
+        if len(self.known) >= self.LIMIT:
+            self.known.clear()
+        self.known[value] = number
+        return number
 
 
 def _unstructure_scalar(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return _decimal_to_number(value)
+        return json_number(value)
     if isinstance(value, list):
         return [_unstructure_scalar(item) for item in value]
     return value
@@ -105,37 +104,33 @@ def _unstructure_scalar_map(value: Mapping[str, Any]) -> dict[str, Any]:
 # --- structuring: strict primitives (cattrs' defaults would turn 12 into "12") ---------------
 
 
-def _type_name(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _structure_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_type_name(value)}")
+        raise TypeError(f"expected a string, got {type_name(value)}")
     return value
 
 
 def _structure_int(value: Any, _: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {_type_name(value)}")
+        raise TypeError(f"expected an integer, got {type_name(value)}")
     return value
 
 
 def _structure_bool(value: Any, _: type) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"expected a boolean, got {_type_name(value)}")
+        raise TypeError(f"expected a boolean, got {type_name(value)}")
     return value
 
 
 def _structure_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise TypeError(f"expected a number, got {_type_name(value)}")
+        raise TypeError(f"expected a number, got {type_name(value)}")
     return float(value)
 
 
 def _structure_decimal(value: Any, _: type) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise TypeError(f"expected a number, got {_type_name(value)}")
+        raise TypeError(f"expected a number, got {type_name(value)}")
     if isinstance(value, float):
         return Decimal(repr(value))
     return Decimal(value)
@@ -144,7 +139,7 @@ def _structure_decimal(value: Any, _: type) -> Decimal:
 def _structure_scalar(value: Any, _: object) -> Scalar:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise TypeError(f"expected a string, number, boolean or null, got {_type_name(value)}")
+    raise TypeError(f"expected a string, number, boolean or null, got {type_name(value)}")
 
 
 def _structure_user_attribute(value: Any, _: object) -> UserAttributeValue:
@@ -178,7 +173,7 @@ def make_converter() -> cattrs.Converter:
         detailed_validation=True,
         unstruct_collection_overrides={tuple: list, Sequence: list},
     )
-    converter.register_unstructure_hook(Decimal, _decimal_to_number)
+    converter.register_unstructure_hook(Decimal, json_number)
     for primitive, hook in (
         (str, _structure_str),
         (int, _structure_int),
@@ -214,7 +209,7 @@ def make_converter() -> cattrs.Converter:
 
         def structure(value: Any, _: type) -> Any:
             if not isinstance(value, dict):
-                raise TypeError(f"expected an object, got {_type_name(value)}")
+                raise TypeError(f"expected an object, got {type_name(value)}")
             try:
                 return generated(value, cls)
             except ModelError as exc:
@@ -234,12 +229,12 @@ def make_converter() -> cattrs.Converter:
         lambda t: _json_container(dict, "an object", mapping_structure_factory(t, converter)),
     )
 
-    for model_cls, unstructure in _compile_unstructurers().items():
+    for model_cls, unstructure in _compile_unstructurers(shallow=False).items():
         converter.register_unstructure_hook(model_cls, unstructure)
 
     def structure_event(value: Any, _: object) -> Event:
         if not isinstance(value, dict):
-            raise TypeError(f"expected an event object, got {_type_name(value)}")
+            raise TypeError(f"expected an event object, got {type_name(value)}")
         errors: list[Exception] = []
         extra = set(value) - {"event_type", "data"}
         if extra:
@@ -292,7 +287,7 @@ def _json_container(
 ) -> Callable[[Any, Any], Any]:
     def structure(value: Any, type_: Any) -> Any:
         if not isinstance(value, kind):
-            raise TypeError(f"expected {name}, got {_type_name(value)}")
+            raise TypeError(f"expected {name}, got {type_name(value)}")
         return hook(value, type_)
 
     return structure
@@ -312,12 +307,13 @@ def _unstructure_any_scalar(value: Any) -> Any:
 # --- unstructuring: one generated function per model class and shape ------------------------
 #
 # dumps is the hot path of every sync. The models record which optional fields were set (a
-# bitmask, see _fastinit), and the instances of a class come in few shapes; each (class,
+# bitmask, see sparse.py), and the instances of a class come in few shapes; each (class,
 # shape) gets a function compiled on first sight that builds the dict in one display, reading
 # only the set fields and converting only what orjson cannot write as it is (Decimal, enums,
 # nested models). cattrs' generated functions do the job through per-value hooks, about 5x
-# slower. On the issue-6 workload, dumps took 0.029 s with one function per class testing
-# every field, and takes 0.017 s with these and the cached Decimal numbers.
+# slower. On the benchmark workload (benchmarks/workload.py), dumps took 0.029 s with one
+# function per class testing every field, and takes 0.017 s with these and the cached
+# Decimal numbers. Each compiler owns its namespace, tables and Decimal cache.
 
 _PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
 _SCALAR_TYPES = frozenset(get_args(Scalar))
@@ -356,14 +352,14 @@ class _Compiler:
 
     def __init__(self, *, shallow: bool = False) -> None:
         self.shallow = shallow
+        self.numbers = _Numbers()
         self.namespace: dict[str, Any] = {
-            "_num": _cached_number,
+            "_num": self.numbers,
             "_scalar": _unstructure_scalar,
             "_scalar_map": _unstructure_scalar_map_fast,
-            "_INT64_MAX": _INT64_MAX,
             "_event_fns": {},
             "_event_shapes": {},
-            "_numbers": _NUMBERS,
+            "_numbers": self.numbers.known,
         }
         self.functions: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self.started: set[type] = set()
@@ -466,8 +462,9 @@ class _Compiler:
     def build(self, cls: type, mask: int | None) -> Callable[[Any], dict[str, Any]]:
         """Compile the function for one mask, or (``None``) the one that tests every bit."""
         fields = {field.name: field for field in attrs.fields(attrs.resolve_types(cls))}
-        always = ALWAYS_WRITTEN[cls]
-        optional = list(OPTIONAL_FIELDS[cls]) if mask is None else set_fields(cls, mask)
+        shape = layout(cls)
+        always = shape.always
+        optional = list(shape.optional) if mask is None else shape.set_fields(mask)
         entries = []
         # Keys come in cattrs' order: the always-written fields first, then the set ones.
         for name in [name for name in fields if name in always] + (
@@ -490,13 +487,13 @@ class _Compiler:
         else:
             body.append("    return d")
         name = f"{self.function_name(cls)}_{'any' if mask is None else mask}"
-        source = "\n".join([f"def {name}(o):", *body])
-        # The source is built from our own field names and types, never from user data.
         kind = "shallow" if self.shallow else "deep"
-        code = compile(source, f"<mparticle_feed {kind} unstructure {cls.__name__}>", "exec")
-        exec(code, self.namespace)  # noqa: S102
-        function: Callable[[Any], dict[str, Any]] = self.namespace.pop(name)
-        return function
+        return compile_function(
+            name,
+            [f"def {name}(o):", *body],
+            self.namespace,
+            filename=generated_filename(f"{kind} unstructure", cls),
+        )
 
 
 #: Shapes (sets of set optional fields) compiled per class before falling back to a generic
@@ -507,37 +504,34 @@ _SHAPES_PER_CLASS = 256
 _EVENT_CLASS_SET = frozenset(EVENT_CLASSES.values())
 
 
-def _compile_unstructurers() -> dict[type, Callable[[Any], dict[str, Any]]]:
-    compiler = _Compiler()
+def _compile_unstructurers(*, shallow: bool) -> dict[type, Callable[[Any], dict[str, Any]]]:
+    """Model class -> its unstructure function, for the batch and every class it can hold."""
+    compiler = _Compiler(shallow=shallow)
     compiler.require(Batch)
     for event_cls in EVENT_CLASSES.values():
         compiler.require(event_cls)
-    shallow = _Compiler(shallow=True)
-    for model_cls in compiler.functions:
-        shallow.require(model_cls)
-    _SHALLOW_UNSTRUCTURERS.update(shallow.functions)
     return compiler.functions
 
 
-#: Model class -> its shallow unstructure function, for :func:`_json_default`.
-_SHALLOW_UNSTRUCTURERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+def _json_default_for(
+    shallow: Mapping[type, Callable[[Any], dict[str, Any]]],
+) -> Callable[[Any], Any]:
+    numbers = _Numbers()
+    known = numbers.known
+
+    def default(value: Any) -> Any:
+        """What orjson calls for a value it cannot write itself: a Decimal or a model."""
+        function = shallow.get(value.__class__)
+        if function is not None:
+            return function(value)
+        if isinstance(value, Decimal):
+            return known.get(value) or numbers(value)
+        raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+    return default
 
 
-def _json_default(value: Any) -> Any:
-    """What orjson calls for a value it cannot write itself: a Decimal or a model."""
-    if value.__class__ is Decimal:
-        # _decimal_to_number inlined: a sync writes several Decimals per event.
-        if value == value.to_integral_value() and abs(value) <= _INT64_MAX:
-            return int(value)
-        return float(value)
-    shallow = _SHALLOW_UNSTRUCTURERS.get(value.__class__)
-    if shallow is not None:
-        return shallow(value)
-    if isinstance(value, Decimal):
-        return _decimal_to_number(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
+_json_default = _json_default_for(_compile_unstructurers(shallow=True))
 _converter = make_converter()
 _unstructure_batch = _converter.get_unstructure_hook(Batch)
 
@@ -569,7 +563,7 @@ def to_dict(batch: Batch) -> dict[str, Any]:
 
 def _structure_batch(value: Any, path: str) -> Batch:
     if not isinstance(value, dict):
-        raise PayloadError([f"{path}: expected a batch object, got {_type_name(value)}"])
+        raise PayloadError([f"{path}: expected a batch object, got {type_name(value)}"])
     document = {key: item for key, item in value.items() if key not in OUTPUT_ONLY_BATCH_FIELDS}
     try:
         return _converter.structure(document, Batch)
