@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import mparticle_feed as mpf
-from mparticle_feed._wire import codec, codegen, sparse
+from mparticle_feed._wire import codec, codegen, sparse, unstructure
 
 
 def _formatted(exc: BaseException) -> str:
@@ -78,7 +78,7 @@ def test_entries_survive_checkcache_and_never_overwrite_each_other() -> None:
 _MUTABLE_DISPLAYS = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
 
 
-@pytest.mark.parametrize("module", [codegen, sparse, codec], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [codegen, sparse, unstructure, codec], ids=lambda m: m.__name__)
 def test_generators_keep_no_mutable_module_globals(module: Any) -> None:
     # Per-class state lives on the class, per-converter hints on the converter, and the
     # codec's tables inside the compiler that owns them.

@@ -1,7 +1,7 @@
 """The sparse models' invariants: same signature, same behaviour as plain frozen attrs classes.
 
 The models store only the fields a caller set (``mparticle_feed._wire.sparse``) and ``dumps``
-compiles one function per shape of set fields (``mparticle_feed._wire.codec``); these tests pin
+compiles one function per shape of set fields (``mparticle_feed._wire.unstructure``); these tests pin
 what that must never change.
 """
 
@@ -20,11 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._wire import codec as _wire
 from mparticle_feed._wire import commerce as _models_commerce
 from mparticle_feed._wire import common as _models_common
 from mparticle_feed._wire import models as _models
 from mparticle_feed._wire import sparse as _sparse
+from mparticle_feed._wire import unstructure as _unstructure
 from mparticle_feed.testing import strategies as mps
 
 MODELS = sorted(
@@ -224,7 +224,7 @@ def test_many_shapes_of_one_class() -> None:
         assert orjson.loads(mpf.dumps(mpf.Batch(device_info=info)))["device_info"] == values
         assert mpf.to_dict(mpf.Batch(device_info=info))["device_info"] == values
         shapes += 1
-    assert shapes > _wire._SHAPES_PER_CLASS
+    assert shapes > _unstructure.SHAPES_PER_CLASS
 
 
 def test_only_plain_frozen_attrs_classes_can_be_sparse() -> None:
