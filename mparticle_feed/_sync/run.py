@@ -34,12 +34,12 @@ from .._delivery.routing import (
     route,
     utc_now,
 )
-from .._errors import StateError
+from .._errors import ConfigurationError, StateError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
 from .._mapping.run import map_rows
 from .._mapping.sources import SyncKind
 from .._mapping.spec import RowMapping
-from .._source.rows import iter_rows
+from .._source.rows import RowSource, iter_rows
 from .._wire.codec import to_dict
 from .report import SyncReport
 from .state import MappingChange, StateEntry, StateStore, content_hash
@@ -249,7 +249,7 @@ def _default_name(mapping: RowMapping) -> str:
 
 
 def plan(
-    source: Any,
+    source: RowSource,
     mapping: RowMapping,
     *,
     state: StateArg = None,
@@ -326,7 +326,7 @@ def _check_mapping(
 
 
 def sync(
-    source: Any,
+    source: RowSource | None,
     mapping: RowMapping,
     client: Sender,
     *,
@@ -368,6 +368,8 @@ def sync(
             progress=progress,
             clock=clock,
         )
+    if source is None:
+        raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
     store, owned = _open_state(state)
     try:
         sync_name = name or _default_name(mapping)
