@@ -1,4 +1,4 @@
-"""(e): the issue's workload as SQLite rows, through the whole pipeline to request bytes.
+"""(e): the benchmark workload as SQLite rows, through the whole pipeline to request bytes.
 
 One row per event, as a warehouse query would return them: the user's identity and
 attribute columns repeated on every row, then the event's own columns; a purchase row

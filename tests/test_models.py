@@ -251,7 +251,7 @@ def test_context_not_batch_context() -> None:
 def test_remove_from_wish_list_spelling() -> None:
     assert mpf.ProductActionType.REMOVE_FROM_WISH_LIST.value == "remove_from_wish_list"
     assert "remove_from_wishlist" not in {member.value for member in mpf.ProductActionType}
-    # The derived commerce type keeps mParticle's other spelling (reference §8.7).
+    # The derived commerce type keeps mParticle's other spelling (docs/models.md).
     assert mpf.CommerceEventType.REMOVE_FROM_WISHLIST.value == "remove_from_wishlist"
 
 

@@ -26,7 +26,7 @@ Problems = Callable[[Any, str], list[str]]
 # left out) before checking it against 2021:
 IDENTITIES_2026_ONLY = frozenset(
     {
-        # 2021 stops at other_id_4 and has no phone identities (reference §3.5).
+        # 2021 stops at other_id_4 and has no phone identities (docs/models.md).
         "other_id_5",
         "other_id_6",
         "other_id_7",
@@ -38,7 +38,7 @@ IDENTITIES_2026_ONLY = frozenset(
         "phone_number_3",
     }
 )
-# 2021's GeoLocation is closed with latitude, longitude and accuracy only (reference §2.4).
+# 2021's GeoLocation is closed with latitude, longitude and accuracy only (its GeoLocation definition).
 LOCATION_2026_ONLY = frozenset(
     {"country_code", "region_code", "city_name", "postal_code", "dma_code", "location_source"}
 )

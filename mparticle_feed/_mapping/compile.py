@@ -3,7 +3,7 @@
 Running them over rows is :mod:`.run`'s job. A bad value raises :class:`_Reject` naming the field path; the row is recorded as
 rejected and the run goes on. Only the batch being filled is held in memory.
 
-Limit policy (reference §4), applied here and documented in docs/mapping.md:
+Limit policy for mParticle's documented limits, applied here and documented in docs/mapping.md:
 
 - event name over 256 characters: truncated to 256, as mParticle does for S2S (counted);
 - attribute name over 256 characters, attribute value over 4096 characters, more than 100

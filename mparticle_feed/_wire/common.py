@@ -201,7 +201,7 @@ class DeviceInfo:
     fire_advertising_id: str | None = attrs.field(default=None, converter=optional_uuid)
 
 
-#: The ``device_info`` keys that are device identities (reference §3.7).
+#: The ``device_info`` keys that are device identities (mParticle's Events API reference, ``device_info``).
 DEVICE_IDENTITY_FIELDS: tuple[str, ...] = (
     "ios_advertising_id",
     "ios_idfv",

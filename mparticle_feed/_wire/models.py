@@ -133,7 +133,7 @@ passes_through(Environment, _environment)
 
 @sparse_model(kw_only=True, slots=False)
 class _EventData:
-    """The data fields every event type has (reference §2.2)."""
+    """The data fields every event type has (the Events API's common event data)."""
 
     event_type: ClassVar[EventType]
 
