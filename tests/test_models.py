@@ -31,7 +31,11 @@ IMPRESSIONS = [mpf.ProductImpression(product_impression_list="home", products=[]
     ],
 )
 def test_commerce_event_with_one_kind(kinds: dict[str, Any]) -> None:
-    assert mpf.CommerceEvent(**kinds)
+    event = mpf.CommerceEvent(**kinds)
+    data = mpf.to_dict(mpf.Batch(events=[event]))["events"][0]["data"]
+    # Exactly the kind given is written, and the event loads back equal.
+    assert {"product_action", "promotion_action", "product_impressions"} & set(data) == set(kinds)
+    assert mpf.loads(mpf.dumps(mpf.Batch(events=[event]))) == mpf.Batch(events=[event])
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 import mparticle_feed as mpf
+from mparticle_feed._wire.models import EVENT_CLASSES
 from mparticle_feed.testing import strategies as mps
 
 Problems = Callable[[Any, str], list[str]]
@@ -242,8 +243,10 @@ def test_every_public_strategy_is_documented(name: str) -> None:
 
 
 @given(mps.events())
-def test_events_covers_the_models(event: mpf.Event) -> None:
-    assert type(event).event_type in set(mpf.EventType)
+def test_events_are_instances_of_the_public_event_classes(event: mpf.Event) -> None:
+    public = {getattr(mpf, cls.__name__) for cls in EVENT_CLASSES.values()}
+    assert type(event) in public
+    assert EVENT_CLASSES[type(event).event_type] is type(event)
 
 
 # Searched for type by type, with a fixed seed: hypothesis favours early one_of branches and
