@@ -31,6 +31,7 @@ import pipeline
 from workload import _SCREENS, CUSTOM_EVENTS_PER_BATCH
 
 import mparticle_feed as mpf
+import mparticle_feed.pipeline as mpf_pipeline
 
 
 def _string() -> dict[str, Any]:
@@ -146,8 +147,8 @@ def benchmark_plan() -> mpf.LoadedDataPlan:
     )
 
 
-def _mapped(db: Any) -> list[mpf.SourcedBatch]:
-    out: list[mpf.SourcedBatch] = []
+def _mapped(db: Any) -> list[mpf_pipeline.SourcedBatch]:
+    out: list[mpf_pipeline.SourcedBatch] = []
     for query, mapping in (
         (pipeline.CUSTOM_QUERY, pipeline.CUSTOM_MAPPING),
         (pipeline.PURCHASE_QUERY, pipeline.PURCHASE_MAPPING),

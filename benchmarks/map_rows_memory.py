@@ -4,7 +4,7 @@
 
 Rows come from a generator (or, with --sqlite, from a temporary SQLite table read through
 rows_from_cursor), so nothing but the current batch is ever held. Peak memory is the
-process's maximum resident set size (resource.getrusage); the issue's bar is 150 MB for
+process's maximum resident set size (resource.getrusage); the target (benchmarks/README.md) is under 150 MB for
 1,000,000 rows.
 """
 

@@ -1,4 +1,4 @@
-"""(e): the issue's workload as SQLite rows, through the whole pipeline to request bytes.
+"""(e): the benchmark workload as SQLite rows, through the whole pipeline to request bytes.
 
 One row per event, as a warehouse query would return them: the user's identity and
 attribute columns repeated on every row, then the event's own columns; a purchase row
@@ -34,6 +34,7 @@ from workload import (
 )
 
 import mparticle_feed as mpf
+import mparticle_feed.pipeline as mpf_pipeline
 
 USER_COLUMNS = ("customer_id", "email", "plan", "city", "age", "newsletter", "lifetime_value")
 CUSTOM_ATTRIBUTES = ("screen", "referrer", "position", "experiment", "duration_ms")
@@ -162,7 +163,7 @@ def routing_now(batches: int) -> datetime:
 # --- (e) mparticle_feed ------------------------------------------------------------------
 
 
-def feed_requests(db: sqlite3.Connection, now: datetime) -> Iterator[mpf.Request]:
+def feed_requests(db: sqlite3.Connection, now: datetime) -> Iterator[mpf_pipeline.Request]:
     """The pipeline, streaming: every request it would send, in order."""
     runs = [
         mpf.map_rows(
@@ -172,8 +173,8 @@ def feed_requests(db: sqlite3.Connection, now: datetime) -> Iterator[mpf.Request
             mpf.rows_from_cursor(db.execute(PURCHASE_QUERY), chunk_size=FETCH), PURCHASE_MAPPING
         ),
     ]
-    for item in mpf.pack(mpf.route(itertools.chain(*runs), now=now)):
-        if not isinstance(item, mpf.Request):
+    for item in mpf_pipeline.pack(mpf_pipeline.route(itertools.chain(*runs), now=now)):
+        if not isinstance(item, mpf_pipeline.Request):
             raise SystemExit(f"the pipeline turned a row away: {item}")
         yield item
     for run in runs:

@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline_memory.py --rows 1000000 [--json]
 
-The issue's workload, extended to ``rows / 10`` batches, is streamed into a SQLite file in a
+The benchmark workload (workload.py), extended to ``rows / 10`` batches, is streamed into a SQLite file in a
 temporary folder (never held in memory), then read back through the whole pipeline:
 rows_from_cursor → map_rows → route → pack → request bodies, of which only the sizes are
 kept. Peak memory is the process's maximum resident set size (VmHWM on Linux, where

@@ -1,4 +1,4 @@
-"""The workload of issue 6, as plain Python data every variant builds its objects from.
+"""The benchmark workload, as plain Python data every variant builds its objects from.
 
 2,000 batches; each has ``customer_id`` and ``email`` identities, 5 user attributes and
 10 events: 7 custom events (type ``other``, 5 custom attributes each) and 3 commerce

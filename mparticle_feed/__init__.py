@@ -2,6 +2,9 @@
 
 Typed wire models, a row-mapping layer, and a client that delivers batches to
 ``/v2/bulkevents`` (or ``/v2/bulkevents/historical`` for events older than 28 days).
+
+The top level holds what a user types; the pipeline's building blocks (routing, packing,
+provenance, the state store's records) live in :mod:`mparticle_feed.pipeline`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from ._dataplan import (
     load_data_plan,
 )
 from ._delivery.client import PODS, EventsClient
-from ._delivery.packing import PackedBatch, Request, derive_source_request_id, pack
 from ._delivery.report import BatchOutcome, OutcomeStatus, UploadReport
 from ._delivery.retry import RetryPolicy
-from ._delivery.routing import Endpoint, RoutedBatch, route
+from ._delivery.routing import Endpoint
 from ._errors import (
     ConfigurationError,
     DataPlanError,
@@ -41,7 +43,6 @@ from ._errors import (
     UploadConfigurationError,
 )
 from ._mapping.files import load_mapping, mapping_from_dict
-from ._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from ._mapping.run import MappingRun, map_rows
 from ._mapping.sources import (
     RESERVED_USER_ATTRIBUTES,
@@ -61,12 +62,12 @@ from ._mapping.spec import (
     UserAttributeMapping,
 )
 from ._source.coerce import EpochUnit
-from ._source.rows import Cursor, rows_from_cursor
+from ._source.rows import Cursor, RowSource, rows_from_cursor
 from ._sync.planfile import Plan, PlannedRequest
 from ._sync.report import SyncReport
 from ._sync.run import plan, sync
-from ._sync.send import Progress, Sender, send_plan
-from ._sync.state import InFlightRequest, MappingChange, StateEntry, StateStore, SyncStart
+from ._sync.send import Progress, Sender
+from ._sync.state import MappingChange, StateStore
 from ._wire.codec import dumps, from_dict, loads, to_dict
 from ._wire.commerce import (
     Product,
@@ -186,7 +187,6 @@ __all__ = [
     "EventsClient",
     "FirstRunEvent",
     "IdentityType",
-    "InFlightRequest",
     "ListOf",
     "LoadedDataPlan",
     "Location",
@@ -200,7 +200,6 @@ __all__ = [
     "OptOutEvent",
     "OutcomeStatus",
     "PODS",
-    "PackedBatch",
     "PayloadError",
     "Plan",
     "PlanFileError",
@@ -220,28 +219,21 @@ __all__ = [
     "PushMessageType",
     "PushRegistrationEvent",
     "RESERVED_USER_ATTRIBUTES",
-    "Request",
     "RetryPolicy",
-    "RoutedBatch",
     "RowError",
     "RowMapping",
-    "RowProblem",
-    "RowRef",
+    "RowSource",
     "ScreenViewEvent",
     "Sender",
     "SessionEndEvent",
     "SessionStartEvent",
     "ShoppingCart",
     "Source",
-    "SourcedBatch",
-    "Stage",
-    "StateEntry",
     "StateError",
     "StateStore",
     "Struct",
     "SyncKind",
     "SyncReport",
-    "SyncStart",
     "SystemNotificationType",
     "UninstallEvent",
     "UploadConfigurationError",
@@ -257,7 +249,6 @@ __all__ = [
     "ViolationType",
     "__version__",
     "apply_blocks",
-    "derive_source_request_id",
     "dumps",
     "from_dict",
     "load_data_plan",
@@ -265,11 +256,8 @@ __all__ = [
     "loads",
     "map_rows",
     "mapping_from_dict",
-    "pack",
     "plan",
-    "route",
     "rows_from_cursor",
-    "send_plan",
     "sync",
     "to_dict",
 ]

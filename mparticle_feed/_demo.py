@@ -9,6 +9,11 @@ endpoint. The data is generated from a seed, so every demo run sees the same row
 :func:`run_demo` serves those tables through :class:`~mparticle_feed.testing.FakeEventsServer`
 with the three mapping files shipped in ``mparticle_feed/demo/``, using :func:`sync` — the
 same code path a real sync against mParticle takes.
+
+The demo belongs to the CLI (``mparticle-feed demo``). It imports the public testing kit on
+purpose: :class:`FakeEventsServer` needs nothing beyond the package's own dependencies
+(hypothesis is only needed by ``mparticle_feed.testing.strategies``), and the demo uses it
+as any user's test would.
 """
 
 from __future__ import annotations
@@ -55,6 +60,22 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
+_SCHEMA = """
+CREATE TABLE users (
+    user_id TEXT PRIMARY KEY, email TEXT, first_name TEXT, last_name TEXT,
+    city TEXT, plan TEXT, lifetime_value REAL, newsletter INTEGER, signed_up_at TEXT
+);
+CREATE TABLE orders (
+    order_id TEXT PRIMARY KEY, user_id TEXT, email TEXT, ordered_at TEXT,
+    currency TEXT, revenue REAL, products TEXT
+);
+CREATE TABLE page_views (
+    view_id TEXT PRIMARY KEY, user_id TEXT, email TEXT, viewed_at TEXT,
+    page TEXT, referrer TEXT
+);
+"""
+
+
 def build_warehouse(
     path: str | Path,
     *,
@@ -81,134 +102,140 @@ def build_warehouse(
         target.unlink()
     conn = sqlite3.connect(target)
     try:
-        conn.executescript(
-            """
-            CREATE TABLE users (
-                user_id TEXT PRIMARY KEY, email TEXT, first_name TEXT, last_name TEXT,
-                city TEXT, plan TEXT, lifetime_value REAL, newsletter INTEGER, signed_up_at TEXT
-            );
-            CREATE TABLE orders (
-                order_id TEXT PRIMARY KEY, user_id TEXT, email TEXT, ordered_at TEXT,
-                currency TEXT, revenue REAL, products TEXT
-            );
-            CREATE TABLE page_views (
-                view_id TEXT PRIMARY KEY, user_id TEXT, email TEXT, viewed_at TEXT,
-                page TEXT, referrer TEXT
-            );
-            """
-        )
-        people: list[tuple[str, str]] = []
-        user_rows: list[tuple[Any, ...]] = []
-        for number in range(1, users + 1):
-            first, last = rng.choice(_FIRST), rng.choice(_LAST)
-            user_id = f"u{number:04d}"
-            email = f"{first}.{last}.{number}@example.com".lower()
-            people.append((user_id, email))
-            user_rows.append(
-                (
-                    user_id,
-                    email,
-                    first,
-                    last,
-                    rng.choice(_CITIES),
-                    rng.choice(_PLANS),
-                    round(rng.uniform(0, 900), 2),
-                    rng.randint(0, 1),
-                    _iso(moment - timedelta(days=rng.randint(30, 700))),
-                )
-            )
-        # Bad: a user row with no identity at all (no user_id to key on, no email).
-        user_rows.append((None, None, "Nobody", "Known", "Nowhere", "free", 0.0, 0, None))
+        conn.executescript(_SCHEMA)
+        # One generator, drawn from in this order, so a seed always gives the same rows.
+        people, user_rows = _user_rows(rng, moment, users)
         conn.executemany("INSERT INTO users VALUES (?,?,?,?,?,?,?,?,?)", user_rows)
-
-        order_rows: list[tuple[Any, ...]] = []
-        for number in range(1, orders + 1):
-            user_id, email = rng.choice(people)
-            historical = number % 3 == 0
-            age = (
-                timedelta(days=rng.randint(35, 120))
-                if historical
-                else timedelta(hours=rng.randint(1, 24 * 20))
-            )
-            lines: list[dict[str, Any]] = []
-            for product in rng.sample(_PRODUCTS, rng.randint(1, 3)):
-                sku, name, category, price = product
-                lines.append(
-                    {
-                        "id": sku,
-                        "name": name,
-                        "category": category,
-                        "price": price,
-                        "quantity": rng.randint(1, 3),
-                    }
-                )
-            revenue = round(sum(line["price"] * line["quantity"] for line in lines), 2)
-            order_rows.append(
-                (
-                    f"o{number:05d}",
-                    user_id,
-                    email,
-                    _iso(moment - age),
-                    "EUR",
-                    revenue,
-                    json.dumps(lines),
-                )
-            )
-        # Bad: the products column is not JSON.
-        order_rows.append(
-            (
-                "o90001",
-                people[0][0],
-                people[0][1],
-                _iso(moment - timedelta(hours=5)),
-                "EUR",
-                10.0,
-                "[{id: SKU-RUN-2, price: 89.9",
-            )
-        )
-        # Bad: a negative quantity.
-        order_rows.append(
-            (
-                "o90002",
-                people[1][0],
-                people[1][1],
-                _iso(moment - timedelta(hours=6)),
-                "EUR",
-                -89.9,
-                json.dumps(
-                    [{"id": "SKU-RUN-2", "name": "Runner 2", "price": 89.9, "quantity": "lots"}]
-                ),
-            )
-        )
+        order_rows = _order_rows(rng, moment, people, orders)
         conn.executemany("INSERT INTO orders VALUES (?,?,?,?,?,?,?)", order_rows)
-
-        view_rows: list[tuple[Any, ...]] = []
-        for number in range(1, page_views + 1):
-            user_id, email = rng.choice(people)
-            historical = number % 3 == 0
-            age = (
-                timedelta(days=rng.randint(29, 90))
-                if historical
-                else timedelta(minutes=rng.randint(5, 60 * 24 * 25))
-            )
-            view_rows.append(
-                (
-                    f"v{number:06d}",
-                    user_id,
-                    email,
-                    _iso(moment - age),
-                    rng.choice(_PAGES),
-                    rng.choice(["google", "newsletter", "direct", None]),
-                )
-            )
-        # Bad: no timestamp at all, and a timestamp nobody can read.
-        view_rows.append(("v900001", people[2][0], people[2][1], None, "/", "direct"))
-        view_rows.append(("v900002", people[3][0], people[3][1], "last Tuesday-ish", "/", None))
+        view_rows = _view_rows(rng, moment, people, page_views)
         conn.executemany("INSERT INTO page_views VALUES (?,?,?,?,?,?)", view_rows)
         conn.commit()
     finally:
         conn.close()
     return target
+
+
+def _user_rows(
+    rng: random.Random, moment: datetime, users: int
+) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+    """(user id and email of each good user, the users table's rows)."""
+    people: list[tuple[str, str]] = []
+    user_rows: list[tuple[Any, ...]] = []
+    for number in range(1, users + 1):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        user_id = f"u{number:04d}"
+        email = f"{first}.{last}.{number}@example.com".lower()
+        people.append((user_id, email))
+        user_rows.append(
+            (
+                user_id,
+                email,
+                first,
+                last,
+                rng.choice(_CITIES),
+                rng.choice(_PLANS),
+                round(rng.uniform(0, 900), 2),
+                rng.randint(0, 1),
+                _iso(moment - timedelta(days=rng.randint(30, 700))),
+            )
+        )
+    # Bad: a user row with no identity at all (no user_id to key on, no email).
+    user_rows.append((None, None, "Nobody", "Known", "Nowhere", "free", 0.0, 0, None))
+    return people, user_rows
+
+
+def _order_rows(
+    rng: random.Random, moment: datetime, people: list[tuple[str, str]], orders: int
+) -> list[tuple[Any, ...]]:
+    order_rows: list[tuple[Any, ...]] = []
+    for number in range(1, orders + 1):
+        user_id, email = rng.choice(people)
+        historical = number % 3 == 0
+        age = (
+            timedelta(days=rng.randint(35, 120))
+            if historical
+            else timedelta(hours=rng.randint(1, 24 * 20))
+        )
+        lines: list[dict[str, Any]] = []
+        for product in rng.sample(_PRODUCTS, rng.randint(1, 3)):
+            sku, name, category, price = product
+            lines.append(
+                {
+                    "id": sku,
+                    "name": name,
+                    "category": category,
+                    "price": price,
+                    "quantity": rng.randint(1, 3),
+                }
+            )
+        revenue = round(sum(line["price"] * line["quantity"] for line in lines), 2)
+        order_rows.append(
+            (
+                f"o{number:05d}",
+                user_id,
+                email,
+                _iso(moment - age),
+                "EUR",
+                revenue,
+                json.dumps(lines),
+            )
+        )
+    # Bad: the products column is not JSON.
+    order_rows.append(
+        (
+            "o90001",
+            people[0][0],
+            people[0][1],
+            _iso(moment - timedelta(hours=5)),
+            "EUR",
+            10.0,
+            "[{id: SKU-RUN-2, price: 89.9",
+        )
+    )
+    # Bad: a negative quantity.
+    order_rows.append(
+        (
+            "o90002",
+            people[1][0],
+            people[1][1],
+            _iso(moment - timedelta(hours=6)),
+            "EUR",
+            -89.9,
+            json.dumps(
+                [{"id": "SKU-RUN-2", "name": "Runner 2", "price": 89.9, "quantity": "lots"}]
+            ),
+        )
+    )
+    return order_rows
+
+
+def _view_rows(
+    rng: random.Random, moment: datetime, people: list[tuple[str, str]], page_views: int
+) -> list[tuple[Any, ...]]:
+    view_rows: list[tuple[Any, ...]] = []
+    for number in range(1, page_views + 1):
+        user_id, email = rng.choice(people)
+        historical = number % 3 == 0
+        age = (
+            timedelta(days=rng.randint(29, 90))
+            if historical
+            else timedelta(minutes=rng.randint(5, 60 * 24 * 25))
+        )
+        view_rows.append(
+            (
+                f"v{number:06d}",
+                user_id,
+                email,
+                _iso(moment - age),
+                rng.choice(_PAGES),
+                rng.choice(["google", "newsletter", "direct", None]),
+            )
+        )
+    # Bad: no timestamp at all, and a timestamp nobody can read.
+    view_rows.append(("v900001", people[2][0], people[2][1], None, "/", "direct"))
+    view_rows.append(("v900002", people[3][0], people[3][1], "last Tuesday-ish", "/", None))
+    return view_rows
 
 
 #: The demo's syncs, in the order they run: (sync name, mapping file, table).

@@ -1,20 +1,25 @@
-"""The exceptions mparticle_feed raises.
+"""The exceptions mparticle_feed raises: one tree, in this one module.
 
-Every one of them derives from :class:`MParticleFeedError`::
+Every exception a caller can catch derives from :class:`MParticleFeedError`; errors in what
+the caller passed are also :class:`ValueError`, so ``except ValueError`` works too::
 
     MParticleFeedError
-    ├── ModelError (ValueError)          a model was built with values mParticle would refuse
-    ├── PayloadError (ValueError)        loads/from_dict found problems; .problems lists them by JSON path
-    ├── MappingError                     a mapping definition is wrong (raised when it is built or loaded)
-    ├── RowError (ValueError)            one row could not be mapped (strict mode); names row and field
-    ├── ConfigurationError               bad settings or credentials (HTTP 401/403); stops an upload
-    ├── DeliveryError                    for code that raises on a failed upload (upload/sync report instead)
-    ├── StateError                       the incremental-state store is unreadable or does not match
-    ├── DataPlanError (ValueError)       a data plan file is malformed, unsupported, or its extra is missing
-    ├── DataPlanViolationError (ValueError)  a row broke the data plan under the ``strict`` policy
-    └── PlanFileError (ValueError)       a saved plan file is malformed or was edited (in _sync_report)
+    ├── ModelError (ValueError)            a model was built with values mParticle would refuse
+    ├── PayloadError (ValueError)          loads/from_dict found problems; .problems lists them
+    ├── MappingError (ValueError)          a mapping or its source is wrong (built, loaded, run)
+    ├── RowError (ValueError)              one row could not be mapped (strict mode)
+    ├── ConfigurationError (ValueError)    bad settings; .status for refused credentials
+    │   └── UploadConfigurationError       an upload stopped on one; .report says what it did
+    ├── PlanFileError (ValueError)         a saved plan file is malformed or was edited
+    ├── DataPlanError (ValueError)         a data plan file is malformed or unsupported, or the
+    │                                      dataplans extra is missing
+    ├── DataPlanViolationError (ValueError)  a row broke the data plan (``strict`` policy)
+    ├── DeliveryError                      SyncReport.raise_for_failures: rows did not arrive
+    └── StateError                         the state store is unreadable or does not match
 
-Messages never contain the API secret or payload bodies beyond what a caller needs.
+A broken internal invariant (a bug in this package) raises AssertionError or RuntimeError
+instead, so that no ``except MParticleFeedError`` hides it. docs/exceptions.md says what to
+catch where. Messages never contain the API secret or payload bodies beyond what a caller needs.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "PlanFileError",
     "StateError",
     "UploadConfigurationError",
+    "type_name",
 ]
 
 
@@ -171,3 +177,8 @@ class DataPlanViolationError(MParticleFeedError, ValueError):
             key = f" (primary key {primary_key!r})" if primary_key is not None else ""
             where = f"row {row_number}{key}: "
         super().__init__(f"{where}{violation}")
+
+
+def type_name(value: object) -> str:
+    """A value's type as error messages name it: ``null`` for None, else the class name."""
+    return "null" if value is None else type(value).__name__

@@ -1,7 +1,7 @@
 """The sparse models' invariants: same signature, same behaviour as plain frozen attrs classes.
 
 The models store only the fields a caller set (``mparticle_feed._wire.sparse``) and ``dumps``
-compiles one function per shape of set fields (``mparticle_feed._wire.codec``); these tests pin
+compiles one function per shape of set fields (``mparticle_feed._wire.unstructure``); these tests pin
 what that must never change.
 """
 
@@ -20,11 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._wire import codec as _wire
 from mparticle_feed._wire import commerce as _models_commerce
 from mparticle_feed._wire import common as _models_common
 from mparticle_feed._wire import models as _models
-from mparticle_feed._wire import sparse as _fastinit
+from mparticle_feed._wire import sparse as _sparse
+from mparticle_feed._wire import unstructure as _unstructure
 from mparticle_feed.testing import strategies as mps
 
 MODELS = sorted(
@@ -41,7 +41,9 @@ MODELS = sorted(
 def test_every_model_is_sparse() -> None:
     assert len(MODELS) >= 30
     for cls in MODELS:
-        assert cls in _fastinit.ALWAYS_WRITTEN, cls
+        assert _sparse.layout(cls).always >= {
+            f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING
+        }, cls
         assert "__slots__" not in cls.__dict__, cls
 
 
@@ -222,7 +224,7 @@ def test_many_shapes_of_one_class() -> None:
         assert orjson.loads(mpf.dumps(mpf.Batch(device_info=info)))["device_info"] == values
         assert mpf.to_dict(mpf.Batch(device_info=info))["device_info"] == values
         shapes += 1
-    assert shapes > _wire._SHAPES_PER_CLASS
+    assert shapes > _unstructure.SHAPES_PER_CLASS
 
 
 def test_only_plain_frozen_attrs_classes_can_be_sparse() -> None:
@@ -231,11 +233,17 @@ def test_only_plain_frozen_attrs_classes_can_be_sparse() -> None:
         a: int | None = None
 
     with pytest.raises(TypeError, match="non-slotted"):
-        _fastinit.sparse_model()(Slotted)
+        _sparse.sparse_model(kw_only=True, slots=False)(Slotted)
+    with pytest.raises(TypeError, match="non-slotted"):
+        _sparse.sparse_model(kw_only=True, slots=True)
+    with pytest.raises(TypeError, match="keyword-only"):
+        _sparse.sparse_model(kw_only=False, slots=False)
 
-    @attrs.frozen(kw_only=True, slots=False)
     class Validated:
         a: int = attrs.field(validator=attrs.validators.instance_of(int))
 
     with pytest.raises(TypeError, match="not supported"):
-        _fastinit.sparse_model()(Validated)
+        _sparse.sparse_model(kw_only=True, slots=False)(Validated)
+
+    with pytest.raises(TypeError, match="not a sparse model"):
+        _sparse.layout(Slotted)

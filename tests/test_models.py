@@ -31,7 +31,11 @@ IMPRESSIONS = [mpf.ProductImpression(product_impression_list="home", products=[]
     ],
 )
 def test_commerce_event_with_one_kind(kinds: dict[str, Any]) -> None:
-    assert mpf.CommerceEvent(**kinds)
+    event = mpf.CommerceEvent(**kinds)
+    data = mpf.to_dict(mpf.Batch(events=[event]))["events"][0]["data"]
+    # Exactly the kind given is written, and the event loads back equal.
+    assert {"product_action", "promotion_action", "product_impressions"} & set(data) == set(kinds)
+    assert mpf.loads(mpf.dumps(mpf.Batch(events=[event]))) == mpf.Batch(events=[event])
 
 
 @pytest.mark.parametrize(
@@ -251,7 +255,7 @@ def test_context_not_batch_context() -> None:
 def test_remove_from_wish_list_spelling() -> None:
     assert mpf.ProductActionType.REMOVE_FROM_WISH_LIST.value == "remove_from_wish_list"
     assert "remove_from_wishlist" not in {member.value for member in mpf.ProductActionType}
-    # The derived commerce type keeps mParticle's other spelling (reference §8.7).
+    # The derived commerce type keeps mParticle's other spelling (docs/models.md).
     assert mpf.CommerceEventType.REMOVE_FROM_WISHLIST.value == "remove_from_wishlist"
 
 

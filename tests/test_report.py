@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mparticle_feed import BatchOutcome, Endpoint, RowProblem, RowRef, Stage, UploadReport
+from mparticle_feed import BatchOutcome, Endpoint, UploadReport
+from mparticle_feed.pipeline import RowProblem, RowRef, Stage
 
 
 def test_upload_report_html_shows_counts_and_problems_escaped() -> None:

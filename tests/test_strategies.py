@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 import mparticle_feed as mpf
+from mparticle_feed._wire.models import EVENT_CLASSES
 from mparticle_feed.testing import strategies as mps
 
 Problems = Callable[[Any, str], list[str]]
@@ -26,7 +27,7 @@ Problems = Callable[[Any, str], list[str]]
 # left out) before checking it against 2021:
 IDENTITIES_2026_ONLY = frozenset(
     {
-        # 2021 stops at other_id_4 and has no phone identities (reference §3.5).
+        # 2021 stops at other_id_4 and has no phone identities (docs/models.md).
         "other_id_5",
         "other_id_6",
         "other_id_7",
@@ -38,7 +39,7 @@ IDENTITIES_2026_ONLY = frozenset(
         "phone_number_3",
     }
 )
-# 2021's GeoLocation is closed with latitude, longitude and accuracy only (reference §2.4).
+# 2021's GeoLocation is closed with latitude, longitude and accuracy only (its GeoLocation definition).
 LOCATION_2026_ONLY = frozenset(
     {"country_code", "region_code", "city_name", "postal_code", "dma_code", "location_source"}
 )
@@ -242,8 +243,10 @@ def test_every_public_strategy_is_documented(name: str) -> None:
 
 
 @given(mps.events())
-def test_events_covers_the_models(event: mpf.Event) -> None:
-    assert type(event).event_type in set(mpf.EventType)
+def test_events_are_instances_of_the_public_event_classes(event: mpf.Event) -> None:
+    public = {getattr(mpf, cls.__name__) for cls in EVENT_CLASSES.values()}
+    assert type(event) in public
+    assert EVENT_CLASSES[type(event).event_type] is type(event)
 
 
 # Searched for type by type, with a fixed seed: hypothesis favours early one_of branches and

@@ -390,11 +390,6 @@ def test_output_only_fields_are_dropped_on_load() -> None:
     assert mpf.to_dict(batch) == {"environment": "production"}
 
 
-def test_payload_errors_are_model_errors_family() -> None:
-    assert issubclass(mpf.PayloadError, mpf.MParticleFeedError)
-    assert issubclass(mpf.PayloadError, ValueError)
-
-
 def test_decimal_attribute_values_survive_a_round_trip() -> None:
     event = mpf.CustomEvent(
         event_name="x", custom_event_type="other", custom_attributes={"price": Decimal("0.33")}

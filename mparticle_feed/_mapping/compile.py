@@ -3,7 +3,7 @@
 Running them over rows is :mod:`.run`'s job. A bad value raises :class:`_Reject` naming the field path; the row is recorded as
 rejected and the run goes on. Only the batch being filled is held in memory.
 
-Limit policy (reference §4), applied here and documented in docs/mapping.md:
+Limit policy for mParticle's documented limits, applied here and documented in docs/mapping.md:
 
 - event name over 256 characters: truncated to 256, as mParticle does for S2S (counted);
 - attribute name over 256 characters, attribute value over 4096 characters, more than 100
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
-from .._errors import MappingError, ModelError
+from .._errors import MappingError, ModelError, type_name
 from .._source.coerce import (
     MAX_TIMESTAMP_MS,
     CoercionError,
@@ -102,10 +102,6 @@ def _join(path: str, name: str) -> str:
 def _under(path: str, field: str | None) -> str:
     """A field reported by a coercer called with a path relative to ``path``, made whole."""
     return _join(path, field) if field else path
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 Getter = Callable[[Mapping[str, Any]], Any]
@@ -329,7 +325,7 @@ class _Coercers:
                 value = _parsed(value, path)
                 if not isinstance(value, Mapping):
                     raise _Reject(
-                        path, f"expected a {name} object (or JSON text), got {_kind(value)}"
+                        path, f"expected a {name} object (or JSON text), got {type_name(value)}"
                     )
             kwargs: dict[str, Any] = {}
             for key, item in value.items():
@@ -409,7 +405,7 @@ class _Coercers:
             if isinstance(value, Mapping):
                 value = [value]  # one object where a list is expected: a list of one
             if not isinstance(value, (list, tuple)):
-                raise _Reject(path, f"expected a list of objects, got {_kind(value)}")
+                raise _Reject(path, f"expected a list of objects, got {type_name(value)}")
             out = []
             for index, item in enumerate(value):
                 if item is None:
@@ -425,7 +421,7 @@ class _Coercers:
     def _map(self, value: Any, path: str) -> Mapping[Any, Any]:
         value = _parsed(value, path)
         if not isinstance(value, Mapping):
-            raise _Reject(path, f"expected an object of attributes, got {_kind(value)}")
+            raise _Reject(path, f"expected an object of attributes, got {type_name(value)}")
         return value
 
     def string_map(self, value: Any, path: str) -> dict[str, str]:

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .._errors import ConfigurationError, RowError
+from .._errors import ConfigurationError, RowError, type_name
 from .._source.rows import Cursor, iter_rows
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
-from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _kind, _Mapped, _Reject
+from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .sources import SyncKind
 from .spec import RowMapping
@@ -97,7 +97,7 @@ class MappingRun(Iterator[SourcedBatch]):
                 self._reject(
                     RowRef(self.rows_in),
                     None,
-                    f"a row must be a mapping of column → value, got {_kind(row)}",
+                    f"a row must be a mapping of column → value, got {type_name(row)}",
                 )
                 continue
             try:

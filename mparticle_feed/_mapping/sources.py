@@ -45,7 +45,7 @@ __all__ = [
     "as_source",
 ]
 
-#: mParticle's reserved user attributes (reference §3.9); matched case-insensitively.
+#: mParticle's reserved user attributes (listed in docs/api.md); matched case-insensitively.
 RESERVED_USER_ATTRIBUTES: tuple[str, ...] = (
     "$Age",
     "$FirstName",

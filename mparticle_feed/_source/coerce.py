@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from dateutil.parser import isoparse
 
+from .._errors import type_name
+
 __all__ = [
     "MAX_TIMESTAMP_MS",
     "CoercionError",
@@ -63,10 +65,6 @@ _INT64 = 2**63
 _DATE_ONLY = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
 _TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
 _FALSE = frozenset({"f", "false", "n", "no", "off", "0"})
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 def _aware_ms(value: datetime) -> int:
@@ -127,7 +125,7 @@ def to_timestamp_ms(
             return to_timestamp_ms(parsed.date(), unit=unit, tz=tz)
         return _datetime_ms(parsed, tz)
     raise CoercionError(
-        f"expected a datetime, date, ISO-8601 string or epoch number, got {_kind(value)}"
+        f"expected a datetime, date, ISO-8601 string or epoch number, got {type_name(value)}"
     )
 
 
@@ -168,7 +166,7 @@ def to_str(value: Any) -> str:
         return str(value)
     if isinstance(value, bytes):
         return _text(value)
-    raise CoercionError(f"expected text, got {_kind(value)}")
+    raise CoercionError(f"expected text, got {type_name(value)}")
 
 
 def to_key_str(value: Any) -> str:
@@ -199,7 +197,7 @@ def to_int(value: Any) -> int:
         if number != number.to_integral_value():
             raise CoercionError(f"{value!r} is not a whole number")
         return int(number)
-    raise CoercionError(f"expected an integer, got {_kind(value)}")
+    raise CoercionError(f"expected an integer, got {type_name(value)}")
 
 
 def _decimal_from_text(text: str) -> Decimal:
@@ -220,7 +218,7 @@ def to_decimal(value: Any) -> Decimal:
         return _finite_decimal(value)
     if isinstance(value, (str, bytes)):
         return _decimal_from_text(_text(value).strip())
-    raise CoercionError(f"expected a number, got {_kind(value)}")
+    raise CoercionError(f"expected a number, got {type_name(value)}")
 
 
 def to_float(value: Any) -> float:
@@ -247,7 +245,7 @@ def to_bool(value: Any) -> bool:
         if text in _FALSE:
             return False
         raise CoercionError(f"{_preview(text)} is not a boolean")
-    raise CoercionError(f"expected a boolean, got {_kind(value)}")
+    raise CoercionError(f"expected a boolean, got {type_name(value)}")
 
 
 def _aware_iso(value: datetime, tz: tzinfo | None) -> str:
@@ -282,7 +280,7 @@ def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bo
         return _aware_iso(value, tz)
     if isinstance(value, date):
         return value.isoformat()
-    raise CoercionError(f"expected text, a number or a boolean, got {_kind(value)}")
+    raise CoercionError(f"expected text, a number or a boolean, got {type_name(value)}")
 
 
 def to_user_attribute(
@@ -303,4 +301,4 @@ def parse_json(value: Any) -> Any:
             return orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise CoercionError(f"not valid JSON ({exc})") from None
-    raise CoercionError(f"expected JSON text or an object, got {_kind(value)}")
+    raise CoercionError(f"expected JSON text or an object, got {type_name(value)}")

@@ -1,4 +1,4 @@
-"""Rows from any PEP 249 (DB-API 2.0) cursor, as dicts, in bounded chunks."""
+"""Source stage: rows from any PEP 249 (DB-API 2.0) cursor, as dicts, in bounded chunks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ConfigurationError, MappingError
 
-__all__ = ["Cursor", "iter_rows", "rows_from_cursor"]
+__all__ = ["Cursor", "RowSource", "iter_rows", "rows_from_cursor"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,11 @@ class Cursor(Protocol):
     def description(self) -> Any: ...
 
     def fetchmany(self, size: int = ..., /) -> Any: ...
+
+
+#: What ``plan``, ``sync`` and ``map_rows`` read rows from: an executed DB-API cursor, or any
+#: iterable of ``{column: value}`` mappings (a list of dicts, DataFrame records, a generator).
+RowSource = Cursor | Iterable[Mapping[str, Any]]
 
 
 def _column_names(description: Any) -> list[str]:
@@ -79,8 +84,12 @@ def rows_from_cursor(cursor: Cursor, *, chunk_size: int = 1000) -> Iterator[dict
     logger.debug("fetched %d rows of %d columns", fetched, width)
 
 
-def iter_rows(source: Cursor | Iterable[Mapping[str, Any]]) -> Iterator[Any]:
-    """Rows from a cursor, or the items of any iterable of dicts (e.g. DataFrame records)."""
+def iter_rows(source: RowSource, *, chunk_size: int = 1000) -> Iterator[Any]:
+    """Rows from a cursor, or the items of any iterable of dicts (e.g. DataFrame records).
+
+    The one place that tells a cursor from an iterable of rows: anything with
+    ``description`` and ``fetchmany`` that is not itself a mapping is read as a cursor.
+    """
     if isinstance(source, Cursor) and not isinstance(source, Mapping):
-        return rows_from_cursor(source)
+        return rows_from_cursor(source, chunk_size=chunk_size)
     return iter(source)

@@ -6,7 +6,9 @@ import hashlib
 import html
 import json
 import os
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,8 +22,8 @@ from .._html import html_table
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.codec import from_dict
 from .report import SyncReport, _open_target, problem_record
-from .send import Sender, StateArg, send_plan
-from .state import StateEntry
+from .send import Progress, Sender, StateArg, send_plan
+from .state import MappingChange, StateEntry
 from .status import _REJECTED, _UNCHANGED
 
 __all__ = ["Plan", "PlannedRequest"]
@@ -200,13 +202,30 @@ class Plan:
             text = source.read()
         return _PlanReader(label).read(text)
 
-    def send(self, client: Sender, *, state: StateArg = None, **options: Any) -> SyncReport:
+    def send(
+        self,
+        client: Sender,
+        *,
+        state: StateArg = None,
+        on_mapping_change: MappingChange = "fail",
+        stop: threading.Event | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SyncReport:
         """Send exactly these requests with ``client`` and return the report.
 
         ``state`` (a :class:`StateStore` or a path) records what was accepted; it should
-        be the store the plan was computed with.
+        be the store the plan was computed with. The other options are :func:`sync`'s.
         """
-        return send_plan(self, client, state=state, **options)
+        return send_plan(
+            self,
+            client,
+            state=state,
+            on_mapping_change=on_mapping_change,
+            stop=stop,
+            progress=progress,
+            clock=clock,
+        )
 
     def summary(self) -> str:
         """A few readable lines: what would be sent where, and what was turned away."""

@@ -34,12 +34,12 @@ from .._delivery.routing import (
     route,
     utc_now,
 )
-from .._errors import StateError
+from .._errors import ConfigurationError, StateError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
 from .._mapping.run import map_rows
 from .._mapping.sources import SyncKind
 from .._mapping.spec import RowMapping
-from .._source.rows import rows_from_cursor
+from .._source.rows import RowSource, iter_rows
 from .._wire.codec import to_dict
 from .report import SyncReport
 from .state import MappingChange, StateEntry, StateStore, content_hash
@@ -61,13 +61,6 @@ from .send import (
 from .status import _REJECTED, _UNCHANGED
 
 logger = logging.getLogger(__name__)
-
-
-def _rows(source: Any, chunk_size: int) -> Iterable[Any]:
-    if hasattr(source, "fetchmany") and hasattr(source, "description"):
-        return rows_from_cursor(source, chunk_size=chunk_size)
-    rows: Iterable[Any] = source  # any iterable of dict-like rows
-    return rows
 
 
 class _Differ:
@@ -256,7 +249,7 @@ def _default_name(mapping: RowMapping) -> str:
 
 
 def plan(
-    source: Any,
+    source: RowSource,
     mapping: RowMapping,
     *,
     state: StateArg = None,
@@ -299,7 +292,7 @@ def plan(
             max_request_bytes=max_request_bytes,
             max_batch_bytes=max_batch_bytes,
         )
-        requests = tuple(pipeline.requests(_rows(source, chunk_size)))
+        requests = tuple(pipeline.requests(iter_rows(source, chunk_size=chunk_size)))
         pipeline.collect_mapping_rejects()
         differ = pipeline.differ
         return Plan(
@@ -333,7 +326,7 @@ def _check_mapping(
 
 
 def sync(
-    source: Any,
+    source: RowSource | None,
     mapping: RowMapping,
     client: Sender,
     *,
@@ -375,6 +368,8 @@ def sync(
             progress=progress,
             clock=clock,
         )
+    if source is None:
+        raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
     store, owned = _open_state(state)
     try:
         sync_name = name or _default_name(mapping)
@@ -402,7 +397,7 @@ def sync(
             max_request_bytes=client.max_request_bytes,
             max_batch_bytes=client.max_batch_bytes,
         )
-        requests = pipeline.requests(_rows(source, chunk_size))
+        requests = pipeline.requests(iter_rows(source, chunk_size=chunk_size))
         delivery = _Delivery(
             name=sync_name,
             kind=mapping.kind.value,

@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -158,7 +158,9 @@ class StateStore:
     against one file at the same time.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Any = time.time) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._path = str(path)
         self._clock = clock
         self._lock = threading.RLock()

@@ -1,4 +1,5 @@
-"""The wire codec: one dedicated cattrs converter behind dumps, loads, to_dict and from_dict.
+"""Wire stage: the codec. ``loads``, ``from_dict`` and ``to_dict`` use one dedicated cattrs
+converter; ``dumps`` hands the models to orjson with the shallow functions of :mod:`.unstructure`.
 
 Unset (None) fields are omitted; ``environment`` is always written. Decimals go on the
 wire as JSON numbers. ``loads`` collects every problem of a document and names each by
@@ -10,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import Enum
-from types import UnionType
-from typing import Any, Union, cast, get_args, get_origin, overload
+from typing import Any, cast, get_origin, overload
 
 import attrs
 import cattrs
@@ -30,7 +30,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from .._errors import ModelError, PayloadError
+from .._errors import ModelError, PayloadError, type_name
 from . import enums as _enums
 from .enums import EventType
 from .models import (
@@ -39,12 +39,12 @@ from .models import (
     BreadcrumbEvent,
     Event,
 )
-from .sparse import ALWAYS_WRITTEN, OPTIONAL_FIELDS, SET_MASK, set_fields
-from .values import Scalar, UserAttributeValue
+from .unstructure import compile_unstructurers, json_default_for, unstructure_any_scalar
+from .values import Scalar, UserAttributeValue, json_number
 
 __all__ = ["OUTPUT_ONLY_BATCH_FIELDS", "dumps", "from_dict", "loads", "to_dict"]
 
-#: Batch keys mParticle sets or uses internally; ``loads`` drops them (reference §1, §8.3).
+#: Batch keys mParticle sets or uses internally; ``loads`` drops them (docs/models.md).
 OUTPUT_ONLY_BATCH_FIELDS = frozenset(
     {
         "schema_version",
@@ -63,79 +63,37 @@ OUTPUT_ONLY_BATCH_FIELDS = frozenset(
     }
 )
 
-_INT64_MAX = 2**63 - 1
-
-
-def _decimal_to_number(value: Decimal) -> int | float:
-    # Integral values stay exact ints; others travel as the nearest double, as mParticle stores them.
-    if value == value.to_integral_value() and abs(value) <= _INT64_MAX:
-        return int(value)
-    return float(value)
-
-
-#: Decimal -> its JSON number. The number is a function of the numeric value alone (equal
-#: Decimals give equal numbers), and money repeats (prices, quantities): a dict lookup is
-#: about 50 ns against 160-240 ns for the conversion.
-_NUMBERS: dict[Decimal, int | float] = {}
-_NUMBERS_MAX = 4096
-
-
-def _cached_number(value: Decimal) -> int | float:
-    number = _NUMBERS.get(value)
-    if number is None:
-        number = _decimal_to_number(value)
-        if len(_NUMBERS) >= _NUMBERS_MAX:
-            _NUMBERS.clear()
-        _NUMBERS[value] = number
-    return number
-
-
-def _unstructure_scalar(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return _decimal_to_number(value)
-    if isinstance(value, list):
-        return [_unstructure_scalar(item) for item in value]
-    return value
-
-
-def _unstructure_scalar_map(value: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: _unstructure_scalar(item) for key, item in value.items()}
-
 
 # --- structuring: strict primitives (cattrs' defaults would turn 12 into "12") ---------------
 
 
-def _type_name(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _structure_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_type_name(value)}")
+        raise TypeError(f"expected a string, got {type_name(value)}")
     return value
 
 
 def _structure_int(value: Any, _: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {_type_name(value)}")
+        raise TypeError(f"expected an integer, got {type_name(value)}")
     return value
 
 
 def _structure_bool(value: Any, _: type) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"expected a boolean, got {_type_name(value)}")
+        raise TypeError(f"expected a boolean, got {type_name(value)}")
     return value
 
 
 def _structure_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise TypeError(f"expected a number, got {_type_name(value)}")
+        raise TypeError(f"expected a number, got {type_name(value)}")
     return float(value)
 
 
 def _structure_decimal(value: Any, _: type) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise TypeError(f"expected a number, got {_type_name(value)}")
+        raise TypeError(f"expected a number, got {type_name(value)}")
     if isinstance(value, float):
         return Decimal(repr(value))
     return Decimal(value)
@@ -144,7 +102,7 @@ def _structure_decimal(value: Any, _: type) -> Decimal:
 def _structure_scalar(value: Any, _: object) -> Scalar:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise TypeError(f"expected a string, number, boolean or null, got {_type_name(value)}")
+    raise TypeError(f"expected a string, number, boolean or null, got {type_name(value)}")
 
 
 def _structure_user_attribute(value: Any, _: object) -> UserAttributeValue:
@@ -178,7 +136,7 @@ def make_converter() -> cattrs.Converter:
         detailed_validation=True,
         unstruct_collection_overrides={tuple: list, Sequence: list},
     )
-    converter.register_unstructure_hook(Decimal, _decimal_to_number)
+    converter.register_unstructure_hook(Decimal, json_number)
     for primitive, hook in (
         (str, _structure_str),
         (int, _structure_int),
@@ -197,7 +155,7 @@ def make_converter() -> cattrs.Converter:
     scalar_map = dict[str, Scalar]
     converter.register_unstructure_hook_func(
         lambda t: t in (scalar_map, scalar_map | None) or t == UserAttributeValue,
-        _unstructure_any_scalar,
+        unstructure_any_scalar,
     )
 
     def structure_attrs_factory(cls: type) -> Callable[[Any, type], Any]:
@@ -214,7 +172,7 @@ def make_converter() -> cattrs.Converter:
 
         def structure(value: Any, _: type) -> Any:
             if not isinstance(value, dict):
-                raise TypeError(f"expected an object, got {_type_name(value)}")
+                raise TypeError(f"expected an object, got {type_name(value)}")
             try:
                 return generated(value, cls)
             except ModelError as exc:
@@ -234,12 +192,12 @@ def make_converter() -> cattrs.Converter:
         lambda t: _json_container(dict, "an object", mapping_structure_factory(t, converter)),
     )
 
-    for model_cls, unstructure in _compile_unstructurers().items():
+    for model_cls, unstructure in compile_unstructurers(shallow=False).items():
         converter.register_unstructure_hook(model_cls, unstructure)
 
     def structure_event(value: Any, _: object) -> Event:
         if not isinstance(value, dict):
-            raise TypeError(f"expected an event object, got {_type_name(value)}")
+            raise TypeError(f"expected an event object, got {type_name(value)}")
         errors: list[Exception] = []
         extra = set(value) - {"event_type", "data"}
         if extra:
@@ -292,7 +250,7 @@ def _json_container(
 ) -> Callable[[Any, Any], Any]:
     def structure(value: Any, type_: Any) -> Any:
         if not isinstance(value, kind):
-            raise TypeError(f"expected {name}, got {_type_name(value)}")
+            raise TypeError(f"expected {name}, got {type_name(value)}")
         return hook(value, type_)
 
     return structure
@@ -303,241 +261,8 @@ def _hook_for(converter: cattrs.Converter, wire_type: Any) -> Callable[[Any, Any
     return lambda value, _: hook(value, wire_type)
 
 
-def _unstructure_any_scalar(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _unstructure_scalar_map(value)
-    return _unstructure_scalar(value)
-
-
 # --- unstructuring: one generated function per model class and shape ------------------------
-#
-# dumps is the hot path of every sync. The models record which optional fields were set (a
-# bitmask, see _fastinit), and the instances of a class come in few shapes; each (class,
-# shape) gets a function compiled on first sight that builds the dict in one display, reading
-# only the set fields and converting only what orjson cannot write as it is (Decimal, enums,
-# nested models). cattrs' generated functions do the job through per-value hooks, about 5x
-# slower. On the issue-6 workload, dumps took 0.029 s with one function per class testing
-# every field, and takes 0.017 s with these and the cached Decimal numbers.
-
-_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
-_SCALAR_TYPES = frozenset(get_args(Scalar))
-_USER_ATTRIBUTE_TYPES = frozenset(get_args(UserAttributeValue))
-
-
-def _unstructure_scalar_map_fast(value: Mapping[str, Any]) -> dict[str, Any]:
-    # Most maps hold only plain scalars: one C-level pass proves it, then a copy suffices.
-    if all(map(_PLAIN_SCALARS.__contains__, map(type, value.values()))):
-        return dict(value)
-    return _unstructure_scalar_map(value)
-
-
-def _is_union(tp: Any) -> bool:
-    return get_origin(tp) in (Union, UnionType)
-
-
-def _without_none(tp: Any) -> tuple[Any, bool]:
-    """(the type without ``None``, whether ``None`` was allowed)."""
-    if not _is_union(tp):
-        return tp, tp is type(None)
-    args = tuple(arg for arg in get_args(tp) if arg is not type(None))
-    optional = len(args) != len(get_args(tp))
-    if len(args) == 1:
-        return args[0], optional
-    return Union[args], optional  # noqa: UP007 (a runtime-built union)
-
-
-class _Compiler:
-    """Writes the Python source of each model class's unstructure functions, one per shape.
-
-    A deep function returns JSON-ready data (``to_dict``). A shallow one (``dumps``) leaves
-    to orjson what it writes itself (enums, tuples, attribute maps), so it copies nothing;
-    orjson calls :func:`_json_default` for the batch and for a Decimal inside a map.
-    """
-
-    def __init__(self, *, shallow: bool = False) -> None:
-        self.shallow = shallow
-        self.namespace: dict[str, Any] = {
-            "_num": _cached_number,
-            "_scalar": _unstructure_scalar,
-            "_scalar_map": _unstructure_scalar_map_fast,
-            "_INT64_MAX": _INT64_MAX,
-            "_event_fns": {},
-            "_event_shapes": {},
-            "_numbers": _NUMBERS,
-        }
-        self.functions: dict[type, Callable[[Any], dict[str, Any]]] = {}
-        self.started: set[type] = set()
-        self.tables: dict[type, dict[int, Callable[[Any], dict[str, Any]]]] = {}
-
-    def function_name(self, cls: type) -> str:
-        prefix = "_s" if self.shallow else "_u"
-        return f"{prefix}_{cls.__module__.replace('.', '_')}_{cls.__qualname__}"
-
-    def expression(self, tp: Any, value: str, depth: int = 0) -> str:
-        """Source that turns ``value`` (of wire type ``tp``, not None) into what we return."""
-        inner, _ = _without_none(tp)
-        item = f"_x{depth}"
-        if inner in (str, int, float, bool, Any):
-            return value
-        if inner is Decimal:
-            return f"(_numbers.get({value}) or _num({value}))"
-        if isinstance(inner, type) and issubclass(inner, Enum):
-            return value if self.shallow else f"{value}.value"
-        if attrs.has(inner):
-            self.require(inner)
-            # The shape's function straight from the table; the dispatcher on a new shape.
-            dispatch = self.function_name(inner)
-            return f"{dispatch}_shapes.get({value}.{SET_MASK}, {dispatch})({value})"
-        if _is_union(inner):
-            members = frozenset(get_args(inner)) | {type(None)}
-            if members <= _USER_ATTRIBUTE_TYPES or members <= _SCALAR_TYPES:
-                return value if self.shallow else f"_scalar({value})"
-            if all(member in _EVENT_CLASS_SET for member in get_args(inner)):
-                for member in get_args(inner):
-                    self.require(member)
-                return (
-                    f"_event_shapes[{value}.__class__].get({value}.{SET_MASK}, "
-                    f"_event_fns[{value}.__class__])({value})"
-                )
-        origin, args = get_origin(inner), get_args(inner)
-        if origin in (tuple, list, Sequence) and args:
-            element = self.expression(args[0], item, depth + 1)
-            if element == item:
-                return value if self.shallow else f"list({value})"
-            return f"[{element} for {item} in {value}]"
-        if origin in (dict, Mapping) and len(args) == 2:
-            values_type, _ = _without_none(args[1])
-            members = frozenset(get_args(values_type)) | {type(None)}
-            if _is_union(values_type) and (
-                members <= _USER_ATTRIBUTE_TYPES or members <= _SCALAR_TYPES
-            ):
-                # Shallow: orjson writes the map and calls _json_default for any Decimal in it.
-                return value if self.shallow else f"_scalar_map({value})"
-            element = self.expression(args[1], item, depth + 1)
-            if element == item:
-                return value if self.shallow else f"dict({value})"
-            return f"{{_k{depth}: {element} for _k{depth}, {item} in {value}.items()}}"
-        raise TypeError(f"no unstructuring rule for {tp!r}")
-
-    def require(self, cls: type) -> None:
-        # Generated code calls other classes' dispatchers by name at run time, so a class
-        # only needs setting up once, whatever the order.
-        if cls in self.started:
-            return
-        self.started.add(cls)
-        table: dict[int, Callable[[Any], dict[str, Any]]] = {}
-        self.tables[cls] = table
-
-        def dispatch(model: Any) -> dict[str, Any]:
-            function = table.get(model._mpf_set)
-            if function is None:
-                function = self.compile(cls, model._mpf_set)
-            return function(model)
-
-        self.namespace[self.function_name(cls)] = dispatch
-        self.namespace[f"{self.function_name(cls)}_shapes"] = table
-        self.functions[cls] = dispatch
-        event_type = getattr(cls, "event_type", None)
-        if isinstance(event_type, EventType):
-            self.namespace["_event_fns"][cls] = dispatch
-            self.namespace["_event_shapes"][cls] = table
-        # Compiling the all-unset shape now resolves nested types: errors show at import.
-        self.compile(cls, 0)
-        for field in attrs.fields(attrs.resolve_types(cls)):
-            self.expression(field.type, "v")
-
-    def compile(self, cls: type, mask: int) -> Callable[[Any], dict[str, Any]]:
-        """The function for the instances of ``cls`` whose set optional fields are ``mask``.
-
-        Sparse models record which optional fields were set, and instances of one class
-        come in few shapes; a function per shape reads only the set fields, in one dict
-        display, with no test per field.
-        """
-        table = self.tables[cls]
-        if len(table) >= _SHAPES_PER_CLASS:
-            # A pathological variety of shapes: one function tests the mask field by field.
-            generic = table.get(-1)
-            if generic is None:
-                generic = table[-1] = self.build(cls, None)
-            return generic
-        table[mask] = function = self.build(cls, mask)
-        return function
-
-    def build(self, cls: type, mask: int | None) -> Callable[[Any], dict[str, Any]]:
-        """Compile the function for one mask, or (``None``) the one that tests every bit."""
-        fields = {field.name: field for field in attrs.fields(attrs.resolve_types(cls))}
-        always = ALWAYS_WRITTEN[cls]
-        optional = list(OPTIONAL_FIELDS[cls]) if mask is None else set_fields(cls, mask)
-        entries = []
-        # Keys come in cattrs' order: the always-written fields first, then the set ones.
-        for name in [name for name in fields if name in always] + (
-            [] if mask is None else optional
-        ):
-            value = f"o.{name}"
-            expression = self.expression(fields[name].type, value)
-            if name in always and expression != value and _without_none(fields[name].type)[1]:
-                expression = f"(None if {value} is None else {expression})"
-            entries.append(f"{name!r}: {expression}")
-        body = [f"    d = {{{', '.join(entries)}}}"]
-        if mask is None:
-            body.append(f"    m = o.{SET_MASK}")
-            for bit, name in enumerate(optional):
-                expression = self.expression(fields[name].type, f"o.{name}")
-                body += [f"    if m & {1 << bit}:", f"        d[{name!r}] = {expression}"]
-        event_type = getattr(cls, "event_type", None)
-        if isinstance(event_type, EventType):
-            body.append(f"    return {{'event_type': {event_type.value!r}, 'data': d}}")
-        else:
-            body.append("    return d")
-        name = f"{self.function_name(cls)}_{'any' if mask is None else mask}"
-        source = "\n".join([f"def {name}(o):", *body])
-        # The source is built from our own field names and types, never from user data.
-        kind = "shallow" if self.shallow else "deep"
-        code = compile(source, f"<mparticle_feed {kind} unstructure {cls.__name__}>", "exec")
-        exec(code, self.namespace)  # noqa: S102
-        function: Callable[[Any], dict[str, Any]] = self.namespace.pop(name)
-        return function
-
-
-#: Shapes (sets of set optional fields) compiled per class before falling back to a generic
-#: function; real data has a handful.
-_SHAPES_PER_CLASS = 256
-
-
-_EVENT_CLASS_SET = frozenset(EVENT_CLASSES.values())
-
-
-def _compile_unstructurers() -> dict[type, Callable[[Any], dict[str, Any]]]:
-    compiler = _Compiler()
-    compiler.require(Batch)
-    for event_cls in EVENT_CLASSES.values():
-        compiler.require(event_cls)
-    shallow = _Compiler(shallow=True)
-    for model_cls in compiler.functions:
-        shallow.require(model_cls)
-    _SHALLOW_UNSTRUCTURERS.update(shallow.functions)
-    return compiler.functions
-
-
-#: Model class -> its shallow unstructure function, for :func:`_json_default`.
-_SHALLOW_UNSTRUCTURERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
-
-
-def _json_default(value: Any) -> Any:
-    """What orjson calls for a value it cannot write itself: a Decimal or a model."""
-    if value.__class__ is Decimal:
-        # _decimal_to_number inlined: a sync writes several Decimals per event.
-        if value == value.to_integral_value() and abs(value) <= _INT64_MAX:
-            return int(value)
-        return float(value)
-    shallow = _SHALLOW_UNSTRUCTURERS.get(value.__class__)
-    if shallow is not None:
-        return shallow(value)
-    if isinstance(value, Decimal):
-        return _decimal_to_number(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
+_json_default = json_default_for(compile_unstructurers(shallow=True))
 _converter = make_converter()
 _unstructure_batch = _converter.get_unstructure_hook(Batch)
 
@@ -569,7 +294,7 @@ def to_dict(batch: Batch) -> dict[str, Any]:
 
 def _structure_batch(value: Any, path: str) -> Batch:
     if not isinstance(value, dict):
-        raise PayloadError([f"{path}: expected a batch object, got {_type_name(value)}"])
+        raise PayloadError([f"{path}: expected a batch object, got {type_name(value)}"])
     document = {key: item for key, item in value.items() if key not in OUTPUT_ONLY_BATCH_FIELDS}
     try:
         return _converter.structure(document, Batch)

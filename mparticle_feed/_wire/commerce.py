@@ -40,8 +40,7 @@ def _promotion_action_type(value: PromotionActionType | str) -> PromotionActionT
 passes_through(PromotionActionType, _promotion_action_type)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class Product:
     """A product. Money and quantities are Decimal; ints and floats are accepted."""
 
@@ -69,8 +68,7 @@ def _products_required(value: Iterable[Product]) -> tuple[Product, ...]:
     return tuple(value)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ProductAction:
     """A product-based commerce event's action: purchase, add_to_cart, refund, ..."""
 
@@ -88,8 +86,7 @@ class ProductAction:
     products: tuple[Product, ...] | None = attrs.field(default=None, converter=_products)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class Promotion:
     """An internal promotion (a banner, a campaign slot)."""
 
@@ -103,8 +100,7 @@ def _promotions(value: Iterable[Promotion] | None) -> tuple[Promotion, ...] | No
     return None if value is None else tuple(value)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class PromotionAction:
     """A promotion-based commerce event's action: a view or a click of promotions."""
 
@@ -112,8 +108,7 @@ class PromotionAction:
     promotions: tuple[Promotion, ...] | None = attrs.field(default=None, converter=_promotions)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ProductImpression:
     """Products seen in one list (``product_impression_list``)."""
 
@@ -121,8 +116,7 @@ class ProductImpression:
     products: tuple[Product, ...] = attrs.field(converter=_products_required)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ShoppingCart:
     """The cart's content when the commerce event happened."""
 

@@ -84,8 +84,7 @@ def _notification_type(value: SystemNotificationType | str) -> SystemNotificatio
 passes_through(SystemNotificationType, _notification_type)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class Location:
     """A geolocation: ``data.location`` of an event, or ``context.location`` of a batch."""
 
@@ -108,8 +107,7 @@ class Location:
             raise ModelError(f"longitude {self.longitude} is outside -180..180")
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class DeviceCurrentState:
     """The device's state when an event happened (``data.device_current_state``)."""
 
@@ -142,8 +140,7 @@ class DeviceCurrentState:
     status_bar_orientation: str | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class DeviceInfo:
     """``device_info``: the device, and the device identities mParticle resolves users by.
 
@@ -204,7 +201,7 @@ class DeviceInfo:
     fire_advertising_id: str | None = attrs.field(default=None, converter=optional_uuid)
 
 
-#: The ``device_info`` keys that are device identities (reference §3.7).
+#: The ``device_info`` keys that are device identities (mParticle's Events API reference, ``device_info``).
 DEVICE_IDENTITY_FIELDS: tuple[str, ...] = (
     "ios_advertising_id",
     "ios_idfv",
@@ -220,8 +217,7 @@ DEVICE_IDENTITY_FIELDS: tuple[str, ...] = (
 )
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ApplicationInfo:
     """``application_info``: the app (or feed) that produced the data."""
 
@@ -234,8 +230,7 @@ class ApplicationInfo:
     apple_search_ads_attributes: dict[str, dict[str, str]] | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class UserIdentities:
     """``user_identities``: the 22 user identity keys, each a string."""
 
@@ -282,8 +277,7 @@ class UserIdentities:
         return not self.items()
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class UserIdentity:
     """One identity as carried by a ``user_identity_change`` event's ``new`` and ``old``."""
 
@@ -293,8 +287,7 @@ class UserIdentity:
     created_this_batch: bool | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class DataPlan:
     """``context.data_plan``: which data plan (and version) the batch follows."""
 
@@ -302,8 +295,7 @@ class DataPlan:
     plan_version: int | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class Context:
     """The batch ``context`` (the OpenAPI file's ``batch_context``; every other source says ``context``)."""
 
@@ -311,8 +303,7 @@ class Context:
     location: Location | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ConsentPurpose:
     """The consent a user gave for one purpose (GDPR) or for data sale (CCPA)."""
 
@@ -324,8 +315,7 @@ class ConsentPurpose:
     regulation: str | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ConsentState:
     """``consent_state``: GDPR purposes by name and the CCPA ``data_sale_opt_out``.
 
@@ -341,8 +331,7 @@ class ConsentState:
             raise ModelError(f"ccpa has only the purpose 'data_sale_opt_out', not {extra}")
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class AttributionInfo:
     """``attribution_info``: undocumented but in every schema; all three fields required."""
 
@@ -351,8 +340,7 @@ class AttributionInfo:
     campaign: str
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class EventSystemNotificationInfo:
     """Read-only on output; kept so outbound documents load."""
 

@@ -1,4 +1,7 @@
-"""String enums for every enumeration on the Events API wire (reference §3)."""
+"""Wire stage: string enums for every enumeration on the Events API wire.
+
+Where mParticle's sources disagree on a value, docs/models.md says which one is sent and why.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ class EventType(_WireEnum):
 class CustomEventType(_WireEnum):
     """``custom_event_type`` of a custom event.
 
-    ``attribution`` is documented but missing from both JSON Schemas (reference §8.6);
+    ``attribution`` is documented but missing from both JSON Schemas (docs/models.md);
     it is accepted here because mParticle's docs describe attribution events.
     """
 
@@ -178,7 +181,7 @@ class ApplicationState(_WireEnum):
 
 
 class PushMessageBehavior(_WireEnum):
-    """The schema's string form; the docs' integer bitmask is not supported (reference §8.8)."""
+    """The schema's string form; the docs' integer bitmask is not supported (docs/models.md)."""
 
     RECEIVED = "Received"
     DIRECT_OPEN = "DirectOpen"

@@ -131,10 +131,9 @@ def _environment(value: Environment | str) -> Environment:
 passes_through(Environment, _environment)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class _EventData:
-    """The data fields every event type has (reference §2.2)."""
+    """The data fields every event type has (the Events API's common event data)."""
 
     event_type: ClassVar[EventType]
 
@@ -164,8 +163,7 @@ class _EventData:
     event_system_notification_info: EventSystemNotificationInfo | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class CustomEvent(_EventData):
     """A named custom event (``custom_event``)."""
 
@@ -184,8 +182,7 @@ def _opt_impressions(
     return None if value is None else tuple(value)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class CommerceEvent(_EventData):
     """A commerce event: exactly one of product_action, promotion_action, product_impressions."""
 
@@ -229,8 +226,7 @@ class CommerceEvent(_EventData):
             )
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ScreenViewEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.SCREEN_VIEW
 
@@ -241,24 +237,22 @@ class ScreenViewEvent(_EventData):
     )
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class SessionStartEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.SESSION_START
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class SessionEndEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.SESSION_END
 
     session_duration_ms: int
 
 
-@sparse_model(always=("new", "old"))
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class UserAttributeChangeEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.USER_ATTRIBUTE_CHANGE
+    _sparse_always: ClassVar[frozenset[str]] = frozenset({"new", "old"})
 
     user_attribute_name: str
     new: UserAttributeValue = None
@@ -267,26 +261,24 @@ class UserAttributeChangeEvent(_EventData):
     is_new_attribute: bool | None = None
 
 
-@sparse_model(always=("new", "old"))
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class UserIdentityChangeEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.USER_IDENTITY_CHANGE
+    _sparse_always: ClassVar[frozenset[str]] = frozenset({"new", "old"})
 
     new: UserIdentity
     #: None for an identity added for the first time; written as ``null`` on the wire.
     old: UserIdentity | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class OptOutEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.OPT_OUT
 
     is_opted_out: bool
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class PushRegistrationEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.PUSH_REGISTRATION
 
@@ -294,8 +286,7 @@ class PushRegistrationEvent(_EventData):
     registration_token: str
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class PushMessageEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.PUSH_MESSAGE
 
@@ -317,8 +308,7 @@ class PushMessageEvent(_EventData):
             raise ModelError("action_identifier is limited to 100 characters")
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ApplicationStateTransitionEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.APPLICATION_STATE_TRANSITION
 
@@ -330,8 +320,7 @@ class ApplicationStateTransitionEvent(_EventData):
     launch_referral: str | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class BreadcrumbEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.BREADCRUMB
 
@@ -343,8 +332,7 @@ def _opt_breadcrumbs(value: Iterable[BreadcrumbEvent] | None) -> tuple[Breadcrum
     return None if value is None else tuple(value)
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class CrashReportEvent(_EventData):
     """A crash. ``breadcrumbs`` are breadcrumb events, as the JSON Schema has them."""
 
@@ -365,8 +353,7 @@ class CrashReportEvent(_EventData):
     )
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class NetworkPerformanceEvent(_EventData):
     """``response_code`` is an integer, as in the JSON Schema and OpenAPI file."""
 
@@ -381,20 +368,17 @@ class NetworkPerformanceEvent(_EventData):
     data: str | None = None
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class FirstRunEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.FIRST_RUN
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class UninstallEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.UNINSTALL
 
 
-@sparse_model()
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class ProfileEvent(_EventData):
     event_type: ClassVar[EventType] = EventType.PROFILE
 
@@ -479,8 +463,7 @@ def _opt_identities(
 passes_through(UserIdentities, _opt_identities)
 
 
-@sparse_model(always=("environment",))
-@attrs.frozen(kw_only=True, slots=False)
+@sparse_model(kw_only=True, slots=False)
 class Batch:
     """One user's batch: the body of ``/v2/events``, one element of ``/v2/bulkevents``.
 
@@ -488,6 +471,8 @@ class Batch:
     Output-only fields (``schema_version``, the batch ``timestamp_unixtime_ms``,
     ``source_info``) are not modelled: mParticle sets them.
     """
+
+    _sparse_always: ClassVar[frozenset[str]] = frozenset({"environment"})
 
     events: tuple[Event, ...] | None = attrs.field(default=None, converter=_opt_events)
     source_request_id: str | None = attrs.field(default=None, converter=optional_id_string)

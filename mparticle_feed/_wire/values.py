@@ -28,6 +28,17 @@ _UUID_RE = re.compile(
 E = TypeVar("E", bound=Enum)
 
 
+def json_number(value: Decimal) -> int | float:
+    """A finite Decimal as the JSON number it is sent as: an exact int when integral, else a float.
+
+    A float is what mParticle stores for a non-integral number, so nothing is lost that the
+    far side would keep.
+    """
+    if value == value.to_integral_value() and abs(value) < 2**63:
+        return int(value)
+    return float(value)
+
+
 def timestamp_ms(value: int | datetime) -> int:
     """Epoch milliseconds from an aware datetime or an int; a naive datetime is refused."""
     if type(value) is int:
@@ -194,9 +205,7 @@ def _check_scalar(value: object, where: str) -> Scalar:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ModelError(f"{where}: {value!r} is not a finite number")
-        if value == value.to_integral_value() and abs(value) < 2**63:
-            return int(value)
-        return float(value)
+        return json_number(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ModelError(f"{where}: {value!r} is not a finite number")

@@ -385,7 +385,7 @@ class FakeEventsServer:
     def _judge(
         self, handler: _Handler, body: bytes, batches: tuple[Batch, ...] | None
     ) -> tuple[int, bytes]:
-        """The status and body mParticle would answer (reference §4-§6)."""
+        """The status and body mParticle would answer (docs/delivery.md)."""
         authorization = handler.headers.get("Authorization")
         if not authorization:
             return 401, _error_body(["authentication header missing"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -10,6 +12,7 @@ from decimal import Decimal
 from hypothesis import given
 
 import mparticle_feed as mpf
+from mparticle_feed.pipeline import Request, pack, route
 from mparticle_feed.testing import strategies as mps
 
 purchase = mpf.CommerceEvent(
@@ -70,3 +73,16 @@ def property_round_trip(generated: mpf.Batch) -> None:
 @given(mps.events(with_timestamp=True, min_timestamp=datetime(2020, 1, 1, tzinfo=timezone.utc)))
 def property_any_event(event: mpf.Event) -> None:
     assert event.timestamp_unixtime_ms is not None
+
+
+def plan_then_send(client: mpf.Sender, mapping: mpf.CustomEventMapping) -> mpf.SyncReport:
+    rows: list[dict[str, object]] = [{"id": 1, "name": "signed_up"}]
+    store = mpf.StateStore("state.sqlite", clock=time.time)
+    reviewed: mpf.Plan = mpf.plan(rows, mapping, state=store)
+    reviewed.send(client, retries=3)  # type: ignore[call-arg]  # sync's options, by name only
+    return reviewed.send(client, state=store, on_mapping_change="keep", stop=threading.Event())
+
+
+def requests_of(batches: list[mpf.Batch]) -> list[Request]:
+    now = datetime.now(timezone.utc)
+    return [item for item in pack(route(batches, now=now)) if isinstance(item, Request)]
