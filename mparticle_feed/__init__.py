@@ -40,6 +40,7 @@ from ._errors import (
     StateError,
     UploadConfigurationError,
 )
+from ._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from ._mapping.files import load_mapping, mapping_from_dict
 from ._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from ._mapping.run import MappingRun, map_rows
@@ -169,6 +170,7 @@ __all__ = [
     "DataPlan",
     "DataPlanError",
     "DataPlanMatch",
+    "DataPlanPolicy",
     "DataPlanVersion",
     "DataPlanViolationError",
     "DataPoint",
@@ -227,6 +229,7 @@ __all__ = [
     "RowMapping",
     "RowProblem",
     "RowRef",
+    "RowViolation",
     "ScreenViewEvent",
     "Sender",
     "SessionEndEvent",

@@ -29,6 +29,9 @@ CONTRACT = frozenset(
         "EventsClient",
         # sync and reports
         "plan", "sync", "Plan", "SyncReport", "UploadReport",
+        # data plans
+        "load_data_plan", "LoadedDataPlan", "DataPlanVersion", "Violation", "RowViolation",
+        "DataPlanPolicy", "DataPlanError", "DataPlanViolationError",
         # errors
         "MParticleFeedError",
     }

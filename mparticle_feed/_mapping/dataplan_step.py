@@ -25,7 +25,7 @@ import orjson
 
 from .._dataplan._blocking import apply_blocks
 from .._dataplan._plan import DataPlanVersion, LoadedDataPlan, load_data_plan
-from .._dataplan._types import Violation, ViolationAction
+from .._dataplan._types import DataPlanMatch, Violation, ViolationAction, ViolationType
 from .._errors import ConfigurationError, DataPlanError, DataPlanViolationError
 from .._wire.common import Context
 from .._wire.enums import Environment
@@ -39,6 +39,7 @@ __all__ = [
     "RowViolation",
     "as_data_plan",
     "data_plan_fingerprint",
+    "violation_from_record",
     "violation_record",
 ]
 
@@ -286,3 +287,40 @@ class DataPlanStep:
             # Only rows that gave user data are left: their batch goes without events.
             kept = attrs.evolve(kept, events=None)
         return SourcedBatch(batch=kept, event_rows=kept_rows, rows=rows)
+
+
+def violation_from_record(record: Mapping[str, Any]) -> RowViolation:
+    """Read back what :func:`violation_record` wrote; raises ValueError naming what is wrong."""
+    number, key = record.get("row_number"), record.get("primary_key")
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"row_number {number!r} is not a row number")
+    if key is not None and not isinstance(key, str):
+        raise ValueError(f"primary_key {key!r} is not text")
+    found = record.get("violation")
+    if not isinstance(found, Mapping):
+        raise ValueError("a violation record needs a 'violation' object")
+    match = found.get("match")
+    if not isinstance(match, Mapping) or not isinstance(match.get("type"), str):
+        raise ValueError("'violation.match' needs a 'type'")
+    criteria = match.get("criteria") or {}
+    index = found.get("event_index")
+    texts = {name: found.get(name) for name in ("keyword", "expected", "actual")}
+    if (
+        not isinstance(criteria, Mapping)
+        or not (index is None or (isinstance(index, int) and not isinstance(index, bool)))
+        or not isinstance(found.get("pointer"), str)
+        or not all(value is None or isinstance(value, str) for value in texts.values())
+        or not isinstance(record.get("dropped", False), bool)
+    ):
+        raise ValueError("'violation' has a field of the wrong type")
+    violation = Violation(
+        event_index=index,
+        match=DataPlanMatch(type=match["type"], criteria=criteria),
+        error_type=ViolationType(found.get("error_type")),
+        pointer=found["pointer"],
+        action=ViolationAction(found.get("action")),
+        **texts,
+    )
+    return RowViolation(
+        row=RowRef(number, key), violation=violation, dropped=bool(record.get("dropped"))
+    )
