@@ -188,12 +188,13 @@ class DataPlanStep:
 
     def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
         tag = self.tag
+        tag_only = Context(data_plan=tag)  # frozen: one for every batch without a context
         validate = self.version.validate
         for sourced in batches:
             batch = sourced.batch
             context = batch.context
             if context is None:
-                context = Context(data_plan=tag)
+                context = tag_only
             elif context.data_plan != tag:
                 context = attrs.evolve(context, data_plan=tag)
             batch = _tagged(batch, context)
