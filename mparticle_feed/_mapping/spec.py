@@ -49,6 +49,13 @@ __all__ = [
 ]
 
 
+def _plan_repr(plan: LoadedDataPlan | None) -> str:
+    if plan is None:
+        return "None"
+    pinned = f", version {plan.version}" if plan.version is not None else ""
+    return f"<data plan {plan.plan_id!r}{pinned}>"
+
+
 def _rebuild(cls: type[_MappingBase], arguments: dict[str, Any]) -> _MappingBase:
     return cls(**arguments)
 
@@ -74,7 +81,9 @@ class _MappingBase:
     epoch_unit: EpochUnit = attrs.field(default=EpochUnit.MILLISECONDS, converter=_epoch_unit)
     #: The data plan batches are tagged with and validated against (see docs/dataplans.md).
     #: Compared by content; left out of the hash (a plan's schemas are dicts).
-    data_plan: LoadedDataPlan | None = attrs.field(default=None, converter=as_data_plan, hash=False)
+    data_plan: LoadedDataPlan | None = attrs.field(
+        default=None, converter=as_data_plan, hash=False, repr=_plan_repr
+    )
 
     def _check(self) -> None:
         if self.data_plan is not None:

@@ -70,3 +70,24 @@ def property_round_trip(generated: mpf.Batch) -> None:
 @given(mps.events(with_timestamp=True, min_timestamp=datetime(2020, 1, 1, tzinfo=timezone.utc)))
 def property_any_event(event: mpf.Event) -> None:
     assert event.timestamp_unixtime_ms is not None
+
+
+def violations_of(rows: list[dict[str, object]]) -> list[mpf.RowViolation]:
+    plan = mpf.load_data_plan("examples/shop_data_plan.json", version=2)
+    mapping = mpf.CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="event",
+        data_plan=plan,
+    )
+    from_file = mpf.CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="event",
+        data_plan={"path": "examples/shop_data_plan.json", "version": 1},
+    )
+    policy: mpf.DataPlanPolicy = "block"
+    run = mpf.map_rows(rows, mapping, data_plan_policy=policy)
+    reviewed = mpf.plan(rows, from_file, data_plan_policy="report")
+    dropped: list[mpf.RowViolation] = [v for v in run.violations if v.dropped]
+    return dropped + list(reviewed.violations)
