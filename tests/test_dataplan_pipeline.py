@@ -669,3 +669,56 @@ def test_the_shipped_example_plan_works_in_a_mapping() -> None:
     assert attrs.evolve(mapping, environment="production").data_plan is not None
     run = map_rows(order_rows()[:2], mapping)
     assert len(list(run)) == 1
+
+
+def test_a_commerce_sync_blocks_an_unplanned_product_action() -> None:
+    mapping = mpf.CommerceEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        product_action={"action": "action", "transaction_id": "id"},
+        data_plan=EXAMPLE_PLAN,
+    )
+    rows = [
+        {"id": "t1", "user": "u1", "action": "purchase"},
+        {"id": "t2", "user": "u1", "action": "refund"},
+    ]
+    run = map_rows(rows, mapping, data_plan_policy="block")
+    (sourced,) = list(run)
+    assert [e.product_action.action for e in sourced.batch.events or ()] == [  # type: ignore[attr-defined]
+        mpf.ProductActionType.PURCHASE
+    ]
+    (rejected,) = run.rejected
+    assert rejected.row.primary_key == "t2"
+    assert "product_action (action='refund')" in rejected.reason
+
+
+ACTIONS = st.fixed_dictionaries(
+    {
+        name: st.sampled_from(["allow", "block"])
+        for name in ("event", "event_attribute", "user_attribute", "user_identity")
+    }
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ACTIONS, ROWS, st.lists(st.sampled_from(["a@example.com", None]), min_size=2, max_size=2))
+def test_every_combination_of_actions_blocks_exactly_what_mparticle_would(
+    actions: dict[str, str], rows: list[dict[str, Any]], emails: list[str | None]
+) -> None:
+    data_plan = LoadedDataPlan.from_dict(plan_document(actions=actions, identities=True))
+    mapping = orders(data_plan=data_plan, user_identities={"customer_id": "user", "email": "email"})
+    rows = [{**row, "email": emails[row["user"] == "u2"]} for row in rows]
+    run = map_rows(rows, mapping, data_plan_policy="block")
+    sent = list(run)
+    version = data_plan.version_for("development")
+    for sourced in sent:
+        found = version.validate(sourced.batch)
+        assert not [v for v in found if v.blocked]
+        # What is sent is what mParticle would keep of it: blocking again changes nothing.
+        assert mpf.apply_blocks(sourced.batch, found) is sourced.batch
+    kept = {row.row_number for s in sent for row in s.rows}
+    rejected = {p.row.row_number for p in run.rejected}
+    assert kept.isdisjoint(rejected)
+    assert kept | rejected == set(range(1, len(rows) + 1))
+    for item in run.violations:
+        assert item.dropped == (item.violation.action is not ViolationAction.ALLOW)
