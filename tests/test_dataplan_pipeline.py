@@ -322,6 +322,7 @@ def test_block_does_what_mparticle_would_and_rejects_blocked_rows() -> None:
         ("o3", "data_plan", None)
     ]
     assert "Wishlist Shared" in run.rejected[0].reason
+    assert "events[" not in run.rejected[0].reason  # a row has one event: no batch index
     assert "unplanned" in run.rejected[0].reason
     sent = [mpf.to_dict(b.batch) for b in batches]
     events = [e["data"] for batch in sent for e in batch.get("events", ())]

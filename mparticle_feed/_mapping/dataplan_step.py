@@ -66,9 +66,22 @@ class RowViolation:
         """The violation's place as a field path (``custom_attributes.coupon``), None for a whole event."""
         return field_path(self.violation.pointer)
 
+    @property
+    def reason(self) -> str:
+        """The violation in words, for this row (without the event's index in its batch)."""
+        return row_text(self.violation)
+
     def __str__(self) -> str:
         dropped = " (dropped)" if self.dropped else ""
-        return f"row {self.row.row_number}: {self.violation}{dropped}"
+        return f"row {self.row.row_number}: {self.reason}{dropped}"
+
+
+def row_text(violation: Violation) -> str:
+    """``str(violation)`` without ``events[i] ``: a row has one event, its batch index says nothing."""
+    text = str(violation)
+    if violation.event_index is not None:
+        text = text.removeprefix(f"events[{violation.event_index}] ")
+    return text
 
 
 def field_path(pointer: str) -> str | None:
@@ -92,7 +105,7 @@ def violation_record(item: RowViolation) -> dict[str, Any]:
         "row_number": item.row.row_number,
         "primary_key": item.row.primary_key,
         "stage": str(Stage.DATA_PLAN),
-        "reason": str(violation),
+        "reason": item.reason,
         "field": item.field,
         "dropped": item.dropped,
         "violation": {
@@ -237,7 +250,7 @@ class DataPlanStep:
             RowProblem(
                 row=row,
                 stage=Stage.DATA_PLAN,
-                reason=f"blocked by the data plan: {violation}",
+                reason=f"blocked by the data plan: {row_text(violation)}",
                 field=field_path(violation.pointer),
             )
         )

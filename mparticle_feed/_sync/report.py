@@ -62,7 +62,7 @@ def violation_lines(violations: tuple[RowViolation, ...], limit: int = 10) -> li
         key = item.row.primary_key if item.row.primary_key is not None else "-"
         where = f" [{item.field}]" if item.field else ""
         lines.append(
-            f"  violation row {item.row.row_number} (key {key}){where}: {item.violation}"
+            f"  violation row {item.row.row_number} (key {key}){where}: {item.reason}"
             + (" (dropped)" if item.dropped else "")
         )
     if len(violations) > limit:
@@ -83,7 +83,7 @@ def violations_html(violations: tuple[RowViolation, ...], limit: int = 100) -> s
             item.field or "",
             str(item.violation.action),
             "dropped" if item.dropped else "sent",
-            str(item.violation),
+            item.reason,
         )
         for item in violations[:limit]
     ]
