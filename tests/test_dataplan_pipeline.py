@@ -382,6 +382,8 @@ def test_a_strict_mapping_run_raises_for_a_blocked_row() -> None:
 def test_an_unknown_policy_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="data_plan_policy"):
         map_rows(order_rows(), orders(), data_plan_policy="warn")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="data_plan_policy"):
+        map_rows(order_rows(), orders(data_plan=None), data_plan_policy="blok")  # type: ignore[arg-type]
 
 
 def test_a_user_attribute_sync_leaves_out_blocked_attributes() -> None:

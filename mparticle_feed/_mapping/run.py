@@ -16,7 +16,7 @@ from .._source.rows import Cursor, iter_rows
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
 from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _kind, _Mapped, _Reject
-from .dataplan_step import DataPlanPolicy, DataPlanStep, RowViolation
+from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .sources import SyncKind
 from .spec import RowMapping
@@ -49,6 +49,11 @@ class MappingRun(Iterator[SourcedBatch]):
         if max_events_per_batch < 1:
             raise ConfigurationError(
                 f"max_events_per_batch must be at least 1, got {max_events_per_batch}"
+            )
+        if data_plan_policy not in DATA_PLAN_POLICIES:
+            raise ConfigurationError(
+                f"data_plan_policy is {data_plan_policy!r}; expected one of "
+                + ", ".join(DATA_PLAN_POLICIES)
             )
         self.mapping = mapping
         self.strict = strict
