@@ -725,3 +725,50 @@ def test_every_combination_of_actions_blocks_exactly_what_mparticle_would(
     assert kept | rejected == set(range(1, len(rows) + 1))
     for item in run.violations:
         assert item.dropped == (item.violation.action is not ViolationAction.ALLOW)
+
+
+def test_an_event_that_cannot_stand_without_a_blocked_attribute_rejects_its_row() -> None:
+    # The plan leaves product_action.action unplanned: blocking it leaves no valid event.
+    document = {
+        "data_plan_id": "p",
+        "version": 1,
+        "version_document": {
+            "data_points": [
+                {
+                    "match": {"type": "product_action", "criteria": {"action": "purchase"}},
+                    "validator": {
+                        "type": "json_schema",
+                        "definition": {
+                            "properties": {
+                                "data": {
+                                    "type": "object",
+                                    "properties": {
+                                        "product_action": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {"transaction_id": {}},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                }
+            ]
+        },
+        "settings": {"validation_actions": {"event_attribute": "block"}},
+    }
+    mapping = mpf.CommerceEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        product_action={"action": "action", "transaction_id": "id"},
+        data_plan=LoadedDataPlan.from_dict(document),
+    )
+    rows = [{"id": "t1", "user": "u", "action": "purchase"}] * 2
+    run = map_rows(rows, mapping, data_plan_policy="block")
+    assert list(run) == []
+    assert [(p.row.row_number, p.field) for p in run.rejected] == [
+        (1, "product_action.action"),
+        (2, "product_action.action"),
+    ]
+    assert (run.rows_mapped, run.rows_rejected, run.batches_out) == (0, 2, 0)
