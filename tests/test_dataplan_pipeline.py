@@ -772,3 +772,22 @@ def test_an_event_that_cannot_stand_without_a_blocked_attribute_rejects_its_row(
         (2, "product_action.action"),
     ]
     assert (run.rows_mapped, run.rows_rejected, run.batches_out) == (0, 2, 0)
+
+
+def test_cli_send_of_a_plan_file_reports_its_violations(
+    server: FakeEventsServer,
+    warehouse: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MPARTICLE_API_KEY", "test-key")
+    monkeypatch.setenv("MPARTICLE_API_SECRET", "test-secret")
+    plan_file = warehouse / "plan.jsonl"
+    extra = ("--data-plan", str(warehouse / "shop_plan.json"), "--data-plan-policy", "block")
+    assert main(["plan", *cli_args(warehouse, *extra, "--out", str(plan_file))]) == 1
+    capsys.readouterr()
+    assert main(["send", "--plan", str(plan_file), "--base-url", server.url]) == 1
+    text = capsys.readouterr().out
+    assert "5 sent" in text
+    assert "5 violation(s) in 4 row(s), 4 dropped" in text
+    assert len(server.accepted_batches()) == 3
