@@ -42,6 +42,7 @@ from ._errors import (
     StateError,
     UploadConfigurationError,
 )
+from ._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from ._mapping.files import load_mapping, mapping_from_dict
 from ._mapping.run import MappingRun, map_rows
 from ._mapping.sources import (
@@ -170,6 +171,7 @@ __all__ = [
     "DataPlan",
     "DataPlanError",
     "DataPlanMatch",
+    "DataPlanPolicy",
     "DataPlanVersion",
     "DataPlanViolationError",
     "DataPoint",
@@ -223,6 +225,7 @@ __all__ = [
     "RowError",
     "RowMapping",
     "RowSource",
+    "RowViolation",
     "ScreenViewEvent",
     "Sender",
     "SessionEndEvent",

@@ -21,7 +21,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from ._errors import ConfigurationError, MappingError, MParticleFeedError, PlanFileError, StateError
+from ._errors import (
+    ConfigurationError,
+    DataPlanError,
+    MappingError,
+    MParticleFeedError,
+    PlanFileError,
+    StateError,
+)
 from ._mapping.files import load_mapping
 
 __all__ = ["main"]
@@ -100,6 +107,26 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
         "--historical-only",
         action="store_true",
         help="a backfill: every event goes to /v2/bulkevents/historical",
+    )
+    parser.add_argument(
+        "--data-plan",
+        type=Path,
+        metavar="FILE",
+        help="validate against this data plan (mParticle's JSON export) and tag batches with "
+        "it; sets or replaces the mapping's data_plan",
+    )
+    parser.add_argument(
+        "--data-plan-version",
+        type=int,
+        metavar="N",
+        help="with --data-plan: pin this version (default: the one active in the environment)",
+    )
+    parser.add_argument(
+        "--data-plan-policy",
+        choices=["report", "block", "strict"],
+        default="report",
+        help="what a data-plan violation does: report (default; send and list it), block "
+        "(leave out what mParticle would block; blocked rows are rejected) or strict (stop)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
 
@@ -205,9 +232,14 @@ def _mapping(args: argparse.Namespace) -> Any:
     import attrs
 
     mapping = load_mapping(args.mapping)
+    changes: dict[str, Any] = {}
     if args.environment:
-        mapping = attrs.evolve(mapping, environment=args.environment)
-    return mapping
+        changes["environment"] = args.environment
+    if args.data_plan is not None:
+        changes["data_plan"] = {"path": str(args.data_plan), "version": args.data_plan_version}
+    elif args.data_plan_version is not None:
+        raise _UsageError("--data-plan-version needs --data-plan")
+    return attrs.evolve(mapping, **changes) if changes else mapping
 
 
 class _ProgressLine:
@@ -285,6 +317,7 @@ def _run_sync(args: argparse.Namespace) -> int:
                 stop=stop,
                 progress=progress,
                 historical_only=args.historical_only,
+                data_plan_policy=args.data_plan_policy,
             )
     finally:
         if progress is not None:
@@ -292,8 +325,7 @@ def _run_sync(args: argparse.Namespace) -> int:
         connection.close()
     _say(report.summary())
     if args.out is not None:
-        count = report.write_rejects(args.out)
-        _say(f"wrote {count} rejected or failed row(s) to {args.out}")
+        _write_rejects(report, args.out)
     return EXIT_OK if report.ok else EXIT_ROWS
 
 
@@ -314,6 +346,7 @@ def _run_plan(args: argparse.Namespace) -> int:
             name=args.name or args.mapping.stem,
             on_mapping_change=args.on_mapping_change,
             historical_only=args.historical_only,
+            data_plan_policy=args.data_plan_policy,
         )
     finally:
         connection.close()
@@ -352,9 +385,20 @@ def _run_send(args: argparse.Namespace) -> int:
             progress.done()
     _say(report.summary())
     if args.out is not None:
-        count = report.write_rejects(args.out)
-        _say(f"wrote {count} rejected or failed row(s) to {args.out}")
+        _write_rejects(report, args.out)
     return EXIT_OK if report.ok else EXIT_ROWS
+
+
+def _write_rejects(report: Any, out: Path) -> None:
+    count = report.write_rejects(out)
+    violations = len(report.violations)
+    if violations:
+        _say(
+            f"wrote {count - violations} rejected or failed row(s) and {violations} "
+            f"data-plan violation(s) to {out}"
+        )
+    else:
+        _say(f"wrote {count} rejected or failed row(s) to {out}")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -379,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         _say(f"mparticle-feed: {exc}", sys.stderr)
         return EXIT_USAGE
-    except (ConfigurationError, MappingError, StateError, PlanFileError) as exc:
+    except (ConfigurationError, MappingError, StateError, PlanFileError, DataPlanError) as exc:
         _say(f"mparticle-feed: {exc}", sys.stderr)
         return EXIT_USAGE
     except (sqlite3.Error, MParticleFeedError) as exc:

@@ -38,6 +38,9 @@ CONTRACT = frozenset(
         "EventsClient",
         # sync and reports
         "plan", "sync", "Plan", "SyncReport", "UploadReport",
+        # data plans
+        "load_data_plan", "LoadedDataPlan", "DataPlanVersion", "Violation", "RowViolation",
+        "DataPlanPolicy", "DataPlanError", "DataPlanViolationError",
         # errors
         "MParticleFeedError",
         # the protocols and aliases of the public signatures

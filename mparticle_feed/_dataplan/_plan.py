@@ -176,6 +176,10 @@ class DataPlanVersion:
             description=description if isinstance(description, str) else None,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The compiled validators do not pickle; a distributed run recompiles on each worker.
+        return (_rebuild_version, (self.to_dict(),))
+
     def to_dict(self) -> dict[str, Any]:
         """The version in the API's shape (``from_dict(to_dict())`` gives an equal version)."""
         value: dict[str, Any] = {
@@ -208,6 +212,10 @@ class DataPlanVersion:
         return self._validator.validate(batch)
 
 
+def _rebuild_version(document: dict[str, Any]) -> DataPlanVersion:
+    return DataPlanVersion.from_dict(document)
+
+
 @attrs.frozen(kw_only=True)
 class LoadedDataPlan:
     """A data plan loaded from mParticle's export, with the rule for picking a version.
@@ -221,6 +229,8 @@ class LoadedDataPlan:
     plan_id: str | None = None
     name: str | None = None
     version: int | None = None
+    #: The file the plan was loaded from (what a mapping file names); not part of equality.
+    source: str | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.versions:
@@ -308,6 +318,7 @@ def load_data_plan(path: str | Path, *, version: int | None = None) -> LoadedDat
     except orjson.JSONDecodeError as exc:
         raise DataPlanError(f"{path} is not valid JSON: {exc}") from None
     try:
-        return LoadedDataPlan.from_dict(document, version=version)
+        plan = LoadedDataPlan.from_dict(document, version=version)
     except DataPlanError as exc:
         raise DataPlanError(f"{path}: {exc}") from None
+    return attrs.evolve(plan, source=str(path))

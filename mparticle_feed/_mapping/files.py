@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .._errors import MappingError
+from .._errors import DataPlanError, MappingError
 from .sources import Attributes, Column, Constant, ListOf, Source, Struct
 from .spec import _CLASSES, RowMapping
 
@@ -86,8 +86,25 @@ def _attributes_from_document(value: Any, where: str) -> Attributes:
     return Attributes(**kwargs)
 
 
-def mapping_from_dict(document: MappingABC[str, Any]) -> RowMapping:
-    """Build a mapping from parsed TOML/JSON (the mapping-file schema; see docs/mapping.md)."""
+def _data_plan_from_document(value: Any, base_dir: Path | None) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        raise MappingError('data_plan must be a table: { path = "plan.json", version = 2 }')
+    path = Path(value["path"])
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path  # relative to the mapping file, wherever the sync runs
+    return {**value, "path": str(path)}
+
+
+def mapping_from_dict(
+    document: MappingABC[str, Any], *, base_dir: str | Path | None = None
+) -> RowMapping:
+    """Build a mapping from parsed TOML/JSON (the mapping-file schema; see docs/mapping.md).
+
+    ``base_dir`` is where a relative ``data_plan.path`` is read from (default: the
+    current directory; :func:`load_mapping` passes the mapping file's folder).
+    """
     if not isinstance(document, MappingABC):
         raise MappingError("a mapping document must be a table/object")
     kind = document.get("kind")
@@ -114,12 +131,19 @@ def mapping_from_dict(document: MappingABC[str, Any]) -> RowMapping:
             }
         elif key in _ATTRIBUTE_FIELDS:
             kwargs[key] = _attributes_from_document(value, key)
+        elif key == "data_plan":
+            kwargs[key] = _data_plan_from_document(
+                value, None if base_dir is None else Path(base_dir)
+            )
         else:
             kwargs[key] = _source_from_document(value, key)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise MappingError(f"{kind} mapping: {exc}") from None
+    except DataPlanError as exc:
+        text = str(exc)
+        raise MappingError(text if text.startswith("data_plan") else f"data_plan: {text}") from None
 
 
 def load_mapping(path: str | Path) -> RowMapping:
@@ -140,6 +164,6 @@ def load_mapping(path: str | Path) -> RowMapping:
     except (tomllib.TOMLDecodeError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MappingError(f"{path} is not valid {suffix[1:].upper()}: {exc}") from None
     try:
-        return mapping_from_dict(document)
+        return mapping_from_dict(document, base_dir=path.parent)
     except MappingError as exc:
         raise MappingError(f"{path}: {exc}") from None

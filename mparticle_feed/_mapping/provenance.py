@@ -20,6 +20,7 @@ class Stage(str, Enum):
     """The stage of the flow at which a row was turned away."""
 
     MAPPING = "mapping"
+    DATA_PLAN = "data_plan"
     ROUTING = "routing"
     PACKING = "packing"
     DELIVERY = "delivery"

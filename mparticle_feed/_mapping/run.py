@@ -16,6 +16,7 @@ from .._source.rows import Cursor, iter_rows
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
 from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject
+from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .sources import SyncKind
 from .spec import RowMapping
@@ -30,7 +31,9 @@ class MappingRun(Iterator[SourcedBatch]):
 
     ``rows_in == rows_mapped + rows_rejected`` holds whenever the run is not inside ``next()``.
     ``rejected`` lists each rejected row's :class:`RowProblem` (stage ``mapping``).
-    ``values_truncated`` counts event names cut to 256 characters.
+    ``values_truncated`` counts event names cut to 256 characters. With a mapping that
+    names a data plan, ``violations`` lists each :class:`RowViolation` found, and rows a
+    ``block`` policy turns away are among the rejected (stage ``data_plan``).
     """
 
     def __init__(
@@ -41,10 +44,16 @@ class MappingRun(Iterator[SourcedBatch]):
         strict: bool = False,
         on_reject: Callable[[RowProblem], None] | None = None,
         max_events_per_batch: int = 100,
+        data_plan_policy: DataPlanPolicy = "report",
     ) -> None:
         if max_events_per_batch < 1:
             raise ConfigurationError(
                 f"max_events_per_batch must be at least 1, got {max_events_per_batch}"
+            )
+        if data_plan_policy not in DATA_PLAN_POLICIES:
+            raise ConfigurationError(
+                f"data_plan_policy is {data_plan_policy!r}; expected one of "
+                + ", ".join(DATA_PLAN_POLICIES)
             )
         self.mapping = mapping
         self.strict = strict
@@ -58,6 +67,39 @@ class MappingRun(Iterator[SourcedBatch]):
         self.rejected: list[RowProblem] = []
         self._compiled: CompiledMapping = mapping._compiled
         self._batches = self._run(iter_rows(rows))
+        self._data_plan: DataPlanStep | None = None
+        if mapping.data_plan is not None:
+            self._data_plan = DataPlanStep(
+                mapping.data_plan,
+                mapping.environment,
+                policy=data_plan_policy,
+                on_reject=self._reject_mapped,
+                on_drop=self._drop_batch,
+            )
+            self._batches = self._data_plan(self._batches)
+
+    @property
+    def violations(self) -> list[RowViolation]:
+        """Every data-plan violation found so far, with its row (empty without a plan)."""
+        return self._data_plan.violations if self._data_plan is not None else []
+
+    def _reject_mapped(self, problem: RowProblem) -> None:
+        # A row the data plan turns away was mapped; it now counts as rejected.
+        self.rows_mapped -= 1
+        self.rows_rejected += 1
+        self.rejected.append(problem)
+        if self.strict:
+            raise RowError(
+                row_number=problem.row.row_number,
+                primary_key=problem.row.primary_key,
+                field=problem.field or "row",
+                reason=problem.reason,
+            )
+        if self.on_reject is not None:
+            self.on_reject(problem)
+
+    def _drop_batch(self) -> None:
+        self.batches_out -= 1
 
     def __iter__(self) -> MappingRun:
         return self
@@ -218,6 +260,7 @@ def map_rows(
     strict: bool = False,
     on_reject: Callable[[RowProblem], None] | None = None,
     max_events_per_batch: int = 100,
+    data_plan_policy: DataPlanPolicy = "report",
 ) -> MappingRun:
     """Map rows (a cursor or any iterable of dicts) into batches, streaming.
 
@@ -226,6 +269,12 @@ def map_rows(
     mapping makes one batch per row. A row that cannot be mapped is recorded in
     ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
     the first such row raises :class:`RowError` instead.
+
+    When the mapping names a data plan, batches are tagged with it and validated as they
+    are made; ``data_plan_policy`` says what a violation does: ``"report"`` (default: list
+    it in ``run.violations``), ``"block"`` (leave out what mParticle would block; rows whose
+    event or batch is blocked are rejected) or ``"strict"`` (raise
+    :class:`DataPlanViolationError`).
     """
     return MappingRun(
         rows,
@@ -233,4 +282,5 @@ def map_rows(
         strict=strict,
         on_reject=on_reject,
         max_events_per_batch=max_events_per_batch,
+        data_plan_policy=data_plan_policy,
     )

@@ -14,10 +14,12 @@ from typing import Any, ClassVar, Union, cast
 import attrs
 import orjson
 
+from .._dataplan._plan import LoadedDataPlan
 from .._errors import MappingError
 from .._source.coerce import EpochUnit
 from .._wire.enums import Environment, IdentityType
 from .compile import CompiledMapping
+from .dataplan_step import as_data_plan, chosen_version, data_plan_fingerprint
 from .sources import (
     _RESERVED_LOWER,
     RESERVED_USER_ATTRIBUTES,
@@ -47,6 +49,13 @@ __all__ = [
 ]
 
 
+def _plan_repr(plan: LoadedDataPlan | None) -> str:
+    if plan is None:
+        return "None"
+    pinned = f", version {plan.version}" if plan.version is not None else ""
+    return f"<data plan {plan.plan_id!r}{pinned}>"
+
+
 def _rebuild(cls: type[_MappingBase], arguments: dict[str, Any]) -> _MappingBase:
     return cls(**arguments)
 
@@ -70,8 +79,15 @@ class _MappingBase:
     user_attributes: Attributes | None = attrs.field(default=None, converter=_attributes)
     timezone: str | None = attrs.field(default=None, converter=_timezone)
     epoch_unit: EpochUnit = attrs.field(default=EpochUnit.MILLISECONDS, converter=_epoch_unit)
+    #: The data plan batches are tagged with and validated against (see docs/dataplans.md).
+    #: Compared by content; left out of the hash (a plan's schemas are dicts).
+    data_plan: LoadedDataPlan | None = attrs.field(
+        default=None, converter=as_data_plan, hash=False, repr=_plan_repr
+    )
 
     def _check(self) -> None:
+        if self.data_plan is not None:
+            chosen_version(self.data_plan, self.environment)
         if not (self.user_identities or self.device_identities or self.mpid is not None):
             raise MappingError(
                 "a mapping needs at least one identity: user_identities, device_identities or mpid"
@@ -126,11 +142,22 @@ class _MappingBase:
 
     def fingerprint(self) -> str:
         """A stable SHA-256 of the definition: equal mappings, equal fingerprints."""
-        canonical = orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+        document = self.to_dict()
+        if self.data_plan is not None:
+            # The plan's tag and content count, its file's path does not.
+            document["data_plan"] = data_plan_fingerprint(self.data_plan, self.environment)
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(b"mparticle-feed-mapping/1\n" + canonical).hexdigest()
 
 
 def _dump(value: Any) -> Any:
+    if isinstance(value, LoadedDataPlan):
+        plan: dict[str, Any] = (
+            {"path": value.source} if value.source is not None else {"plan_id": value.plan_id}
+        )
+        if value.version is not None:
+            plan["version"] = value.version
+        return plan
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Column):

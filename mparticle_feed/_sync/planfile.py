@@ -19,9 +19,10 @@ from .._delivery.packing import PackedBatch, Request, _Pieces, request_body
 from .._delivery.routing import Endpoint
 from .._errors import PayloadError, PlanFileError
 from .._html import html_table
+from .._mapping.dataplan_step import RowViolation, violation_from_record, violation_record
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.codec import from_dict
-from .report import SyncReport, _open_target, problem_record
+from .report import SyncReport, _open_target, problem_record, violation_lines, violations_html
 from .send import Progress, Sender, StateArg, send_plan
 from .state import MappingChange, StateEntry
 from .status import _REJECTED, _UNCHANGED
@@ -74,6 +75,9 @@ class Plan:
     entries: Mapping[int, StateEntry] = attrs.field(factory=dict, repr=False)
     #: Per row number, its settled status before sending (unchanged or rejected).
     settled: bytes = attrs.field(default=b"", repr=False)
+    #: Data-plan violations, each with its row; with the ``block`` policy, ``dropped`` marks
+    #: what mParticle would drop and the plan leaves out.
+    violations: tuple[RowViolation, ...] = ()
 
     @property
     def planned(self) -> tuple[PlannedRequest, ...]:
@@ -119,7 +123,8 @@ class Plan:
         One line per request (its ``endpoint``, ``rows``, ``bytes`` and ``body`` as JSON,
         plus what :meth:`read_jsonl` needs to rebuild it exactly: each batch's
         ``source_request_id`` and rows, the state entries to record, the body's SHA-256),
-        then one line per rejected row (``"outcome": "rejected"``), then one closing line
+        then one line per rejected row (``"outcome": "rejected"``), one per data-plan
+        violation (``"outcome": "violation"``), then one closing line
         under the key ``"plan"`` that describes the plan and holds a SHA-256 of the whole
         file, so that an edited or truncated file is refused when it is read back.
         """
@@ -157,6 +162,8 @@ class Plan:
                 emit(json.dumps(record, ensure_ascii=False))
             for problem in self.rejects:
                 emit(json.dumps(problem_record(problem, "rejected")))
+            for item in self.violations:
+                emit(json.dumps(violation_record(item), ensure_ascii=False))
             unchanged_rows = [
                 number for number, code in enumerate(self.settled) if code == _UNCHANGED
             ]
@@ -172,6 +179,8 @@ class Plan:
                 "requests": len(self.requests),
                 "rejects": len(self.rejects),
             }
+            if self.violations:  # absent otherwise: files without a plan read as before
+                closing["violations"] = len(self.violations)
             # The digest also covers this line's own fields, so none can be edited unseen.
             digest.update(json.dumps(closing, sort_keys=True, ensure_ascii=False).encode("utf-8"))
             closing["sha256"] = digest.hexdigest()
@@ -217,7 +226,7 @@ class Plan:
         ``state`` (a :class:`StateStore` or a path) records what was accepted; it should
         be the store the plan was computed with. The other options are :func:`sync`'s.
         """
-        return send_plan(
+        report = send_plan(
             self,
             client,
             state=state,
@@ -226,6 +235,7 @@ class Plan:
             progress=progress,
             clock=clock,
         )
+        return attrs.evolve(report, violations=self.violations) if self.violations else report
 
     def summary(self) -> str:
         """A few readable lines: what would be sent where, and what was turned away."""
@@ -249,6 +259,7 @@ class Plan:
             )
         if len(self.rejects) > 10:
             lines.append(f"  ... and {len(self.rejects) - 10} more")
+        lines.extend(violation_lines(self.violations))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -286,6 +297,7 @@ class Plan:
             + html_table(overview, ("", "rows"))
             + html_table(requests, ("#", "endpoint", "batches", "bytes", "rows", "body"))
             + (html_table(problems, ("row", "key", "stage", "field", "reason")) if problems else "")
+            + violations_html(self.violations)
             + "</div>"
         )
 
@@ -327,6 +339,7 @@ class _PlanReader:
         requests: list[Request] = []
         entries: dict[int, StateEntry] = {}
         rejects: list[RowProblem] = []
+        violations: list[RowViolation] = []
         closing: dict[str, Any] | None = None
         for self.line, raw in enumerate(lines, start=1):
             line = raw.removesuffix("\r")
@@ -345,12 +358,19 @@ class _PlanReader:
                 continue
             digest.update(line.encode("utf-8") + b"\n")
             if "endpoint" in record:
-                if rejects:
+                if rejects or violations:
                     raise self.fail("a request follows the rejected rows")
                 request, request_entries = self._request(record)
                 requests.append(request)
                 entries.update(request_entries)
+            elif record.get("outcome") == "violation":
+                try:
+                    violations.append(violation_from_record(record))
+                except ValueError as exc:
+                    raise self.fail(f"data-plan violation: {exc}") from None
             elif "outcome" in record:
+                if violations:
+                    raise self.fail("a rejected row follows the data-plan violations")
                 rejects.append(self._reject(record))
             else:
                 raise self.fail("neither a request, a rejected row nor the closing 'plan' line")
@@ -364,6 +384,11 @@ class _PlanReader:
         fields = {key: value for key, value in closing.items() if key != "sha256"}
         digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8"))
         header = self._closing(closing, len(requests), len(rejects), digest.hexdigest())
+        if closing.get("violations", 0) != len(violations):
+            raise self.fail(
+                f"the file holds {len(violations)} data-plan violation(s), but was written with "
+                f"{closing.get('violations', 0)!r}: lines were removed or added"
+            )
         rows_in = int(header["rows_in"])
         settled = bytearray(rows_in + 1)
         for first, last in header["unchanged_rows"]:
@@ -371,6 +396,8 @@ class _PlanReader:
         for problem in rejects:
             self._check_row(problem.row, rows_in)
             settled[problem.row.row_number] = _REJECTED
+        for item in violations:
+            self._check_row(item.row, rows_in)
         sent_rows = {r.row_number for q in requests for b in q.batches for r in b.sourced.rows}
         for number in sent_rows:
             if number > rows_in:
@@ -392,6 +419,7 @@ class _PlanReader:
             rejects=tuple(rejects),
             entries=entries,
             settled=bytes(settled),
+            violations=tuple(violations),
         )
 
     def _check_row(self, row: RowRef, rows_in: int) -> None:

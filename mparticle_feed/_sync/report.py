@@ -23,12 +23,13 @@ import attrs
 
 from .._errors import DeliveryError
 from .._html import html_table
+from .._mapping.dataplan_step import RowViolation, violation_record
 from .._mapping.provenance import RowProblem
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["SyncReport", "problem_record"]
+__all__ = ["SyncReport", "problem_record", "violation_lines", "violations_html"]
 
 
 def problem_record(problem: RowProblem, outcome: str) -> dict[str, Any]:
@@ -45,6 +46,50 @@ def problem_record(problem: RowProblem, outcome: str) -> dict[str, Any]:
         if value is not None:
             record[key] = value
     return record
+
+
+def violation_lines(violations: tuple[RowViolation, ...], limit: int = 10) -> list[str]:
+    """Summary lines for data-plan violations: a count, then the first ``limit``."""
+    if not violations:
+        return []
+    rows = len({item.row.row_number for item in violations})
+    dropped = sum(item.dropped for item in violations)
+    lines = [
+        f"  data plan  {len(violations):>6} violation(s) in {rows} row(s)"
+        + (f", {dropped} dropped before sending" if dropped else "")
+    ]
+    for item in violations[:limit]:
+        key = item.row.primary_key if item.row.primary_key is not None else "-"
+        where = f" [{item.field}]" if item.field else ""
+        lines.append(
+            f"  violation row {item.row.row_number} (key {key}){where}: {item.reason}"
+            + (" (dropped)" if item.dropped else "")
+        )
+    if len(violations) > limit:
+        lines.append(f"  ... and {len(violations) - limit} more violation(s)")
+    return lines
+
+
+def violations_html(violations: tuple[RowViolation, ...], limit: int = 100) -> str:
+    """A table of data-plan violations for a notebook (empty without violations)."""
+    if not violations:
+        return ""
+    rows = [
+        (
+            str(item.row.row_number),
+            item.row.primary_key or "",
+            str(item.violation.match),
+            str(item.violation.error_type),
+            item.field or "",
+            str(item.violation.action),
+            "dropped" if item.dropped else "sent",
+            item.reason,
+        )
+        for item in violations[:limit]
+    ]
+    return html_table(
+        rows, ("row", "key", "data point", "error", "field", "action", "data", "violation")
+    )
 
 
 def _open_target(target: str | Path | IO[str]) -> tuple[IO[str], bool]:
@@ -87,6 +132,8 @@ class SyncReport:
     mapping_changed: bool = False
     rejects: tuple[RowProblem, ...] = ()
     failures: tuple[RowProblem, ...] = ()
+    #: Data-plan violations, each with its row (a mapping that names a plan; see ``dropped``).
+    violations: tuple[RowViolation, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         settled = self.accepted + self.rejected + self.failed + self.pending
@@ -155,13 +202,20 @@ class SyncReport:
         }
 
     def problem_records(self) -> list[dict[str, Any]]:
-        """Every rejected and failed row as a JSON-ready record."""
-        return [problem_record(p, "rejected") for p in self.rejects] + [
-            problem_record(p, "failed") for p in self.failures
-        ]
+        """Every rejected and failed row, then every data-plan violation, as JSON-ready records.
+
+        A violation's record has ``"outcome": "violation"``, the row, the violation's
+        fields under ``"violation"``, and ``"dropped"``; a row a block rejected also has its
+        ``"rejected"`` record.
+        """
+        return (
+            [problem_record(p, "rejected") for p in self.rejects]
+            + [problem_record(p, "failed") for p in self.failures]
+            + [violation_record(v) for v in self.violations]
+        )
 
     def write_rejects(self, target: str | Path | IO[str]) -> int:
-        """Write every rejected and failed row as JSON Lines; return the number of lines."""
+        """Write :meth:`problem_records` as JSON Lines; return the number of lines."""
         handle, owned = _open_target(target)
         try:
             records = self.problem_records()
@@ -211,6 +265,7 @@ class SyncReport:
             )
         if len(problems) > 10:
             lines.append(f"  ... and {len(problems) - 10} more (write_rejects() lists them all)")
+        lines.extend(violation_lines(self.violations))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -248,5 +303,6 @@ class SyncReport:
                 if problems
                 else ""
             )
+            + violations_html(self.violations)
             + "</div>"
         )

@@ -35,6 +35,7 @@ from .._delivery.routing import (
     utc_now,
 )
 from .._errors import ConfigurationError, StateError
+from .._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
 from .._mapping.run import map_rows
 from .._mapping.sources import SyncKind
@@ -200,6 +201,7 @@ class _Pipeline:
     max_batches: int
     max_request_bytes: int
     max_batch_bytes: int
+    data_plan_policy: DataPlanPolicy = "report"
     statuses: _Statuses = attrs.field(factory=_Statuses)
     problems: list[RowProblem] = attrs.field(factory=list)
     mapping_run: Any = None
@@ -209,7 +211,7 @@ class _Pipeline:
         self.differ = _Differ(self.mapping.kind.value, self.state, self.name, self.statuses)
 
     def requests(self, rows: Iterable[Any]) -> Iterator[Request]:
-        self.mapping_run = map_rows(rows, self.mapping)
+        self.mapping_run = map_rows(rows, self.mapping, data_plan_policy=self.data_plan_policy)
         routed = route(
             self.differ(self.mapping_run),
             now=self.now,
@@ -243,6 +245,10 @@ class _Pipeline:
     def rows_in(self) -> int:
         return int(self.mapping_run.rows_in) if self.mapping_run is not None else 0
 
+    @property
+    def violations(self) -> tuple[RowViolation, ...]:
+        return tuple(self.mapping_run.violations) if self.mapping_run is not None else ()
+
 
 def _default_name(mapping: RowMapping) -> str:
     return mapping.kind.value
@@ -263,13 +269,15 @@ def plan(
     max_batches: int = 100,
     max_request_bytes: int = 256_000,
     max_batch_bytes: int = 128_000,
+    data_plan_policy: DataPlanPolicy = "report",
 ) -> Plan:
     """The exact requests :func:`sync` would send for these rows, without sending.
 
     ``source`` is a DB-API cursor (read with ``fetchmany``) or any iterable of dict rows.
     With ``state``, rows mParticle already holds are left out, as sync would. The state
     is only read. A plan holds every request body in memory: use it for review, and
-    :func:`sync` for large runs.
+    :func:`sync` for large runs. ``data_plan_policy`` is as for :func:`sync`; with
+    ``"block"`` the plan shows exactly what mParticle would drop.
     """
     if isinstance(state, (str, os.PathLike)) and not os.path.exists(state):
         # plan only reads: a missing state file means every row is sent. An empty store
@@ -291,6 +299,7 @@ def plan(
             max_batches=max_batches,
             max_request_bytes=max_request_bytes,
             max_batch_bytes=max_batch_bytes,
+            data_plan_policy=data_plan_policy,
         )
         requests = tuple(pipeline.requests(iter_rows(source, chunk_size=chunk_size)))
         pipeline.collect_mapping_rejects()
@@ -306,6 +315,7 @@ def plan(
             rejects=tuple(pipeline.problems),
             entries=dict(differ.entries),
             settled=bytes(pipeline.statuses.codes),
+            violations=pipeline.violations,
         )
     finally:
         if owned and store is not None:
@@ -340,6 +350,7 @@ def sync(
     historical_only: bool = False,
     chunk_size: int = 1000,
     clock: Callable[[], float] = time.monotonic,
+    data_plan_policy: DataPlanPolicy = "report",
 ) -> SyncReport:
     """Map ``source``'s rows with ``mapping`` and deliver them with ``client``, streaming.
 
@@ -355,11 +366,18 @@ def sync(
     as source). Setting ``stop`` ends the run after the requests already handed out;
     rows not sent are reported ``pending`` and sent by the next run.
 
+    When the mapping names a data plan, ``data_plan_policy`` says what a violation does:
+    ``"report"`` (default) sends the rows and lists the violations in
+    ``report.violations``; ``"block"`` leaves out what mParticle would block before
+    sending (rows whose event or batch is blocked are rejected with the violation as
+    reason; a blocked attribute is left out and its row, accepted, lists the violation);
+    ``"strict"`` raises :class:`DataPlanViolationError` on the first violation.
+
     Returns a :class:`SyncReport` for which ``rows_in == accepted + rejected + failed +
     pending`` holds. Raises :class:`ConfigurationError` on bad credentials (401/403).
     """
     if plan is not None:
-        return send_plan(
+        report = send_plan(
             plan,
             client,
             state=state,
@@ -368,6 +386,8 @@ def sync(
             progress=progress,
             clock=clock,
         )
+        # A reviewed plan carries its data-plan violations into the report.
+        return attrs.evolve(report, violations=plan.violations) if plan.violations else report
     if source is None:
         raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
     store, owned = _open_state(state)
@@ -396,6 +416,7 @@ def sync(
             max_batches=client.max_batches,
             max_request_bytes=client.max_request_bytes,
             max_batch_bytes=client.max_batch_bytes,
+            data_plan_policy=data_plan_policy,
         )
         requests = pipeline.requests(iter_rows(source, chunk_size=chunk_size))
         delivery = _Delivery(
@@ -418,6 +439,8 @@ def sync(
             upload=upload,
             start=start,
         )
+        if pipeline.violations:
+            report = attrs.evolve(report, violations=pipeline.violations)
         if store is not None:
             store.finish_sync(sync_name, status="stopped" if report.pending else "finished")
         _log(report)

@@ -86,3 +86,24 @@ def plan_then_send(client: mpf.Sender, mapping: mpf.CustomEventMapping) -> mpf.S
 def requests_of(batches: list[mpf.Batch]) -> list[Request]:
     now = datetime.now(timezone.utc)
     return [item for item in pack(route(batches, now=now)) if isinstance(item, Request)]
+
+
+def violations_of(rows: list[dict[str, object]]) -> list[mpf.RowViolation]:
+    plan = mpf.load_data_plan("examples/shop_data_plan.json", version=2)
+    mapping = mpf.CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="event",
+        data_plan=plan,
+    )
+    from_file = mpf.CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="event",
+        data_plan={"path": "examples/shop_data_plan.json", "version": 1},
+    )
+    policy: mpf.DataPlanPolicy = "block"
+    run = mpf.map_rows(rows, mapping, data_plan_policy=policy)
+    reviewed = mpf.plan(rows, from_file, data_plan_policy="report")
+    dropped: list[mpf.RowViolation] = [v for v in run.violations if v.dropped]
+    return dropped + list(reviewed.violations)
