@@ -14,13 +14,14 @@ Limit policy for mParticle's documented limits, applied here and documented in d
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import operator
 import types
 import typing
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import tzinfo
 from decimal import Decimal
 from enum import Enum
@@ -45,7 +46,7 @@ from .._source.coerce import (
     to_user_attribute,
 )
 from .._wire.common import ApplicationInfo, Context, DeviceInfo
-from .._wire.enums import CustomEventType
+from .._wire.enums import CustomEventType, ProductActionType, PromotionActionType
 from .._wire.models import CommerceEvent, CustomEvent
 from .._wire.values import (
     decimal_number,
@@ -70,7 +71,7 @@ from .sources import (
 if TYPE_CHECKING:  # the mapping classes import this module to compile themselves
     from .spec import CommerceEventMapping, CustomEventMapping, RowMapping
 
-__all__ = ["CompiledMapping", "compile_mapping"]
+__all__ = ["CompiledMapping", "check_columns", "compile_mapping"]
 
 logger = logging.getLogger(__name__)
 
@@ -830,6 +831,12 @@ class CompiledMapping:
                     self.event_name = _getter(commerce.event_name, "event_name")
             else:
                 custom = cast("CustomEventMapping", mapping)
+                for label in ("event_name", "custom_event_type"):
+                    if isinstance(getattr(custom, label), (Struct, ListOf)):
+                        raise MappingError(
+                            f"{label}: expected a column, a constant or a computed value, "
+                            "got a table (a misspelt column/const key?)"
+                        )
                 self.event_name = _getter(custom.event_name, "event_name")
                 self.custom_event_type = _getter(custom.custom_event_type, "custom_event_type")
                 self.fixed_event_type = self._fixed_event_type(custom.custom_event_type)
@@ -1127,3 +1134,38 @@ def compile_mapping(mapping: RowMapping) -> CompiledMapping:
 
 
 # --- the run -------------------------------------------------------------------------------------
+
+
+# --- the source's columns, checked before the first row ---------------------------------------
+
+#: Enums whose values are easily written where a column name is expected.
+_VALUE_ENUMS: tuple[type[Enum], ...] = (CustomEventType, ProductActionType, PromotionActionType)
+
+
+def check_columns(compiled: CompiledMapping, columns: Sequence[str]) -> None:
+    """Raise one :class:`MappingError` when the mapping reads a column the source lacks.
+
+    Called with the source's column names before its first row, so a misspelt column is one
+    error, not one rejected row per row. The message lists the columns that exist, the
+    closest match, and suggests ``{ const = ... }`` for a name that is an enum value.
+    """
+    present = set(columns)
+    missing = sorted(compiled.used_columns - present)
+    if not missing:
+        return
+    problems = []
+    for name in missing:
+        hint = ""
+        close = difflib.get_close_matches(name, columns, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        for enum in _VALUE_ENUMS:
+            if name in {member.value for member in enum}:
+                hint = (
+                    f": {name!r} is a {enum.__name__} value, not a column; to send it on every "
+                    f'row write {{ const = "{name}" }} (Constant("{name}") in code)'
+                )
+                break
+        problems.append(f"column {name!r} is not in the source{hint}")
+    shown = ", ".join(map(repr, columns)) if columns else "none"
+    raise MappingError(f"{'; '.join(problems)}. The source's columns: {shown}")
