@@ -47,7 +47,7 @@ def test_an_enum_value_given_as_a_column_suggests_a_constant() -> None:
 def test_sync_refuses_before_sending_anything() -> None:
     with (
         FakeEventsServer() as server,
-        mpf.EventsClient("k", "s", base_url=server.url, max_workers=1) as client,
+        mpf.EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as client,
     ):
         with pytest.raises(mpf.MappingError, match="'pages' is not in the source"):
             mpf.sync(_views(), _mapping(custom_attributes={"page": "pages"}), client)
