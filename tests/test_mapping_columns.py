@@ -106,3 +106,19 @@ def test_exactly_the_missing_columns_are_named(columns: set[str], data: st.DataO
         part.split("'")[1] for part in str(caught.value).split(". The source's")[0].split("; ")
     ]
     assert named == missing
+
+
+def test_a_refused_sync_leaves_the_state_as_it_was(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    with (
+        FakeEventsServer() as server,
+        mpf.EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as client,
+    ):
+        with pytest.raises(mpf.MappingError):
+            mpf.sync(_views(), _mapping(custom_attributes={"page": "pages"}), client, state=state)
+        report = mpf.sync(
+            _views(), _mapping(custom_attributes={"page": "page"}), client, state=state
+        )
+    assert report.ok
+    assert report.sent == 200
+    assert not report.resumed

@@ -402,16 +402,6 @@ def sync(
     store, owned = _open_state(state)
     try:
         sync_name = name or _default_name(mapping)
-        start = (
-            store.begin_sync(
-                sync_name,
-                kind=mapping.kind.value,
-                fingerprint=mapping.fingerprint(),
-                on_mapping_change=on_mapping_change,
-            )
-            if store is not None
-            else None
-        )
         pipeline = _Pipeline(
             mapping=mapping,
             name=sync_name,
@@ -427,7 +417,18 @@ def sync(
             max_batch_bytes=client.max_batch_bytes,
             data_plan_policy=data_plan_policy,
         )
+        # The source and its columns are checked here, before the state records a run.
         requests = pipeline.requests(source, chunk_size)
+        start = (
+            store.begin_sync(
+                sync_name,
+                kind=mapping.kind.value,
+                fingerprint=mapping.fingerprint(),
+                on_mapping_change=on_mapping_change,
+            )
+            if store is not None
+            else None
+        )
         delivery = _Delivery(
             name=sync_name,
             kind=mapping.kind.value,
