@@ -92,8 +92,10 @@ class Rows(Iterator[dict[str, Any]]):
             self._columns = self._columns()
         return self._columns
 
-    def __iter__(self) -> Rows:
-        return self
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # The underlying generator itself: a for loop then runs at C speed, not through
+        # __next__ (one Python call a row). Both read the same stream.
+        return self._rows
 
     def __next__(self) -> dict[str, Any]:
         return next(self._rows)
