@@ -13,7 +13,6 @@ the mapping as any non-finite number is.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
     import pyarrow
 
 __all__ = ["arrow_reader", "rows_from"]
-
-logger = logging.getLogger(__name__)
 
 _SOURCES_ACCEPTED = (
     "pass an executed DB-API cursor, a SQLAlchemy Result, a pandas or Polars DataFrame, "
