@@ -162,6 +162,26 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
 
 
+def _add_send_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plan", required=True, type=Path, help="the plan file written by 'plan --out'"
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="the incremental-state file to record accepted rows in (the one the plan read)",
+    )
+    parser.add_argument(
+        "--on-mapping-change",
+        choices=["fail", "resend", "keep"],
+        default="fail",
+        help="when the plan's mapping differs from the state's last run: fail (default), "
+        "resend or keep",
+    )
+    _add_delivery_options(parser)
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
+
+
 def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--log-level",
@@ -221,25 +241,7 @@ def _parser() -> argparse.ArgumentParser:
         "reviewed. A file that was edited, truncated or is malformed is refused. Credentials "
         "come from MPARTICLE_API_KEY / MPARTICLE_API_SECRET.",
     )
-    send_parser.add_argument(
-        "--plan", required=True, type=Path, help="the plan file written by 'plan --out'"
-    )
-    send_parser.add_argument(
-        "--state",
-        type=Path,
-        help="the incremental-state file to record accepted rows in (the one the plan read)",
-    )
-    send_parser.add_argument(
-        "--on-mapping-change",
-        choices=["fail", "resend", "keep"],
-        default="fail",
-        help="when the plan's mapping differs from the state's last run: fail (default), "
-        "resend or keep",
-    )
-    _add_delivery_options(send_parser)
-    send_parser.add_argument(
-        "--quiet", "-q", action="store_true", help="no progress, only the report"
-    )
+    _add_send_options(send_parser)
 
     demo_parser = commands.add_parser(
         "demo",
