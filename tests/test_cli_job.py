@@ -137,6 +137,18 @@ def test_duckdb_url(server: FakeEventsServer, mapping: Path, tmp_path: Path) -> 
     assert len(server.accepted_requests()) == 2
 
 
+def test_any_other_url_goes_to_sqlalchemy(
+    server: FakeEventsServer, mapping: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = sqlite_db(tmp_path / "shop.sqlite")
+    assert run(f"sqlite+pysqlite:///{db}", mapping, server) == 0
+    assert sorted(map(str, sent_pages(server))) == ["None", "cart", "home"]
+    assert run("nosuchdialect://u:hidden-pw@h/db", mapping, server) == 2
+    err = capsys.readouterr().err
+    assert "nosuchdialect://u:***@h/db" in err
+    assert "hidden-pw" not in err
+
+
 def test_postgresql_url_uses_a_server_side_cursor(
     server: FakeEventsServer, mapping: Path, postgres_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -122,3 +122,22 @@ def test_a_refused_sync_leaves_the_state_as_it_was(tmp_path: Path) -> None:
     assert report.ok
     assert report.sent == 200
     assert not report.resumed
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        (
+            {"user_identities": {"customer_id": {"col": "customer_no"}}},
+            "user_identities.customer_id",
+        ),
+        ({"timestamp_unixtime_ms": {"colum": "at"}}, "timestamp_unixtime_ms"),
+        ({"custom_event_type": ["navigation"]}, "custom_event_type"),
+        ({"mpid": {"x": "y"}}, "mpid"),
+    ],
+)
+def test_a_table_for_a_single_value_is_refused_when_the_mapping_is_made(
+    fields: dict[str, object], path: str
+) -> None:
+    with pytest.raises(mpf.MappingError, match=f"^{path}: expected a column, a constant"):
+        _mapping(**fields)

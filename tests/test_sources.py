@@ -308,6 +308,14 @@ def test_arrow_reader_is_none_for_other_sources() -> None:
     assert isinstance(arrow_reader(_duckdb().sql("SELECT 1 AS a")), pa.RecordBatchReader)
 
 
+def test_rows_that_are_not_mappings_are_rejected_one_by_one() -> None:
+    run = mpf.map_rows([(1, "c1"), *_records()], MAPPING)
+    assert len(list(run)) == 2
+    assert run.rows_in == 4
+    assert [problem.row.row_number for problem in run.rejected] == [1]
+    assert "a row must be a mapping of column → value, got tuple" in run.rejected[0].reason
+
+
 def test_columns_are_known_before_the_first_row() -> None:
     assert mpf.rows_from(_arrow()).columns == COLUMNS
     assert mpf.rows_from(_pandas()).columns == COLUMNS
@@ -329,7 +337,6 @@ def test_columns_are_known_before_the_first_row() -> None:
         ({"a": 1}, "an iterable of dicts"),
         ("SELECT 1", "an iterable of dicts"),
         (42, "an iterable of dicts"),
-        ([(1, 2)], "not mappings"),
     ],
     ids=lambda value: type(value).__name__,
 )

@@ -235,6 +235,16 @@ def _parsed(value: Any, path: str) -> Any:
     return value
 
 
+def _refuse_table(source: Source | None, path: str) -> None:
+    """A table (or list) where one value is expected is a mistake: refuse it at load."""
+    if isinstance(source, (Struct, ListOf)):
+        kind = "a table" if isinstance(source, Struct) else "a list"
+        raise MappingError(
+            f"{path}: expected a column, a constant or a computed value, got {kind} "
+            "(a misspelt column/const key?)"
+        )
+
+
 def _non_optional(tp: Any) -> Any:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
@@ -722,6 +732,11 @@ class CompiledMapping:
         tz = zoneinfo.ZoneInfo(mapping.timezone) if mapping.timezone else None
         coercers = _Coercers(tz, mapping.epoch_unit)
         self.key_column = mapping.key_column
+        for group in ("user_identities", "device_identities"):
+            for name, source in getattr(mapping, group):
+                _refuse_table(source, _join(group, name))
+        for name in ("mpid", "ip"):
+            _refuse_table(getattr(mapping, name), name)
         self.identities = [
             (name, _getter(source, _join("user_identities", name)))
             for name, source in mapping.user_identities
@@ -831,12 +846,8 @@ class CompiledMapping:
                     self.event_name = _getter(commerce.event_name, "event_name")
             else:
                 custom = cast("CustomEventMapping", mapping)
-                for label in ("event_name", "custom_event_type"):
-                    if isinstance(getattr(custom, label), (Struct, ListOf)):
-                        raise MappingError(
-                            f"{label}: expected a column, a constant or a computed value, "
-                            "got a table (a misspelt column/const key?)"
-                        )
+                _refuse_table(custom.event_name, "event_name")
+                _refuse_table(custom.custom_event_type, "custom_event_type")
                 self.event_name = _getter(custom.event_name, "event_name")
                 self.custom_event_type = _getter(custom.custom_event_type, "custom_event_type")
                 self.fixed_event_type = self._fixed_event_type(custom.custom_event_type)
@@ -846,6 +857,8 @@ class CompiledMapping:
                     continue
                 self._check_struct(source, fields[name], name)
                 tp = _non_optional(fields[name].type)
+                if typing.get_origin(tp) is None and isinstance(tp, type) and not attrs.has(tp):
+                    _refuse_table(source, name)  # a scalar field: text, a number, an enum
                 built = (
                     coercers.struct_from_sources(tp, source, name)
                     if isinstance(source, Struct) and isinstance(tp, type) and attrs.has(tp)

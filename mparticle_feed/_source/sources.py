@@ -12,7 +12,6 @@ the mapping as any non-finite number is.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -137,16 +136,9 @@ def _arrow_source(reader: pyarrow.RecordBatchReader, chunk_size: int, kind: str)
 
 
 def _mapping_rows(source: Iterable[Any]) -> Rows:
-    iterator = iter(source)
-    first = next(iterator, None)
-    if first is None:
-        return Rows(iter(()), None, kind="an iterable")
-    if not isinstance(first, Mapping):
-        raise ConfigurationError(
-            f"the rows of {_type_name(source)} are {_type_name(first)}, not mappings of "
-            f"column → value; {_SOURCES_ACCEPTED}"
-        )
-    rows = cast("Iterator[dict[str, Any]]", itertools.chain([first], iterator))
+    # Rows are checked one by one: a row that is not a mapping is rejected with its number,
+    # like any other bad row, and the run goes on.
+    rows = cast("Iterator[dict[str, Any]]", iter(source))
     return Rows(rows, None, kind="an iterable of mappings")
 
 
