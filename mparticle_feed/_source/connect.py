@@ -108,7 +108,7 @@ def _duckdb(path: Path, query: str, db: str) -> Iterator[Any]:
         raise _refused(db, exc) from None
     try:
         try:
-            # DuckDB's cursor streams: fetchmany reads the result a chunk at a time.
+            # fetchmany hands the result to Python a chunk at a time.
             cursor = connection.execute(query)
         except duckdb.Error as exc:
             raise _refused(db, exc) from None
