@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from ._errors import (
     ConfigurationError,
     DataPlanError,
+    DataPlanViolationError,
     MappingError,
     MParticleFeedError,
     PlanFileError,
@@ -366,6 +367,7 @@ def _write_summary(args: argparse.Namespace, report: Any, status: int) -> None:
         "name": report.name,
         "kind": report.kind,
         **report.counts(),
+        "violations": len(report.violations),
         "ok": report.ok,
         "exit_status": status,
         "by_endpoint": {endpoint: dict(counts) for endpoint, counts in report.by_endpoint.items()},
@@ -543,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (sqlite3.Error, MParticleFeedError) as exc:
         _say(f"mparticle-feed: {type(exc).__name__}: {exc}", sys.stderr)
+        if isinstance(exc, DataPlanViolationError):
+            return EXIT_ROWS  # the data broke the plan under --data-plan-policy strict
         # Any other error of the package stopped the run: its rows were not all delivered.
         return EXIT_UNDELIVERED if isinstance(exc, MParticleFeedError) else EXIT_USAGE
     finally:
