@@ -63,7 +63,8 @@ from ._mapping.spec import (
     UserAttributeMapping,
 )
 from ._source.coerce import EpochUnit
-from ._source.rows import Cursor, RowSource, rows_from_cursor
+from ._source.rows import Cursor, Rows, RowSource, rows_from_cursor
+from ._source.sources import rows_from
 from ._sync.planfile import Plan, PlannedRequest
 from ._sync.report import SyncReport
 from ._sync.run import plan, sync
@@ -226,6 +227,7 @@ __all__ = [
     "RowMapping",
     "RowSource",
     "RowViolation",
+    "Rows",
     "ScreenViewEvent",
     "Sender",
     "SessionEndEvent",
@@ -260,6 +262,7 @@ __all__ = [
     "map_rows",
     "mapping_from_dict",
     "plan",
+    "rows_from",
     "rows_from_cursor",
     "sync",
     "to_dict",

@@ -1,21 +1,23 @@
 """The ``mparticle-feed`` command (also ``python -m mparticle_feed``).
 
-Exit status: 0 when every row was accepted, 1 when some were rejected, failed or left
-pending, 2 for usage or configuration errors. Credentials come only from the
-``MPARTICLE_API_KEY`` and ``MPARTICLE_API_SECRET`` environment variables, never from a
-flag that would land in shell history.
+Exit status: 0 when every row was accepted; 1 when some rows were rejected (and none failed
+or is pending; ``--allow-rejected`` makes that 0); 2 for usage, configuration or input errors
+(argparse's code too); 3 when some rows failed or are pending. Credentials come only from the
+``MPARTICLE_API_KEY`` and ``MPARTICLE_API_SECRET`` environment variables, never from a flag
+that would land in shell history; a password in a ``--db`` URL is never printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import logging
 import os
 import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -24,18 +26,22 @@ from typing import Any, TextIO
 from ._errors import (
     ConfigurationError,
     DataPlanError,
+    DataPlanViolationError,
     MappingError,
     MParticleFeedError,
     PlanFileError,
     StateError,
 )
 from ._mapping.files import load_mapping
+from ._source.connect import open_query
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
+#: 0 every row accepted; 1 rows rejected; 2 usage, configuration or input error; 3 rows failed
+#: or pending (a rerun may deliver them).
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_UNDELIVERED = 0, 1, 2, 3
 
 _DESCRIPTION = """\
 Send rows from a SQL warehouse to mParticle's Events API.
@@ -45,9 +51,11 @@ Send rows from a SQL warehouse to mParticle's Events API.
   mparticle-feed sync --db shop.sqlite ...  send them (only what changed, with --state)
   mparticle-feed send --plan plan.jsonl     send a reviewed plan file, byte for byte
 
+--db takes sqlite:///path, duckdb:///path, postgresql://..., any SQLAlchemy URL, a SQLite
+or DuckDB file, or MODULE:CALLABLE returning a DB-API connection.
 Credentials are read from MPARTICLE_API_KEY and MPARTICLE_API_SECRET.
-Exit status: 0 every row accepted, 1 some rows rejected/failed/pending, 2 usage or
-configuration error.
+Exit status: 0 every row accepted; 1 some rows rejected (0 with --allow-rejected);
+2 usage, configuration or input error; 3 some rows failed or are pending.
 """
 
 
@@ -68,14 +76,38 @@ def _add_delivery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key")
     parser.add_argument("--base-url", help="the Events API base URL (for a proxy, or a local fake)")
     parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    _add_job_options(parser)
+    parser.add_argument(
+        "--summary-json",
+        type=Path,
+        metavar="FILE",
+        help="write the report (counts, endpoints, requests, exit status) here as JSON",
+    )
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    """Options for running as a job step: what counts as success, what gets logged."""
+    parser.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help="exit 0 when the only problem is rejected rows (bad data a rerun cannot fix)",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="outside a terminal, a progress line on stderr this often (default 30)",
+    )
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         required=True,
-        help="a SQLite file, or MODULE:CALLABLE returning any DB-API connection "
-        "(for example mywarehouse:connect)",
+        help="sqlite:///path, duckdb:///path, postgresql://user@host/db (server-side cursor), "
+        "any SQLAlchemy URL, a SQLite or DuckDB file, or MODULE:CALLABLE returning a DB-API "
+        "connection (for example mywarehouse:connect, importable from the working directory)",
     )
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--query", help="the SQL query whose rows are sent")
@@ -131,16 +163,53 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
 
 
+def _add_send_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plan", required=True, type=Path, help="the plan file written by 'plan --out'"
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="the incremental-state file to record accepted rows in (the one the plan read)",
+    )
+    parser.add_argument(
+        "--on-mapping-change",
+        choices=["fail", "resend", "keep"],
+        default="fail",
+        help="when the plan's mapping differs from the state's last run: fail (default), "
+        "resend or keep",
+    )
+    _add_delivery_options(parser)
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        default=default,
+        help="what mparticle_feed logs to stderr (default WARNING)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
+    # --log-level is accepted before and after the command; the command's copy has no default,
+    # so it never overwrites one given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_log_level(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="mparticle-feed",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_log_level(parser, "WARNING")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sync_parser = commands.add_parser(
         "sync",
+        parents=[common],
         help="send the query's rows to mParticle",
         description="Map the query's rows and deliver them to mParticle. Credentials come from "
         "MPARTICLE_API_KEY / MPARTICLE_API_SECRET.",
@@ -150,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan_parser = commands.add_parser(
         "plan",
+        parents=[common],
         help="show the exact requests a sync would send, without sending",
         description="Map the query's rows and print what a sync would send. Nothing is sent "
         "and the state file is only read.",
@@ -158,36 +228,25 @@ def _parser() -> argparse.ArgumentParser:
     plan_parser.add_argument(
         "--out", type=Path, help="write the plan (one request per line) as JSON Lines"
     )
+    plan_parser.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help="exit 0 even when some rows would be rejected",
+    )
 
     send_parser = commands.add_parser(
         "send",
+        parents=[common],
         help="send a reviewed plan file (from plan --out) byte for byte",
         description="Send the requests of a plan file written by 'plan --out', exactly as "
         "reviewed. A file that was edited, truncated or is malformed is refused. Credentials "
         "come from MPARTICLE_API_KEY / MPARTICLE_API_SECRET.",
     )
-    send_parser.add_argument(
-        "--plan", required=True, type=Path, help="the plan file written by 'plan --out'"
-    )
-    send_parser.add_argument(
-        "--state",
-        type=Path,
-        help="the incremental-state file to record accepted rows in (the one the plan read)",
-    )
-    send_parser.add_argument(
-        "--on-mapping-change",
-        choices=["fail", "resend", "keep"],
-        default="fail",
-        help="when the plan's mapping differs from the state's last run: fail (default), "
-        "resend or keep",
-    )
-    _add_delivery_options(send_parser)
-    send_parser.add_argument(
-        "--quiet", "-q", action="store_true", help="no progress, only the report"
-    )
+    _add_send_options(send_parser)
 
     demo_parser = commands.add_parser(
         "demo",
+        parents=[common],
         help="build a small shop warehouse and sync it to a local fake of mParticle",
         description="Build a SQLite shop warehouse (users, orders, page views; a few bad rows; "
         "some events older than 28 days), start FakeEventsServer on 127.0.0.1, and run "
@@ -200,23 +259,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _connect(spec: str) -> Any:
-    path = Path(spec)
-    if path.suffix.lower() in (".sqlite", ".sqlite3", ".db") or path.exists():
-        if not path.exists():
-            raise _UsageError(f"--db: {spec} does not exist")
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise _UsageError(f"--db: {spec!r} is neither an existing SQLite file nor MODULE:CALLABLE")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise _UsageError(f"--db: cannot import {module_name!r}: {exc}") from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise _UsageError(f"--db: {module_name}.{attribute} is not a callable")
-    return factory()
+def _version() -> str:
+    from ._delivery.client import _package_version
+
+    return _package_version()
 
 
 def _query(args: argparse.Namespace) -> str:
@@ -242,32 +288,112 @@ def _mapping(args: argparse.Namespace) -> Any:
     return attrs.evolve(mapping, **changes) if changes else mapping
 
 
-class _ProgressLine:
-    """One self-updating line on a terminal's stderr."""
+class _ProgressDisplay:
+    """Progress on stderr: a self-updating line on a terminal, else a line every ``interval`` s.
 
-    def __init__(self, stream: TextIO, label: str) -> None:
+    Outside a terminal (a job's log) a ticker thread prints the latest figures at a steady
+    interval, whether or not batches settled since, so a long quiet read still shows life.
+    """
+
+    def __init__(self, stream: TextIO, label: str, *, terminal: bool, interval: float) -> None:
         self.stream = stream
         self.label = label
+        self.terminal = terminal
+        self.interval = interval
+        self.latest: Any = None
+        self.started = time.monotonic()
         self.shown = False
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if not terminal:
+            self._ticker = threading.Thread(
+                target=self._tick, name="mparticle-feed-progress", daemon=True
+            )
+            self._ticker.start()
 
-    def __call__(self, info: Any) -> None:
-        self.stream.write(
-            f"\r{self.label}: {info.rows_read} rows read, {info.batches_accepted} batches "
+    def _line(self) -> str:
+        info = self.latest
+        if info is None:
+            return f"{self.label}: started, {time.monotonic() - self.started:.0f} s"
+        return (
+            f"{self.label}: {info.rows_read} rows read, {info.batches_accepted} batches "
             f"accepted, {info.batches_other} not, {info.elapsed_seconds:.0f} s"
         )
-        self.stream.flush()
-        self.shown = True
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.stream.write(self._line() + "\n")
+            self.stream.flush()
+
+    def __call__(self, info: Any) -> None:
+        self.latest = info
+        if self.terminal:
+            self.stream.write("\r" + self._line())
+            self.stream.flush()
+            self.shown = True
 
     def done(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self.shown:
             self.stream.write("\n")
             self.stream.flush()
 
 
-def _progress(quiet: bool, label: str) -> _ProgressLine | None:
-    if quiet or not sys.stderr.isatty():
+def _progress(args: argparse.Namespace, label: str) -> _ProgressDisplay | None:
+    if args.quiet:
         return None
-    return _ProgressLine(sys.stderr, label)
+    if args.progress_interval <= 0:
+        raise _UsageError("--progress-interval must be a positive number of seconds")
+    return _ProgressDisplay(
+        sys.stderr, label, terminal=sys.stderr.isatty(), interval=args.progress_interval
+    )
+
+
+def _exit_status(report: Any, *, allow_rejected: bool) -> int:
+    """3 when rows failed or are pending, else 1 when rows were rejected, else 0."""
+    if report.failed or report.pending:
+        return EXIT_UNDELIVERED
+    if report.rejected and not allow_rejected:
+        return EXIT_ROWS
+    return EXIT_OK
+
+
+def _write_summary(args: argparse.Namespace, report: Any, status: int) -> None:
+    if args.summary_json is None:
+        return
+    document = {
+        "name": report.name,
+        "kind": report.kind,
+        **report.counts(),
+        "violations": len(report.violations),
+        "ok": report.ok,
+        "exit_status": status,
+        "by_endpoint": {endpoint: dict(counts) for endpoint, counts in report.by_endpoint.items()},
+        "batches": dict(report.batches),
+        "requests_sent": report.requests_sent,
+        "retries": dict(report.retries),
+        "rate_limit_wait_seconds": report.rate_limit_wait_seconds,
+        "elapsed_seconds": report.elapsed_seconds,
+        "stopped": report.stopped,
+        "resumed": report.resumed,
+        "mapping_changed": report.mapping_changed,
+    }
+    try:
+        args.summary_json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise _UsageError(f"--summary-json: {exc.strerror}: {args.summary_json}") from None
+
+
+def _finish(args: argparse.Namespace, report: Any) -> int:
+    """Print the report, write the rejects and the summary; return the exit status."""
+    _say(report.summary())
+    if args.out is not None:
+        _write_rejects(report, args.out)
+    status = _exit_status(report, allow_rejected=args.allow_rejected)
+    _write_summary(args, report, status)
+    return status
 
 
 def _credentials() -> tuple[str, str]:
@@ -297,36 +423,30 @@ def _run_sync(args: argparse.Namespace) -> int:
     key, secret = _credentials()
     mapping = _mapping(args)
     query = _query(args)
-    connection = _connect(args.db)
     stop = threading.Event()
     _stop_on_signals(stop)
-    progress = _progress(args.quiet, "sync")
-    try:
-        cursor = connection.cursor()
-        cursor.execute(query)
-        with EventsClient(
-            key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
-        ) as client:
-            report = sync(
-                cursor,
-                mapping,
-                client,
-                state=args.state,
-                name=args.name or args.mapping.stem,
-                on_mapping_change=args.on_mapping_change,
-                stop=stop,
-                progress=progress,
-                historical_only=args.historical_only,
-                data_plan_policy=args.data_plan_policy,
-            )
-    finally:
-        if progress is not None:
-            progress.done()
-        connection.close()
-    _say(report.summary())
-    if args.out is not None:
-        _write_rejects(report, args.out)
-    return EXIT_OK if report.ok else EXIT_ROWS
+    with open_query(args.db, query) as source:
+        progress = _progress(args, "sync")
+        try:
+            with EventsClient(
+                key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
+            ) as client:
+                report = sync(
+                    source,
+                    mapping,
+                    client,
+                    state=args.state,
+                    name=args.name or args.mapping.stem,
+                    on_mapping_change=args.on_mapping_change,
+                    stop=stop,
+                    progress=progress,
+                    historical_only=args.historical_only,
+                    data_plan_policy=args.data_plan_policy,
+                )
+        finally:
+            if progress is not None:
+                progress.done()
+    return _finish(args, report)
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -334,13 +454,10 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     mapping = _mapping(args)
     query = _query(args)
-    connection = _connect(args.db)
-    try:
-        cursor = connection.cursor()
-        cursor.execute(query)
+    with open_query(args.db, query) as source:
         # A plan never creates the state file; no state file means "send every row".
         reviewed = plan(
-            cursor,
+            source,
             mapping,
             state=args.state,
             name=args.name or args.mapping.stem,
@@ -348,13 +465,11 @@ def _run_plan(args: argparse.Namespace) -> int:
             historical_only=args.historical_only,
             data_plan_policy=args.data_plan_policy,
         )
-    finally:
-        connection.close()
     _say(reviewed.summary())
     if args.out is not None:
         count = reviewed.write_jsonl(args.out)
         _say(f"wrote {count} line(s) to {args.out}")
-    return EXIT_OK if reviewed.rejected == 0 else EXIT_ROWS
+    return EXIT_OK if reviewed.rejected == 0 or args.allow_rejected else EXIT_ROWS
 
 
 def _run_send(args: argparse.Namespace) -> int:
@@ -368,7 +483,7 @@ def _run_send(args: argparse.Namespace) -> int:
         raise _UsageError(f"--plan: {exc.strerror}: {args.plan}") from None
     stop = threading.Event()
     _stop_on_signals(stop)
-    progress = _progress(args.quiet, "send")
+    progress = _progress(args, "send")
     try:
         with EventsClient(
             key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
@@ -383,10 +498,7 @@ def _run_send(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.done()
-    _say(report.summary())
-    if args.out is not None:
-        _write_rejects(report, args.out)
-    return EXIT_OK if report.ok else EXIT_ROWS
+    return _finish(args, report)
 
 
 def _write_rejects(report: Any, out: Path) -> None:
@@ -406,7 +518,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     reports = run_demo(args.dir, out=sys.stdout, quiet=args.quiet)
     # The demo's rejects are deliberate; it fails only if a row failed or went missing.
-    return EXIT_OK if all(r.failed == 0 and r.pending == 0 for r in reports) else EXIT_ROWS
+    return EXIT_OK if all(r.failed == 0 and r.pending == 0 for r in reports) else EXIT_UNDELIVERED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -416,7 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    logging.basicConfig(level=logging.WARNING, format="mparticle-feed: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="mparticle-feed: %(levelname)s %(message)s")
+    # Only the package's own logger follows --log-level: drivers' debug logs stay out. The
+    # level is put back afterwards, for callers that run main() in their own process.
+    package_logger = logging.getLogger("mparticle_feed")
+    level_before = package_logger.level
+    package_logger.setLevel(args.log_level)
     runners = {"sync": _run_sync, "plan": _run_plan, "send": _run_send, "demo": _run_demo}
     try:
         return runners[args.command](args)
@@ -428,4 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (sqlite3.Error, MParticleFeedError) as exc:
         _say(f"mparticle-feed: {type(exc).__name__}: {exc}", sys.stderr)
-        return EXIT_ROWS if isinstance(exc, MParticleFeedError) else EXIT_USAGE
+        if isinstance(exc, DataPlanViolationError):
+            return EXIT_ROWS  # the data broke the plan under --data-plan-policy strict
+        # Any other error of the package stopped the run: its rows were not all delivered.
+        return EXIT_UNDELIVERED if isinstance(exc, MParticleFeedError) else EXIT_USAGE
+    finally:
+        package_logger.setLevel(level_before)

@@ -36,3 +36,12 @@ def reference_dir() -> Path:
 def schema_problems(reference_dir: Path) -> Any:
     """``schema_problems(doc, "2026" | "2021") -> list[str]``: [] when the document is valid."""
     return schema_oracle.SchemaOracle(reference_dir).problems
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Any:
+    """A throwaway PostgreSQL server for the session (see ``tests/postgres_server.py``)."""
+    import postgres_server
+
+    with postgres_server.running_server() as dsn:
+        yield dsn

@@ -32,7 +32,7 @@ CONTRACT = frozenset(
         # codec
         "dumps", "loads", "to_dict", "from_dict",
         # rows and mapping (one mapping class per sync kind)
-        "rows_from_cursor", "CustomEventMapping", "CommerceEventMapping",
+        "rows_from_cursor", "rows_from", "Rows", "CustomEventMapping", "CommerceEventMapping",
         "UserAttributeMapping", "load_mapping", "map_rows",
         # delivery
         "EventsClient",

@@ -26,5 +26,11 @@ def test_a_sourced_batch_has_one_row_per_event(events: int, refs: int) -> None:
 
 
 def test_stages_read_as_their_names() -> None:
-    assert [str(stage) for stage in Stage] == ["mapping", "data_plan", "routing", "packing", "delivery"]
+    assert [str(stage) for stage in Stage] == [
+        "mapping",
+        "data_plan",
+        "routing",
+        "packing",
+        "delivery",
+    ]
     assert Stage("routing") is Stage.ROUTING

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import mparticle_feed as mpf
 from mparticle_feed._mapping.run import map_rows
 from mparticle_feed._mapping.spec import CustomEventMapping
-from mparticle_feed._source.rows import iter_rows, rows_from_cursor
+from mparticle_feed._source.rows import rows_from_cursor
+from mparticle_feed._source.sources import rows_from
 
 
 class ListCursor:
@@ -119,8 +120,8 @@ def test_a_row_of_the_wrong_width_is_an_error() -> None:
         list(rows_from_cursor(cursor))
 
 
-def test_iter_rows_accepts_cursors_and_iterables_of_dicts() -> None:
+def test_rows_from_accepts_cursors_and_iterables_of_dicts() -> None:
     records = [{"a": 1}, {"a": 2}]
-    assert list(iter_rows(records)) == records
-    assert list(iter_rows(iter(records))) == records
-    assert list(iter_rows(ListCursor(["a"], [(1,), (2,)]))) == records
+    assert list(rows_from(records)) == records
+    assert list(rows_from(iter(records))) == records
+    assert list(rows_from(ListCursor(["a"], [(1,), (2,)]))) == records

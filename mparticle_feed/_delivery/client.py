@@ -18,6 +18,7 @@ import random as _random
 import ssl
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,66 @@ def _base_url(api_key: str, pod: str | None, base_url: str | None) -> str:
     return PODS[name]
 
 
+# --- forward proxies ---------------------------------------------------------------------
+
+
+def _redact_proxy(url: str) -> str:
+    """A proxy URL as it may be shown: scheme, host and port, never the credentials."""
+    parsed = urllib3.util.parse_url(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+def _proxy_for(base_url: str, proxy: str | None, trust_env: bool) -> str | None:
+    """The proxy URL to send through, or None for a direct connection.
+
+    An explicit ``proxy`` wins; otherwise, with ``trust_env``, ``HTTPS_PROXY`` (or
+    ``HTTP_PROXY`` for a plain-http base URL) unless ``NO_PROXY`` matches the host. A
+    loopback host is never proxied, so a developer's ``HTTPS_PROXY`` cannot reroute a
+    local fake server.
+    """
+    parsed = urllib3.util.parse_url(base_url)
+    host = parsed.host or ""
+    if _is_loopback(host):
+        return None
+    if proxy is None and trust_env:
+        proxies = urllib.request.getproxies_environment()
+        found = proxies.get(parsed.scheme or "https")
+        # NO_PROXY, as curl and requests read it (missing from typeshed, present since 3.x).
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if found and not bypass(host, proxies):
+            proxy = found
+    if not proxy:
+        return None
+    # "proxy.corp:3128" (no scheme) is common in HTTPS_PROXY; it means an http proxy.
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _pool_manager(proxy: str | None, *, maxsize: int, ca_certs: str | None) -> urllib3.PoolManager:
+    """A direct pool, or one tunnelling through ``proxy`` (CONNECT: TLS stays end to end)."""
+    if proxy is None:
+        return urllib3.PoolManager(
+            num_pools=2, maxsize=maxsize, cert_reqs=ssl.CERT_REQUIRED, ca_certs=ca_certs
+        )
+    try:
+        parsed = urllib3.util.parse_url(proxy)
+    except LocationParseError:
+        msg = "the proxy is not a URL"  # the URL itself may hold credentials: not shown
+        raise ConfigurationError(msg) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        msg = "the proxy must be an http:// or https:// URL with a host"
+        raise ConfigurationError(msg)
+    headers = urllib3.util.make_headers(proxy_basic_auth=parsed.auth) if parsed.auth else None
+    return urllib3.ProxyManager(
+        _redact_proxy(proxy),
+        num_pools=2,
+        maxsize=maxsize,
+        proxy_headers=headers,
+        cert_reqs=ssl.CERT_REQUIRED,
+        ca_certs=ca_certs,
+    )
+
+
 @attrs.define(eq=False)
 class _Run:
     """State shared by the workers of one upload."""
@@ -202,6 +263,11 @@ class EventsClient:
     timeout. ``retry`` sets the retry policy. ``clock``, ``sleep`` and ``random`` can be
     replaced in tests so that backoff takes no real time.
 
+    ``proxy`` names a forward proxy (``http://user:password@proxy.corp:3128``); without it,
+    ``HTTPS_PROXY`` and ``NO_PROXY`` from the environment apply unless ``trust_env=False``.
+    Requests go through a CONNECT tunnel, so TLS is verified end to end with mParticle. A
+    loopback ``base_url`` is never proxied. The proxy's credentials are never shown.
+
     Use it as a context manager, or call :meth:`close`, to release its connections.
     """
 
@@ -226,6 +292,8 @@ class EventsClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             msg = "api_key must be a non-empty string"
@@ -262,12 +330,12 @@ class EventsClient:
                 f"python/{platform.python_version()} urllib3/{_URLLIB3_VERSION}"
             ),
         }
-        self._pool = urllib3.PoolManager(
-            num_pools=2,
-            maxsize=max_workers,
-            cert_reqs=ssl.CERT_REQUIRED,
-            ca_certs=ca_certs,
-        )
+        proxy_url = _proxy_for(self.base_url, proxy, trust_env)
+        self._pool = _pool_manager(proxy_url, maxsize=max_workers, ca_certs=ca_certs)
+        #: The forward proxy in use (scheme, host and port; its credentials are never kept).
+        self.proxy = _redact_proxy(proxy_url) if proxy_url is not None else None
+        if self.proxy is not None:
+            logger.debug("sending through the proxy %s", self.proxy)
         self._closed = threading.Event()
         self._runs: set[_Run] = set()
         self._runs_lock = threading.Lock()
@@ -275,8 +343,9 @@ class EventsClient:
     def __repr__(self) -> str:
         shown = self._api_key[:8] + ("..." if len(self._api_key) > 8 else "")
         closed = ", closed" if self._closed.is_set() else ""
+        proxied = f", proxy={self.proxy!r}" if self.proxy is not None else ""
         return (
-            f"EventsClient(api_key={shown!r}, base_url={self.base_url!r}, "
+            f"EventsClient(api_key={shown!r}, base_url={self.base_url!r}{proxied}, "
             f"max_workers={self.max_workers}{closed})"
         )
 

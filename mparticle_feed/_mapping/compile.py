@@ -14,13 +14,14 @@ Limit policy for mParticle's documented limits, applied here and documented in d
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import operator
 import types
 import typing
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import tzinfo
 from decimal import Decimal
 from enum import Enum
@@ -45,7 +46,7 @@ from .._source.coerce import (
     to_user_attribute,
 )
 from .._wire.common import ApplicationInfo, Context, DeviceInfo
-from .._wire.enums import CustomEventType
+from .._wire.enums import CustomEventType, ProductActionType, PromotionActionType
 from .._wire.models import CommerceEvent, CustomEvent
 from .._wire.values import (
     decimal_number,
@@ -70,7 +71,7 @@ from .sources import (
 if TYPE_CHECKING:  # the mapping classes import this module to compile themselves
     from .spec import CommerceEventMapping, CustomEventMapping, RowMapping
 
-__all__ = ["CompiledMapping", "compile_mapping"]
+__all__ = ["CompiledMapping", "check_columns", "compile_mapping"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,16 @@ def _parsed(value: Any, path: str) -> Any:
         except CoercionError as exc:
             raise _Reject(path, str(exc)) from None
     return value
+
+
+def _refuse_table(source: Source | None, path: str) -> None:
+    """A table (or list) where one value is expected is a mistake: refuse it at load."""
+    if isinstance(source, (Struct, ListOf)):
+        kind = "a table" if isinstance(source, Struct) else "a list"
+        raise MappingError(
+            f"{path}: expected a column, a constant or a computed value, got {kind} "
+            "(a misspelt column/const key?)"
+        )
 
 
 def _non_optional(tp: Any) -> Any:
@@ -721,6 +732,11 @@ class CompiledMapping:
         tz = zoneinfo.ZoneInfo(mapping.timezone) if mapping.timezone else None
         coercers = _Coercers(tz, mapping.epoch_unit)
         self.key_column = mapping.key_column
+        for group in ("user_identities", "device_identities"):
+            for name, source in getattr(mapping, group):
+                _refuse_table(source, _join(group, name))
+        for name in ("mpid", "ip"):
+            _refuse_table(getattr(mapping, name), name)
         self.identities = [
             (name, _getter(source, _join("user_identities", name)))
             for name, source in mapping.user_identities
@@ -830,6 +846,8 @@ class CompiledMapping:
                     self.event_name = _getter(commerce.event_name, "event_name")
             else:
                 custom = cast("CustomEventMapping", mapping)
+                _refuse_table(custom.event_name, "event_name")
+                _refuse_table(custom.custom_event_type, "custom_event_type")
                 self.event_name = _getter(custom.event_name, "event_name")
                 self.custom_event_type = _getter(custom.custom_event_type, "custom_event_type")
                 self.fixed_event_type = self._fixed_event_type(custom.custom_event_type)
@@ -839,6 +857,8 @@ class CompiledMapping:
                     continue
                 self._check_struct(source, fields[name], name)
                 tp = _non_optional(fields[name].type)
+                if typing.get_origin(tp) is None and isinstance(tp, type) and not attrs.has(tp):
+                    _refuse_table(source, name)  # a scalar field: text, a number, an enum
                 built = (
                     coercers.struct_from_sources(tp, source, name)
                     if isinstance(source, Struct) and isinstance(tp, type) and attrs.has(tp)
@@ -1127,3 +1147,38 @@ def compile_mapping(mapping: RowMapping) -> CompiledMapping:
 
 
 # --- the run -------------------------------------------------------------------------------------
+
+
+# --- the source's columns, checked before the first row ---------------------------------------
+
+#: Enums whose values are easily written where a column name is expected.
+_VALUE_ENUMS: tuple[type[Enum], ...] = (CustomEventType, ProductActionType, PromotionActionType)
+
+
+def check_columns(compiled: CompiledMapping, columns: Sequence[str]) -> None:
+    """Raise one :class:`MappingError` when the mapping reads a column the source lacks.
+
+    Called with the source's column names before its first row, so a misspelt column is one
+    error, not one rejected row per row. The message lists the columns that exist, the
+    closest match, and suggests ``{ const = ... }`` for a name that is an enum value.
+    """
+    present = set(columns)
+    missing = sorted(compiled.used_columns - present)
+    if not missing:
+        return
+    problems = []
+    for name in missing:
+        hint = ""
+        close = difflib.get_close_matches(name, columns, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        for enum in _VALUE_ENUMS:
+            if name in {member.value for member in enum}:
+                hint = (
+                    f": {name!r} is a {enum.__name__} value, not a column; to send it on every "
+                    f'row write {{ const = "{name}" }} (Constant("{name}") in code)'
+                )
+                break
+        problems.append(f"column {name!r} is not in the source{hint}")
+    shown = ", ".join(map(repr, columns)) if columns else "none"
+    raise MappingError(f"{'; '.join(problems)}. The source's columns: {shown}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import sys
 from collections.abc import Mapping as MappingABC
 from pathlib import Path
@@ -11,6 +13,9 @@ import attrs
 import orjson
 
 from .._errors import DataPlanError, MappingError
+from .._wire import commerce as _commerce
+from .._wire import common as _common
+from .._wire import models as _models
 from .sources import Attributes, Column, Constant, ListOf, Source, Struct
 from .spec import _CLASSES, RowMapping
 
@@ -28,6 +33,17 @@ _ATTRIBUTE_KEYS = frozenset({"columns", "prefix", "strip_prefix", "remaining", "
 _PLAIN_KEYS = frozenset({"kind", "environment", "primary_key", "timezone", "epoch_unit"})
 _MAP_KEYS = frozenset({"user_identities", "device_identities"})
 _ATTRIBUTE_FIELDS = frozenset({"user_attributes", "custom_attributes", "custom_flags"})
+
+
+@functools.cache
+def _wire_field_names() -> frozenset[str]:
+    """Every field name of the wire models: a nested table may legitimately use any of them."""
+    names: set[str] = set()
+    for module in (_commerce, _common, _models):
+        for value in vars(module).values():
+            if isinstance(value, type) and attrs.has(value):
+                names.update(field.name for field in attrs.fields(value))
+    return frozenset(names)
 
 
 def _source_from_document(value: Any, where: str) -> Source:
@@ -48,6 +64,13 @@ def _source_from_document(value: Any, where: str) -> Source:
                     raise MappingError(f"{where}: column must be a column name (text)")
                 return Column(value["column"])
             return Constant(value["const"])
+        for key in value:
+            close = difflib.get_close_matches(str(key), sorted(_SOURCE_KEYS), n=1, cutoff=0.75)
+            if close and len(value) == 1 and key not in _wire_field_names():
+                # A one-key table whose key is nearly "column"/"const" is a typo, not a struct.
+                raise MappingError(
+                    f"{where}: unknown key {key!r} in an inline table; did you mean {close[0]!r}?"
+                )
         return Struct(
             {str(key): _source_from_document(item, f"{where}.{key}") for key, item in value.items()}
         )

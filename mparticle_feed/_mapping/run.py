@@ -8,14 +8,15 @@ memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._errors import ConfigurationError, RowError, type_name
-from .._source.rows import Cursor, iter_rows
+from .._source.rows import RowSource
+from .._source.sources import rows_from
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
-from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject
+from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject, check_columns
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .sources import SyncKind
@@ -38,13 +39,14 @@ class MappingRun(Iterator[SourcedBatch]):
 
     def __init__(
         self,
-        rows: Cursor | Iterable[Mapping[str, Any]],
+        rows: RowSource,
         mapping: RowMapping,
         *,
         strict: bool = False,
         on_reject: Callable[[RowProblem], None] | None = None,
         max_events_per_batch: int = 100,
         data_plan_policy: DataPlanPolicy = "report",
+        chunk_size: int = 1000,
     ) -> None:
         if max_events_per_batch < 1:
             raise ConfigurationError(
@@ -66,7 +68,13 @@ class MappingRun(Iterator[SourcedBatch]):
         self.values_truncated = 0
         self.rejected: list[RowProblem] = []
         self._compiled: CompiledMapping = mapping._compiled
-        self._batches = self._run(iter_rows(rows))
+        source = rows_from(rows, chunk_size=chunk_size)
+        # The source's columns are known before its first row: a mapping that reads a column
+        # the source lacks is one error now, not one rejected row per row.
+        columns = source.columns
+        if columns is not None:
+            check_columns(self._compiled, columns)
+        self._batches = self._run(source)
         self._data_plan: DataPlanStep | None = None
         if mapping.data_plan is not None:
             self._data_plan = DataPlanStep(
@@ -254,21 +262,24 @@ def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 
 
 def map_rows(
-    rows: Cursor | Iterable[Mapping[str, Any]],
+    rows: RowSource,
     mapping: RowMapping,
     *,
     strict: bool = False,
     on_reject: Callable[[RowProblem], None] | None = None,
     max_events_per_batch: int = 100,
     data_plan_policy: DataPlanPolicy = "report",
+    chunk_size: int = 1000,
 ) -> MappingRun:
-    """Map rows (a cursor or any iterable of dicts) into batches, streaming.
+    """Map rows from any source :func:`rows_from` reads into batches, streaming.
 
     Consecutive rows of the same user (same identities, device ids, mpid and batch-level
     fields) share a batch of at most ``max_events_per_batch`` events; a user-attribute
     mapping makes one batch per row. A row that cannot be mapped is recorded in
     ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
-    the first such row raises :class:`RowError` instead.
+    the first such row raises :class:`RowError` instead. A source that declares its columns
+    (a cursor, a DataFrame, Arrow) is checked against the mapping first: a column the mapping
+    reads and the source lacks raises :class:`MappingError` before any row is read.
 
     When the mapping names a data plan, batches are tagged with it and validated as they
     are made; ``data_plan_policy`` says what a violation does: ``"report"`` (default: list
@@ -283,4 +294,5 @@ def map_rows(
         on_reject=on_reject,
         max_events_per_batch=max_events_per_batch,
         data_plan_policy=data_plan_policy,
+        chunk_size=chunk_size,
     )

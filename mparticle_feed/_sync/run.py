@@ -40,7 +40,8 @@ from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
 from .._mapping.run import map_rows
 from .._mapping.sources import SyncKind
 from .._mapping.spec import RowMapping
-from .._source.rows import RowSource, iter_rows
+from .._source.rows import RowSource
+from .._source.sources import rows_from
 from .._wire.codec import to_dict
 from .report import SyncReport
 from .state import MappingChange, StateEntry, StateStore, content_hash
@@ -210,8 +211,16 @@ class _Pipeline:
     def __attrs_post_init__(self) -> None:
         self.differ = _Differ(self.mapping.kind.value, self.state, self.name, self.statuses)
 
-    def requests(self, rows: Iterable[Any]) -> Iterator[Request]:
-        self.mapping_run = map_rows(rows, self.mapping, data_plan_policy=self.data_plan_policy)
+    def requests(self, source: RowSource, chunk_size: int) -> Iterator[Request]:
+        """Start mapping now (the source and its columns are checked here), then stream."""
+        self.mapping_run = map_rows(
+            rows_from(source, chunk_size=chunk_size),
+            self.mapping,
+            data_plan_policy=self.data_plan_policy,
+        )
+        return self._requests()
+
+    def _requests(self) -> Iterator[Request]:
         routed = route(
             self.differ(self.mapping_run),
             now=self.now,
@@ -301,7 +310,7 @@ def plan(
             max_batch_bytes=max_batch_bytes,
             data_plan_policy=data_plan_policy,
         )
-        requests = tuple(pipeline.requests(iter_rows(source, chunk_size=chunk_size)))
+        requests = tuple(pipeline.requests(source, chunk_size))
         pipeline.collect_mapping_rejects()
         differ = pipeline.differ
         return Plan(
@@ -393,16 +402,6 @@ def sync(
     store, owned = _open_state(state)
     try:
         sync_name = name or _default_name(mapping)
-        start = (
-            store.begin_sync(
-                sync_name,
-                kind=mapping.kind.value,
-                fingerprint=mapping.fingerprint(),
-                on_mapping_change=on_mapping_change,
-            )
-            if store is not None
-            else None
-        )
         pipeline = _Pipeline(
             mapping=mapping,
             name=sync_name,
@@ -418,7 +417,18 @@ def sync(
             max_batch_bytes=client.max_batch_bytes,
             data_plan_policy=data_plan_policy,
         )
-        requests = pipeline.requests(iter_rows(source, chunk_size=chunk_size))
+        # The source and its columns are checked here, before the state records a run.
+        requests = pipeline.requests(source, chunk_size)
+        start = (
+            store.begin_sync(
+                sync_name,
+                kind=mapping.kind.value,
+                fingerprint=mapping.fingerprint(),
+                on_mapping_change=on_mapping_change,
+            )
+            if store is not None
+            else None
+        )
         delivery = _Delivery(
             name=sync_name,
             kind=mapping.kind.value,

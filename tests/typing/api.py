@@ -107,3 +107,19 @@ def violations_of(rows: list[dict[str, object]]) -> list[mpf.RowViolation]:
     reviewed = mpf.plan(rows, from_file, data_plan_policy="report")
     dropped: list[mpf.RowViolation] = [v for v in run.violations if v.dropped]
     return dropped + list(reviewed.violations)
+
+
+def rows_of_any_source(cursor: mpf.Cursor, mapping: mpf.CustomEventMapping) -> list[str] | None:
+    rows: mpf.Rows = mpf.rows_from(cursor, chunk_size=500)
+    columns: list[str] | None = rows.columns
+    first: dict[str, object] | None = next(rows, None)
+    mpf.map_rows(rows, mapping, chunk_size=500)
+    mpf.rows_from(42)  # type: ignore[arg-type]  # not a source: refused by the type checker too
+    return columns if first is not None else None
+
+
+def proxied_client() -> mpf.EventsClient:
+    client = mpf.EventsClient("key", "secret", proxy="http://proxy.corp:3128", trust_env=False)
+    shown: str | None = client.proxy
+    assert shown is not None
+    return client
