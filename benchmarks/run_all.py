@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anatomy
+import arrow_source
 import dataplan_validation
 import orjson
 import pipeline
@@ -84,6 +85,9 @@ class Options:
     batches: int
     #: Row counts of the memory runs of (e), one fresh process each; empty skips them.
     memory_rows: tuple[int, ...] = (100_000, 1_000_000)
+    #: Rows of (g) (DuckDB rows to request bytes) and of (h) (a second sync); 0 skips (h).
+    arrow_rows: int = 100_000
+    sync_rows: int = 1_000_000
 
 
 Section = Callable[[Options], SectionResult]
@@ -369,6 +373,55 @@ def dataplan_section(options: Options) -> SectionResult:
     )
 
 
+def arrow_section(options: Options) -> SectionResult:
+    """(i) DuckDB rows as Arrow vs as a cursor, to request bytes; (j) a second sync of both."""
+    if not (importlib.util.find_spec("duckdb") and importlib.util.find_spec("pyarrow")):
+        return SectionResult(
+            "Arrow sources", [], [], ["skipped: pip install duckdb pyarrow (the bench extra)"]
+        )
+    repeat = max(1, min(options.repeat, 3))
+    medians, rows, note = arrow_source.rows_to_bytes(options.arrow_rows, repeat)
+    measurements = [
+        Measurement(
+            "i0", "DuckDB cursor → map_rows → route → pack (row path)", medians["i0"], "rows", rows
+        ),
+        Measurement(
+            "i",
+            "DuckDB Arrow reader → map_rows → route → pack (Arrow engine)",
+            medians["i"],
+            "rows",
+            rows,
+        ),
+    ]
+    targets = [Target("(i) rows/s / (i0) rows/s", medians["i0"] / medians["i"], ">=", 5.0)]
+    notes = [
+        f"{rows:,} rows of the workload (custom events and purchases) in in-memory DuckDB; "
+        f"{note}; CPU seconds (the engines' threads included), median of {repeat}"
+    ]
+    if options.sync_rows:
+        seconds, synced = arrow_source.second_sync(options.sync_rows, repeat)
+        measurements += [
+            Measurement(
+                "j0", "second sync, nothing changed, DuckDB cursor", seconds["j0"], "rows", synced
+            ),
+            Measurement(
+                "j",
+                "second sync, nothing changed, DuckDB Arrow reader",
+                seconds["j"],
+                "rows",
+                synced,
+            ),
+        ]
+        targets.append(Target("(j) rows/s / (j0) rows/s", seconds["j0"] / seconds["j"], ">=", 4.0))
+        notes.append(
+            f"(j): {synced:,} custom-event rows synced once to a loopback fake server, then "
+            "timed: the second run, which sends nothing"
+        )
+    return SectionResult(
+        "Arrow sources: DuckDB as Arrow vs as a cursor", measurements, targets, notes
+    )
+
+
 SECTIONS: list[Section] = [
     serialisation_section,
     anatomy_section,
@@ -376,6 +429,7 @@ SECTIONS: list[Section] = [
     dataplan_section,
     upload_section,
     memory_section,
+    arrow_section,
 ]
 
 
@@ -453,9 +507,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated row counts for the memory runs of (e), or 'none' "
         "(default 100000,1000000; the 1,000,000 run takes about a minute)",
     )
+    parser.add_argument(
+        "--arrow-rows", type=int, default=100_000, help="rows of (g), DuckDB Arrow vs cursor"
+    )
+    parser.add_argument(
+        "--sync-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of (h), a second sync over unchanged rows (0 skips it; 1,000,000 takes minutes)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
-    options = Options(repeat=args.repeat, batches=args.batches, memory_rows=args.memory_rows)
+    options = Options(
+        repeat=args.repeat,
+        batches=args.batches,
+        memory_rows=args.memory_rows,
+        arrow_rows=args.arrow_rows,
+        sync_rows=args.sync_rows,
+    )
     print(f"# mparticle_feed benchmarks\n\n{machine_line()}\n")
     missed = 0
     for section in SECTIONS:

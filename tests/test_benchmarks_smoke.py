@@ -106,7 +106,9 @@ def test_run_all_prints_the_table_and_ratios(
         import run_all
     finally:
         sys.path.remove(str(BENCHMARKS))
-    assert run_all.main(["--batches", str(TINY), "--repeat", "1", "--memory-rows", "200,400"]) == 0
+    arguments = ["--batches", str(TINY), "--repeat", "1", "--memory-rows", "200,400"]
+    arguments += ["--arrow-rows", "200", "--sync-rows", "100"]
+    assert run_all.main(arguments) == 0
     out = capsys.readouterr().out
     for label in (
         "(b)",
@@ -117,6 +119,7 @@ def test_run_all_prints_the_table_and_ratios(
         "(f)",
         "(g)",
         "(g1)",
+        *(("(i0)", "(i)", "(j0)", "(j)") if importlib.util.find_spec("pyarrow") else ()),
         "(e, 200 rows)",
         "(e, 400 rows)",
     ):
@@ -235,3 +238,28 @@ def test_memory_script_reports_rows_and_peak_rss() -> None:
     assert result["rows"] == 30
     assert result["requests"] >= 1
     assert 0 < result["peak_rss_mb"] < 1024
+
+
+def test_arrow_benchmark_sends_byte_identical_bodies_and_syncs() -> None:
+    """(g) and (h) on a few rows: the script's own checks (identical bodies, nothing sent the
+    second time) raise SystemExit when they fail."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("duckdb")
+    finished = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "arrow_source.py"),
+            "--rows",
+            "200",
+            "--sync-rows",
+            "100",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "byte-identical" in finished.stdout
+    assert "(j0) / (j)" in finished.stdout

@@ -1,8 +1,9 @@
 """Running a compiled mapping: rows in, batches out (one user each), every row accounted for.
 
-Each row goes through the mapping's compiled closures (:mod:`.compile`). A bad value rejects
-the row, naming the field path, and the run goes on. Only the batch being filled is held in
-memory.
+Each row goes through the mapping's compiled closures (:mod:`.compile`); an Arrow source goes
+through the Arrow engine (:mod:`.arrow`) instead, which gives the same results. A bad value
+rejects the row, naming the field path, and the run goes on. Only the batch being filled is
+held in memory.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import attrs
+
 from .._errors import ConfigurationError, RowError, type_name
 from .._source.rows import RowSource
 from .._source.sources import rows_from
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
+from .arrow import ArrowEngine, Result, Run, arrow_source_reader
 from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject, check_columns
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
@@ -68,13 +72,21 @@ class MappingRun(Iterator[SourcedBatch]):
         self.values_truncated = 0
         self.rejected: list[RowProblem] = []
         self._compiled: CompiledMapping = mapping._compiled
-        source = rows_from(rows, chunk_size=chunk_size)
-        # The source's columns are known before its first row: a mapping that reads a column
-        # the source lacks is one error now, not one rejected row per row.
-        columns = source.columns
-        if columns is not None:
-            check_columns(self._compiled, columns)
-        self._batches = self._run(source)
+        #: Which engine maps the rows: ``"rows"``, or ``"arrow"`` for an Arrow source.
+        self.engine = "rows"
+        reader = arrow_source_reader(rows)
+        if reader is not None:
+            self.engine = "arrow"
+            check_columns(self._compiled, reader.schema.names)
+            self._batches = self._run_results(ArrowEngine(self._compiled).results(reader))
+        else:
+            source = rows_from(rows, chunk_size=chunk_size)
+            # The source's columns are known before its first row: a mapping that reads a
+            # column the source lacks is one error now, not one rejected row per row.
+            columns = source.columns
+            if columns is not None:
+                check_columns(self._compiled, columns)
+            self._batches = self._run(source)
         self._data_plan: DataPlanStep | None = None
         if mapping.data_plan is not None:
             self._data_plan = DataPlanStep(
@@ -176,6 +188,63 @@ class MappingRun(Iterator[SourcedBatch]):
             yield pending.flush()
         logger.info(
             "mapped %d rows: %d mapped into %d batches, %d rejected",
+            self.rows_in,
+            self.rows_mapped,
+            self.batches_out,
+            self.rows_rejected,
+        )
+
+    def _run_results(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
+        """``_run``'s batching over rows the Arrow engine has mapped (or rejected) already."""
+        per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
+        limit = self.max_events_per_batch
+        pending = _Pending(self.mapping.environment)
+        for item in results:
+            if isinstance(item, Run):
+                run = item
+            else:
+                ref, outcome = item
+                if isinstance(outcome, _Reject):
+                    self.rows_in += 1
+                    self._reject(ref, outcome.field, outcome.reason)
+                    continue
+                run = Run(outcome, [ref], [None], outcome.truncated)
+            first = run.first
+            refs = run.refs
+            # The first row as _run takes it; each later row has the same user part, merged
+            # already, so only the event limit can start a new batch (what accepts() says).
+            ready = None
+            if pending.rows and (per_row or not pending.accepts(first, limit)):
+                ready = pending.flush()
+            pending.add(first, refs[0])
+            self.rows_in += 1
+            self.rows_mapped += 1
+            if ready is not None:
+                self.batches_out += 1
+                yield ready
+            events = pending.events
+            for position in range(1, len(refs)):
+                ref, event = refs[position], run.events[position]
+                if len(events) >= limit:
+                    ready = pending.flush()
+                    pending.add(attrs.evolve(first, event=event), ref)
+                    events = pending.events
+                    self.rows_in += 1
+                    self.rows_mapped += 1
+                    self.batches_out += 1
+                    yield ready
+                    continue
+                events.append(event)
+                pending.event_rows.append(ref)
+                pending.rows.append(ref)
+                self.rows_in += 1
+                self.rows_mapped += 1
+            self.values_truncated += run.truncated
+        if pending.rows:
+            self.batches_out += 1
+            yield pending.flush()
+        logger.info(
+            "mapped %d Arrow rows: %d mapped into %d batches, %d rejected",
             self.rows_in,
             self.rows_mapped,
             self.batches_out,

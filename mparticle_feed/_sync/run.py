@@ -41,7 +41,6 @@ from .._mapping.run import map_rows
 from .._mapping.sources import SyncKind
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
-from .._source.sources import rows_from
 from .._wire.codec import to_dict
 from .report import SyncReport
 from .state import MappingChange, StateEntry, StateStore, content_hash
@@ -213,10 +212,12 @@ class _Pipeline:
 
     def requests(self, source: RowSource, chunk_size: int) -> Iterator[Request]:
         """Start mapping now (the source and its columns are checked here), then stream."""
+        # map_rows reads the source itself, so an Arrow source reaches the Arrow engine.
         self.mapping_run = map_rows(
-            rows_from(source, chunk_size=chunk_size),
+            source,
             self.mapping,
             data_plan_policy=self.data_plan_policy,
+            chunk_size=chunk_size,
         )
         return self._requests()
 

@@ -1,0 +1,455 @@
+"""Mapping stage: the Arrow engine, whole record batches through a compiled mapping.
+
+An Arrow source (a ``pyarrow`` Table, RecordBatch or RecordBatchReader, or any object with the
+Arrow PyCapsule stream interface, ``__arrow_c_stream__``: DuckDB relations, Polars frames,
+ADBC results) is read one record batch at a time. Each mapped column is converted once, as a
+column, into the values the wire models take; rows are then assembled from those lists
+without a dict, a getter or a coercer call per field.
+
+The row path (:mod:`.compile`, :mod:`.run`) stays the reference, and the engine leans on it:
+
+- every value the column converters do not recognise goes through the row path's own coercer
+  for that field, and a row with any value that fails (or any value a fast check flags) is
+  mapped again by the row path, which rejects it with its field path and reason;
+- a mapping using a feature listed in :func:`unvectorised` maps whole record batches through
+  the row path, over the rows ``RecordBatch.to_pylist()`` gives.
+
+Both paths read the same Python values: a row of the row path is what ``to_pylist()`` gives
+for it, after nanosecond timestamps are truncated to microseconds (what a Python datetime
+holds). pyarrow is optional; without it no source is taken for Arrow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+import attrs
+
+from .._errors import ModelError
+from .._source.rows import _column_names
+from .._source.sources import arrow_reader
+from .arrow_columns import (
+    FLAG,
+    Columns,
+    attribute_values,
+    by_row,
+    event_field,
+    event_names,
+    event_types,
+    identity_texts,
+    is_int,
+    is_text,
+    keys,
+    normalised,
+)
+from .compile import (
+    CompiledMapping,
+    _AttributeBuilder,
+    _Mapped,
+    _Reject,
+)
+from .provenance import RowRef
+from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
+
+__all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
+
+logger = logging.getLogger(__name__)
+
+_INT64 = 2**63
+#: Rows converted to Python values at a time.
+SLICE_ROWS = 4096
+#: Rows a record batch holds where the source lets the reader choose.
+READER_ROWS = 65_536
+#: Mapping fields the engine knows; any other field set away from its default (a kind or
+#: feature added later) sends whole batches through the row path.
+_KNOWN_FIELDS = frozenset(
+    {
+        "environment",
+        "primary_key",
+        "user_identities",
+        "device_identities",
+        "mpid",
+        "ip",
+        "application_info",
+        "context",
+        "user_attributes",
+        "timezone",
+        "epoch_unit",
+        "timestamp_unixtime_ms",
+        "source_message_id",
+        "session_uuid",
+        "location",
+        "device_current_state",
+        "custom_attributes",
+        "custom_flags",
+        "event_name",
+        "custom_event_type",
+        "product_action",
+        "promotion_action",
+        "product_impressions",
+        "shopping_cart",
+        "currency_code",
+        "screen_name",
+        "is_non_interactive",
+        # Tagging and validation run after mapping, on either engine's batches.
+        "data_plan",
+    }
+)
+
+Result = tuple[RowRef, "_Mapped | _Reject"]
+
+
+class Run:
+    """Consecutive rows with the same user part: the first row mapped, and every row's event.
+
+    What the row path would give for each row is ``first`` with that row's event; a run lets
+    the batching take the rows in one step.
+    """
+
+    __slots__ = ("events", "first", "refs", "truncated")
+
+    def __init__(
+        self, first: _Mapped, refs: list[RowRef], events: list[Any], truncated: int
+    ) -> None:
+        self.first = first
+        self.refs = refs
+        self.events = events
+        self.truncated = truncated
+
+
+def _pyarrow() -> Any | None:
+    try:
+        return importlib.import_module("pyarrow")
+    except ImportError:
+        return None
+
+
+def arrow_source_reader(source: object) -> Any | None:
+    """A ``pyarrow.RecordBatchReader`` when the Arrow engine maps ``source``, else None (the
+    row path reads it with :func:`rows_from`).
+
+    Arrow-shaped sources are the ones :func:`rows_from` reads as Arrow (its
+    :func:`arrow_reader`): pyarrow tables, batches and readers, DuckDB relations and other
+    ``__arrow_c_stream__`` exporters, pandas and Polars DataFrames excepted. None without
+    pyarrow. Duplicate column names raise :class:`MappingError`, as they do on the row path.
+    """
+    if _pyarrow() is None or (hasattr(source, "fetchmany") and hasattr(source, "description")):
+        return None  # a cursor is read as a cursor, as rows_from reads it, even DuckDB's
+    reader = arrow_reader(source, chunk_size=READER_ROWS)
+    if reader is not None:
+        _column_names([(name,) for name in reader.schema.names])
+    return reader
+
+
+# --- which mappings are vectorised --------------------------------------------------------
+
+
+def _has_computed(source: Source | None) -> bool:
+    if isinstance(source, Computed):
+        return True
+    if isinstance(source, Struct):
+        return any(_has_computed(item) for _, item in source.fields)
+    if isinstance(source, ListOf):
+        return any(_has_computed(item) for item in source.items)
+    return False
+
+
+def unvectorised(compiled: CompiledMapping) -> str | None:
+    """Why whole record batches of this mapping go through the row path; None when they do not.
+
+    Vectorised: identities from columns; event fields from columns, constants, structs and
+    lists of them; attribute maps of explicit ``attribute = column`` pairs. Not (yet): a
+    :class:`Computed` source, device identities, ``mpid``, ``ip``, ``application_info``,
+    ``context``, attribute maps with a prefix, ``remaining`` or a JSON column, and any mapping
+    field this engine does not know.
+    """
+    mapping = compiled.mapping
+    for field in attrs.fields(type(mapping)):
+        if not field.init:
+            continue
+        value = getattr(mapping, field.name)
+        if field.name not in _KNOWN_FIELDS and value != field.default:
+            return f"the mapping field {field.name!r}"
+        if isinstance(value, Attributes):
+            sources: list[Any] = [source for _, source in value.columns]
+        elif isinstance(value, tuple):
+            sources = [item[1] for item in value if isinstance(item, tuple)]
+        else:
+            sources = [value]
+        if any(_has_computed(source) for source in sources):
+            return f"a computed source ({field.name})"
+    if mapping.device_identities:
+        return "device identities"
+    for name in ("mpid", "ip", "application_info", "context"):
+        if getattr(mapping, name) is not None:
+            return name
+    if not all(isinstance(source, Column) for _, source in mapping.user_identities):
+        return "a user identity that is not a column"
+    for name, maps in mapping.attribute_maps():
+        reason = _unvectorised_attributes(name, maps, compiled.attribute_builders[name])
+        if reason is not None:
+            return reason
+    if mapping.kind is SyncKind.CUSTOM_EVENT:
+        if not isinstance(getattr(mapping, "event_name", None), (Column, Constant)):
+            return "an event name that is not a column or a constant"
+        if compiled.fixed_event_type is None and not isinstance(
+            getattr(mapping, "custom_event_type", None), Column
+        ):
+            return "a custom event type that is neither a valid constant nor a column"
+    elif mapping.kind is SyncKind.COMMERCE_EVENT:
+        event_name = getattr(mapping, "event_name", None)
+        if event_name is not None and not isinstance(event_name, (Column, Constant)):
+            return "an event name that is not a column or a constant"
+    return None
+
+
+def _unvectorised_attributes(name: str, maps: Attributes, builder: _AttributeBuilder) -> str | None:
+    if maps.prefix is not None or maps.remaining or maps.json_column is not None:
+        return f"{name}: a prefix, remaining columns or a JSON column"
+    if not all(isinstance(source, Column) for _, source in maps.columns):
+        return f"{name}: an attribute that is not a column"
+    if not all(checked for _, _, _, checked in builder.explicit):
+        return f"{name}: an attribute name mParticle refuses"
+    if builder.limit is not None and len(maps.columns) > builder.limit:
+        return f"{name}: more attributes than mParticle allows"
+    return None
+
+
+class ArrowEngine:
+    """Maps record batches with one compiled mapping; yields what the row path would."""
+
+    def __init__(self, compiled: CompiledMapping) -> None:
+        self.compiled = compiled
+        self.fallback = unvectorised(compiled)
+        mapping = compiled.mapping
+        self.needed = frozenset(
+            compiled.used_columns | ({compiled.key_column} if compiled.key_column else set())
+        )
+        if self.fallback is not None:
+            logger.info("Arrow source: the row path maps it (%s is not vectorised)", self.fallback)
+            return
+        self.per_row_user = mapping.kind is SyncKind.USER_ATTRIBUTES
+        self.identity_columns = [
+            (name, cast(Column, source).name) for name, source in mapping.user_identities
+        ]
+        self.attribute_maps = [
+            (
+                name,
+                compiled.attribute_builders[name],
+                tuple(attr for attr, _ in maps.columns),
+                tuple(cast(Column, source).name for _, source in maps.columns),
+            )
+            for name, maps in mapping.attribute_maps()
+        ]
+        sources = {name: getattr(mapping, name) for name, _, _ in compiled.event_fields}
+        self.event_fields = [
+            (name, sources[name], get, coerce) for name, get, coerce in compiled.event_fields
+        ]
+
+    # --- driving ---------------------------------------------------------------------------
+
+    def results(self, reader: Any) -> Iterator[Result | Run]:
+        pa = _pyarrow()
+        assert pa is not None
+        number = 0
+        for read in reader:
+            # Slices of a record batch: the Python values of a slice at a time stay few, so
+            # memory stays flat and the garbage collector has little to scan.
+            for offset in range(0, read.num_rows, SLICE_ROWS):
+                batch = normalised(pa, read.slice(offset, SLICE_ROWS))
+                columns = Columns(pa, batch)
+                if self.fallback is not None or not self.needed <= columns.names:
+                    # A missing column: the row path names it in every row's rejection.
+                    for row in batch.to_pylist():
+                        number += 1
+                        yield self._row_path(row, number)
+                    continue
+                yield from self._batch(columns, batch.num_rows, number)
+                number += batch.num_rows
+
+    def _row_path(self, row: Mapping[str, Any], number: int) -> Result:
+        compiled = self.compiled
+        try:
+            key = compiled.primary_key(row)
+        except _Reject as exc:
+            return RowRef(number), exc
+        ref = RowRef(number, key)
+        try:
+            return ref, compiled.map_row(row)
+        except _Reject as exc:
+            return ref, exc
+
+    # --- one record batch ------------------------------------------------------------------
+
+    def _batch(self, columns: Columns, rows: int, start: int) -> Iterator[Result | Run]:
+        """One slice of a record batch: its columns converted, then its rows in runs."""
+        part = _Converted(self, columns, rows)
+        make_event = part.event
+        current: Run | None = None
+        for index in range(rows):
+            number = start + index + 1
+            event = None
+            if index not in part.flagged:
+                try:
+                    event = make_event(index)
+                except ModelError:
+                    part.flagged.add(index)  # the row path rejects it, with the reason
+            if index in part.flagged:
+                if current is not None:
+                    yield current
+                    current = None
+                yield self._row_path(columns.row(index, self.needed), number)
+                continue
+            ref = RowRef(number, part.keys[index])
+            cut = part.truncated[index]
+            if current is not None and part.same[index - 1] and index not in part.zeros:
+                current.refs.append(ref)
+                current.events.append(event)
+                current.truncated += cut
+                continue
+            mapped = part.mapped(index, event, cut)
+            if current is not None:
+                yield current
+                current = None
+            if mapped is None:  # no identity: the row path rejects it, with the reason
+                yield self._row_path(columns.row(index, self.needed), number)
+                continue
+            current = Run(mapped, [ref], [event], cut)
+        if current is not None:
+            yield current
+
+
+class _Converted:
+    """A slice's columns converted for one mapping: per row, its key, user part and event
+    fields, and the rows the row path must map (``flagged``)."""
+
+    def __init__(self, engine: ArrowEngine, columns: Columns, rows: int) -> None:
+        compiled = engine.compiled
+        self.keys = keys(compiled, columns, rows)
+        self.identity_names = [name for name, _ in engine.identity_columns]
+        identity_lists = [
+            identity_texts(compiled, columns, column) for _, column in engine.identity_columns
+        ]
+        self.has_user_attributes = False
+        self.user_names: tuple[str, ...] = ()
+        user_lists: list[list[Any]] = []
+        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
+        # A row may share the user part of the row before only when equal values are written
+        # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
+        joinable = not engine.per_row_user
+        self.zeros: set[int] = set()
+        pa = columns.pa
+        for field, builder, attr_names, attr_columns in engine.attribute_maps:
+            lists = [
+                attribute_values(columns, builder, attr, column)
+                for attr, column in zip(attr_names, attr_columns, strict=True)
+            ]
+            if field != "user_attributes":
+                event_attributes.append((field, attr_names, lists))
+                continue
+            self.has_user_attributes = True
+            self.user_names, user_lists = attr_names, lists
+            for column, values in zip(attr_columns, lists, strict=True):
+                tp = columns.type_of(column)
+                if pa.types.is_floating(tp):
+                    self.zeros.update(i for i, value in enumerate(values) if value == 0.0)
+                elif not (pa.types.is_boolean(tp) or is_text(pa, tp) or is_int(pa, tp)):
+                    joinable = False
+        self.event_cls = compiled.event_cls
+        self.fixed_type = compiled.fixed_event_type
+        event_columns: list[tuple[str, list[Any]]] = []
+        self.names: list[Any] = [None] * rows
+        self.truncated: list[int] = [0] * rows
+        self.types: list[Any] | None = None
+        if self.event_cls is not None:
+            event_columns = [
+                (name, event_field(compiled, columns, rows, name, source, get, coerce))
+                for name, source, get, coerce in engine.event_fields
+            ]
+            self.names, self.truncated = event_names(compiled, columns, rows)
+            self.types = event_types(compiled, columns, rows)
+        self.flagged: set[int] = set()
+        for values in (
+            self.keys,
+            *identity_lists,
+            *user_lists,
+            *(values for _, _, lists in event_attributes for values in lists),
+            *(values for _, values in event_columns),
+            self.names,
+            *([] if self.types is None else [self.types]),
+        ):
+            if FLAG in values:
+                self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
+        self.identity_count = len(identity_lists)
+        self.user_rows = by_row([*identity_lists, *user_lists], rows)
+        pairs = itertools.pairwise(self.user_rows)
+        self.same = [a == b for a, b in pairs] if joinable else [False] * rows
+        self.field_names = [name for name, _ in event_columns]
+        self.field_rows = by_row([values for _, values in event_columns], rows)
+        self.attribute_rows = [
+            (field, attr_names, by_row(lists, rows))
+            for field, attr_names, lists in event_attributes
+        ]
+
+    def event(self, index: int) -> Any:
+        """The row's event (None for a user-attribute mapping); raises ModelError."""
+        if self.event_cls is None:
+            return None
+        kwargs = {
+            name: value
+            for name, value in zip(self.field_names, self.field_rows[index], strict=True)
+            if value is not None
+        }
+        if self.names[index] is not None:
+            kwargs["event_name"] = self.names[index]
+        if self.fixed_type is not None:
+            kwargs["custom_event_type"] = self.fixed_type
+        elif self.types is not None:
+            kwargs["custom_event_type"] = self.types[index]
+        for field, attr_names, per_row in self.attribute_rows:
+            built = {
+                name: value
+                for name, value in zip(attr_names, per_row[index], strict=True)
+                if value is not None
+            }
+            if built:
+                kwargs[field] = built
+        return self.event_cls(**kwargs)
+
+    def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
+        """What the row path maps the row to; None when it has no identity."""
+        user = self.user_rows[index]
+        count = self.identity_count
+        identity_pairs = tuple(
+            (name, text)
+            for name, text in zip(self.identity_names, user[:count], strict=True)
+            if text
+        )
+        if not identity_pairs:
+            return None
+        user_attributes = (
+            {
+                name: value
+                for name, value in zip(self.user_names, user[count:], strict=True)
+                if value is not None
+            }
+            if self.has_user_attributes
+            else None
+        )
+        return _Mapped(
+            (identity_pairs, (), None, None, None, None, None),
+            identity_pairs,
+            (),
+            None,
+            None,
+            None,
+            None,
+            None,
+            user_attributes,
+            event,
+            truncated,
+        )

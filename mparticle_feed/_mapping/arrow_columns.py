@@ -1,0 +1,301 @@
+"""Mapping stage: the Arrow engine's column converters (see :mod:`.arrow`).
+
+Each converter turns one column of a record batch into the values the wire models take, one
+per row, with :data:`FLAG` where the row must go through the row path: a null where a value is
+required, a value a fast check refuses, or a value the row path's own coercer rejects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
+
+from .._source.coerce import MAX_TIMESTAMP_MS, EpochUnit
+from .._wire.models import CustomEvent
+from .compile import (
+    MAX_ATTRIBUTE_VALUE,
+    MAX_EVENT_NAME,
+    CompiledMapping,
+    _AttributeBuilder,
+    _Reject,
+)
+from .sources import Column, Constant, ListOf, Source, Struct
+
+__all__ = [
+    "FLAG",
+    "Columns",
+    "attribute_values",
+    "by_row",
+    "event_field",
+    "event_names",
+    "event_types",
+    "identity_texts",
+    "is_int",
+    "is_text",
+    "keys",
+    "normalised",
+    "per_value",
+    "source_columns",
+    "timestamps",
+]
+
+#: A value the row path must see: the row holding it is mapped again by the row path.
+FLAG: Any = type("_Flag", (), {"__repr__": lambda self: "<row path>"})()
+
+
+def normalised(pa: Any, batch: Any) -> Any:
+    """Nanosecond timestamps truncated to microseconds, as a Python datetime holds them."""
+    changed = False
+    arrays = []
+    fields = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            target = pa.timestamp("us", tz=field.type.tz)
+            arrays.append(column.cast(target, safe=False))
+            fields.append(field.with_type(target))
+            changed = True
+        else:
+            arrays.append(column)
+            fields.append(field)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields)) if changed else batch
+
+
+def is_text(pa: Any, tp: Any) -> bool:
+    return bool(pa.types.is_string(tp) or pa.types.is_large_string(tp))
+
+
+def is_int(pa: Any, tp: Any) -> bool:
+    return bool(pa.types.is_integer(tp))
+
+
+def per_value(values: list[Any], convert: Callable[[Any], Any]) -> list[Any]:
+    """``convert`` on every non-null value; a rejected value becomes FLAG."""
+    out: list[Any] = []
+    append = out.append
+    for value in values:
+        if value is None:
+            append(None)
+            continue
+        try:
+            append(convert(value))
+        except _Reject:
+            append(FLAG)
+    return out
+
+
+class Columns:
+    """One record batch's columns, each converted to Python values at most once."""
+
+    def __init__(self, pa: Any, batch: Any) -> None:
+        self.pa = pa
+        self.batch = batch
+        self.names = set(batch.schema.names)
+        self._values: dict[str, list[Any]] = {}
+
+    def type_of(self, name: str) -> Any:
+        return self.batch.schema.field(name).type
+
+    def values(self, name: str) -> list[Any]:
+        cached = self._values.get(name)
+        if cached is None:
+            cached = self._values[name] = self.batch.column(name).to_pylist()
+        return cached
+
+    def value(self, name: str, index: int) -> Any:
+        cached = self._values.get(name)
+        if cached is not None:
+            return cached[index]
+        return self.batch.column(name)[index].as_py()
+
+    def row(self, index: int, names: frozenset[str]) -> dict[str, Any]:
+        """The row path's row: ``names`` (the columns the mapping reads), in schema order."""
+        return {name: self.value(name, index) for name in self.batch.schema.names if name in names}
+
+
+def keys(compiled: CompiledMapping, columns: Columns, rows: int) -> list[Any]:
+    column = compiled.key_column
+    if column is None:
+        return [None] * rows
+    values = columns.values(column)
+    if is_text(columns.pa, columns.type_of(column)):
+        return [FLAG if value is None else value for value in values]
+    primary_key = compiled.primary_key
+    out: list[Any] = []
+    for value in values:
+        try:
+            out.append(primary_key({column: value}))
+        except _Reject:
+            out.append(FLAG)
+    return out
+
+
+def identity_texts(compiled: CompiledMapping, columns: Columns, column: str) -> list[Any]:
+    values = columns.values(column)
+    tp = columns.type_of(column)
+    if is_text(columns.pa, tp):
+        return [None if value is None else value.strip() for value in values]
+    if is_int(columns.pa, tp):
+        return [None if value is None else str(value) for value in values]
+    to_text = compiled._to_text
+    return per_value(values, lambda value: to_text(value, "").strip())
+
+
+def attribute_values(
+    columns: Columns, builder: _AttributeBuilder, attr: str, column: str
+) -> list[Any]:
+    values = columns.values(column)
+    tp = columns.type_of(column)
+    pa = columns.pa
+    if pa.types.is_boolean(tp):
+        return values
+    if is_text(pa, tp):
+        return [
+            FLAG if value is not None and len(value) > MAX_ATTRIBUTE_VALUE else value
+            for value in values
+        ]
+    if pa.types.is_signed_integer(tp) or (pa.types.is_unsigned_integer(tp) and tp.bit_width < 64):
+        return values  # every value fits a signed 64-bit integer
+    if pa.types.is_floating(tp):
+        return [value if value is None or math.isfinite(value) else FLAG for value in values]
+
+    def convert(value: Any) -> Any:
+        out: dict[str, Any] = {}
+        builder._put(out, attr, value)
+        return out[attr]
+
+    return per_value(values, convert)
+
+
+def event_field(  # noqa: PLR0917 - one call site, the parts of an event field
+    compiled: CompiledMapping,
+    columns: Columns,
+    rows: int,
+    name: str,
+    source: Source,
+    get: Callable[[Mapping[str, Any]], Any],
+    coerce: Callable[[Any, str], Any],
+) -> list[Any]:
+    required = name == "timestamp_unixtime_ms"
+    if isinstance(source, Column):
+        if required:
+            fast = timestamps(compiled, columns, source.name)
+            if fast is not None:
+                return fast
+        values = columns.values(source.name)
+    else:
+        wanted = sorted(set(source_columns(source)))
+        lists = [columns.values(column) for column in wanted]
+        values = []
+        for index in range(rows):
+            try:
+                values.append(get({c: v[index] for c, v in zip(wanted, lists, strict=True)}))
+            except _Reject:
+                values.append(FLAG)
+    out = per_value(values, lambda value: value if value is FLAG else coerce(value, name))
+    if required:
+        return [FLAG if value is None else value for value in out]
+    return out
+
+
+def timestamps(compiled: CompiledMapping, columns: Columns, column: str) -> list[Any] | None:
+    """Epoch milliseconds straight from integer or zoned timestamp columns; None for other
+    types (their values go through the row path's coercer)."""
+    pa = columns.pa
+    tp = columns.type_of(column)
+    array = columns.batch.column(column)
+    unit = compiled.mapping.epoch_unit
+    if pa.types.is_timestamp(tp) and tp.tz is not None:
+        raw = array.cast(pa.int64()).to_pylist()
+        scale = {"s": 1000, "ms": 1, "us": -1000}[tp.unit]
+    elif is_int(pa, tp):
+        raw = columns.values(column)
+        scale = {
+            EpochUnit.SECONDS: 1000,
+            EpochUnit.MILLISECONDS: 1,
+            EpochUnit.MICROSECONDS: -1000,
+        }[unit]
+    else:
+        return None
+    if scale > 1:
+        ms = [None if value is None else value * scale for value in raw]
+    elif scale < 0:
+        # Floor division: what the row path's Decimal floor and datetime arithmetic give.
+        ms = [None if value is None else value // -scale for value in raw]
+    else:
+        ms = raw
+    return [value if value is not None and 0 <= value <= MAX_TIMESTAMP_MS else FLAG for value in ms]
+
+
+def event_names(
+    compiled: CompiledMapping, columns: Columns, rows: int
+) -> tuple[list[Any], list[int]]:
+    source = getattr(compiled.mapping, "event_name", None)
+    if source is None:
+        return [None] * rows, [0] * rows
+    required = compiled.event_cls is CustomEvent
+    if isinstance(source, Constant):
+        values: list[Any] = [source.value] * rows
+        text_type = isinstance(source.value, str)
+    else:
+        column = cast(Column, source).name
+        values = columns.values(column)
+        text_type = is_text(columns.pa, columns.type_of(column))
+    if not text_type:
+        to_text = compiled._to_text
+        values = per_value(values, lambda value: to_text(value, "event_name"))
+    names: list[Any] = []
+    truncated: list[int] = []
+    for value in values:
+        cut = 0
+        if value is None:
+            name = FLAG if required else None
+        elif value is FLAG:
+            name = FLAG
+        else:
+            name = value.strip()
+            if not name:
+                name = FLAG
+            elif len(name) > MAX_EVENT_NAME:
+                name, cut = name[:MAX_EVENT_NAME], 1
+        names.append(name)
+        truncated.append(cut)
+    return names, truncated
+
+
+def event_types(compiled: CompiledMapping, columns: Columns, rows: int) -> list[Any] | None:
+    if compiled.fixed_event_type is not None or compiled.custom_event_type is None:
+        return None
+    column = cast(Column, getattr(compiled.mapping, "custom_event_type", None)).name
+    known: dict[Any, Any] = {}
+    out: list[Any] = []
+    for value in columns.values(column):
+        if value is None:
+            out.append(FLAG)
+            continue
+        hit = known.get(value) if value.__class__ is str else None
+        if hit is None:
+            try:
+                hit = compiled._to_event_type(value, "custom_event_type")
+            except _Reject:
+                hit = FLAG
+            if value.__class__ is str:
+                known[value] = hit
+        out.append(hit)
+    return out
+
+
+def by_row(lists: list[list[Any]], rows: int) -> list[tuple[Any, ...]]:
+    """Column lists turned into one tuple per row (empty tuples when there are no columns)."""
+    return list(zip(*lists, strict=True)) if lists else [()] * rows
+
+
+def source_columns(source: Source) -> Iterator[str]:
+    if isinstance(source, Column):
+        yield source.name
+    elif isinstance(source, Struct):
+        for _, item in source.fields:
+            yield from source_columns(item)
+    elif isinstance(source, ListOf):
+        for item in source.items:
+            yield from source_columns(item)
