@@ -422,6 +422,60 @@ def arrow_section(options: Options) -> SectionResult:
     )
 
 
+def sync_memory_section(options: Options) -> SectionResult:
+    """A whole sync with a state file (outbox included), over growing row counts."""
+    script = Path(__file__).resolve().parent / "sync_memory.py"
+    measurements = []
+    for rows in options.memory_rows:
+        finished = subprocess.run(
+            [sys.executable, str(script), "--rows", str(rows), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(finished.stdout.strip().splitlines()[-1])
+        measurements.append(
+            Measurement(
+                f"sync, {result['rows']:,} rows",
+                f"sync() with a state file to a loopback sink; {result['requests']:,} requests",
+                result["seconds"],
+                "rows",
+                result["rows"],
+                peak_rss_mb=result["peak_rss_mb"],
+            )
+        )
+    targets = []
+    if measurements:
+        largest, smallest = measurements[-1], measurements[0]
+        targets.append(
+            Target(
+                f"sync peak RSS at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", 150
+            )
+        )
+        if len(measurements) > 1:
+            targets.append(
+                Target(
+                    f"sync peak RSS at {largest.units:,} / at {smallest.units:,} rows",
+                    (largest.peak_rss_mb or 0) / (smallest.peak_rss_mb or 1),
+                    "<=",
+                    1.2,
+                )
+            )
+    return SectionResult(
+        "Memory: a whole sync with a state file",
+        measurements,
+        targets,
+        [
+            "each row count runs in its own process (benchmarks/sync_memory.py): rows are "
+            "generated into a SQLite file, then synced with a state file (outbox, state "
+            "entries, duplicate-key set) by an EventsClient to a loopback sink that keeps "
+            "nothing; peak RSS covers the whole process, the sink's thread included",
+        ]
+        if measurements
+        else ["skipped (--memory-rows none)"],
+    )
+
+
 SECTIONS: list[Section] = [
     serialisation_section,
     anatomy_section,
@@ -430,6 +484,7 @@ SECTIONS: list[Section] = [
     upload_section,
     memory_section,
     arrow_section,
+    sync_memory_section,
 ]
 
 

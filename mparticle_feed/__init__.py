@@ -38,8 +38,10 @@ from ._errors import (
     MParticleFeedError,
     PayloadError,
     PlanFileError,
+    PlanRefusedError,
     RowError,
     StateError,
+    StateLockedError,
     UploadConfigurationError,
 )
 from ._mapping.dataplan_step import DataPlanPolicy, RowViolation
@@ -206,6 +208,7 @@ __all__ = [
     "PayloadError",
     "Plan",
     "PlanFileError",
+    "PlanRefusedError",
     "PlannedRequest",
     "Product",
     "ProductAction",
@@ -235,6 +238,7 @@ __all__ = [
     "ShoppingCart",
     "Source",
     "StateError",
+    "StateLockedError",
     "StateStore",
     "Struct",
     "SyncKind",

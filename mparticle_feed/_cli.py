@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -30,6 +31,7 @@ from ._errors import (
     MappingError,
     MParticleFeedError,
     PlanFileError,
+    PlanRefusedError,
     StateError,
 )
 from ._mapping.files import load_mapping
@@ -179,6 +181,13 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         help="when the plan's mapping differs from the state's last run: fail (default), "
         "resend or keep",
     )
+    parser.add_argument(
+        "--max-plan-age",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="refuse a plan older than this (default 3600: one hour)",
+    )
     _add_delivery_options(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
 
@@ -274,10 +283,33 @@ def _query(args: argparse.Namespace) -> str:
         raise _UsageError(f"--query-file: {exc.strerror}: {args.query_file}") from None
 
 
+def _test_now() -> Any:
+    """For tests only: MPARTICLE_FEED_TEST_NOW (ISO 8601 with an offset, or epoch seconds)."""
+    from datetime import datetime, timezone
+
+    text = os.environ.get("MPARTICLE_FEED_TEST_NOW", "").strip()
+    if not text:
+        return None
+    try:
+        number = text.replace(".", "", 1).isdigit()
+        moment = datetime.fromtimestamp(float(text), timezone.utc) if number else None
+        moment = moment or datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _UsageError(f"MPARTICLE_FEED_TEST_NOW: {text!r} is not a time with a UTC offset")
+    return moment
+
+
 def _mapping(args: argparse.Namespace) -> Any:
     import attrs
 
-    mapping = load_mapping(args.mapping)
+    try:
+        mapping = load_mapping(args.mapping)
+    except (RecursionError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # A hostile file (nested too deep, a list for a name): one line, exit 2.
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise _UsageError(f"--mapping: {args.mapping} is not a valid mapping ({reason})") from None
     changes: dict[str, Any] = {}
     if args.environment:
         changes["environment"] = args.environment
@@ -352,8 +384,9 @@ def _progress(args: argparse.Namespace, label: str) -> _ProgressDisplay | None:
 
 
 def _exit_status(report: Any, *, allow_rejected: bool) -> int:
-    """3 when rows failed or are pending, else 1 when rows were rejected, else 0."""
-    if report.failed or report.pending:
+    """3 when rows (or replayed outbox batches) failed or are pending, else 1 when rows
+    were rejected, else 0."""
+    if report.failed or report.pending or getattr(report, "replay_unsettled", 0):
         return EXIT_UNDELIVERED
     if report.rejected and not allow_rejected:
         return EXIT_ROWS
@@ -414,6 +447,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        # Ctrl-C as SIGTERM: finish what is in flight, report, keep pending rows pending.
+        signal.signal(signal.SIGINT, handler)
 
 
 def _run_sync(args: argparse.Namespace) -> int:
@@ -442,6 +477,7 @@ def _run_sync(args: argparse.Namespace) -> int:
                     progress=progress,
                     historical_only=args.historical_only,
                     data_plan_policy=args.data_plan_policy,
+                    now=_test_now(),
                 )
         finally:
             if progress is not None:
@@ -464,6 +500,7 @@ def _run_plan(args: argparse.Namespace) -> int:
             on_mapping_change=args.on_mapping_change,
             historical_only=args.historical_only,
             data_plan_policy=args.data_plan_policy,
+            now=_test_now(),
         )
     _say(reviewed.summary())
     if args.out is not None:
@@ -481,6 +518,8 @@ def _run_send(args: argparse.Namespace) -> int:
         reviewed = Plan.read_jsonl(args.plan)
     except OSError as exc:
         raise _UsageError(f"--plan: {exc.strerror}: {args.plan}") from None
+    except RecursionError:
+        raise _UsageError(f"--plan: {args.plan} is not a plan file (nested too deeply)") from None
     stop = threading.Event()
     _stop_on_signals(stop)
     progress = _progress(args, "send")
@@ -494,6 +533,8 @@ def _run_send(args: argparse.Namespace) -> int:
                 on_mapping_change=args.on_mapping_change,
                 stop=stop,
                 progress=progress,
+                now=_test_now(),
+                max_plan_age=timedelta(seconds=args.max_plan_age),
             )
     finally:
         if progress is not None:
@@ -521,6 +562,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.failed == 0 and r.pending == 0 for r in reports) else EXIT_UNDELIVERED
 
 
+_CONFIGURATION_ERRORS = (
+    ConfigurationError, MappingError, StateError, PlanFileError, PlanRefusedError, DataPlanError
+)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
@@ -540,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         _say(f"mparticle-feed: {exc}", sys.stderr)
         return EXIT_USAGE
-    except (ConfigurationError, MappingError, StateError, PlanFileError, DataPlanError) as exc:
+    except _CONFIGURATION_ERRORS as exc:
         _say(f"mparticle-feed: {exc}", sys.stderr)
         return EXIT_USAGE
     except (sqlite3.Error, MParticleFeedError) as exc:

@@ -14,8 +14,10 @@ the caller passed are also :class:`ValueError`, so ``except ValueError`` works t
     ├── DataPlanError (ValueError)         a data plan file is malformed or unsupported, or the
     │                                      dataplans extra is missing
     ├── DataPlanViolationError (ValueError)  a row broke the data plan (``strict`` policy)
-    ├── DeliveryError                      SyncReport.raise_for_failures: rows did not arrive
-    └── StateError                         the state store is unreadable or does not match
+    ├── PlanRefusedError (ValueError)      a plan is superseded, too old, or would now route elsewhere
+    ├── StateError                         the state store is unreadable or does not match
+    │   └── StateLockedError               another run of the same sync holds the state's lock
+    └── DeliveryError                      SyncReport.raise_for_failures: rows did not arrive
 
 A broken internal invariant (a bug in this package) raises AssertionError or RuntimeError
 instead, so that no ``except MParticleFeedError`` hides it. docs/exceptions.md says what to
@@ -41,7 +43,9 @@ __all__ = [
     "PayloadError",
     "RowError",
     "PlanFileError",
+    "PlanRefusedError",
     "StateError",
+    "StateLockedError",
     "UploadConfigurationError",
     "type_name",
 ]
@@ -118,6 +122,18 @@ class DeliveryError(MParticleFeedError):
 
 class StateError(MParticleFeedError):
     """The incremental-state store is corrupt, or belongs to a different mapping."""
+
+
+class StateLockedError(StateError):
+    """Another run of the same sync holds the state file's lock (the message names it)."""
+
+
+class PlanRefusedError(MParticleFeedError, ValueError):
+    """A plan file is well formed but may not be sent now.
+
+    A later run superseded it, it is older than the allowed age, or one of its batches
+    would now go to the other endpoint. Make a new plan.
+    """
 
 
 class PlanFileError(MParticleFeedError, ValueError):

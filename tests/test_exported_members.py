@@ -45,6 +45,8 @@ CONTRACT = frozenset(
         "MParticleFeedError",
         # the protocols and aliases of the public signatures
         "Cursor", "RowSource", "Sender", "Progress", "MappingChange",
+        # exactly once (issue 11): a refused plan, a sync already running
+        "PlanRefusedError", "StateLockedError",
     }
 )  # fmt: skip
 

@@ -13,9 +13,11 @@ from mparticle_feed import Batch, CustomEvent, ModelError, UserIdentities, dumps
 from mparticle_feed._delivery.packing import (
     MAX_BATCH_BYTES,
     MAX_REQUEST_BYTES,
+    IdSequence,
     Request,
     derive_source_request_id,
     pack,
+    request_body,
 )
 from mparticle_feed._delivery.routing import Endpoint, RoutedBatch, route
 from mparticle_feed._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
@@ -88,22 +90,64 @@ def check_requests(
     expected_events = event_multiset([to_dict(batch) for batch in sent])
     assert sum(event_multiset(received).values()) + refused == sum(expected_events.values())
     assert event_multiset(received) <= expected_events
-    # Distinct contents get distinct ids; identical contents (true duplicates) share one.
+    # An id never names two contents. (Equal contents may get distinct ids: parts of one
+    # split batch, or, with an IdSequence, two changes; see the id-rule tests.)
     content_of: dict[str, bytes] = {}
-    id_of: dict[bytes, str] = {}
     for request in requests:
         for packed in request.batches:
             content = orjson.dumps(to_dict(packed.sourced.batch), option=orjson.OPT_SORT_KEYS)
             assert content_of.setdefault(packed.source_request_id, content) == content
-            assert id_of.setdefault(content, packed.source_request_id) == packed.source_request_id
+
+
+def packed_ids(items: list[Request | RowProblem]) -> list[str]:
+    return [p.source_request_id for r in items if isinstance(r, Request) for p in r.batches]
 
 
 @given(batch_lists())
 def test_small_limits_hold_and_nothing_is_lost_or_doubled(batches: list[Batch]) -> None:
+    sequence = IdSequence(scope="orders")
     items = list(
-        pack(routed(*batches), max_batches=3, max_request_bytes=4_000, max_batch_bytes=1_500)
+        pack(
+            routed(*batches),
+            max_batches=3,
+            max_request_bytes=4_000,
+            max_batch_bytes=1_500,
+            ids=sequence,
+        )
     )
     check_requests(items, batches, max_request=4_000, max_batch=1_500)
+    # The id rule, first half: content sent as a new change never shares an id, not even
+    # with equal bytes (here: identical parts, identical users) ...
+    ids = packed_ids(items)
+    assert len(set(ids)) == len(ids)
+    # ... nor with the same rows sent again as the next change (a value flipped back).
+    again = list(
+        pack(
+            routed(*batches),
+            max_batches=3,
+            max_request_bytes=4_000,
+            max_batch_bytes=1_500,
+            ids=IdSequence(scope="orders", next=sequence.next),
+        )
+    )
+    assert set(packed_ids(again)).isdisjoint(ids)
+    # Second half: the same pending content re-sent keeps its id. A retry sends the same
+    # body; a bisection half (or an outbox replay of what is left) joins the same bytes.
+    for request in (r for r in items if isinstance(r, Request)):
+        middle = len(request.batches) // 2
+        for half in (request.batches[:middle], request.batches[middle:]):
+            if half:
+                sent = orjson.loads(request_body(half))
+                assert [d["source_request_id"] for d in sent] == [p.source_request_id for p in half]
+
+
+@given(batch_lists())
+def test_without_a_sequence_ids_derive_from_content_alone(batches: list[Batch]) -> None:
+    # No state (EventsClient.upload): re-running the same upload repeats its ids, so
+    # mParticle de-duplicates the re-run.
+    first = packed_ids(list(pack(routed(*batches), max_batch_bytes=1_500, max_request_bytes=4_000)))
+    again = packed_ids(list(pack(routed(*batches), max_batch_bytes=1_500, max_request_bytes=4_000)))
+    assert first == again
 
 
 @given(st.lists(st.integers(1, 140_000), min_size=1, max_size=6), text.filter(bool))

@@ -25,9 +25,7 @@ ALLOWED = {
     "_delivery/client.py": "split after issue 13 lands (pacing and attempts are being rewritten)",
     "_delivery/client.py:EventsClient._run": "split after issue 13 lands",
     "_delivery/client.py:EventsClient._attempts": "split after issue 13 lands",
-    "_sync/run.py:sync": "split after issue 11 lands (the outbox rewrites the sync runner)",
-    "_sync/planfile.py:_PlanReader._request": "split after issue 11 lands (plan files follow it)",
-    "_sync/planfile.py:_PlanReader.read": "split after issue 11 lands (plan files follow it)",
+    "_sync/planreader.py:_PlanReader._request": "split after issue 11 lands (plan files follow it)",
     "_wire/codec.py:make_converter": "split after issue 14 lands (it changes the structure hooks)",
     "testing/strategies.py": "split after issues 14 and 15 land (strategies for every model)",
 }

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mparticle_feed._errors import StateError
-from mparticle_feed._sync.state import StateEntry, StateStore, content_hash
+from mparticle_feed._sync.state import OutboxBatch, StateEntry, StateStore, content_hash
 
 
 def entry(key: str, digest: str = "h", attributes: dict[str, str] | None = None) -> StateEntry:
@@ -116,20 +116,43 @@ def test_bad_mapping_change_option(path: Path) -> None:
         store.begin_sync("s", kind="k", fingerprint="f", on_mapping_change="maybe")  # type: ignore[arg-type]
 
 
-def test_in_flight_requests_are_reported_after_a_crash(path: Path) -> None:
+def _outbox_batch(rid: str, keys: list[str]) -> OutboxBatch:
+    return OutboxBatch(
+        source_request_id=rid,
+        body=b'{"source_request_id":"' + rid.encode() + b'","environment":"development"}',
+        rows=tuple((int(k), k) for k in keys),
+        event_rows=(),
+        entries=tuple(entry(k) for k in keys),
+    )
+
+
+def test_unsettled_outbox_batches_are_reported_after_a_crash(path: Path) -> None:
     store = StateStore(path)
     store.begin_sync("s", kind="custom_event", fingerprint="f1")
-    store.mark_in_flight("s", [("r1", "/v2/bulkevents", 3), ("r2", "/v2/bulkevents", 2)])
-    store.settle("s", source_request_id="r1", accepted=[entry("1"), entry("2"), entry("3")])
+    store.outbox_add(
+        "s",
+        [("/v2/bulkevents", [_outbox_batch("r1", ["1", "2", "3"]), _outbox_batch("r2", ["4"])])],
+        next_seq=7,
+    )
+    assert store.settle("s", source_request_id="r1", outcome="accepted")
     # Simulate a crash: never finish_sync; drop the connection.
     store.close()
     with StateStore(path) as again:
         assert [r.source_request_id for r in again.in_flight("s")] == ["r2"]
         start = again.begin_sync("s", kind="custom_event", fingerprint="f1")
         assert start.resumed
+        assert start.next_seq == 7
         assert [r.source_request_id for r in start.in_flight] == ["r2"]
         assert start.known_keys == 3
+        # The outbox keeps the unsettled batch, byte for byte, until its outcome is known.
+        (request,) = again.outbox("s")
+        assert request.body == b"[" + _outbox_batch("r2", ["4"]).body + b"]"
+        assert again.settle("s", source_request_id="r2", outcome="failed")
+        assert len(again.in_flight("s")) == 1
+        assert again.settle("s", source_request_id="r2", outcome="rejected")
         assert again.in_flight("s") == []
+        assert again.outbox("s") == []  # settled bodies (personal data) are deleted
+        assert again.get("s", "4") is None
 
 
 def test_stopped_run_is_resumed(path: Path) -> None:
@@ -140,22 +163,18 @@ def test_stopped_run_is_resumed(path: Path) -> None:
 
 
 def test_settle_is_atomic(path: Path) -> None:
-    class BoomError(Exception):
-        pass
-
-    def bad_entries() -> list[StateEntry]:
-        raise BoomError
-
     with StateStore(path) as store:
-        store.mark_in_flight("s", [("r", "/v2/bulkevents", 1)])
+        store.begin_sync("s", kind="k", fingerprint="f")
+        store.outbox_add("s", [("/v2/bulkevents", [_outbox_batch("r", ["1"])])])
+        real = store._accepted_rows
 
-        class Exploding:
-            def __iter__(self) -> object:
-                yield entry("1")
-                bad_entries()
+        def exploding(*args: object) -> object:
+            real(*args)  # type: ignore[arg-type]
+            raise RuntimeError("boom")
 
-        with pytest.raises(BoomError):
-            store.settle("s", source_request_id="r", accepted=Exploding())  # type: ignore[arg-type]
+        store._accepted_rows = exploding  # type: ignore[method-assign,assignment]
+        with pytest.raises(RuntimeError):
+            store.settle("s", source_request_id="r", outcome="accepted")
         assert store.get("s", "1") is None
         assert len(store.in_flight("s")) == 1
 

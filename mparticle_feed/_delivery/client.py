@@ -15,6 +15,7 @@ import logging
 import platform
 import queue
 import random as _random
+import socket
 import ssl
 import threading
 import time
@@ -33,6 +34,7 @@ from urllib3.exceptions import (
     LocationParseError,
     NewConnectionError,
     ProtocolError,
+    ReadTimeoutError,
     SSLError,
 )
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
@@ -88,13 +90,20 @@ def _package_version() -> str:
 
 
 def _is_loopback(host: str) -> bool:
+    """True for a loopback address, or a name that resolves to loopback addresses only."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
         return False
+    addresses = {info[4][0] for info in found}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(address).split("%", 1)[0]).is_loopback for address in addresses
+    )
 
 
 def _base_url(api_key: str, pod: str | None, base_url: str | None) -> str:
@@ -315,7 +324,12 @@ class EventsClient:
         self.max_request_bytes = max_request_bytes
         self.max_batch_bytes = max_batch_bytes
         self._max_response_bytes = max_response_bytes
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=timeout)
+        # ``total`` bounds connect plus the first wait; the body is read against the same
+        # deadline below, so a server trickling bytes cannot hold an attempt longer.
+        self._timeout = urllib3.Timeout(
+            connect=connect_timeout, read=timeout, total=connect_timeout + timeout
+        )
+        self._attempt_seconds = connect_timeout + timeout
         self._clock = clock
         self._sleep = sleep
         self._random = random
@@ -408,8 +422,13 @@ class EventsClient:
         *,
         on_outcome: Callable[[BatchOutcome], None] | None = None,
     ) -> UploadReport:
-        """Send already-packed requests byte for byte (for example a reviewed plan)."""
-        return self._run(requests, on_outcome)
+        """Send already-packed requests byte for byte (for example a reviewed plan).
+
+        With ``on_outcome``, every outcome goes to it and the report keeps none of them
+        (``outcomes`` is empty; the other figures are kept), so memory does not grow with
+        the number of batches sent: that is how a sync streams.
+        """
+        return self._run(requests, on_outcome, keep_outcomes=on_outcome is None)
 
     # --- the dispatcher (calling thread) -------------------------------------------------
 
@@ -417,6 +436,8 @@ class EventsClient:
         self,
         items: Iterable[Request | RowProblem],
         on_outcome: Callable[[BatchOutcome], None] | None,
+        *,
+        keep_outcomes: bool = True,
     ) -> UploadReport:
         if self._closed.is_set():
             msg = "this EventsClient is closed"
@@ -435,14 +456,18 @@ class EventsClient:
         busy_users: Counter[bytes] = Counter()
 
         def settle(outcome: BatchOutcome) -> None:
-            outcomes.append(outcome)
+            if keep_outcomes:
+                outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
 
         def collect() -> None:
             nonlocal sent
             token, result = done.get()
-            busy_users.subtract(in_flight.pop(token))
+            for user in in_flight.pop(token):
+                busy_users[user] -= 1
+                if not busy_users[user]:
+                    del busy_users[user]  # a user's key must not outlive its requests
             sent += result.requests_sent
             retries.update(result.retries)
             for name, values in result.headers.items():
@@ -646,6 +671,7 @@ class EventsClient:
             self._sleep(remaining)
 
     def _post(self, endpoint: Endpoint, body: bytes) -> tuple[int, dict[str, str], str]:
+        deadline = time.monotonic() + self._attempt_seconds
         response = self._pool.urlopen(
             "POST",
             self._urls[endpoint],
@@ -657,10 +683,29 @@ class EventsClient:
             preload_content=False,
         )
         complete = False
+        headers = dict(response.headers.items())
         try:
-            data = response.read(self._max_response_bytes + 1)
-            complete = len(data) <= self._max_response_bytes
-            headers = dict(response.headers.items())
+            chunks: list[bytes] = []
+            size = 0
+            read = getattr(response, "read1", response.read)
+            try:
+                while size <= self._max_response_bytes:
+                    if time.monotonic() > deadline:
+                        msg = "the response took longer than the attempt's timeout"
+                        raise ReadTimeoutError(None, self._urls[endpoint], msg)  # type: ignore[arg-type]
+                    # read1 returns what has arrived, so the deadline is checked between
+                    # arrivals (read would wait for the whole amount).
+                    chunk = read(min(8192, self._max_response_bytes + 1 - size))
+                    if not chunk:
+                        complete = True
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            except (ProtocolError, HTTPError, OSError):
+                # Any 2xx means mParticle took the batches, whatever became of its body.
+                if not 200 <= response.status < 300:
+                    raise
+            data = b"".join(chunks)
             text = data[: self._max_response_bytes].decode("utf-8", "replace")
             return response.status, headers, text
         finally:

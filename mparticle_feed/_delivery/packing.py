@@ -4,12 +4,22 @@ Each batch is serialised once: the batch without its events, and each event on i
 A batch's bytes, and a request's body, are then assembled by joining those pieces, so sizes
 are known exactly without serialising twice and a split costs no re-encoding.
 
-``source_request_id`` rule: a batch without one gets a UUID (version 8 layout) built from the
-SHA-256 of its canonical bytes (plus the primary keys of its rows, when the mapping has
-them, and its position when it is a part of a split batch), so a retry or a re-run of the same content carries the same id
-and mParticle deduplicates it. A user-set id is kept when the batch goes out whole; when
-routing or packing splits the batch, every part gets an id derived from the part's content
-*including* the user's id, so the parts' ids are distinct from each other and stable.
+``source_request_id`` rule (exactly once, by construction): a batch without one gets a
+UUID (version 8 layout) built from the SHA-256 of its canonical bytes, the primary keys of
+its rows, its position when it is a part of a split batch, and — when the batches belong
+to a sync with a state — the sync's name and a sequence number the state hands out once
+per new batch (:class:`IdSequence`). So
+
+* content sent as a *new* change always gets a new id, even when its bytes equal an
+  earlier batch's (a value that flips back is not dropped as a duplicate);
+* re-sending pending content keeps its id: a retry or a bisection half reuses the packed
+  batch, and a resume or a plan replays the outbox's exact bytes; ids are never derived
+  again for content already committed to the outbox.
+
+Without a sequence (``EventsClient.upload``, no state) the id derives from the content
+alone, so re-running the same upload is de-duplicated. A user-set id is kept when the
+batch goes out whole; when routing or packing splits the batch, every part gets a derived
+id whose input includes the user's id.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ __all__ = [
     "MAX_BATCHES_PER_REQUEST",
     "MAX_BATCH_BYTES",
     "MAX_REQUEST_BYTES",
+    "IdSequence",
     "PackedBatch",
     "Request",
     "derive_source_request_id",
@@ -72,13 +83,39 @@ def request_body(batches: Sequence[PackedBatch]) -> bytes:
     return b"[" + b",".join(batch.body for batch in batches) + b"]"
 
 
-def derive_source_request_id(canonical: bytes) -> str:
-    """A stable UUID-shaped id from the SHA-256 of a batch's canonical bytes."""
+def derive_source_request_id(
+    canonical: bytes, *, scope: str | None = None, sequence: int | None = None
+) -> str:
+    """A UUID-shaped id from the SHA-256 of a batch's canonical bytes.
+
+    With ``sequence`` (a number a sync's state hands out once per new batch) and its
+    ``scope`` (the sync's name), equal bytes sent as two different changes get two ids.
+    """
+    if sequence is not None:
+        scope_bytes = (scope or "").encode("utf-8", "surrogatepass")
+        canonical += b"\x00sync:%d:%s\x00seq:%d" % (len(scope_bytes), scope_bytes, sequence)
     raw = bytearray(hashlib.sha256(canonical).digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom, hash-based
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     text = raw.hex()  # formatted by hand: uuid.UUID() costs more than the hash
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+@attrs.define
+class IdSequence:
+    """The sequence numbers of one sync's new batches: ``next`` is the first unused one.
+
+    The state stores ``next`` with every outbox request, so a number is never handed
+    out twice for a sync (numbers of batches that never reached the outbox are skipped).
+    """
+
+    scope: str
+    next: int = 0
+
+    def take(self) -> int:
+        number = self.next
+        self.next += 1
+        return number
 
 
 def _model_bytes(value: Any) -> bytes:
@@ -168,6 +205,8 @@ def _packed(
     sourced: SourcedBatch,
     whole: bool,
     part: int | None = None,
+    *,
+    ids: IdSequence | None = None,
 ) -> PackedBatch:
     if pieces.user_id is not None and whole:
         source_request_id = pieces.user_id
@@ -180,7 +219,12 @@ def _packed(
         if part is not None:
             # Parts of one batch may hold identical events; the position keeps them apart.
             canonical += b"\x00part:%d" % part
-        source_request_id = derive_source_request_id(canonical)
+        if ids is None:
+            source_request_id = derive_source_request_id(canonical)
+        else:
+            source_request_id = derive_source_request_id(
+                canonical, scope=ids.scope, sequence=ids.take()
+            )
     return PackedBatch(
         source_request_id=source_request_id,
         body=pieces.body(events_json, source_request_id),
@@ -189,7 +233,9 @@ def _packed(
     )
 
 
-def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | RowProblem]:
+def _split(
+    routed: RoutedBatch, max_batch_bytes: int, ids: IdSequence | None = None
+) -> Iterator[PackedBatch | RowProblem]:
     """Serialise one routed batch, splitting it by events when it is too large."""
     sourced = routed.sourced
     try:
@@ -210,7 +256,7 @@ def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | 
         user_id_bytes if keeps_user_id else _UUID_JSON_BYTES,
     )
     if whole_size <= max_batch_bytes:
-        yield _packed(pieces, events_json, sourced, routed.whole)
+        yield _packed(pieces, events_json, sourced, routed.whole, ids=ids)
         return
     events = [] if events_json is None else pieces.each_event()
     # Parts always get derived (UUID) ids, so the overhead of a part is fixed.
@@ -238,7 +284,9 @@ def _split(routed: RoutedBatch, max_batch_bytes: int) -> Iterator[PackedBatch | 
             event_rows=event_rows,
             rows=part_rows(sourced, event_rows),
         )
-        return _packed(pieces, _array([events[i] for i in indexes]), part_sourced, False, number)
+        return _packed(
+            pieces, _array([events[i] for i in indexes]), part_sourced, False, number, ids=ids
+        )
 
     for index, event in enumerate(events):
         cost = len(event) + (1 if part else 0)
@@ -270,16 +318,18 @@ def pack(
     max_batches: int = MAX_BATCHES_PER_REQUEST,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     max_batch_bytes: int = MAX_BATCH_BYTES,
+    ids: IdSequence | None = None,
 ) -> Iterator[Request | RowProblem]:
     """Pack routed batches into requests, lazily and deterministically.
 
     One request per endpoint is filled at a time, in input order, and sent on as soon as the
     next batch would break a limit; so batches of one user keep their order within each
     endpoint. Row problems from earlier stages pass through unchanged. Inconsistent limits
-    raise :class:`ConfigurationError` at the call, not at the first batch.
+    raise :class:`ConfigurationError` at the call, not at the first batch. ``ids`` (a sync's
+    :class:`IdSequence`) makes every new batch's id unique to this change.
     """
     check_packing_limits(max_batches, max_request_bytes, max_batch_bytes)
-    return _pack(routed, max_batches, max_request_bytes, max_batch_bytes)
+    return _pack(routed, max_batches, max_request_bytes, max_batch_bytes, ids)
 
 
 def check_packing_limits(max_batches: int, max_request_bytes: int, max_batch_bytes: int) -> None:
@@ -300,6 +350,7 @@ def _pack(
     max_batches: int,
     max_request_bytes: int,
     max_batch_bytes: int,
+    ids: IdSequence | None = None,
 ) -> Iterator[Request | RowProblem]:
     open_batches: dict[Endpoint, list[PackedBatch]] = {}
     open_sizes: dict[Endpoint, int] = {}
@@ -308,7 +359,7 @@ def _pack(
             yield item
             continue
         endpoint = item.endpoint
-        for packed in _split(item, max_batch_bytes):
+        for packed in _split(item, max_batch_bytes, ids):
             if isinstance(packed, RowProblem):
                 yield packed
                 continue

@@ -51,6 +51,7 @@ class MappingRun(Iterator[SourcedBatch]):
         max_events_per_batch: int = 100,
         data_plan_policy: DataPlanPolicy = "report",
         chunk_size: int = 1000,
+        key_check: Callable[[str, int], int | None] | None = None,
     ) -> None:
         if max_events_per_batch < 1:
             raise ConfigurationError(
@@ -65,6 +66,7 @@ class MappingRun(Iterator[SourcedBatch]):
         self.strict = strict
         self.on_reject = on_reject
         self.max_events_per_batch = max_events_per_batch
+        self.key_check = key_check
         self.rows_in = 0
         self.rows_mapped = 0
         self.rows_rejected = 0
@@ -167,12 +169,29 @@ class MappingRun(Iterator[SourcedBatch]):
             except _Reject as exc:
                 self._reject(RowRef(self.rows_in), exc.field, exc.reason)
                 continue
+            if key is not None and not key.isascii():
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    # A lone surrogate (undecodable bytes read leniently) cannot be sent,
+                    # hashed or stored: the row is rejected, the run goes on.
+                    self._reject(
+                        RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
+                        None,
+                        "the primary key is not valid Unicode text (a lone surrogate)",
+                    )
+                    continue
             ref = RowRef(self.rows_in, key)
             try:
                 mapped = compiled.map_row(row)
             except _Reject as exc:
                 self._reject(ref, exc.field, exc.reason)
                 continue
+            if key is not None and self.key_check is not None:
+                first = self.key_check(key, self.rows_in)
+                if first is not None:
+                    self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+                    continue
             ready = None
             if pending.rows and (per_row or not pending.accepts(mapped, limit)):
                 ready = pending.flush()
@@ -194,6 +213,17 @@ class MappingRun(Iterator[SourcedBatch]):
             self.rows_rejected,
         )
 
+    def _duplicate(self, ref: RowRef) -> bool:
+        """Reject (and count) an Arrow row whose primary key was seen earlier in the run."""
+        if ref.primary_key is None or self.key_check is None:
+            return False
+        first = self.key_check(ref.primary_key, ref.row_number)
+        if first is None:
+            return False
+        self.rows_in += 1
+        self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+        return True
+
     def _run_results(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """``_run``'s batching over rows the Arrow engine has mapped (or rejected) already."""
         per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
@@ -211,19 +241,24 @@ class MappingRun(Iterator[SourcedBatch]):
                 run = Run(outcome, [ref], [None], outcome.truncated)
             first = run.first
             refs = run.refs
+            kept = [p for p, ref in enumerate(refs) if not self._duplicate(ref)]
+            if not kept:
+                continue
+            if kept[0]:
+                first = attrs.evolve(first, event=run.events[kept[0]])
             # The first row as _run takes it; each later row has the same user part, merged
             # already, so only the event limit can start a new batch (what accepts() says).
             ready = None
             if pending.rows and (per_row or not pending.accepts(first, limit)):
                 ready = pending.flush()
-            pending.add(first, refs[0])
+            pending.add(first, refs[kept[0]])
             self.rows_in += 1
             self.rows_mapped += 1
             if ready is not None:
                 self.batches_out += 1
                 yield ready
             events = pending.events
-            for position in range(1, len(refs)):
+            for position in kept[1:]:
                 ref, event = refs[position], run.events[position]
                 if len(events) >= limit:
                     ready = pending.flush()
@@ -339,6 +374,7 @@ def map_rows(
     max_events_per_batch: int = 100,
     data_plan_policy: DataPlanPolicy = "report",
     chunk_size: int = 1000,
+    key_check: Callable[[str, int], int | None] | None = None,
 ) -> MappingRun:
     """Map rows from any source :func:`rows_from` reads into batches, streaming.
 
@@ -355,6 +391,10 @@ def map_rows(
     it in ``run.violations``), ``"block"`` (leave out what mParticle would block; rows whose
     event or batch is blocked are rejected) or ``"strict"`` (raise
     :class:`DataPlanViolationError`).
+
+    ``key_check(key, row_number)`` returns the row a primary key was first seen at
+    (rejecting this row as a duplicate), or None; sync and plan pass one that keeps the
+    keys on disk.
     """
     return MappingRun(
         rows,
@@ -364,4 +404,5 @@ def map_rows(
         max_events_per_batch=max_events_per_batch,
         data_plan_policy=data_plan_policy,
         chunk_size=chunk_size,
+        key_check=key_check,
     )

@@ -82,11 +82,18 @@ def _require(module: str, extra: str, db: str) -> Any:
         ) from None
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
 @contextlib.contextmanager
 def _sqlite(path: Path, query: str) -> Iterator[Any]:
     if not path.exists():
         raise ConfigurationError(f"--db: {path} does not exist")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Undecodable bytes become lone surrogates: that row is rejected, the run goes on
+    # (SQLite's default stops every run at that row).
+    connection.text_factory = _lenient_text
     try:
         try:
             cursor = connection.execute(query)

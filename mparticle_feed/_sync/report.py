@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -94,7 +95,10 @@ def violations_html(violations: tuple[RowViolation, ...], limit: int = 100) -> s
 
 def _open_target(target: str | Path | IO[str]) -> tuple[IO[str], bool]:
     if isinstance(target, (str, Path)):
-        return open(target, "w", encoding="utf-8"), True
+        # Plans and rejects files hold user data (keys, e-mail addresses): a new file is
+        # readable by its owner only.
+        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return os.fdopen(handle, "w", encoding="utf-8"), True
     return target, False
 
 
@@ -130,6 +134,9 @@ class SyncReport:
     #: Batches the previous, interrupted run had in flight (their rows were sent again).
     resent_in_flight: int = 0
     mapping_changed: bool = False
+    #: Batches an earlier run left unsettled in the outbox and this run replayed byte for
+    #: byte, by outcome (their rows are not in ``rows_in``).
+    replayed: Mapping[str, int] = attrs.field(factory=dict)
     rejects: tuple[RowProblem, ...] = ()
     failures: tuple[RowProblem, ...] = ()
     #: Data-plan violations, each with its row (a mapping that names a plan; see ``dropped``).
@@ -151,9 +158,14 @@ class SyncReport:
         return self.sent + self.unchanged
 
     @property
+    def replay_unsettled(self) -> int:
+        """Replayed outbox batches still unsettled (failed or pending): the next run retries."""
+        return int(self.replayed.get("failed", 0)) + int(self.replayed.get("pending", 0))
+
+    @property
     def ok(self) -> bool:
-        """True when every row was accepted (sent or unchanged)."""
-        return self.accepted == self.rows_in
+        """True when every row was accepted (sent or unchanged) and the outbox is settled."""
+        return self.accepted == self.rows_in and not self.replay_unsettled
 
     def raise_for_failures(self, *, allow_rejected: bool = False) -> None:
         """Raise :class:`DeliveryError` unless every row was accepted.
@@ -163,13 +175,18 @@ class SyncReport:
         still raise.
         """
         bad = self.failed + self.pending + (0 if allow_rejected else self.rejected)
-        if not bad:
+        if not bad and not self.replay_unsettled:
             return
         problems = list(self.failures) + ([] if allow_rejected else list(self.rejects))
         shown = "; ".join(f"row {p.row.row_number} ({p.stage}): {p.reason}" for p in problems[:3])
         msg = (
             f"sync {self.name!r}: {bad} of {self.rows_in} rows not accepted "
             f"(rejected {self.rejected}, failed {self.failed}, pending {self.pending})"
+            + (
+                f"; {self.replay_unsettled} batch(es) replayed from the outbox are still unsettled"
+                if self.replay_unsettled
+                else ""
+            )
             + (f"; first: {shown}" if shown else "")
         )
         statuses = {p.status for p in problems if p.status is not None}
@@ -255,6 +272,9 @@ class SyncReport:
             lines.append(
                 f"  resumed an interrupted run ({self.resent_in_flight} batch(es) were in flight)"
             )
+        if self.replayed:
+            shown = ", ".join(f"{status} {n}" for status, n in sorted(self.replayed.items()))
+            lines.append(f"  replayed from the outbox, byte for byte: {shown} batch(es)")
         problems = [("rejected", p) for p in self.rejects] + [("failed", p) for p in self.failures]
         for outcome, problem in problems[:10]:
             key = problem.row.primary_key if problem.row.primary_key is not None else "-"

@@ -9,9 +9,13 @@ Incremental state (:class:`~mparticle_feed._sync.state.StateStore`) holds, per p
 a hash of what mParticle accepted last. A row whose mapped content has the same hash is
 *unchanged*: not sent, counted as accepted. A user-attribute row sends only the attributes
 whose value changed, and ``deleted_user_attributes`` for those that disappeared. The hash
-is stored only when mParticle answered 202 for the batch holding the row; a crash before
-that resends the row next time with the same ``source_request_id`` (ids derive from the
-content), which mParticle deduplicates.
+is stored only when mParticle answered 202 for the batch holding the row. Before a
+request leaves it is committed to the state's outbox; a run first replays what an earlier
+run left unsettled there, byte for byte with the same ids, and only then maps rows (see
+:mod:`.send`). New batches get ids unique to the change (:class:`IdSequence`).
+
+A primary key seen twice in one run rejects the later rows ("duplicate primary key, first
+seen at row N"); the keys seen are kept in a temporary SQLite file, not in memory.
 """
 
 from __future__ import annotations
@@ -20,35 +24,39 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
-from .._delivery.packing import Request, pack
+from .._delivery.packing import IdSequence, Request, pack
+from .._delivery.report import BatchOutcome
 from .._delivery.routing import (
     DEFAULT_HISTORICAL_AFTER,
     DEFAULT_HISTORICAL_MIN_AGE,
-    part_rows,
     route,
     utc_now,
 )
 from .._errors import ConfigurationError, StateError
 from .._mapping.dataplan_step import DataPlanPolicy, RowViolation
-from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
+from .._mapping.provenance import RowProblem
 from .._mapping.run import map_rows
-from .._mapping.sources import SyncKind
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
-from .._wire.codec import to_dict
 from .report import SyncReport
-from .state import MappingChange, StateEntry, StateStore, content_hash
+from .state import MappingChange, StateStore
 
 __all__ = ["plan", "sync"]
 
+from .differ import _Differ
 from .planfile import Plan
+from .seen import SeenKeys
 from .send import (
+    DEFAULT_MAX_PLAN_AGE,
     Progress,
     Sender,
     StateArg,
@@ -57,134 +65,12 @@ from .send import (
     _open_state,
     _report,
     _Statuses,
+    replay_outbox,
     send_plan,
 )
-from .status import _REJECTED, _UNCHANGED
+from .status import _REJECTED
 
 logger = logging.getLogger(__name__)
-
-
-class _Differ:
-    """Compares mapped batches with the state and keeps only what mParticle lacks."""
-
-    def __init__(
-        self,
-        kind: str,
-        state: StateStore | None,
-        name: str,
-        statuses: _Statuses,
-    ) -> None:
-        self.kind = kind
-        self.state = state
-        self.name = name
-        self.statuses = statuses
-        #: row number → the entry to store once the row is accepted.
-        self.entries: dict[int, StateEntry] = {}
-        self.unchanged = 0
-
-    def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
-        for sourced in batches:
-            if self.state is None:
-                yield sourced
-                continue
-            kept = (
-                self._user_attributes(sourced)
-                if self.kind == SyncKind.USER_ATTRIBUTES.value
-                else self._events(sourced)
-            )
-            if kept is not None:
-                yield kept
-
-    def _skip(self, rows: Iterable[RowRef]) -> None:
-        for row in rows:
-            self.statuses.mark(row, _UNCHANGED)
-            self.unchanged += 1
-
-    def _events(self, sourced: SourcedBatch) -> SourcedBatch | None:
-        assert self.state is not None
-        batch = sourced.batch
-        events = batch.events or ()
-        document = to_dict(batch)
-        event_documents = document.pop("events", None) or []
-        document.pop("source_request_id", None)
-        user_hash = content_hash(document)
-        keys = [row.primary_key for row in sourced.event_rows]
-        known = self.state.get_many(self.name, [k for k in keys if k is not None])
-        kept: list[int] = []
-        for index, (event_document, row) in enumerate(
-            zip(event_documents, sourced.event_rows, strict=True)
-        ):
-            digest = content_hash([user_hash, event_document])
-            key = row.primary_key
-            previous = known.get(key) if key is not None else None
-            if previous is not None and previous.hash == digest:
-                continue
-            kept.append(index)
-            if key is not None:
-                self.entries[row.row_number] = StateEntry(key=key, hash=digest)
-        if len(kept) == len(events):
-            return sourced
-        kept_rows = tuple(sourced.event_rows[i] for i in kept)
-        kept_set = set(kept)
-        skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in kept_set]
-        if not kept:
-            # Rows that gave only user fields travel with the events; none are left.
-            self._skip(dict.fromkeys([*skipped, *sourced.rows]))
-            return None
-        self._skip(skipped)
-        return SourcedBatch(
-            batch=attrs.evolve(batch, events=tuple(events[i] for i in kept)),
-            event_rows=kept_rows,
-            rows=part_rows(sourced, kept_rows),
-        )
-
-    def _user_attributes(self, sourced: SourcedBatch) -> SourcedBatch | None:
-        assert self.state is not None
-        batch = sourced.batch
-        keyed = [row for row in sourced.rows if row.primary_key is not None]
-        if not keyed:
-            return sourced  # nothing to key the state on: always sent
-        key = str(keyed[0].primary_key)
-        document = to_dict(batch)
-        current: dict[str, Any] = document.get("user_attributes") or {}
-        user = {
-            name: value
-            for name, value in document.items()
-            if name not in ("user_attributes", "deleted_user_attributes", "source_request_id")
-        }
-        user_hash = content_hash(user)
-        attribute_hashes = {name: content_hash(value) for name, value in current.items()}
-        digest = content_hash([user_hash, attribute_hashes])
-        previous = self.state.get(self.name, key)
-        entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
-        if previous is not None and previous.hash == digest:
-            self._skip(sourced.rows)
-            return None
-        for row in sourced.rows:
-            self.entries[row.row_number] = entry
-        if previous is None or previous.attributes is None:
-            return sourced
-        before = dict(previous.attributes)
-        same_user = content_hash([user_hash, before]) == previous.hash
-        if same_user:
-            changed = {
-                name: batch.user_attributes[name]  # type: ignore[index]
-                for name, value_hash in attribute_hashes.items()
-                if before.get(name) != value_hash
-            }
-        else:
-            # Identities changed: send every attribute, as for a new user.
-            changed = dict(batch.user_attributes or {})
-        deleted = sorted((set(before) - set(current)) | set(batch.deleted_user_attributes or ()))
-        return SourcedBatch(
-            batch=attrs.evolve(
-                batch,
-                user_attributes=changed or None,
-                deleted_user_attributes=tuple(deleted) or None,
-            ),
-            event_rows=sourced.event_rows,
-            rows=sourced.rows,
-        )
 
 
 @attrs.define
@@ -202,6 +88,7 @@ class _Pipeline:
     max_request_bytes: int
     max_batch_bytes: int
     data_plan_policy: DataPlanPolicy = "report"
+    ids: IdSequence | None = None
     statuses: _Statuses = attrs.field(factory=_Statuses)
     problems: list[RowProblem] = attrs.field(factory=list)
     mapping_run: Any = None
@@ -213,15 +100,23 @@ class _Pipeline:
     def requests(self, source: RowSource, chunk_size: int) -> Iterator[Request]:
         """Start mapping now (the source and its columns are checked here), then stream."""
         # map_rows reads the source itself, so an Arrow source reaches the Arrow engine.
+        seen = SeenKeys()
         self.mapping_run = map_rows(
             source,
             self.mapping,
             data_plan_policy=self.data_plan_policy,
             chunk_size=chunk_size,
+            key_check=seen.first_seen,
         )
-        return self._requests()
+        return self._requests(seen)
 
-    def _requests(self) -> Iterator[Request]:
+    def _requests(self, seen: SeenKeys) -> Iterator[Request]:
+        try:
+            yield from self._packed()
+        finally:
+            seen.close()
+
+    def _packed(self) -> Iterator[Request]:
         routed = route(
             self.differ(self.mapping_run),
             now=self.now,
@@ -234,6 +129,7 @@ class _Pipeline:
             max_batches=self.max_batches,
             max_request_bytes=self.max_request_bytes,
             max_batch_bytes=self.max_batch_bytes,
+            ids=self.ids,
         ):
             if isinstance(item, RowProblem):
                 self.reject(item)
@@ -289,15 +185,11 @@ def plan(
     :func:`sync` for large runs. ``data_plan_policy`` is as for :func:`sync`; with
     ``"block"`` the plan shows exactly what mParticle would drop.
     """
-    if isinstance(state, (str, os.PathLike)) and not os.path.exists(state):
-        # plan only reads: a missing state file means every row is sent. An empty store
-        # (not none) still yields the entries to record, should the plan be sent with it.
-        state = ":memory:"
-    store, owned = _open_state(state)
+    store, owned = _read_only_state(state)
+    created = now if now is not None else utc_now()
     try:
         sync_name = name or _default_name(mapping)
-        if store is not None:
-            _check_mapping(store, sync_name, mapping, on_mapping_change)
+        version, ids = _plan_ids(store, sync_name, mapping, on_mapping_change)
         pipeline = _Pipeline(
             mapping=mapping,
             name=sync_name,
@@ -311,10 +203,16 @@ def plan(
             max_batch_bytes=max_batch_bytes,
             data_plan_policy=data_plan_policy,
         )
+        pipeline.ids = ids
         requests = tuple(pipeline.requests(source, chunk_size))
         pipeline.collect_mapping_rejects()
         differ = pipeline.differ
         return Plan(
+            plan_id=str(uuid.uuid4()),
+            created_at=created.timestamp(),
+            state_version=version,
+            next_seq=0 if ids is None else ids.next,
+            historical_only=historical_only,
             name=sync_name,
             kind=mapping.kind.value,
             fingerprint=mapping.fingerprint(),
@@ -330,6 +228,29 @@ def plan(
     finally:
         if owned and store is not None:
             store.close()
+
+
+def _read_only_state(state: StateArg) -> tuple[StateStore | None, bool]:
+    """The store a plan reads, and whether plan owns it (then plan closes it)."""
+    if isinstance(state, (str, os.PathLike)):
+        # plan only reads, takes no lock and works on a read-only file system. A missing
+        # state file means every row is sent; an empty store (not none) still yields the
+        # entries to record, should the plan be sent with a state.
+        if os.path.exists(state):
+            return StateStore(state, read_only=True), True
+        return StateStore(":memory:"), True
+    return _open_state(state)
+
+
+def _plan_ids(
+    store: StateStore | None, name: str, mapping: RowMapping, on_mapping_change: MappingChange
+) -> tuple[int | None, IdSequence | None]:
+    """The state version a plan is made against, and the ids its new batches get."""
+    if store is None:
+        return None, None
+    _check_mapping(store, name, mapping, on_mapping_change)
+    version, next_seq = store.version(name)
+    return version, IdSequence(scope=name, next=next_seq)
 
 
 def _check_mapping(
@@ -361,6 +282,7 @@ def sync(
     chunk_size: int = 1000,
     clock: Callable[[], float] = time.monotonic,
     data_plan_policy: DataPlanPolicy = "report",
+    max_plan_age: timedelta = DEFAULT_MAX_PLAN_AGE,
 ) -> SyncReport:
     """Map ``source``'s rows with ``mapping`` and deliver them with ``client``, streaming.
 
@@ -395,67 +317,181 @@ def sync(
             stop=stop,
             progress=progress,
             clock=clock,
+            now=now,
+            max_plan_age=max_plan_age,
         )
         # A reviewed plan carries its data-plan violations into the report.
         return attrs.evolve(report, violations=plan.violations) if plan.violations else report
     if source is None:
         raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
     store, owned = _open_state(state)
+    sync_name = name or _default_name(mapping)
     try:
-        sync_name = name or _default_name(mapping)
-        pipeline = _Pipeline(
-            mapping=mapping,
-            name=sync_name,
-            state=store,
-            now=now if now is not None else utc_now(),
-            # Packed here with the client's own settings, so the state can mark exactly the
-            # batches the client will send.
-            historical_after=client.historical_after,
-            historical_min_age=client.historical_min_age,
-            historical_only=historical_only,
-            max_batches=client.max_batches,
-            max_request_bytes=client.max_request_bytes,
-            max_batch_bytes=client.max_batch_bytes,
-            data_plan_policy=data_plan_policy,
-        )
-        # The source and its columns are checked here, before the state records a run.
-        requests = pipeline.requests(source, chunk_size)
-        start = (
-            store.begin_sync(
-                sync_name,
-                kind=mapping.kind.value,
-                fingerprint=mapping.fingerprint(),
+        with store.run_lock(sync_name) if store is not None else nullcontext():
+            return _sync_locked(
+                source,
+                mapping,
+                client,
+                store=store,
+                sync_name=sync_name,
+                now=now,
                 on_mapping_change=on_mapping_change,
+                stop=stop,
+                progress=progress,
+                historical_only=historical_only,
+                chunk_size=chunk_size,
+                clock=clock,
+                data_plan_policy=data_plan_policy,
             )
-            if store is not None
-            else None
-        )
-        delivery = _Delivery(
-            name=sync_name,
-            kind=mapping.kind.value,
-            store=store,
-            statuses=pipeline.statuses,
-            entries=pipeline.differ.entries,
-            stop=stop,
-            progress=progress,
-            clock=clock,
-        )
-        delivery.rows_read = lambda: pipeline.rows_in
-        upload = client.send(delivery.feed(requests), on_outcome=delivery.on_outcome)
-        pipeline.collect_mapping_rejects()
-        report = _report(
-            delivery=delivery,
-            rows_in=pipeline.rows_in,
-            pre_rejects=pipeline.problems,
-            upload=upload,
-            start=start,
-        )
-        if pipeline.violations:
-            report = attrs.evolve(report, violations=pipeline.violations)
-        if store is not None:
-            store.finish_sync(sync_name, status="stopped" if report.pending else "finished")
-        _log(report)
-        return report
     finally:
         if owned and store is not None:
             store.close()
+
+
+def _sync_locked(
+    source: Any,
+    mapping: RowMapping,
+    client: Sender,
+    *,
+    store: StateStore | None,
+    sync_name: str,
+    now: datetime | None,
+    on_mapping_change: MappingChange,
+    stop: threading.Event | None,
+    progress: Callable[[Progress], None] | None,
+    historical_only: bool,
+    chunk_size: int,
+    clock: Callable[[], float],
+    data_plan_policy: DataPlanPolicy,
+) -> SyncReport:
+    pipeline = _Pipeline(
+        mapping=mapping,
+        name=sync_name,
+        state=store,
+        now=now if now is not None else utc_now(),
+        # Packed with the client's settings: the outbox holds exactly what it sends.
+        historical_after=client.historical_after,
+        historical_min_age=client.historical_min_age,
+        historical_only=historical_only,
+        max_batches=client.max_batches,
+        max_request_bytes=client.max_request_bytes,
+        max_batch_bytes=client.max_batch_bytes,
+        data_plan_policy=data_plan_policy,
+    )
+    # The source and its columns are checked here, before the state records a run.
+    requests = pipeline.requests(source, chunk_size)
+    start = (
+        store.begin_sync(
+            sync_name,
+            kind=mapping.kind.value,
+            fingerprint=mapping.fingerprint(),
+            on_mapping_change=on_mapping_change,
+        )
+        if store is not None
+        else None
+    )
+    replayed: Counter[str] = Counter()
+    if store is not None:
+        replayed, unsettled_report = _replay_first(
+            store, sync_name, mapping=mapping, client=client, stop=stop, start=start
+        )
+        if unsettled_report is not None:
+            return unsettled_report
+    pipeline.ids = IdSequence(scope=sync_name, next=start.next_seq) if start is not None else None
+    delivery = _Delivery(
+        name=sync_name,
+        kind=mapping.kind.value,
+        store=store,
+        statuses=pipeline.statuses,
+        entries=pipeline.differ.entries,
+        stop=stop,
+        progress=progress,
+        clock=clock,
+    )
+    delivery.rows_read = lambda: pipeline.rows_in
+    try:
+        upload = client.send(delivery.feed(requests, pipeline.ids), on_outcome=delivery.on_outcome)
+    finally:
+        delivery.flush()
+    pipeline.collect_mapping_rejects()
+    report = _report(
+        delivery=delivery,
+        rows_in=pipeline.rows_in,
+        pre_rejects=pipeline.problems,
+        upload=upload,
+        start=start,
+        replayed=replayed,
+    )
+    if pipeline.violations:
+        report = attrs.evolve(report, violations=pipeline.violations)
+    if store is not None:
+        store.finish_sync(sync_name, status="stopped" if report.pending else "finished")
+    _log(report)
+    return report
+
+
+def _replay_first(
+    store: StateStore,
+    name: str,
+    *,
+    mapping: RowMapping,
+    client: Sender,
+    stop: threading.Event | None,
+    start: Any,
+) -> tuple[Counter[str], SyncReport | None]:
+    """Replay the outbox; the run's report when it stays unsettled (then no row is read)."""
+    replayed, unsent = _replay(store, name, client, stop)
+    unsettled = replayed["failed"] + replayed["pending"] + unsent
+    if not unsettled:
+        return replayed, None
+    # New content for those rows must not overtake the old: map nothing yet.
+    replayed["pending"] += unsent
+    report = _unsettled_report(
+        store, name, mapping=mapping, start=start, replayed=replayed, unsettled=unsettled
+    )
+    return replayed, report
+
+
+def _unsettled_report(
+    store: StateStore,
+    name: str,
+    *,
+    mapping: RowMapping,
+    start: Any,
+    replayed: Counter[str],
+    unsettled: int,
+) -> SyncReport:
+    """The report of a run whose replay left the outbox unsettled: no row was read."""
+    delivery = _Delivery(
+        name=name,
+        kind=mapping.kind.value,
+        store=store,
+        statuses=_Statuses(),
+        entries={},
+        stop=None,
+        progress=None,
+        clock=time.monotonic,
+    )
+    delivery.stopped = (
+        f"{unsettled} batch(es) an earlier run left in the outbox are still unsettled; "
+        "no row was read. Run again: they are replayed first"
+    )
+    report = _report(
+        delivery=delivery, rows_in=0, pre_rejects=[], upload=None, start=start, replayed=replayed
+    )
+    store.finish_sync(name, status="stopped")
+    _log(report)
+    return report
+
+
+def _replay(
+    store: StateStore, name: str, client: Sender, stop: threading.Event | None
+) -> tuple[Counter[str], int]:
+    counts: Counter[str] = Counter()
+
+    def settle(outcome: BatchOutcome) -> None:
+        counts[outcome.status] += 1
+        store.settle(name, source_request_id=outcome.source_request_id, outcome=outcome.status)
+
+    _, unsent = replay_outbox(store, name, client, on_outcome=settle, stop=stop)
+    return counts, unsent

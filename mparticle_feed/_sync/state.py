@@ -1,4 +1,4 @@
-"""The incremental-state store: what mParticle last accepted, per sync and primary key.
+"""The incremental-state store (sync stage): what mParticle accepted, and the outbox.
 
 One SQLite file (standard library only). For every sync name it keeps
 
@@ -6,38 +6,57 @@ One SQLite file (standard library only). For every sync name it keeps
 * per primary key, a hash of the content mParticle accepted last; for user-attribute
   syncs also one hash per attribute, so the next run can send only the attributes that
   changed and name the ones that disappeared in ``deleted_user_attributes``;
-* the requests in flight, so a run that died part-way is reported on resume.
-
-Only hashes are stored, never values: the file holds no personal data beyond keys.
+* the **outbox**: every request committed *before* it is sent — its exact body, endpoint,
+  the ``source_request_id`` of each batch, the rows each batch carries and the state
+  entries to record once it is accepted. An outcome is recorded only against an outbox
+  batch; a resumed run replays what is left byte for byte before it maps any row. A
+  settled request's body (it holds personal data) is deleted with its outcome;
+* a per-sync sequence number that goes into every new batch's id (see
+  :func:`~mparticle_feed._delivery.packing.derive_source_request_id`), and a version
+  that every run bumps, so a plan made before a later run is recognised as superseded.
 
 Every write is one SQLite transaction, so the file is always either before or after a
 change. A file that is not a state file, truncated or corrupt raises :class:`StateError`
-when opened: the store never silently starts again from zero.
+when opened: the store never silently starts again from zero. A state file written by
+the previous release (schema 1) is migrated in place when opened for writing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
-import attrs
 import orjson
 
 from .._errors import ConfigurationError, StateError
+from .lock import hold_lock
+from .records import (
+    InFlightRequest,
+    OutboxBatch,
+    OutboxRequest,
+    StateEntry,
+    SyncStart,
+    _dump_entries,
+    _dump_rows,
+    _load_entries,
+    _load_rows,
+    content_hash,
+)
+from .statefile import StateFile, _cause
 
 __all__ = [
     "MappingChange",
     "StateEntry",
     "InFlightRequest",
+    "OutboxBatch",
+    "OutboxRequest",
     "StateStore",
     "SyncStart",
     "content_hash",
@@ -57,114 +76,35 @@ _UPSERT_ACCEPTED = (
 #: row is sent again; ``"keep"`` keeps it, so only rows whose output changed are sent.
 MappingChange = Literal["fail", "resend", "keep"]
 
-SCHEMA_VERSION = 1
-_SQLITE_HEADER = b"SQLite format 3\x00"
-_APPLICATION = "mparticle_feed state"
 # SQLite caps bound parameters per statement; stay well below the oldest default (999).
 _LOOKUP_CHUNK = 500
-
-_SCHEMA = """
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE syncs (
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    last_started REAL,
-    last_finished REAL,
-    last_status TEXT
-);
-CREATE TABLE accepted (
-    name TEXT NOT NULL,
-    key TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    attributes TEXT,
-    accepted_at REAL NOT NULL,
-    PRIMARY KEY (name, key)
-) WITHOUT ROWID;
-CREATE TABLE in_flight (
-    name TEXT NOT NULL,
-    source_request_id TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    row_count INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    PRIMARY KEY (name, source_request_id)
-) WITHOUT ROWID;
-"""
-
-
-def content_hash(value: Any) -> str:
-    """A stable hash of a JSON-compatible value (keys sorted), as 32 hex characters."""
-    try:
-        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        # orjson refuses integers beyond 64 bits; the standard library writes them.
-        data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-@attrs.frozen(kw_only=True)
-class StateEntry:
-    """What mParticle last accepted for one primary key of one sync.
-
-    ``attributes`` maps each user attribute name to the hash of its accepted value
-    (user-attribute syncs only; ``None`` for event syncs).
-    """
-
-    key: str
-    hash: str
-    attributes: Mapping[str, str] | None = None
-
-
-@attrs.frozen(kw_only=True)
-class InFlightRequest:
-    """A batch that was handed to the client but whose outcome was never recorded.
-
-    (Named for the request that carried it; one record per batch.)
-    """
-
-    source_request_id: str
-    endpoint: str
-    row_count: int
-    started_at: float
-
-
-@attrs.frozen(kw_only=True)
-class SyncStart:
-    """What :meth:`StateStore.begin_sync` found about a sync's earlier runs."""
-
-    name: str
-    first_run: bool
-    mapping_changed: bool
-    state_cleared: bool
-    previous_status: str | None
-    in_flight: tuple[InFlightRequest, ...]
-    known_keys: int
-
-    @property
-    def resumed(self) -> bool:
-        """True when the previous run did not finish (it crashed or was stopped)."""
-        return self.previous_status in ("running", "stopped")
 
 
 class StateStore:
     """The incremental state of any number of syncs, in one SQLite file.
 
-    Open it with a path (created when missing) or ``":memory:"``; use it as a context
-    manager or call :meth:`close`. It is safe to share between the threads of one
-    process (a lock serialises access). Two processes must not run the same sync name
-    against one file at the same time.
+    Open it with a path (created atomically when missing, readable by its owner only) or
+    ``":memory:"``; use it as a context manager or call :meth:`close`. It is safe to
+    share between the threads of one process (a lock serialises access). With
+    ``read_only=True`` (what :func:`plan` uses) nothing is written, no lock is taken and
+    the file may sit on a read-only file system. A run of a sync holds :meth:`run_lock`,
+    so two processes never run the same sync against one file at the same time.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self._path = str(path)
         self._clock = clock
+        self._read_only = read_only
         self._lock = threading.RLock()
-        self._conn = self._open(self._path)
+        opened = StateFile(self._path, read_only=read_only)
+        self._conn = opened.conn
+        self._schema = opened.schema
 
     @property
     def path(self) -> str:
@@ -174,125 +114,36 @@ class StateStore:
     def __repr__(self) -> str:
         return f"StateStore({self._path!r})"
 
-    # --- opening -------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_header(path: str) -> bool:
-        """True when the file exists and holds data; raise if it is not SQLite at all."""
-        if path == ":memory:" or not os.path.exists(path):
-            return False
-        size = os.path.getsize(path)
-        if size == 0:
-            msg = (
-                f"state file {path} is empty (truncated?); refusing to start again from zero. "
-                "Delete it to resend every row."
-            )
-            raise StateError(msg)
-        with open(path, "rb") as handle:
-            header = handle.read(len(_SQLITE_HEADER))
-        if header != _SQLITE_HEADER:
-            msg = f"{path} is not an mparticle_feed state file (not an SQLite database)"
-            raise StateError(msg)
-        return True
-
-    def _open(self, path: str) -> sqlite3.Connection:
-        existed = self._check_header(path)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            msg = f"cannot open state file {path}: {exc}"
-            raise StateError(msg) from exc
-        try:
-            if existed:
-                self._verify(conn, path)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a process crash; a power cut may lose the last
-            # commits, which then resend with the same source_request_id (deduplicated).
-            conn.execute("PRAGMA synchronous=NORMAL")
-            if not existed:
-                self._create(conn)
-        except StateError:
-            conn.close()
-            raise
-        except sqlite3.Error as exc:
-            conn.close()
-            msg = f"state file {path} is corrupt: {exc}"
-            raise StateError(msg) from exc
-        return conn
-
-    @staticmethod
-    def _verify(conn: sqlite3.Connection, path: str) -> None:
-        try:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            tables = {
-                row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-            # Damaged text (quick_check's own report included) may not even decode.
-            msg = f"state file {path} is corrupt or truncated: {exc}"
-            raise StateError(msg) from exc
-        if problems != ["ok"]:
-            shown = "; ".join(problems[:3])
-            msg = f"state file {path} is corrupt or truncated: {shown}"
-            raise StateError(msg)
-        if not {"meta", "syncs", "accepted", "in_flight"} <= tables:
-            msg = f"{path} is an SQLite file but not an mparticle_feed state file"
-            raise StateError(msg)
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-            msg = f"state file {path} is corrupt or truncated: {exc}"
-            raise StateError(msg) from exc
-        if meta.get("application") != _APPLICATION:
-            msg = f"{path} is an SQLite file but not an mparticle_feed state file"
-            raise StateError(msg)
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
-            msg = (
-                f"state file {path} has schema version {meta.get('schema_version')!r}; "
-                f"this version of mparticle_feed reads version {SCHEMA_VERSION}"
-            )
-            raise StateError(msg)
-
-    @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("application", _APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     # --- transactions --------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self._read_only:
+            msg = f"state file {self._path} was opened read-only"
+            raise StateError(msg)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._writable()
         with self._lock:
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                msg = f"cannot write state file {self._path}: {exc}"
+                msg = f"cannot write state file {self._path}: {_cause(exc)}"
                 raise StateError(msg) from exc
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                msg = f"cannot write state file {self._path}: {exc}"
-                raise StateError(msg) from exc
+            except BaseException as exc:
+                # SQLite may have rolled back already (a full disk does): only roll back
+                # what is still open, so the cause is what the user sees.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    msg = f"cannot write state file {self._path}: {_cause(exc)}"
+                    raise StateError(msg) from exc
+                raise
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
@@ -301,6 +152,24 @@ class StateStore:
             except (sqlite3.Error, UnicodeDecodeError) as exc:
                 msg = f"cannot read state file {self._path}: {exc}"
                 raise StateError(msg) from exc
+
+    # --- one run per sync ----------------------------------------------------------------
+
+    @contextmanager
+    def run_lock(self, name: str) -> Iterator[None]:
+        """Hold the exclusive lock of sync ``name`` on this file for a run.
+
+        Raises :class:`StateLockedError`, naming the holder (pid, host, start time), when
+        another run of the same sync holds it. The lock is the operating system's: a
+        process that dies releases it, so the next run takes over safely. Other sync
+        names on the same file are not blocked.
+        """
+        if self._path == ":memory:":
+            yield
+            return
+        self._writable()
+        with hold_lock(self._path, name):
+            yield
 
     # --- syncs ---------------------------------------------------------------------------
 
@@ -311,29 +180,29 @@ class StateStore:
         kind: str,
         fingerprint: str,
         on_mapping_change: MappingChange = "fail",
+        plan: str | None = None,
+        outbox: Sequence[tuple[str, Sequence[OutboxBatch]]] = (),
+        next_seq: int = 0,
     ) -> SyncStart:
-        """Start a run of sync ``name``: check its mapping and mark it running.
+        """Start a run of sync ``name``: check its mapping, mark it running, bump its version.
 
         Raises :class:`StateError` when the sync was last run with another mapping
-        fingerprint or kind and ``on_mapping_change`` is ``"fail"``.
+        fingerprint or kind and ``on_mapping_change`` is ``"fail"``. ``plan`` is the
+        id of a plan this run sends; its requests (``outbox``, with the plan's
+        ``next_seq``) are committed to the outbox in the same transaction, so a send that
+        dies at any point is resumed by sending the plan again. Unsettled outbox batches
+        stay: the run replays them (see :meth:`outbox`).
         """
         if on_mapping_change not in ("fail", "resend", "keep"):
             msg = f"on_mapping_change must be 'fail', 'resend' or 'keep', not {on_mapping_change!r}"
             raise ConfigurationError(msg)
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT kind, fingerprint, last_status FROM syncs WHERE name = ?", (name,)
+                "SELECT kind, fingerprint, last_status, version, next_seq, plan FROM syncs "
+                "WHERE name = ?",
+                (name,),
             ).fetchone()
-            in_flight = tuple(
-                InFlightRequest(
-                    source_request_id=r[0], endpoint=r[1], row_count=r[2], started_at=r[3]
-                )
-                for r in conn.execute(
-                    "SELECT source_request_id, endpoint, row_count, started_at FROM in_flight "
-                    "WHERE name = ? ORDER BY started_at",
-                    (name,),
-                )
-            )
+            in_flight = self._in_flight(conn, name)
             changed = row is not None and (row[0] != kind or row[1] != fingerprint)
             cleared = False
             if changed and on_mapping_change == "fail":
@@ -350,20 +219,23 @@ class StateStore:
                 cleared = True
             now = float(self._clock())
             conn.execute(
-                "INSERT INTO syncs (name, kind, fingerprint, last_started, last_status) "
-                "VALUES (?, ?, ?, ?, 'running') ON CONFLICT (name) DO UPDATE SET "
+                "INSERT INTO syncs (name, kind, fingerprint, last_started, last_status, version, "
+                "plan, key_count) VALUES (?, ?, ?, ?, 'running', 1, ?, "
+                "(SELECT count(*) FROM accepted WHERE name = ?)) ON CONFLICT (name) DO UPDATE SET "
                 "kind = excluded.kind, fingerprint = excluded.fingerprint, "
-                "last_started = excluded.last_started, last_status = 'running'",
-                (name, kind, fingerprint, now),
+                "last_started = excluded.last_started, last_status = 'running', "
+                "version = syncs.version + 1, plan = excluded.plan",
+                (name, kind, fingerprint, now, plan, name),
             )
-            conn.execute("DELETE FROM in_flight WHERE name = ?", (name,))
+            if outbox:
+                self._outbox_insert(conn, name, outbox, next_seq)
             known = conn.execute(
                 "SELECT count(*) FROM accepted WHERE name = ?", (name,)
             ).fetchone()[0]
         if in_flight:
             logger.warning(
-                "sync %r: the previous run stopped with %d batch(es) in flight; "
-                "their rows are resent with the same source_request_id",
+                "sync %r: the previous run left %d batch(es) unsettled in the outbox; "
+                "they are sent again byte for byte, with the same source_request_id",
                 name,
                 len(in_flight),
             )
@@ -375,6 +247,9 @@ class StateStore:
             previous_status=None if row is None else row[2],
             in_flight=in_flight,
             known_keys=int(known),
+            version=0 if row is None else int(row[3]),
+            next_seq=0 if row is None else int(row[4]),
+            plan=None if row is None else row[5],
         )
 
     def finish_sync(self, name: str, *, status: Literal["finished", "stopped"]) -> None:
@@ -384,13 +259,18 @@ class StateStore:
                 "UPDATE syncs SET last_finished = ?, last_status = ? WHERE name = ?",
                 (float(self._clock()), status, name),
             )
-            if status == "finished":
-                conn.execute("DELETE FROM in_flight WHERE name = ?", (name,))
 
     def fingerprint(self, name: str) -> str | None:
         """The mapping fingerprint sync ``name`` last ran with, or None if it never ran."""
         rows = self._read("SELECT fingerprint FROM syncs WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
+
+    def version(self, name: str) -> tuple[int, int]:
+        """Sync ``name``'s run version and next id sequence number (``(0, 0)`` if new)."""
+        if self._schema == 1:
+            return 0, 0
+        rows = self._read("SELECT version, next_seq FROM syncs WHERE name = ?", (name,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def sync_names(self) -> list[str]:
         """Every sync name the store knows, sorted."""
@@ -402,7 +282,7 @@ class StateStore:
             count = conn.execute(
                 "SELECT count(*) FROM accepted WHERE name = ?", (name,)
             ).fetchone()[0]
-            for table in ("accepted", "in_flight", "syncs"):
+            for table in ("accepted", "outbox_batches", "outbox", "syncs"):
                 conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608
         return int(count)
 
@@ -459,46 +339,195 @@ class StateStore:
             for entry in entries
         ]
 
-    # --- requests in flight --------------------------------------------------------------
+    # --- the outbox ----------------------------------------------------------------------
 
-    def mark_in_flight(self, name: str, batches: Iterable[tuple[str, str, int]]) -> None:
-        """Note, in one transaction, batches about to be sent: ``(source_request_id, endpoint, rows)``."""
-        now = float(self._clock())
-        values = [(name, rid, str(endpoint), rows, now) for rid, endpoint, rows in batches]
+    def outbox_add(
+        self,
+        name: str,
+        requests: Iterable[tuple[str, Sequence[OutboxBatch]]],
+        *,
+        next_seq: int = 0,
+    ) -> None:
+        """Commit requests ``(endpoint, batches)`` to the outbox before they are sent.
+
+        One transaction for all of them. ``next_seq`` is the first id sequence number not
+        used yet: it is stored in the same transaction, so no later batch of this sync can
+        get an id used here.
+        """
         with self._transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO in_flight "
-                "(name, source_request_id, endpoint, row_count, started_at) VALUES (?, ?, ?, ?, ?)",
-                values,
+            self._outbox_insert(conn, name, requests, next_seq)
+
+    def _outbox_insert(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        requests: Iterable[tuple[str, Sequence[OutboxBatch]]],
+        next_seq: int,
+    ) -> None:
+        now = float(self._clock())
+        found = conn.execute(
+            "SELECT coalesce(max(request_no), 0) FROM outbox WHERE name = ?", (name,)
+        ).fetchone()[0]
+        number = int(found)
+        for endpoint, batches in requests:
+            number += 1
+            conn.execute(
+                "INSERT INTO outbox (name, request_no, endpoint, created_at) VALUES (?, ?, ?, ?)",
+                (name, number, str(endpoint), now),
             )
+            conn.executemany(
+                "INSERT INTO outbox_batches (name, source_request_id, request_no, position, "
+                "body, rows, event_rows, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        name,
+                        batch.source_request_id,
+                        number,
+                        position,
+                        batch.body,
+                        _dump_rows(batch.rows),
+                        _dump_rows(batch.event_rows),
+                        _dump_entries(batch.entries),
+                    )
+                    for position, batch in enumerate(batches)
+                ],
+            )
+        conn.execute(
+            "UPDATE syncs SET next_seq = max(next_seq, ?) WHERE name = ?", (next_seq, name)
+        )
+
+    def current_plan(self, name: str) -> str | None:
+        """The id of the plan the last run of ``name`` sent (None if it ran a sync)."""
+        if self._schema == 1:
+            return None
+        rows = self._read("SELECT plan FROM syncs WHERE name = ?", (name,))
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    def outbox(self, name: str) -> list[OutboxRequest]:
+        """Sync ``name``'s unsettled outbox requests, oldest first, with their unsettled batches."""
+        requests: dict[int, tuple[str, float, list[OutboxBatch]]] = {}
+        for number, endpoint, created in self._read(
+            "SELECT request_no, endpoint, created_at FROM outbox WHERE name = ? ORDER BY request_no",
+            (name,),
+        ):
+            requests[int(number)] = (str(endpoint), float(created), [])
+        for number, rid, body, rows, event_rows, entries in self._read(
+            "SELECT request_no, source_request_id, body, rows, event_rows, entries "
+            "FROM outbox_batches WHERE name = ? ORDER BY request_no, position",
+            (name,),
+        ):
+            holder = requests.get(int(number))
+            if holder is None:
+                msg = f"state file {self._path}: outbox batch {rid} has no request"
+                raise StateError(msg)
+            holder[2].append(
+                OutboxBatch(
+                    source_request_id=rid,
+                    body=bytes(body),
+                    rows=_load_rows(rows),
+                    event_rows=_load_rows(event_rows),
+                    entries=_load_entries(entries),
+                )
+            )
+        return [
+            OutboxRequest(
+                request_no=number, endpoint=endpoint, created_at=created, batches=tuple(batches)
+            )
+            for number, (endpoint, created, batches) in requests.items()
+            if batches
+        ]
 
     def settle(
-        self, name: str, *, source_request_id: str, accepted: Iterable[StateEntry] = ()
-    ) -> None:
-        """Record a request's outcome: store its accepted entries and clear it from flight.
+        self,
+        name: str,
+        *,
+        source_request_id: str,
+        outcome: Literal["accepted", "rejected", "failed", "pending"],
+    ) -> bool:
+        """Record an outbox batch's outcome; return False when it was not in the outbox.
 
-        Both happen in one transaction, so a crash leaves either the request in flight
-        (and its rows unaccepted) or both done.
+        ``accepted`` stores the batch's state entries and removes it from the outbox,
+        in one transaction, with its body once its request has no batch left; ``rejected``
+        (mParticle refused it for good) removes it; ``failed`` and ``pending`` leave it,
+        to be replayed byte for byte by the next run: whether it arrived is unknown.
         """
-        values = self._accepted_rows(name, accepted)
-        with self._transaction() as conn:
-            if values:
-                conn.executemany(_UPSERT_ACCEPTED, values)
-            conn.execute(
-                "DELETE FROM in_flight WHERE name = ? AND source_request_id = ?",
-                (name, source_request_id),
+        if outcome not in ("accepted", "rejected"):
+            return bool(
+                self._read(
+                    "SELECT 1 FROM outbox_batches WHERE name = ? AND source_request_id = ?",
+                    (name, source_request_id),
+                )
             )
+        return self.settle_many(name, [(source_request_id, outcome)]) == 1
 
-    def in_flight(self, name: str) -> list[InFlightRequest]:
-        """Requests of ``name`` marked in flight and not settled."""
-        return [
-            InFlightRequest(source_request_id=r[0], endpoint=r[1], row_count=r[2], started_at=r[3])
-            for r in self._read(
-                "SELECT source_request_id, endpoint, row_count, started_at FROM in_flight "
-                "WHERE name = ? ORDER BY started_at",
+    def settle_many(self, name: str, outcomes: Sequence[tuple[str, str]]) -> int:
+        """Record ``(source_request_id, outcome)`` pairs in one transaction (see :meth:`settle`).
+
+        Returns how many batches left the outbox.
+        """
+        final = [(rid, outcome) for rid, outcome in outcomes if outcome in ("accepted", "rejected")]
+        if not final:
+            return 0
+        settled = 0
+        with self._transaction() as conn:
+            for start in range(0, len(final), _LOOKUP_CHUNK):
+                chunk = final[start : start + _LOOKUP_CHUNK]
+                accepted = {rid for rid, outcome in chunk if outcome == "accepted"}
+                marks = ",".join("?" * len(chunk))
+                found = conn.execute(
+                    "SELECT source_request_id, request_no, entries FROM outbox_batches "  # noqa: S608
+                    f"WHERE name = ? AND source_request_id IN ({marks})",
+                    [name, *(rid for rid, _ in chunk)],
+                ).fetchall()
+                entries = [
+                    entry
+                    for rid, _, text in found
+                    if rid in accepted
+                    for entry in _load_entries(text)
+                ]
+                values = self._accepted_rows(name, entries)
+                if values:
+                    conn.executemany(_UPSERT_ACCEPTED, values)
+                conn.execute(
+                    f"DELETE FROM outbox_batches WHERE name = ? AND source_request_id IN ({marks})",  # noqa: S608
+                    [name, *(rid for rid, _ in chunk)],
+                )
+                numbers = sorted({int(number) for _, number, _ in found})
+                conn.executemany(
+                    "DELETE FROM outbox WHERE name = ? AND request_no = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM outbox_batches b WHERE b.name = ? AND b.request_no = ?)",
+                    [(name, number, name, number) for number in numbers],
+                )
+                settled += len(found)
+        return settled
+
+    def _in_flight(self, conn: sqlite3.Connection, name: str) -> tuple[InFlightRequest, ...]:
+        return tuple(
+            InFlightRequest(
+                source_request_id=r[0],
+                endpoint=r[1],
+                row_count=len(_load_rows(r[2])),
+                started_at=r[3],
+            )
+            for r in conn.execute(
+                "SELECT b.source_request_id, o.endpoint, b.rows, o.created_at "
+                "FROM outbox_batches b JOIN outbox o "
+                "ON o.name = b.name AND o.request_no = b.request_no "
+                "WHERE b.name = ? ORDER BY b.request_no, b.position",
                 (name,),
             )
-        ]
+        )
+
+    def in_flight(self, name: str) -> list[InFlightRequest]:
+        """Batches of ``name`` in the outbox whose outcome is not settled."""
+        if self._schema == 1:
+            return []
+        with self._lock:
+            try:
+                return list(self._in_flight(self._conn, name))
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
+                msg = f"cannot read state file {self._path}: {exc}"
+                raise StateError(msg) from exc
 
     # --- lifetime ------------------------------------------------------------------------
 

@@ -267,7 +267,14 @@ def test_R5_jittered_waits_stay_in_bounds_and_the_deadline_holds(
 
 @pytest.mark.parametrize(
     ("label", "fault"),
-    [("hang past timeout", Hang(1.5)), ("tcp reset", Reset()), ("partial response", Partial())],
+    [
+        ("hang past timeout", Hang(1.5)),
+        ("tcp reset", Reset()),
+        (
+            "partial 503 response",
+            Partial(raw=b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n0123"),
+        ),
+    ],
 )
 def test_R6_a_broken_exchange_is_resent_byte_for_byte(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard, label: str, fault: Action
@@ -285,6 +292,20 @@ def test_R6_a_broken_exchange_is_resent_byte_for_byte(
     cause = "timeout" if isinstance(fault, Hang) else "connection"
     assert report.retries == {cause: 1}
     scorecard.record(figures_for(f"R6 {label}", data, report, server, clock))
+
+
+def test_R6_a_202_cut_short_is_accepted_and_never_resent(
+    make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
+) -> None:
+    # Any 2xx means mParticle took the batches: resending would only risk doubles.
+    server = make_server(PerBody([Partial()]), clock=clock.monotonic)
+    data = batches(5)
+    with client_for(server, clock, max_batches=5) as client:
+        report = client.upload(data, now=NOW)
+    assert len(server.requests) == 1
+    assert report.counts["accepted"] == 5
+    assert report.retries == {}
+    scorecard.record(figures_for("R6 partial 202 response", data, report, server, clock))
 
 
 # --- R7 -------------------------------------------------------------------------------

@@ -208,7 +208,18 @@ def test_deadline_bounds_retries(
     assert sum(clock.sleeps) <= 25
 
 
-@pytest.mark.parametrize("action", ["reset", "partial", "close", "hang"])
+def test_a_202_with_a_truncated_body_is_accepted_without_a_retry(
+    server: FakeEventsServer, make_client: MakeClient
+) -> None:
+    # Any 2xx means mParticle took the batches, whatever became of the body.
+    server.script(Reply(action="partial"))
+    report = make_client(max_workers=1, timeout=0.3).upload(batches(3))
+    assert report.counts["accepted"] == 3
+    assert report.retries == {}
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("action", ["reset", "close", "hang"])
 def test_broken_connection_is_retried_with_same_body_and_accepted_once(
     server: FakeEventsServer, make_client: MakeClient, action: str
 ) -> None:

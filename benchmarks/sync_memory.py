@@ -1,0 +1,128 @@
+"""Peak memory and speed of a whole ``sync`` with a state file, in this (fresh) process.
+
+    python benchmarks/sync_memory.py --rows 1000000 [--json]
+
+N generated rows (one custom event each, three consecutive rows per user) are written to a
+SQLite file in a temporary folder, then synced with a state file — outbox, state entries,
+duplicate-key set and all — by an EventsClient to a loopback sink that answers 202 and
+keeps nothing (so the figure is the sync's, not the sink's). Peak memory is the process's
+high-water mark (VmHWM on Linux, ru_maxrss elsewhere), imports and the load included.
+run_all.py starts one process per row count so the figures do not share a heap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline_memory import peak_rss_mb
+
+from mparticle_feed import CustomEventMapping, EventsClient, sync
+from mparticle_feed._mapping.sources import Constant
+
+NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
+MAPPING = CustomEventMapping(
+    primary_key="id",
+    user_identities={"customer_id": "user", "email": "email"},
+    event_name=Constant("Page Viewed"),
+    timestamp_unixtime_ms="ts",
+    custom_attributes={"page": "page", "referrer": "referrer"},
+)
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """Reads each request and answers 202 with mParticle's empty body; keeps nothing."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _rows(count: int) -> Iterator[tuple[Any, ...]]:
+    base_ms = int(NOW.timestamp() * 1000) - 3_600_000
+    for n in range(count):
+        user = n // 3
+        yield (
+            f"r{n}",
+            f"u{user}",
+            f"user{user}@example.com",
+            base_ms + n,
+            f"/products/{n % 997}",
+            "https://example.com/" if n % 2 else None,
+        )
+
+
+def measure(rows: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="mparticle-feed-bench-") as folder:
+        db = sqlite3.connect(Path(folder) / "rows.db")
+        db.execute("CREATE TABLE views (id, user, email, ts, page, referrer)")
+        db.executemany("INSERT INTO views VALUES (?, ?, ?, ?, ?, ?)", _rows(rows))
+        db.commit()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with EventsClient(
+                "bench-key",
+                "bench-secret",
+                base_url=f"http://127.0.0.1:{server.server_address[1]}",
+                max_workers=4,
+            ) as client:
+                cursor = db.execute("SELECT * FROM views ORDER BY rowid")
+                start = time.perf_counter()
+                report = sync(
+                    cursor, MAPPING, client, state=Path(folder) / "state.db", name="views", now=NOW
+                )
+                seconds = time.perf_counter() - start
+        finally:
+            server.shutdown()
+            server.server_close()
+            db.close()
+    if not report.ok or report.sent != rows:
+        msg = f"the benchmark's sync did not send every row: {report.summary()}"
+        raise SystemExit(msg)
+    return {
+        "rows": report.rows_in,
+        "requests": report.requests_sent,
+        "seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows (default 1,000,000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    args = parser.parse_args(argv)
+    result = measure(args.rows)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"rows:        {result['rows']:,} in {result['requests']:,} requests")
+    print(f"elapsed:     {result['seconds']:.1f} s")
+    print(f"throughput:  {result['rows'] / result['seconds']:,.0f} rows/s")
+    print(f"peak RSS:    {result['peak_rss_mb']:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Keeping what mParticle lacks (sync stage): mapped batches compared with the state.
+
+An event row is kept when its event or its user fields hash differently from what was last
+accepted; a user-attribute row sends only the attributes that changed and names those that
+disappeared in ``deleted_user_attributes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from .._delivery.routing import part_rows
+from .._mapping.provenance import RowRef, SourcedBatch
+from .._mapping.sources import SyncKind
+from .._wire.codec import to_dict
+from .send import _Statuses
+from .state import StateEntry, StateStore, content_hash
+from .status import _UNCHANGED
+
+__all__: list[str] = []
+
+
+class _Differ:
+    """Compares mapped batches with the state and keeps only what mParticle lacks."""
+
+    def __init__(
+        self,
+        kind: str,
+        state: StateStore | None,
+        name: str,
+        statuses: _Statuses,
+    ) -> None:
+        self.kind = kind
+        self.state = state
+        self.name = name
+        self.statuses = statuses
+        #: row number → the entry to store once the row is accepted.
+        self.entries: dict[int, StateEntry] = {}
+        self.unchanged = 0
+
+    def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
+        for sourced in batches:
+            if self.state is None:
+                yield sourced
+                continue
+            kept = (
+                self._user_attributes(sourced)
+                if self.kind == SyncKind.USER_ATTRIBUTES.value
+                else self._events(sourced)
+            )
+            if kept is not None:
+                yield kept
+
+    def _skip(self, rows: Iterable[RowRef]) -> None:
+        for row in rows:
+            self.statuses.mark(row, _UNCHANGED)
+            self.unchanged += 1
+
+    def _events(self, sourced: SourcedBatch) -> SourcedBatch | None:
+        assert self.state is not None
+        batch = sourced.batch
+        events = batch.events or ()
+        document = to_dict(batch)
+        event_documents = document.pop("events", None) or []
+        document.pop("source_request_id", None)
+        user_hash = content_hash(document)
+        keys = [row.primary_key for row in sourced.event_rows]
+        known = self.state.get_many(self.name, [k for k in keys if k is not None])
+        kept: list[int] = []
+        for index, (event_document, row) in enumerate(
+            zip(event_documents, sourced.event_rows, strict=True)
+        ):
+            digest = content_hash([user_hash, event_document])
+            key = row.primary_key
+            previous = known.get(key) if key is not None else None
+            if previous is not None and previous.hash == digest:
+                continue
+            kept.append(index)
+            if key is not None:
+                self.entries[row.row_number] = StateEntry(key=key, hash=digest)
+        if len(kept) == len(events):
+            return sourced
+        kept_rows = tuple(sourced.event_rows[i] for i in kept)
+        kept_set = set(kept)
+        skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in kept_set]
+        if not kept:
+            # Rows that gave only user fields travel with the events; none are left.
+            self._skip(dict.fromkeys([*skipped, *sourced.rows]))
+            return None
+        self._skip(skipped)
+        return SourcedBatch(
+            batch=attrs.evolve(batch, events=tuple(events[i] for i in kept)),
+            event_rows=kept_rows,
+            rows=part_rows(sourced, kept_rows),
+        )
+
+    def _user_attributes(self, sourced: SourcedBatch) -> SourcedBatch | None:
+        assert self.state is not None
+        batch = sourced.batch
+        keyed = [row for row in sourced.rows if row.primary_key is not None]
+        if not keyed:
+            return sourced  # nothing to key the state on: always sent
+        key = str(keyed[0].primary_key)
+        document = to_dict(batch)
+        current: dict[str, Any] = document.get("user_attributes") or {}
+        user = {
+            name: value
+            for name, value in document.items()
+            if name not in ("user_attributes", "deleted_user_attributes", "source_request_id")
+        }
+        user_hash = content_hash(user)
+        attribute_hashes = {name: content_hash(value) for name, value in current.items()}
+        digest = content_hash([user_hash, attribute_hashes])
+        previous = self.state.get(self.name, key)
+        entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
+        if previous is not None and previous.hash == digest:
+            self._skip(sourced.rows)
+            return None
+        for row in sourced.rows:
+            self.entries[row.row_number] = entry
+        if previous is None or previous.attributes is None:
+            return sourced
+        before = dict(previous.attributes)
+        same_user = content_hash([user_hash, before]) == previous.hash
+        if same_user:
+            changed = {
+                name: batch.user_attributes[name]  # type: ignore[index]
+                for name, value_hash in attribute_hashes.items()
+                if before.get(name) != value_hash
+            }
+        else:
+            # Identities changed: send every attribute, as for a new user.
+            changed = dict(batch.user_attributes or {})
+        deleted = sorted((set(before) - set(current)) | set(batch.deleted_user_attributes or ()))
+        return SourcedBatch(
+            batch=attrs.evolve(
+                batch,
+                user_attributes=changed or None,
+                deleted_user_attributes=tuple(deleted) or None,
+            ),
+            event_rows=sourced.event_rows,
+            rows=sourced.rows,
+        )

@@ -1,0 +1,350 @@
+"""R17: the CLI SIGKILLed again and again, resumed each time; nothing lost, nothing doubled.
+
+A warehouse (SQLite) feeds two syncs on one state file: custom events and user attributes.
+Between runs new rows arrive, some users' attribute values flip back to earlier values (or
+to NULL and back), some users' events are large enough that their batches split, and some
+events cross the 28-day boundary (the CLI's clock is ``MPARTICLE_FEED_TEST_NOW``, moved an
+hour a run). The sink answers slowly and de-duplicates by ``source_request_id`` as
+mParticle does; it kills the CLI while holding a request, right after answering 202, or a
+timer kills it at a random moment. At the end every event is held exactly once and every
+user's attributes equal the warehouse's last values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reliability_kit import Figures, Scorecard
+
+from mparticle_feed._sync.state import StateStore
+
+pytestmark = pytest.mark.slow
+
+START = datetime(2026, 3, 1, tzinfo=timezone.utc)
+KILLS = 32
+FIRST_EVENTS = 14_000
+LARGE = "L" * 4_000  # eight attributes of it an event: six events make a batch over 128 KB
+
+EVENTS_MAPPING = """
+kind = "custom_event"
+primary_key = "id"
+event_name = { const = "Thing Happened" }
+custom_event_type = { const = "other" }
+timestamp_unixtime_ms = "ts"
+
+[user_identities]
+customer_id = "user"
+
+[custom_attributes.columns]
+row_id = "id"
+a = "pad"
+b = "pad"
+c = "pad"
+d = "pad"
+e = "pad"
+f = "pad"
+g = "pad"
+h = "pad"
+"""
+
+PROFILES_MAPPING = """
+kind = "user_attributes"
+primary_key = "user"
+
+[user_identities]
+customer_id = "user"
+
+[user_attributes]
+columns = { plan = "plan", city = "city" }
+"""
+
+
+class Sink(ThreadingHTTPServer):
+    """mParticle as a sync sees it: slow, and de-duplicating by source_request_id."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.held: dict[str, dict[str, Any]] = {}  # id → batch, first arrival only
+        self.order: list[str] = []
+        self.received = Counter[str]()
+        self.target: int | None = None
+        self.kill_at: tuple[int, str] | None = None  # (request number, "hold" | "after")
+        self.seen_requests = 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a killed client resets its connections: expected here
+
+    def kill_target(self) -> None:
+        if self.target is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.target, signal.SIGKILL)
+            self.target = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Sink
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        time.sleep(0.02)  # slow enough that kills land mid-flight
+        sink = self.server
+        with sink.lock:
+            sink.seen_requests += 1
+            number = sink.seen_requests
+            plan = sink.kill_at
+        if plan is not None and plan == (number, "hold"):
+            with sink.lock:
+                sink.kill_target()  # dies while this request is in flight: no answer
+            self.close_connection = True
+            return
+        with sink.lock:
+            for batch in json.loads(body):
+                rid = batch["source_request_id"]
+                sink.received[rid] += 1
+                if rid not in sink.held:
+                    sink.held[rid] = batch
+                    sink.order.append(rid)
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.wfile.flush()
+        if plan is not None and plan == (number, "after"):
+            with sink.lock:
+                sink.kill_target()  # between mParticle's 202 and the state's settle
+
+
+class Warehouse:
+    def __init__(self, path: Path, rng: random.Random) -> None:
+        self.db = sqlite3.connect(path)
+        self.rng = rng
+        self.db.execute("CREATE TABLE events (id TEXT, user TEXT, ts INTEGER, pad TEXT)")
+        self.db.execute("CREATE TABLE profiles (user TEXT, plan TEXT, city TEXT)")
+        self.next_event = 0
+        self.history: dict[str, list[tuple[str, str | None]]] = {}
+
+    def add_events(self, now: datetime, count: int, *, users: int = 3_000) -> None:
+        rows = []
+        ms = int(now.timestamp() * 1000)
+        for _ in range(count):
+            n = self.next_event
+            self.next_event += 1
+            rows.append((f"e{n}", f"u{self.rng.randrange(users)}", ms - 3_600_000 - n, "x"))
+        # A user with six large events: the batch is split for size.
+        big = f"big{self.next_event}"
+        for _ in range(6):
+            rows.append((f"e{self.next_event}", big, ms - 7_200_000, LARGE))
+            self.next_event += 1
+        # Events just under 28 days old: the next run's clock puts them over.
+        almost = ms - int(timedelta(days=28, minutes=-30).total_seconds() * 1000)
+        for _ in range(4):
+            rows.append((f"e{self.next_event}", "crosser", almost, "x"))
+            self.next_event += 1
+        self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+        self.db.commit()
+
+    def set_profiles(self, count: int) -> None:
+        for n in range(count):
+            self._set(f"p{n}", "free", "Lyon")
+        self.db.commit()
+
+    def flip_profiles(self, count: int, users: int) -> None:
+        for n in self.rng.sample(range(users), count):
+            user = f"p{n}"
+            earlier = self.history[user]
+            if len(earlier) > 1 and self.rng.random() < 0.6:
+                plan, city = earlier[-2]  # back to the value before the last one
+            else:
+                plan = self.rng.choice(["free", "pro", "team"])
+                city = self.rng.choice(["Lyon", "Paris", None])
+            self._set(user, plan, city)
+        self.db.commit()
+
+    def _set(self, user: str, plan: str, city: str | None) -> None:
+        self.history.setdefault(user, []).append((plan, city))
+        self.db.execute("DELETE FROM profiles WHERE user = ?", (user,))
+        self.db.execute("INSERT INTO profiles VALUES (?, ?, ?)", (user, plan, city))
+
+    def rows(self) -> int:
+        events = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        profiles = self.db.execute("SELECT count(*) FROM profiles").fetchone()[0]
+        return int(events + profiles)
+
+
+def _command(folder: Path, sink: Sink, which: str) -> list[str]:
+    query = (
+        "SELECT id, user, ts, pad FROM events ORDER BY rowid"
+        if which == "events"
+        else "SELECT user, plan, city FROM profiles ORDER BY user"
+    )
+    return [
+        sys.executable,
+        "-m",
+        "mparticle_feed",
+        "sync",
+        "--db",
+        str(folder / "warehouse.sqlite"),
+        "--query",
+        query,
+        "--mapping",
+        str(folder / f"{which}.toml"),
+        "--state",
+        str(folder / "state.sqlite"),
+        "--name",
+        which,
+        "--base-url",
+        f"http://127.0.0.1:{sink.server_address[1]}",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
+
+
+def _environment(now: datetime) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MPARTICLE_API_KEY": "kill-loop-key",
+        "MPARTICLE_API_SECRET": "kill-loop-secret",
+        "MPARTICLE_FEED_TEST_NOW": now.isoformat(),
+    }
+
+
+def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, scorecard: Scorecard
+) -> None:
+    rng = random.Random(1117)
+    (tmp_path / "events.toml").write_text(EVENTS_MAPPING)
+    (tmp_path / "profiles.toml").write_text(PROFILES_MAPPING)
+    warehouse = Warehouse(tmp_path / "warehouse.sqlite", rng)
+    warehouse.add_events(START, FIRST_EVENTS)
+    warehouse.set_profiles(600)
+    sink = Sink()
+    serving = threading.Thread(target=sink.serve_forever, daemon=True)
+    serving.start()
+    kills = unsettled_at_kill = between_202_and_settle = runs = 0
+    now = START
+    try:
+        while kills < KILLS:
+            assert runs < 4 * KILLS, "too few runs were killed: the sink is too fast"
+            which = "events" if runs % 3 else "profiles"
+            runs += 1
+            mode = rng.choice(["hold", "after", "timer"])
+            with sink.lock:
+                sink.kill_at = None if mode == "timer" else (sink.seen_requests + 1, mode)
+            proc = subprocess.Popen(
+                _command(tmp_path, sink, which),
+                env=_environment(now),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            with sink.lock:
+                sink.target = proc.pid
+            timer = None
+            if mode == "timer":
+                timer = threading.Timer(rng.uniform(0.6, 2.5), sink.kill_target)
+                timer.start()
+            code = proc.wait(timeout=120)
+            if timer is not None:
+                timer.cancel()
+            with sink.lock:
+                sink.target = None
+                sink.kill_at = None
+            if code == -signal.SIGKILL:
+                kills += 1
+                with StateStore(tmp_path / "state.sqlite") as state:
+                    left = {f.source_request_id for f in state.in_flight(which)}
+                unsettled_at_kill += bool(left)
+                with sink.lock:
+                    between_202_and_settle += bool(left & set(sink.held))
+            else:
+                assert code in (0, 3), f"the CLI exited {code}"  # 3: a kill left rows pending
+            # Between runs: the clock moves on, rows arrive, values flip back.
+            now += timedelta(hours=1)
+            warehouse.add_events(now, 200)
+            warehouse.flip_profiles(40, 600)
+        for which in ("events", "profiles", "events", "profiles"):
+            finished = subprocess.run(
+                _command(tmp_path, sink, which),
+                env=_environment(now),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert finished.returncode == 0, finished.stdout + finished.stderr
+    finally:
+        sink.shutdown()
+        sink.server_close()
+
+    # Every event held exactly once (after de-duplication by id), none missing.
+    held = Counter(
+        str(e["data"]["custom_attributes"]["row_id"])
+        for rid in sink.order
+        for e in sink.held[rid].get("events", [])
+    )
+    expected = {row[0] for row in warehouse.db.execute("SELECT id FROM events")}
+    lost = expected - set(held)
+    doubled = {key for key, count in held.items() if count > 1}
+    # Every user's attributes as mParticle applies them: held batches in arrival order.
+    profiles: dict[str, dict[str, Any]] = {}
+    for rid in sink.order:
+        batch = sink.held[rid]
+        user = (batch.get("user_identities") or {}).get("customer_id")
+        if user is None or not user.startswith("p"):
+            continue
+        profile = profiles.setdefault(user, {})
+        profile.update(batch.get("user_attributes") or {})
+        for name in batch.get("deleted_user_attributes") or ():
+            profile.pop(name, None)
+    wrong = [
+        user
+        for user, plan, city in warehouse.db.execute("SELECT user, plan, city FROM profiles")
+        if profiles.get(user) != {"plan": plan, **({"city": city} if city is not None else {})}
+    ]
+    rows = warehouse.rows()
+    print(
+        f"\nR17 kill loop: {rows:,} rows, {runs} runs, {kills} SIGKILLs; {unsettled_at_kill} "
+        f"found an outbox request unsettled, {between_202_and_settle} fell between a 202 and "
+        f"its settle; lost {len(lost)}, doubled {len(doubled)}, wrong profiles {len(wrong)}"
+    )
+    assert rows >= 20_000
+    assert kills >= 30
+    assert unsettled_at_kill >= 10
+    assert between_202_and_settle >= 5
+    assert lost == set()
+    assert doubled == set()
+    assert wrong == []
+    figures = Figures(
+        scenario="R17 kill loop (CLI, SIGKILL)",
+        rows_in=rows,
+        accepted=rows,
+        unique_ids_at_server=len(sink.held),
+        ids_sent_more_than_once=sum(1 for n in sink.received.values() if n > 1),
+        note=(
+            f"{kills} SIGKILLs in {runs} runs; {unsettled_at_kill} left the outbox unsettled, "
+            f"{between_202_and_settle} between a 202 and its settle; 0 lost, 0 doubled, "
+            "every profile equal to the warehouse"
+        ),
+    )
+    scorecard.record(figures)
