@@ -51,6 +51,8 @@ from .._wire.models import CommerceEvent, CustomEvent
 from .._wire.values import (
     decimal_number,
     optional_decimal,
+    optional_device_id,
+    optional_device_uuid,
     optional_ip,
     optional_timestamp_ms,
     optional_uuid,
@@ -279,7 +281,7 @@ class _Coercers:
         tp = _non_optional(field.type)
         if converter in (optional_timestamp_ms, timestamp_ms):
             return self.timestamp
-        if converter in (optional_uuid, optional_ip):
+        if converter in (optional_uuid, optional_ip, optional_device_uuid, optional_device_id):
             return _then(_wrap(to_str), converter)
         if isinstance(tp, type) and issubclass(tp, Enum):
             coercer = _then(_wrap(to_str), converter) if converter else _wrap(tp)
@@ -758,7 +760,7 @@ class CompiledMapping:
             if name == "mp_deviceid":
                 self.mp_deviceid = (
                     _getter(source, "mp_deviceid"),
-                    _then(_wrap(to_str), optional_uuid),
+                    _then(_wrap(to_str), optional_device_uuid),
                 )
             else:
                 path = _join("device_info", name)
@@ -1022,11 +1024,16 @@ class CompiledMapping:
         if self.device:
             for name, get, coerce in self.device:
                 value = get(row)
+                # Trimmed, and a blank one left out, as user identities are.
+                if value.__class__ is str:
+                    value = value.strip() or None
                 if value is not None:
                     device.append((name, coerce(value, _join("device_info", name))))
         mp_deviceid = None
         if self.mp_deviceid is not None:
             value = self.mp_deviceid[0](row)
+            if value.__class__ is str:
+                value = value.strip() or None
             if value is not None:
                 mp_deviceid = self.mp_deviceid[1](value, "mp_deviceid")
         mpid = None

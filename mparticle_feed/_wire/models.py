@@ -42,7 +42,9 @@ from .values import (
     Scalar,
     UserAttributeValue,
     enum_value,
+    model_tuple,
     optional_decimal,
+    optional_device_uuid,
     optional_id_string,
     optional_ip,
     optional_scalar_map,
@@ -179,7 +181,7 @@ class CustomEvent(_EventData):
 def _opt_impressions(
     value: Iterable[ProductImpression] | None,
 ) -> tuple[ProductImpression, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else model_tuple(ProductImpression, value)
 
 
 @sparse_model(kw_only=True, slots=False)
@@ -329,7 +331,7 @@ class BreadcrumbEvent(_EventData):
 
 
 def _opt_breadcrumbs(value: Iterable[BreadcrumbEvent] | None) -> tuple[BreadcrumbEvent, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else model_tuple(BreadcrumbEvent, value)
 
 
 @sparse_model(kw_only=True, slots=False)
@@ -436,6 +438,8 @@ EVENT_CLASSES: dict[EventType, type[Event]] = {
 def _opt_events(value: Iterable[Event] | None) -> tuple[Event, ...] | None:
     if value is None:
         return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ModelError(f"expected a list of events, got {type(value).__name__}")
     events = tuple(value)
     # One C-level pass in the common case; the loop only finds the culprit.
     if _EVENT_TYPES.issuperset(map(type, events)):
@@ -457,6 +461,8 @@ def _opt_identities(
 ) -> UserIdentities | None:
     if value is None or isinstance(value, UserIdentities):
         return value
+    if not isinstance(value, Mapping):
+        raise ModelError(f"expected a UserIdentities or a mapping, got {type(value).__name__}")
     return UserIdentities.from_mapping(value)
 
 
@@ -491,6 +497,6 @@ class Batch:
     integration_attributes: dict[str, dict[str, str]] | None = None
     context: Context | None = None
     mpid: int | None = None
-    mp_deviceid: str | None = attrs.field(default=None, converter=optional_uuid)
+    mp_deviceid: str | None = attrs.field(default=None, converter=optional_device_uuid)
     consent_state: ConsentState | None = None
     attribution_info: AttributionInfo | None = None

@@ -175,6 +175,8 @@ _int32 = st.integers(0, _INT32_MAX)
 _finite = st.floats(allow_nan=False, allow_infinity=False)
 _non_negative = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
 _uuid_strings = st.uuids().map(str)
+#: Device identities are trimmed and never blank (the models refuse a blank one).
+_device_ids = _names.map(str.strip).filter(bool)
 _json_payloads = st.dictionaries(_names, _text, max_size=_MAX_ITEMS).map(
     lambda payload: json.dumps(payload, ensure_ascii=False)
 )
@@ -301,7 +303,7 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
         brand=_maybe(_text),
         product=_maybe(_text),
         device=_maybe(_text),
-        android_uuid=_maybe(_text),
+        android_uuid=_maybe(_device_ids),
         device_manufacturer=_maybe(_text),
         platform=_maybe(_values(list(DevicePlatform))),
         os_version=_maybe(_text),
@@ -322,7 +324,7 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
         ios_advertising_id=_maybe(_uuid_strings),
         att_authorization_status=_maybe(_values(list(AttAuthorizationStatus))),
         att_timestamp_unixtime_ms=_maybe(timestamps()),
-        push_token=_maybe(_text),
+        push_token=_maybe(_device_ids),
         cpu_architecture=_maybe(_text),
         is_tablet=_maybe(st.booleans()),
         push_notification_sound_enabled=_maybe(st.booleans()),
@@ -336,12 +338,12 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
         android_advertising_id=_maybe(_uuid_strings),
         build_version_release=_maybe(_text),
         limit_ad_tracking=_maybe(st.booleans()),
-        amp_id=_maybe(_text),
+        amp_id=_maybe(_device_ids),
         is_dst=_maybe(st.booleans()),
         roku_advertising_id=_maybe(_uuid_strings),
         roku_publisher_id=_maybe(_uuid_strings),
-        microsoft_advertising_id=_maybe(_text),
-        microsoft_publisher_id=_maybe(_text),
+        microsoft_advertising_id=_maybe(_device_ids),
+        microsoft_publisher_id=_maybe(_device_ids),
         fire_advertising_id=_maybe(_uuid_strings),
     )
 
