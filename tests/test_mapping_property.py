@@ -215,6 +215,7 @@ def test_hostile_rows_never_raise_and_every_row_is_accounted_for(
 
 def test_the_documented_limits() -> None:
     mapping = CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"email": "email"},
         event_name="name",
@@ -252,6 +253,7 @@ def test_the_documented_limits() -> None:
 
 def test_hundred_user_attributes_across_rows_of_a_user_split_batches() -> None:
     mapping = CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"email": "email"},
         event_name=Constant("e"),
@@ -271,7 +273,10 @@ def test_map_rows_takes_a_cursor_directly() -> None:
     db = sqlite3.connect(":memory:")
     cursor = db.execute("SELECT 1 AS id, 'a@b.c' AS email, 'home' AS name")
     mapping = CustomEventMapping(
-        primary_key="id", user_identities={"email": "email"}, event_name="name"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name="name",
     )
     (batch,) = list(map_rows(cursor, mapping))
     assert batch.event_rows[0].primary_key == "1"

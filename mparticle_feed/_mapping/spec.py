@@ -201,6 +201,12 @@ def _dump_constant(value: Any) -> Any:
     return str(value)
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise MappingError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class _EventMappingBase(_MappingBase):
     """Fields every event sync has (the common event data fields)."""
@@ -212,12 +218,26 @@ class _EventMappingBase(_MappingBase):
     device_current_state: Source | None = attrs.field(default=None, converter=_optional_source)
     custom_attributes: Attributes | None = attrs.field(default=None, converter=_attributes)
     custom_flags: Attributes | None = attrs.field(default=None, converter=_attributes)
+    #: Send events without a timestamp, for mParticle to stamp with their arrival time. Must
+    #: be asked for: an event sent days late would otherwise be dated on arrival, silently.
+    stamp_arrival_time: bool = attrs.field(default=False, converter=_flag)
 
     def _check(self) -> None:
         if not self.primary_key:
             raise MappingError(
                 f"a {self.kind.value} mapping needs primary_key: the column that names each row "
                 "in reports and incremental state"
+            )
+        if self.timestamp_unixtime_ms is None and not self.stamp_arrival_time:
+            raise MappingError(
+                f"a {self.kind.value} mapping needs timestamp_unixtime_ms (the column holding "
+                "when each event happened); to let mParticle date events on arrival instead, "
+                "say so with stamp_arrival_time = true"
+            )
+        if self.timestamp_unixtime_ms is not None and self.stamp_arrival_time:
+            raise MappingError(
+                "stamp_arrival_time = true and timestamp_unixtime_ms contradict each other: "
+                "give one of them"
             )
         super()._check()
 
