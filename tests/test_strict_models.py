@@ -218,3 +218,46 @@ def test_mapping_rejects_a_row_whose_number_a_double_cannot_hold() -> None:
     assert [p.field for p in run.rejected] == ["user_attributes.a", "user_attributes.a"]
     assert all("cannot be sent exactly" in p.reason for p in run.rejected)
     assert orjson.loads(mpf.dumps(batches[0].batch))["user_attributes"] == {"a": 19.99}
+
+
+# --- loads keeps meaning ------------------------------------------------------------------
+
+
+def test_a_document_without_environment_stays_without_one() -> None:
+    loaded = mpf.loads(b'{"mpid": 1}')
+    assert isinstance(loaded, mpf.Batch)
+    assert loaded.environment is None
+    assert b"environment" not in mpf.dumps(loaded)  # mParticle reads it as production
+    assert mpf.Batch(mpid=1).environment is mpf.Environment.DEVELOPMENT  # code: development
+    with pytest.raises(mpf.PayloadError, match=r"\$\.environment: None is not a valid"):
+        mpf.loads(b'{"mpid": 1, "environment": null}')
+
+
+@given(st.integers(-(2**53), 2**53))
+def test_whole_numbers_written_as_floats_load_as_integers(value: int) -> None:
+    loaded = mpf.loads(orjson.dumps({"mpid": float(value)}))
+    assert isinstance(loaded, mpf.Batch)
+    assert loaded.mpid == value
+    assert type(loaded.mpid) is int
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"mpid": 1.5}, "$.mpid: expected an integer, got float"),
+        ({"user_identities": {"email": 12}}, "$.user_identities.email: expected a string"),
+        ({"application_info": {"application_name": 1}}, "expected a string"),
+        (
+            {"context": {"location": {"latitude": 1, "longitude": 2, "location_source": "gps"}}},
+            "'gps' is not a valid LocationSource",
+        ),
+        (
+            {"consent_state": {"ccpa": {"other": {"consented": True, "timestamp_unixtime_ms": 1}}}},
+            "data_sale_opt_out",
+        ),
+    ],
+)
+def test_the_documented_refusals_of_loads(document: dict[str, Any], problem: str) -> None:
+    with pytest.raises(mpf.PayloadError) as caught:
+        mpf.loads(orjson.dumps(document))
+    assert any(problem in line for line in caught.value.problems), caught.value.problems

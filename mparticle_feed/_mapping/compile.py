@@ -45,9 +45,10 @@ from .._source.coerce import (
     to_timestamp_ms,
     to_user_attribute,
 )
-from .._wire.common import ApplicationInfo, Context, DeviceInfo
+from .._wire.common import DEVICE_IDENTITY_FIELDS, ApplicationInfo, Context, DeviceInfo
 from .._wire.enums import CustomEventType, ProductActionType, PromotionActionType
-from .._wire.models import CommerceEvent, CustomEvent
+from .._wire.models import Batch, CommerceEvent, CustomEvent, Event
+from .._wire.sparse import layout
 from .._wire.values import (
     decimal_number,
     optional_decimal,
@@ -296,6 +297,10 @@ class _Coercers:
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin is tuple and args and attrs.has(args[0]):
             return self.struct_list(args[0])
+        if origin is tuple and args and args[0] is str:
+            return self.string_list
+        if origin is dict and attrs.has(args[1]):
+            return self.struct_map(args[1])
         if origin is dict and args[1] is str:
             return self.string_map
         if origin is dict and typing.get_origin(args[1]) is dict:
@@ -431,6 +436,42 @@ class _Coercers:
 
         return struct_list
 
+    def struct_map(self, cls: type) -> Coercer:
+        """Named objects (GDPR consent purposes): a name whose sources are all null is left out."""
+        item_coercer = self.struct(cls)
+
+        def struct_map(value: Any, path: str) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for key, item in self._map(value, path).items():
+                if item is None or (isinstance(item, Mapping) and _all_null(item)):
+                    continue
+                where = _join(path, str(key))
+                try:
+                    out[str(key)] = item_coercer(item, "")
+                except _Reject as exc:
+                    raise _Reject(_under(where, exc.field), exc.reason) from None
+            return out or None  # type: ignore[return-value]  # None: the field is left unset
+
+        return struct_map
+
+    def string_list(self, value: Any, path: str) -> tuple[str, ...]:
+        """A list of names: a driver's array, a JSON array, or one name."""
+        value = (
+            _parsed(value, path) if isinstance(value, str) and value.lstrip()[:1] == "[" else value
+        )
+        items = value if isinstance(value, (list, tuple)) else [value]
+        out = []
+        for index, item in enumerate(items):
+            if item is None:
+                continue
+            try:
+                text = to_str(item).strip()
+            except CoercionError as exc:
+                raise _Reject(f"{path}[{index}]", str(exc)) from None
+            if text:
+                out.append(text)
+        return tuple(out)
+
     def _map(self, value: Any, path: str) -> Mapping[Any, Any]:
         value = _parsed(value, path)
         if not isinstance(value, Mapping):
@@ -463,6 +504,22 @@ class _Coercers:
             except CoercionError as exc:
                 raise _Reject(_join(path, str(key)), str(exc)) from None
         return out
+
+
+def _all_null(value: Mapping[Any, Any]) -> bool:
+    """True when every leaf of nested sources is null: flat columns of an absent object."""
+    return all(
+        item is None or (isinstance(item, Mapping) and _all_null(item)) for item in value.values()
+    )
+
+
+def _empty(value: Any) -> bool:
+    """A batch-level value with nothing in it, which is left out rather than sent empty."""
+    if value is None or value in ((), {}):
+        return True
+    if attrs.has(type(value)):
+        return all(_empty(getattr(value, field.name)) for field in attrs.fields(type(value)))
+    return False
 
 
 def _as_text(value: Any, path: str, tz: tzinfo | None) -> str:
@@ -693,15 +750,17 @@ class _Mapped:
 
     user_key: tuple[Any, ...]
     identities: tuple[tuple[str, str], ...]
-    device: tuple[tuple[str, str], ...]
+    device: tuple[tuple[str, Any], ...]
     mpid: int | None
     mp_deviceid: str | None
     ip: str | None
     application_info: ApplicationInfo | None
     context: Context | None
     user_attributes: dict[str, Any] | None
-    event: CustomEvent | CommerceEvent | None
+    event: Event | None
     truncated: int
+    #: Other batch-level fields (consent_state, partner_identities, ...): (name, value) pairs.
+    extras: tuple[tuple[str, Any], ...] = ()
 
 
 _COMMERCE_FIELDS = (
@@ -714,6 +773,15 @@ _COMMERCE_FIELDS = (
     "is_non_interactive",
     "event_name",
 )
+#: Batch-level fields a mapping may give, mapped as their wire models have them.
+BATCH_EXTRAS = (
+    "consent_state",
+    "partner_identities",
+    "integration_attributes",
+    "attribution_info",
+    "deleted_user_attributes",
+)
+
 _EVENT_FIELDS = (
     "timestamp_unixtime_ms",
     "source_message_id",
@@ -773,6 +841,8 @@ class CompiledMapping:
             mapping.application_info, "application_info", coercers.struct(ApplicationInfo)
         )
         self.context = self._nested(mapping.context, "context", coercers.struct(Context))
+        self.extras = self._batch_extras(mapping, coercers)
+        self.device_extra = self._device_extra(mapping, coercers)
 
         used: set[str] = set()
         if self.key_column:
@@ -873,6 +943,37 @@ class CompiledMapping:
                         (name, _getter(source, name), coercers.for_field(fields[name]))
                     )
 
+    def _batch_extras(
+        self, mapping: RowMapping, coercers: _Coercers
+    ) -> list[tuple[str, Getter, Coercer]]:
+        fields = {field.name: field for field in attrs.fields(attrs.resolve_types(Batch))}
+        extras = []
+        for name in BATCH_EXTRAS:
+            source = getattr(mapping, name)
+            if source is None:
+                continue
+            self._check_struct(source, fields[name], name)
+            extras.append((name, _getter(source, name), coercers.for_field(fields[name])))
+        return extras
+
+    def _device_extra(
+        self, mapping: RowMapping, coercers: _Coercers
+    ) -> tuple[Getter, Coercer] | None:
+        """``device_info``'s other fields (platform, os_version, ...); identities go elsewhere."""
+        source = mapping.device_info
+        if source is None:
+            return None
+        fields = {field.name: field for field in attrs.fields(attrs.resolve_types(Batch))}
+        self._check_struct(source, fields["device_info"], "device_info")
+        if isinstance(source, Struct):
+            named = {name for name, _ in source.fields} & set(DEVICE_IDENTITY_FIELDS)
+            if named:
+                raise MappingError(
+                    f"device_info: {', '.join(sorted(named))} are device identities; map them "
+                    "under device_identities, where they are trimmed and count as the row's identity"
+                )
+        return _getter(source, "device_info"), coercers.struct(DeviceInfo)
+
     def _plan_user_cache(self, mapping: RowMapping) -> None:
         """Reuse of the user part between consecutive rows with the same user columns.
 
@@ -892,6 +993,8 @@ class CompiledMapping:
             or self.ip is not None
             or self.application_info is not None
             or self.context is not None
+            or self.extras
+            or self.device_extra is not None
             or builder is None
             or builder.fetch_all is None
             or builder.has_rest
@@ -1020,7 +1123,7 @@ class CompiledMapping:
                     raise _Reject(_join("user_identities", name), str(exc)) from None
             if text:
                 identities.append((name, text))
-        device: list[tuple[str, str]] = []
+        device: list[tuple[str, Any]] = []
         if self.device:
             for name, get, coerce in self.device:
                 value = get(row)
@@ -1059,6 +1162,28 @@ class CompiledMapping:
             None if self.application_info is None else _nested_value(self.application_info, row)
         )
         context = None if self.context is None else _nested_value(self.context, row)
+        extras: tuple[tuple[str, Any], ...] = ()
+        if self.extras:
+            pairs = []
+            for name, get, coerce in self.extras:
+                value = get(row)
+                if value is not None:
+                    value = coerce(value, name)
+                    if not _empty(value):
+                        pairs.append((name, value))
+            extras = tuple(pairs)
+        if self.device_extra is not None:
+            value = self.device_extra[0](row)
+            if value is not None and not (isinstance(value, Mapping) and _all_null(value)):
+                info = self.device_extra[1](value, "device_info")
+                named = [(f, getattr(info, f)) for f in layout(DeviceInfo).set_fields(info._mpf_set)]
+                identities_given = [f for f, _ in named if f in DEVICE_IDENTITY_FIELDS]
+                if identities_given:
+                    raise _Reject(
+                        _join("device_info", identities_given[0]),
+                        "device identities are mapped under device_identities",
+                    )
+                device.extend(named)
         builder = self.user_attributes
         user_attributes = None if builder is None else builder.build(row)
         event, truncated = self._event(row) if self.event_cls is not None else (None, 0)
@@ -1072,6 +1197,7 @@ class CompiledMapping:
             ip,
             application_info,
             context,
+            extras,
         )
         # Positional, in _Mapped's field order: keywords cost more on every row.
         return _Mapped(
@@ -1086,6 +1212,7 @@ class CompiledMapping:
             user_attributes,
             event,
             truncated,
+            extras,
         )
 
     def _event(self, row: Mapping[str, Any]) -> tuple[CustomEvent | CommerceEvent, int]:

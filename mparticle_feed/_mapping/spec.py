@@ -76,6 +76,14 @@ class _MappingBase:
     ip: Source | None = attrs.field(default=None, converter=_optional_source)
     application_info: Source | None = attrs.field(default=None, converter=_optional_source)
     context: Source | None = attrs.field(default=None, converter=_optional_source)
+    #: Batch-level fields mapped as their wire models have them (see BATCH_EXTRAS in
+    #: _mapping/batch_fields.py): consent (a JSON column or nested sources), partner ids, ...
+    consent_state: Source | None = attrs.field(default=None, converter=_optional_source)
+    partner_identities: Source | None = attrs.field(default=None, converter=_optional_source)
+    integration_attributes: Source | None = attrs.field(default=None, converter=_optional_source)
+    attribution_info: Source | None = attrs.field(default=None, converter=_optional_source)
+    device_info: Source | None = attrs.field(default=None, converter=_optional_source)
+    deleted_user_attributes: Source | None = attrs.field(default=None, converter=_optional_source)
     user_attributes: Attributes | None = attrs.field(default=None, converter=_attributes)
     timezone: str | None = attrs.field(default=None, converter=_timezone)
     epoch_unit: EpochUnit = attrs.field(default=EpochUnit.MILLISECONDS, converter=_epoch_unit)

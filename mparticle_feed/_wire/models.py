@@ -126,8 +126,8 @@ def _profile_event_type(value: ProfileEventType | str) -> ProfileEventType:
 passes_through(ProfileEventType, _profile_event_type)
 
 
-def _environment(value: Environment | str) -> Environment:
-    return enum_value(Environment, value)
+def _environment(value: Environment | str | None) -> Environment | None:
+    return None if value is None else enum_value(Environment, value)
 
 
 passes_through(Environment, _environment)
@@ -473,7 +473,9 @@ passes_through(UserIdentities, _opt_identities)
 class Batch:
     """One user's batch: the body of ``/v2/events``, one element of ``/v2/bulkevents``.
 
-    ``environment`` defaults to development; production must be asked for.
+    ``environment`` defaults to development; production must be asked for. None means
+    unset: the key is left out and mParticle reads the batch as production (``loads`` gives
+    None for a document without the key, so loading and dumping keeps its meaning).
     Output-only fields (``schema_version``, the batch ``timestamp_unixtime_ms``,
     ``source_info``) are not modelled: mParticle sets them.
     """
@@ -482,7 +484,9 @@ class Batch:
 
     events: tuple[Event, ...] | None = attrs.field(default=None, converter=_opt_events)
     source_request_id: str | None = attrs.field(default=None, converter=optional_id_string)
-    environment: Environment = attrs.field(default=Environment.DEVELOPMENT, converter=_environment)
+    environment: Environment | None = attrs.field(
+        default=Environment.DEVELOPMENT, converter=_environment
+    )
     ip: str | None = attrs.field(default=None, converter=optional_ip)
     device_info: DeviceInfo | None = None
     application_info: ApplicationInfo | None = None
