@@ -46,10 +46,11 @@ from .._source.coerce import (
     to_user_attribute,
 )
 from .._wire.common import DEVICE_IDENTITY_FIELDS, ApplicationInfo, Context, DeviceInfo
-from .._wire.enums import CustomEventType, ProductActionType, PromotionActionType
-from .._wire.models import Batch, CommerceEvent, CustomEvent, Event
+from .._wire.enums import CustomEventType, EventType, ProductActionType, PromotionActionType
+from .._wire.models import EVENT_CLASSES, Batch, CommerceEvent, CustomEvent, Event, ScreenViewEvent
 from .._wire.sparse import layout
 from .._wire.values import (
+    UserAttributeValue,
     decimal_number,
     optional_decimal,
     optional_device_id,
@@ -72,7 +73,7 @@ from .sources import (
 )
 
 if TYPE_CHECKING:  # the mapping classes import this module to compile themselves
-    from .spec import CommerceEventMapping, CustomEventMapping, RowMapping
+    from .spec import CommerceEventMapping, CustomEventMapping, EventMapping, RowMapping
 
 __all__ = ["CompiledMapping", "check_columns", "compile_mapping"]
 
@@ -289,6 +290,9 @@ class _Coercers:
             return _by_value(coercer, tp)
         if tp is Decimal:
             return _model_decimal if converter in (optional_decimal, decimal_number) else _decimal
+        if field.type == UserAttributeValue:  # a change event's new and old values
+            tz = self.tz
+            return _wrap(lambda value: to_user_attribute(value, tz=tz))
         simple = {str: to_str, bool: to_bool, int: to_int, float: to_float}
         if tp in simple:
             return _wrap(simple[tp])
@@ -371,6 +375,12 @@ class _Coercers:
 
         self._structs[cls] = struct
         return struct
+
+    def table(self, cls: type) -> tuple[dict[str, tuple[Coercer, type | None]], list[str]]:
+        """``cls``'s field coercers (with the exact type each passes unchanged), and its
+        required fields."""
+        self.struct(cls)
+        return self._tables[cls]
 
     def struct_from_sources(self, cls: type, source: Struct, path: str) -> Getter | None:
         """``cls`` built straight from a Struct's sources: what ``struct`` does with the dict
@@ -773,6 +783,13 @@ _COMMERCE_FIELDS = (
     "is_non_interactive",
     "event_name",
 )
+#: The event class of each single-type event mapping (the general one chooses per row).
+_EVENT_CLASS_OF_KIND: dict[SyncKind, type[Event]] = {
+    SyncKind.CUSTOM_EVENT: CustomEvent,
+    SyncKind.COMMERCE_EVENT: CommerceEvent,
+    SyncKind.SCREEN_VIEW: ScreenViewEvent,
+}
+
 #: Batch-level fields a mapping may give, mapped as their wire models have them.
 BATCH_EXTRAS = (
     "consent_state",
@@ -898,25 +915,37 @@ class CompiledMapping:
             if name in self.attribute_builders
         ]
 
-        self.event_cls: type[CustomEvent] | type[CommerceEvent] | None = None
+        self.event_cls: type[Event] | None = None
         self.event_fields: list[tuple[str, Getter, Coercer]] = []
+        #: Required fields of the event class that the mapping gives (null: the row is rejected).
+        self.required_event_fields: tuple[str, ...] = ()
+        #: The general event mapping: the event type and the type's own fields, per row.
+        self.event_type: Getter | None = None
+        self.event_data: Getter | None = None
+        self._coercers = coercers
         self.event_name: Getter | None = None
         self.custom_event_type: Getter | None = None
         #: The custom event type, when a constant gives a valid one: coerced once, not per row.
         self.fixed_event_type: CustomEventType | None = None
         if mapping.kind is not SyncKind.USER_ATTRIBUTES:
-            cls: type[CustomEvent] | type[CommerceEvent] = (
-                CustomEvent if mapping.kind is SyncKind.CUSTOM_EVENT else CommerceEvent
-            )
+            cls: type[Event] = _EVENT_CLASS_OF_KIND.get(mapping.kind, CustomEvent)
             self.event_cls = cls
             fields = {field.name: field for field in attrs.fields(attrs.resolve_types(cls))}
             names = list(_EVENT_FIELDS)
-            if mapping.kind is SyncKind.COMMERCE_EVENT:
+            if mapping.kind is SyncKind.SCREEN_VIEW:
+                names += ["screen_name", "activity_type"]
+                self.required_event_fields = ("screen_name",)
+            elif mapping.kind is SyncKind.EVENT:
+                general = cast("EventMapping", mapping)
+                self.event_type = _getter(general.event_type, "event_type")
+                if general.data is not None:
+                    self.event_data = _getter(general.data, "data")
+            elif mapping.kind is SyncKind.COMMERCE_EVENT:
                 commerce = cast("CommerceEventMapping", mapping)
                 names += [n for n in _COMMERCE_FIELDS if n != "event_name"]
                 if commerce.event_name is not None:
                     self.event_name = _getter(commerce.event_name, "event_name")
-            else:
+            elif mapping.kind is SyncKind.CUSTOM_EVENT:
                 custom = cast("CustomEventMapping", mapping)
                 _refuse_table(custom.event_name, "event_name")
                 _refuse_table(custom.custom_event_type, "custom_event_type")
@@ -1040,6 +1069,49 @@ class CompiledMapping:
             if name not in fields:
                 raise MappingError(f"{path}: {tp.__name__} has no field {name!r}")
             self._check_struct(item, fields[name], _join(path, name))
+
+    def _any_event(self, row: Mapping[str, Any], kwargs: dict[str, Any]) -> Event:
+        """The general mapping's event: its class from the row's event type, its own fields
+        from ``data``, with the common fields already in ``kwargs``."""
+        assert self.event_type is not None
+        raw = self.event_type(row)
+        if raw is None:
+            raise _Reject("event_type", "event type is null")
+        cls = _event_class(raw if raw.__class__ is str else self._to_text(raw, "event_type"))
+        table, required = self._coercers.table(cls)
+        if self.event_data is not None:
+            data = self.event_data(row)
+            if data is not None:
+                data = _parsed(data, "data")
+                if not isinstance(data, Mapping):
+                    raise _Reject(
+                        "data", f"expected an object of {cls.__name__} fields, got {_kind(data)}"
+                    )
+                for key, item in data.items():
+                    entry = table.get(key) if isinstance(key, str) else None
+                    if entry is None or key in kwargs:
+                        raise _Reject(
+                            _join("data", str(key)),
+                            f"{cls.__name__} has no field {key!r} to map here",
+                        )
+                    if item is not None:
+                        try:
+                            kwargs[key] = entry[0](item, key)
+                        except _Reject as exc:
+                            raise _Reject(_under("data", exc.field), exc.reason) from None
+        for name, builder in self.event_attributes:
+            built = builder.build(row)
+            if built:
+                if name not in table:
+                    raise _Reject(name, f"a {cls.event_type.value} event has no {name}")
+                kwargs[name] = built
+        for key in required:
+            if key not in kwargs:
+                raise _Reject(_join("data", key), f"a {cls.event_type.value} event needs {key}")
+        try:
+            return cls(**kwargs)
+        except ModelError as exc:
+            raise _Reject(None, str(exc)) from None
 
     def primary_key(self, row: Mapping[str, Any]) -> str | None:
         column = self.key_column
@@ -1215,7 +1287,7 @@ class CompiledMapping:
             extras,
         )
 
-    def _event(self, row: Mapping[str, Any]) -> tuple[CustomEvent | CommerceEvent, int]:
+    def _event(self, row: Mapping[str, Any]) -> tuple[Event, int]:
         kwargs: dict[str, Any] = {}
         truncated = 0
         for name, get, coerce in self.event_fields:
@@ -1224,8 +1296,12 @@ class CompiledMapping:
                 if name == "timestamp_unixtime_ms":
                     # Sending it without one would silently stamp it with the arrival time.
                     raise _Reject(name, "timestamp is null")
+                if name in self.required_event_fields:
+                    raise _Reject(name, f"{name} is null")
                 continue
             kwargs[name] = coerce(value, name)
+        if self.event_type is not None:
+            return self._any_event(row, kwargs), 0
         if self.event_name is not None:
             value = self.event_name(row)
             if value is None and self.event_cls is CustomEvent:
@@ -1255,6 +1331,16 @@ class CompiledMapping:
             return cls(**kwargs), truncated
         except ModelError as exc:
             raise _Reject(None, str(exc)) from None
+
+
+def _event_class(value: Any) -> type[Event]:
+    try:
+        return EVENT_CLASSES[EventType(value)]
+    except (ValueError, KeyError):
+        allowed = ", ".join(repr(t.value) for t in EVENT_CLASSES)
+        raise _Reject(
+            "event_type", f"{value!r} is not an event type; expected one of {allowed}"
+        ) from None
 
 
 def _custom_event_type(value: str) -> CustomEventType:

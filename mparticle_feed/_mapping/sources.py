@@ -72,6 +72,9 @@ class SyncKind(str, Enum):
 
     CUSTOM_EVENT = "custom_event"
     COMMERCE_EVENT = "commerce_event"
+    SCREEN_VIEW = "screen_view"
+    #: Any event type, chosen per row by the mapping's ``event_type`` source.
+    EVENT = "event"
     USER_ATTRIBUTES = "user_attributes"
 
     def __str__(self) -> str:

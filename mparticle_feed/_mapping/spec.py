@@ -44,7 +44,9 @@ from .sources import (
 __all__ = [
     "CommerceEventMapping",
     "CustomEventMapping",
+    "EventMapping",
     "RowMapping",
+    "ScreenViewEventMapping",
     "UserAttributeMapping",
 ]
 
@@ -302,6 +304,34 @@ class CommerceEventMapping(_EventMappingBase):
 
 
 @attrs.frozen(kw_only=True)
+class ScreenViewEventMapping(_EventMappingBase):
+    """Rows → ``screen_view`` events: ``screen_name`` (required) and ``activity_type``."""
+
+    kind: ClassVar[SyncKind] = SyncKind.SCREEN_VIEW
+
+    screen_name: Source = attrs.field(converter=_required_source)
+    activity_type: Source | None = attrs.field(default=None, converter=_optional_source)
+
+
+@attrs.frozen(kw_only=True)
+class EventMapping(_EventMappingBase):
+    """Rows → events of any type, chosen per row: one query can feed a mixed stream.
+
+    ``event_type`` gives the wire event type of each row (``"screen_view"``,
+    ``"custom_event"``, ``"session_start"``, ...; a column or a Constant). ``data`` gives the
+    type's own fields, named as in its model (``event_name`` and ``custom_event_type`` for a
+    custom event, ``screen_name`` for a screen view, ``product_action`` for a commerce event,
+    ...): nested sources, or a JSON column. The common event fields (timestamp, ids,
+    location, attribute maps) are the mapping's own, as for every event mapping.
+    """
+
+    kind: ClassVar[SyncKind] = SyncKind.EVENT
+
+    event_type: Source = attrs.field(converter=_required_source)
+    data: Source | None = attrs.field(default=None, converter=_optional_source)
+
+
+@attrs.frozen(kw_only=True)
 class UserAttributeMapping(_MappingBase):
     """Rows → user data only (no events): identities and user attributes, one batch per row.
 
@@ -331,10 +361,18 @@ class UserAttributeMapping(_MappingBase):
 
 
 #: Any mapping.
-RowMapping = Union[CustomEventMapping, CommerceEventMapping, UserAttributeMapping]  # noqa: UP007
+RowMapping = Union[  # noqa: UP007
+    CustomEventMapping,
+    CommerceEventMapping,
+    ScreenViewEventMapping,
+    EventMapping,
+    UserAttributeMapping,
+]
 
-_CLASSES: dict[str, type[CustomEventMapping | CommerceEventMapping | UserAttributeMapping]] = {
+_CLASSES: dict[str, type[RowMapping]] = {
     SyncKind.CUSTOM_EVENT.value: CustomEventMapping,
     SyncKind.COMMERCE_EVENT.value: CommerceEventMapping,
+    SyncKind.SCREEN_VIEW.value: ScreenViewEventMapping,
+    SyncKind.EVENT.value: EventMapping,
     SyncKind.USER_ATTRIBUTES.value: UserAttributeMapping,
 }
