@@ -92,9 +92,11 @@ def test_converters_still_check_every_set_value() -> None:
         mpf.CustomEvent(event_name="a", custom_event_type="other", custom_attributes={"x": []})  # type: ignore[dict-item]
     with pytest.raises(mpf.ModelError, match=r"events\[1\] is a str"):
         mpf.Batch(events=[mpf.SessionStartEvent(), "x"])  # type: ignore[list-item]
-    # A value that is not the default goes through the converter, None included.
+    # A value that is not the default goes through the converter, None included (None:
+    # unset, which mParticle reads as production).
     with pytest.raises(mpf.ModelError, match="not a valid Environment"):
-        mpf.Batch(environment=None)  # type: ignore[arg-type]
+        mpf.Batch(environment="staging")  # type: ignore[arg-type]
+    assert mpf.Batch(environment=None).environment is None
 
 
 def test_frozen() -> None:

@@ -596,6 +596,7 @@ def test_a_mapping_is_compiled_once_and_pickles_without_its_compiled_form() -> N
     import pickle
 
     mapping = mpf.CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "user"},
         event_name=mpf.Constant("Viewed"),

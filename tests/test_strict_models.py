@@ -17,10 +17,29 @@ from hypothesis import strategies as st
 import mparticle_feed as mpf
 from mparticle_feed._mapping.run import map_rows
 from mparticle_feed._mapping.spec import UserAttributeMapping
-from mparticle_feed._wire.sparse import OPTIONAL_FIELDS
+from mparticle_feed._wire import commerce, common, models
+from mparticle_feed._wire.sparse import layout
 
-MODELS = sorted(OPTIONAL_FIELDS, key=lambda cls: cls.__name__)
-MODELS = [cls for cls in MODELS if not cls.__name__.startswith("_")]
+
+def _is_sparse_model(value: object) -> bool:
+    try:
+        layout(value)  # type: ignore[arg-type]
+    except (TypeError, AttributeError):
+        return False
+    return True
+
+
+MODELS = sorted(
+    {
+        value
+        for module in (models, common, commerce)
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and not value.__name__.startswith("_")
+        and _is_sparse_model(value)
+    },
+    key=lambda cls: cls.__name__,
+)
 
 
 def _inner(tp: Any) -> Any:

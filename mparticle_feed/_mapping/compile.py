@@ -1085,7 +1085,8 @@ class CompiledMapping:
                 data = _parsed(data, "data")
                 if not isinstance(data, Mapping):
                     raise _Reject(
-                        "data", f"expected an object of {cls.__name__} fields, got {_kind(data)}"
+                        "data",
+                        f"expected an object of {cls.__name__} fields, got {type_name(data)}",
                     )
                 for key, item in data.items():
                     entry = table.get(key) if isinstance(key, str) else None
@@ -1248,7 +1249,9 @@ class CompiledMapping:
             value = self.device_extra[0](row)
             if value is not None and not (isinstance(value, Mapping) and _all_null(value)):
                 info = self.device_extra[1](value, "device_info")
-                named = [(f, getattr(info, f)) for f in layout(DeviceInfo).set_fields(info._mpf_set)]
+                named = [
+                    (f, getattr(info, f)) for f in layout(DeviceInfo).set_fields(info._mpf_set)
+                ]
                 identities_given = [f for f, _ in named if f in DEVICE_IDENTITY_FIELDS]
                 if identities_given:
                     raise _Reject(

@@ -85,9 +85,12 @@ def _structure_int(value: Any, _: type) -> int:
     return value
 
 
-#: Fields whose wire type is narrower than the model's: a batch may leave ``environment``
-#: out (None in the model), but ``"environment": null`` is refused by the schema.
-_WIRE_TYPES: dict[tuple[type, str], Any] = {(Batch, "environment"): _enums.Environment}
+def _wire_type(cls: type, field: attrs.Attribute[Any]) -> Any:
+    """The type ``loads`` checks a field against: its declared type, but ``environment``,
+    which a batch may leave out (None in the model) but never sends as ``null``."""
+    if cls is Batch and field.name == "environment":
+        return _enums.Environment
+    return field.type
 
 
 def _structure_bool(value: Any, _: type) -> bool:
@@ -173,9 +176,7 @@ def make_converter() -> cattrs.Converter:
         # cattrs would structure a field that has an attrs converter by the converter's
         # (permissive) input type; validate by the declared wire type instead.
         overrides = {
-            field.name: override(
-                struct_hook=_hook_for(converter, _WIRE_TYPES.get((cls, field.name), field.type))
-            )
+            field.name: override(struct_hook=_hook_for(converter, _wire_type(cls, field)))
             for field in attrs.fields(attrs.resolve_types(cls))
             if field.converter is not None
         }

@@ -50,6 +50,7 @@ from .values import (
     optional_scalar_map,
     optional_str_tuple,
     optional_timestamp_ms,
+    optional_user_attribute_value,
     optional_user_attributes,
     optional_uuid,
 )
@@ -257,8 +258,8 @@ class UserAttributeChangeEvent(_EventData):
     _sparse_always: ClassVar[frozenset[str]] = frozenset({"new", "old"})
 
     user_attribute_name: str
-    new: UserAttributeValue = None
-    old: UserAttributeValue = None
+    new: UserAttributeValue = attrs.field(default=None, converter=optional_user_attribute_value)
+    old: UserAttributeValue = attrs.field(default=None, converter=optional_user_attribute_value)
     deleted: bool | None = None
     is_new_attribute: bool | None = None
 
@@ -481,6 +482,9 @@ class Batch:
     """
 
     _sparse_always: ClassVar[frozenset[str]] = frozenset({"environment"})
+    #: Always-written fields that ``dumps`` leaves out when None: a batch loaded without
+    #: ``environment`` keeps none, which mParticle reads as production.
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset({"environment"})
 
     events: tuple[Event, ...] | None = attrs.field(default=None, converter=_opt_events)
     source_request_id: str | None = attrs.field(default=None, converter=optional_id_string)

@@ -38,7 +38,6 @@ __all__ = [
     "SparseLayout",
     "layout",
     "passes_through",
-    "register_check",
     "same_for_values",
     "sparse_model",
 ]
@@ -128,15 +127,6 @@ else:
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
-#: Declared type -> its check, for the types a check cannot be built for from the type alone
-#: (the value unions of user attributes); values.py registers them.
-_CHECKS: dict[Any, Callable[[Any], Any]] = {}
-
-
-def register_check(tp: Any, check: Callable[[Any], Any]) -> None:
-    """Use ``check`` for fields of declared type ``tp`` that have no converter."""
-    _CHECKS[tp] = check
-
 
 def _got(value: object) -> str:
     return "null" if value is None else type(value).__name__
@@ -200,17 +190,11 @@ def _without_none(tp: Any) -> Any:
 
 def _check_for(tp: Any) -> tuple[Callable[[Any], Any], type | None]:
     """The check of a declared type, and the exact class it returns unchanged (if any)."""
-    registered = _CHECKS.get(tp)
-    if registered is not None:
-        return registered, None
     inner = _without_none(tp)
     if inner is not tp:
         # Only always-written fields are converted when None: both sides of a change event.
         check, kind = _check_for(inner)
         return (lambda value: None if value is None else check(value)), kind
-    registered = _CHECKS.get(inner)
-    if registered is not None:
-        return registered, None
     simple = {str: _check_str, bool: _check_bool}
     if inner in simple:
         return simple[inner], inner
@@ -224,11 +208,32 @@ def _check_for(tp: Any) -> tuple[Callable[[Any], Any], type | None]:
     raise TypeError(f"no construction check for fields of type {tp!r}")
 
 
-def _naming(model: str) -> Callable[[ModelError, str | None], ModelError]:
-    def named(error: ModelError, field: str | None) -> ModelError:
-        return ModelError(f"{model}.{field}: {error}") if field else error
+def _naming(
+    model: str, checks: list[tuple[str, Any, Callable[[Any], Any]]]
+) -> Callable[[ModelError, tuple[Any, ...]], None]:
+    """What a generated ``__init__`` calls when a conversion fails: find the field (each
+    converter runs again on its argument; converters are pure) and put its name first in the
+    error's message. Only on failure, so a successful ``__init__`` pays nothing for it."""
 
-    return named
+    def name(error: ModelError, values: tuple[Any, ...]) -> None:
+        for (field, skip, convert), value in zip(checks, values, strict=True):
+            if value is skip:
+                continue
+            try:
+                convert(value)
+            except ModelError:
+                error.args = (f"{model}.{field}: {error}", *error.args[1:])
+                return
+
+    return name
+
+
+#: Marks a field converted whatever its value (required and always-written fields).
+_NEVER = object()
+
+
+def _unchecked(value: Any) -> Any:
+    return value
 
 
 def _unset(name: str) -> str:
@@ -246,8 +251,9 @@ def _install(cls: type) -> None:
     if unknown:
         raise TypeError(f"{cls.__name__}: always-written fields {sorted(unknown)} do not exist")
     namespace: dict[str, Any] = {"_set": object.__setattr__, "_ModelError": ModelError}
-    namespace["_named"] = _naming(cls.__name__)
     types = {field.name: field.type for field in attrs.fields(attrs.resolve_types(cls))}
+    #: (field, the value that is not converted, the converter): to name a failing field.
+    checks: list[tuple[str, Any, Callable[[Any], Any]]] = []
     optional: list[str] = []
     parameters: list[str] = []
     first: list[str] = []
@@ -256,9 +262,11 @@ def _install(cls: type) -> None:
         _check_supported(cls, field)
         name = field.name
         value = _converted(field, namespace, types[name])
+        unconverted = None if field.default is None and name not in always else _NEVER
+        checks.append((name, unconverted, namespace.get(f"_convert_{name}", _unchecked)))
         if field.default is attrs.NOTHING:
             parameters.append(name)
-            first.append(f"        f = {name!r}; _set(self, {name!r}, {value})")
+            first.append(f"        _set(self, {name!r}, {value})")
             continue
         default = field.default
         if default is None:
@@ -275,28 +283,30 @@ def _install(cls: type) -> None:
             raise TypeError(f"{cls.__name__}.{name}: a non-None default must be always written")
         setattr(cls, name, converted)
         if name in always:
-            first.append(f"        f = {name!r}; _set(self, {name!r}, {value})")
+            first.append(f"        _set(self, {name!r}, {value})")
         else:
             rest += [
                 f"        if {test}:",
-                f"            f = {name!r}; _set(self, {name!r}, {value})",
+                f"            _set(self, {name!r}, {value})",
                 f"            m |= {1 << len(optional)}",
             ]
             optional.append(name)
     required = {field.name for field in fields if field.default is attrs.NOTHING}
     setattr(cls, _LAYOUT, SparseLayout(always=always | required, optional=tuple(optional)))
     setattr(cls, SET_MASK, 0)
-    # The field being converted is kept in ``f`` (a constant store, ~2 ns) so that an error
-    # names it; the try costs nothing until something raises.
+    # A failing conversion gets its field's name (the try costs nothing until something
+    # raises); the bare raise keeps the traceback at the line that failed.
+    namespace["_name"] = _naming(cls.__name__, checks)
+    arguments = ", ".join(name for name, _, _ in checks)
     lines = [
         f"def __init__(self, *, {', '.join(parameters)}):",
-        "    f = None",
         "    try:",
         *first,
         "        m = 0",
         *rest,
         "    except _ModelError as e:",
-        "        raise _named(e, f) from None",
+        f"        _name(e, ({arguments},))",
+        "        raise",
     ]
     lines += ["    if m:", f"        _set(self, {SET_MASK!r}, m)"]
     if hasattr(cls, "__attrs_post_init__"):

@@ -110,11 +110,6 @@ def _without_none(tp: Any) -> tuple[Any, bool]:
     return Union[args], optional  # noqa: UP007 (a runtime-built union)
 
 
-#: Always-written fields left out when None: a batch loaded without ``environment`` keeps
-#: none, which mParticle reads as production (writing development would change its meaning).
-_OMITTED_WHEN_NONE: dict[type, tuple[str, ...]] = {Batch: ("environment",)}
-
-
 class _Compiler:
     """Writes the Python source of each model class's unstructure functions, one per shape.
 
@@ -249,7 +244,8 @@ class _Compiler:
                 expression = f"(None if {value} is None else {expression})"
             entries.append(f"{name!r}: {expression}")
         body = [f"    d = {{{', '.join(entries)}}}"]
-        for name in _OMITTED_WHEN_NONE.get(cls, ()):
+        # Left out when None (Batch.environment: None means production to mParticle).
+        for name in sorted(cls.__dict__.get("_omitted_when_none", ())):
             body.append(f"    if o.{name} is None: del d[{name!r}]")
         if mask is None:
             body.append(f"    m = o.{SET_MASK}")

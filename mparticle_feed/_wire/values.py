@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from .._errors import ModelError
-from .sparse import passes_through, register_check, same_for_values
+from .sparse import passes_through, same_for_values
 
 #: A value allowed in event attribute maps and user attributes (the schema's "String" type).
 Scalar = str | int | float | bool | Decimal | None
@@ -382,14 +382,13 @@ def optional_str_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
     return out
 
 
-def optional_user_attribute_value(value: object) -> UserAttributeValue:
+def optional_user_attribute_value(
+    value: UserAttributeValue | tuple[Scalar, ...],
+) -> UserAttributeValue:
     """One user attribute's value (a change event's ``new`` and ``old``): a scalar or a list."""
     if isinstance(value, (list, tuple)):
         return [_check_scalar(element, "list element") for element in value]
     return _check_scalar(value, "value")
-
-
-register_check(UserAttributeValue, optional_user_attribute_value)
 
 
 M = TypeVar("M")

@@ -1018,7 +1018,19 @@ def batches(
     identities = (
         _maybe(user_identities()) if user_identities_strategy is None else user_identities_strategy
     )
-    optional = {
+    if user_identities_strategy is not None and fields is not None:
+        fields = {*fields, "user_identities"}
+    return st.builds(
+        Batch,
+        events=event_lists,
+        environment=_values(list(Environment)) if environment is None else st.just(environment),
+        **_only(_batch_fields(identities), fields, "Batch"),
+    )
+
+
+def _batch_fields(identities: st.SearchStrategy[Any]) -> dict[str, st.SearchStrategy[Any]]:
+    """Strategies for a batch's optional fields, by name."""
+    return {
         "source_request_id": _maybe(_uuid_strings | _names),
         "ip": _maybe(st.ip_addresses().map(str)),
         "device_info": _maybe(device_infos()),
@@ -1036,11 +1048,3 @@ def batches(
         "consent_state": _maybe(consent_states()),
         "attribution_info": _maybe(attribution_infos()),
     }
-    if user_identities_strategy is not None and fields is not None:
-        fields = {*fields, "user_identities"}
-    return st.builds(
-        Batch,
-        events=event_lists,
-        environment=_values(list(Environment)) if environment is None else st.just(environment),
-        **_only(optional, fields, "Batch"),
-    )
