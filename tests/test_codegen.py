@@ -42,7 +42,7 @@ def test_pdb_steps_into_a_generated_init_and_lists_it() -> None:
     # The current line's source: the body opens with the try that names a failing field.
     assert "-> try:" in shown
     assert "_set(self, 'event_name'" in shown
-    assert "if session_uuid is not None:" in shown  # and the lines ``list`` shows
+    assert "if source_message_id is not None:" in shown  # and the lines ``list`` shows
 
 
 def test_generated_unstructure_functions_are_in_the_line_cache() -> None:
