@@ -1,7 +1,8 @@
 """Declarative mappings from query columns to mParticle batches, built in code or loaded from a file.
 
-Three sync kinds, one class each: :class:`CustomEventMapping`, :class:`CommerceEventMapping`
-and :class:`UserAttributeMapping`. Every mapped field takes a *source*:
+Five sync kinds, one class each: :class:`CustomEventMapping`, :class:`CommerceEventMapping`,
+:class:`ScreenViewEventMapping`, :class:`EventMapping` (any event type, chosen per row) and
+:class:`UserAttributeMapping`. Every mapped field takes a *source*:
 
 - a :class:`Column` (in code, a bare ``str`` means a column),
 - a :class:`Constant`,
