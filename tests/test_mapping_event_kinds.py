@@ -157,3 +157,18 @@ def test_generated_mixed_streams_validate(kinds: list[str], at: int, schema_prob
     sent = [event["event_type"] for document in documents for event in document["events"]]
     assert sent == kinds
     assert schema_problems(documents, "2026") == []
+
+
+def test_event_names_follow_the_custom_event_policy() -> None:
+    rows = [
+        {"id": 1, "cid": 7, "at": TS, "kind": "custom_event", "src": None,
+         "data": {"event_name": "  " + "x" * 300, "custom_event_type": "other"}},
+        {"id": 2, "cid": 7, "at": TS, "kind": "custom_event", "src": None,
+         "data": {"event_name": "   ", "custom_event_type": "other"}},
+    ]  # fmt: skip
+    run = map_rows(rows, MIXED)
+    (document,) = _documents(run)
+    assert document["events"][0]["data"]["event_name"] == "x" * 256
+    assert run.values_truncated == 1
+    (problem,) = run.rejected
+    assert (problem.field, problem.reason) == ("data.event_name", "event name is empty")

@@ -1070,7 +1070,7 @@ class CompiledMapping:
                 raise MappingError(f"{path}: {tp.__name__} has no field {name!r}")
             self._check_struct(item, fields[name], _join(path, name))
 
-    def _any_event(self, row: Mapping[str, Any], kwargs: dict[str, Any]) -> Event:
+    def _any_event(self, row: Mapping[str, Any], kwargs: dict[str, Any]) -> tuple[Event, int]:
         """The general mapping's event: its class from the row's event type, its own fields
         from ``data``, with the common fields already in ``kwargs``."""
         assert self.event_type is not None
@@ -1106,11 +1106,21 @@ class CompiledMapping:
                 if name not in table:
                     raise _Reject(name, f"a {cls.event_type.value} event has no {name}")
                 kwargs[name] = built
+        truncated = 0
+        event_name = kwargs.get("event_name")
+        if isinstance(event_name, str):
+            # The same event-name policy as the custom event mapping's.
+            event_name = event_name.strip()
+            if not event_name:
+                raise _Reject("data.event_name", "event name is empty")
+            if len(event_name) > MAX_EVENT_NAME:
+                event_name, truncated = event_name[:MAX_EVENT_NAME], 1
+            kwargs["event_name"] = event_name
         for key in required:
             if key not in kwargs:
                 raise _Reject(_join("data", key), f"a {cls.event_type.value} event needs {key}")
         try:
-            return cls(**kwargs)
+            return cls(**kwargs), truncated
         except ModelError as exc:
             raise _Reject(None, str(exc)) from None
 
@@ -1304,7 +1314,7 @@ class CompiledMapping:
                 continue
             kwargs[name] = coerce(value, name)
         if self.event_type is not None:
-            return self._any_event(row, kwargs), 0
+            return self._any_event(row, kwargs)
         if self.event_name is not None:
             value = self.event_name(row)
             if value is None and self.event_cls is CustomEvent:
