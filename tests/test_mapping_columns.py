@@ -25,7 +25,8 @@ def _mapping(**fields: object) -> mpf.CustomEventMapping:
         "primary_key": "view_id",
         "user_identities": {"customer_id": "customer_no"},
         "event_name": mpf.Constant("Page Viewed"),
-        "stamp_arrival_time": True,
+        # Events with no timestamp column are dated by mParticle on arrival: said explicitly.
+        "stamp_arrival_time": "timestamp_unixtime_ms" not in fields,
     }
     return mpf.CustomEventMapping(**{**base, **fields})  # type: ignore[arg-type]
 
