@@ -31,6 +31,7 @@ import arrow_source
 import dataplan_validation
 import orjson
 import pipeline
+import strategies
 import upload
 import variants
 import workload
@@ -476,6 +477,24 @@ def sync_memory_section(options: Options) -> SectionResult:
     )
 
 
+def strategies_section(options: Options) -> SectionResult:
+    examples = 300
+    medians = strategies.measure(examples, max(1, min(options.repeat, 3)))
+    measurements = [
+        Measurement(label, description, examples / medians[label], "examples", examples)
+        for label, description, _ in strategies.VARIANTS
+    ]
+    return SectionResult(
+        "Property tests: examples per second (benchmarks/strategies.py)",
+        measurements,
+        [Target("(s1) examples/s / (s0) examples/s", medians["s1"] / medians["s0"], ">=", 1)],
+        [
+            f"{examples} examples a run, generation only; up to ten custom events of up to "
+            "five attributes, identities and user attributes, as dicts (s0) and as models (s1)"
+        ],
+    )
+
+
 SECTIONS: list[Section] = [
     serialisation_section,
     anatomy_section,
@@ -485,6 +504,7 @@ SECTIONS: list[Section] = [
     memory_section,
     arrow_section,
     sync_memory_section,
+    strategies_section,
 ]
 
 

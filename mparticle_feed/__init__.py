@@ -61,7 +61,9 @@ from ._mapping.sources import (
 from ._mapping.spec import (
     CommerceEventMapping,
     CustomEventMapping,
+    EventMapping,
     RowMapping,
+    ScreenViewEventMapping,
     UserAttributeMapping,
 )
 from ._source.coerce import EpochUnit
@@ -187,6 +189,7 @@ __all__ = [
     "Environment",
     "EpochUnit",
     "Event",
+    "EventMapping",
     "EventSystemNotificationInfo",
     "EventType",
     "EventsClient",
@@ -232,6 +235,7 @@ __all__ = [
     "RowViolation",
     "Rows",
     "ScreenViewEvent",
+    "ScreenViewEventMapping",
     "Sender",
     "SessionEndEvent",
     "SessionStartEvent",

@@ -129,6 +129,7 @@ def orders(data_plan: Any = PLAN, **changes: Any) -> CustomEventMapping:
         "primary_key": "id",
         "user_identities": {"customer_id": "user"},
         "event_name": "name",
+        "stamp_arrival_time": True,
         "custom_event_type": Constant("transaction"),
         "custom_attributes": {"order_id": "id", "channel": "channel", "coupon": "coupon"},
         "user_attributes": {"tier": "tier", "vip": "vip"},
@@ -199,6 +200,7 @@ def test_a_mapping_file_names_its_plan_relative_to_itself(tmp_path: Path) -> Non
     (tmp_path / "plans" / "shop.json").write_text(json.dumps(plan_document()))
     (tmp_path / "orders.toml").write_text(
         'kind = "custom_event"\nprimary_key = "id"\nevent_name = "name"\n'
+        "stamp_arrival_time = true\n"
         'custom_event_type = { const = "transaction" }\n'
         'data_plan = { path = "plans/shop.json", version = 2 }\n'
         '[user_identities]\ncustomer_id = "user"\n'
@@ -230,6 +232,7 @@ def test_a_bad_data_plan_key_names_the_key(tmp_path: Path, value: Any, message: 
         "kind": "custom_event",
         "primary_key": "id",
         "event_name": "name",
+        "stamp_arrival_time": True,
         "user_identities": {"customer_id": "user"},
         "data_plan": value,
     }
@@ -592,6 +595,7 @@ def warehouse(tmp_path: Path) -> Path:
     (tmp_path / "shop_plan.json").write_text(json.dumps(plan_document()))
     (tmp_path / "orders.toml").write_text(
         'kind = "custom_event"\nprimary_key = "id"\nevent_name = "name"\n'
+        "stamp_arrival_time = true\n"
         'custom_event_type = { const = "transaction" }\n'
         '[user_identities]\ncustomer_id = "user"\n'
         '[custom_attributes.columns]\norder_id = "id"\nchannel = "channel"\n'
@@ -676,6 +680,7 @@ def test_the_shipped_example_plan_works_in_a_mapping() -> None:
 
 def test_a_commerce_sync_blocks_an_unplanned_product_action() -> None:
     mapping = mpf.CommerceEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "user"},
         product_action={"action": "action", "transaction_id": "id"},
@@ -759,6 +764,7 @@ def test_an_event_that_cannot_stand_without_a_blocked_attribute_rejects_its_row(
         "settings": {"validation_actions": {"event_attribute": "block"}},
     }
     mapping = mpf.CommerceEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "user"},
         product_action={"action": "action", "transaction_id": "id"},

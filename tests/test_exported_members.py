@@ -34,6 +34,7 @@ CONTRACT = frozenset(
         # rows and mapping (one mapping class per sync kind)
         "rows_from_cursor", "rows_from", "Rows", "CustomEventMapping", "CommerceEventMapping",
         "UserAttributeMapping", "load_mapping", "map_rows",
+        "ScreenViewEventMapping", "EventMapping",
         # delivery
         "EventsClient",
         # sync and reports

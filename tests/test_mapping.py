@@ -173,17 +173,20 @@ def test_fingerprint_is_stable_and_changes_with_the_definition() -> None:
     assert base.fingerprint() == orders_mapping_in_code().fingerprint()
     assert len(base.fingerprint()) == 64
     changed = CommerceEventMapping(
+        stamp_arrival_time=True,
         primary_key="order_id",
         user_identities={"customer_id": "customer_id"},
         product_action={"action": Constant("refund")},
     )
     other = CommerceEventMapping(
+        stamp_arrival_time=True,
         primary_key="order_id",
         user_identities={"customer_id": "customer_id"},
         product_action={"action": Constant("purchase")},
     )
     assert changed.fingerprint() != other.fingerprint()
     production = CommerceEventMapping(
+        stamp_arrival_time=True,
         environment="production",
         primary_key="order_id",
         user_identities={"customer_id": "customer_id"},
@@ -203,7 +206,10 @@ def _other_name(row: Mapping[str, Any]) -> str:
 def test_callables_fingerprint_by_qualified_name() -> None:
     def build(function: Any) -> CustomEventMapping:
         return CustomEventMapping(
-            primary_key="id", user_identities={"email": "email"}, event_name=Computed(function)
+            stamp_arrival_time=True,
+            primary_key="id",
+            user_identities={"email": "email"},
+            event_name=Computed(function),
         )
 
     assert build(_event_name).fingerprint() == build(_event_name).fingerprint()
@@ -244,7 +250,10 @@ def test_consecutive_rows_of_a_user_share_batches_bounded_in_size() -> None:
 
 def test_custom_event_type_defaults_to_other() -> None:
     mapping = CustomEventMapping(
-        primary_key="id", user_identities={"email": "email"}, event_name="page"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name="page",
     )
     (batch,) = list(map_rows(_custom_rows()[:1], mapping))
     assert batch.batch.events is not None
@@ -317,6 +326,7 @@ def test_pageviews_mapping_with_epoch_seconds_device_ids_location_and_remaining(
 
 def test_flat_columns_assemble_a_product_list() -> None:
     mapping = CommerceEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "cid"},
         product_action={
@@ -339,7 +349,10 @@ def test_flat_columns_assemble_a_product_list() -> None:
 
 def test_json_product_action_column_as_str_bytes_or_decoded() -> None:
     mapping = CommerceEventMapping(
-        primary_key="id", user_identities={"customer_id": "cid"}, product_action="pa"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        product_action="pa",
     )
     text = '{"action": "purchase", "total_amount": "19.90", "products": [{"id": "A", "custom_attributes": {"size": 42, "gift": true}}]}'
     decoded = {
@@ -384,7 +397,10 @@ def test_json_product_action_column_as_str_bytes_or_decoded() -> None:
 )
 def test_bad_nested_json_names_the_field_path(value: str, field: str, reason: str) -> None:
     mapping = CommerceEventMapping(
-        primary_key="id", user_identities={"customer_id": "cid"}, product_action="pa"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        product_action="pa",
     )
     run = map_rows([{"id": 1, "cid": 1, "pa": value}], mapping)
     assert list(run) == []
@@ -395,6 +411,7 @@ def test_bad_nested_json_names_the_field_path(value: str, field: str, reason: st
 
 def test_commerce_row_without_exactly_one_action_is_rejected() -> None:
     mapping = CommerceEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "cid"},
         product_action="pa",
@@ -435,7 +452,10 @@ def test_strict_mode_raises_on_the_first_bad_row_naming_row_and_field() -> None:
 
 def test_on_reject_is_called_for_each_rejected_row() -> None:
     mapping = CustomEventMapping(
-        primary_key="id", user_identities={"email": "email"}, event_name="page"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name="page",
     )
     seen: list[mpf.RowError | Any] = []
     rows: list[Any] = [{"id": 1, "email": None, "page": "x"}, None, {"email": "a@b.c", "page": "x"}]
@@ -456,7 +476,10 @@ def test_a_callable_that_raises_rejects_only_its_row() -> None:
         return "ok"
 
     mapping = CustomEventMapping(
-        primary_key="id", user_identities={"email": "email"}, event_name=Computed(explode)
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name=Computed(explode),
     )
     rows = [{"id": i, "email": "a@b.c"} for i in (1, 2, 3)]
     run = map_rows(rows, mapping)
@@ -468,7 +491,10 @@ def test_a_callable_that_raises_rejects_only_its_row() -> None:
 
 def test_missing_column_rejects_with_its_name() -> None:
     mapping = CustomEventMapping(
-        primary_key="id", user_identities={"email": "email"}, event_name="page"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name="page",
     )
     run = map_rows([{"id": 1, "email": "a@b.c"}], mapping)
     assert list(run) == []
@@ -478,6 +504,7 @@ def test_missing_column_rejects_with_its_name() -> None:
 
 def test_user_attributes_conflicting_within_a_user_split_the_batch() -> None:
     mapping = CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"email": "email"},
         event_name="page",
@@ -507,6 +534,7 @@ def test_empty_input_yields_nothing_and_counts_zero() -> None:
 
 def test_identity_values_are_text_and_blank_ones_are_absent() -> None:
     mapping = CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "cid", "email": "email"},
         mpid="mpid",
@@ -527,6 +555,7 @@ def test_identity_values_are_text_and_blank_ones_are_absent() -> None:
 
 def test_batch_level_application_info_and_context_from_constants_and_json() -> None:
     mapping = CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"email": "email"},
         event_name=Constant("x"),
@@ -549,9 +578,17 @@ def test_batch_level_application_info_and_context_from_constants_and_json() -> N
 
 def test_columns_accept_column_objects_and_identity_enum_keys() -> None:
     a = CustomEventMapping(
-        primary_key="id", user_identities={mpf.IdentityType.EMAIL: Column("email")}, event_name="n"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={mpf.IdentityType.EMAIL: Column("email")},
+        event_name="n",
     )
-    b = CustomEventMapping(primary_key="id", user_identities={"email": "email"}, event_name="n")
+    b = CustomEventMapping(
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"email": "email"},
+        event_name="n",
+    )
     assert a == b
 
 
@@ -559,6 +596,7 @@ def test_a_mapping_is_compiled_once_and_pickles_without_its_compiled_form() -> N
     import pickle
 
     mapping = mpf.CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "user"},
         event_name=mpf.Constant("Viewed"),

@@ -25,6 +25,8 @@ def _mapping(**fields: object) -> mpf.CustomEventMapping:
         "primary_key": "view_id",
         "user_identities": {"customer_id": "customer_no"},
         "event_name": mpf.Constant("Page Viewed"),
+        # Events with no timestamp column are dated by mParticle on arrival: said explicitly.
+        "stamp_arrival_time": "timestamp_unixtime_ms" not in fields,
     }
     return mpf.CustomEventMapping(**{**base, **fields})  # type: ignore[arg-type]
 
@@ -62,7 +64,7 @@ def test_plan_refuses_too() -> None:
 def test_an_inline_table_typo_is_refused_at_load(tmp_path: Path) -> None:
     path = tmp_path / "views.toml"
     path.write_text(
-        'kind = "custom_event"\nprimary_key = "view_id"\n'
+        'kind = "custom_event"\nprimary_key = "view_id"\nstamp_arrival_time = true\n'
         'event_name = { cosnt = "Page Viewed" }\n'
         '[user_identities]\ncustomer_id = "customer_no"\n',
         encoding="utf-8",
@@ -81,7 +83,7 @@ def test_a_table_where_a_scalar_is_expected_is_refused_in_code() -> None:
 def test_a_one_key_struct_with_a_real_field_name_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "orders.toml"
     path.write_text(
-        'kind = "commerce_event"\nprimary_key = "id"\n'
+        'kind = "commerce_event"\nprimary_key = "id"\nstamp_arrival_time = true\n'
         'product_action = { action = { const = "purchase" }, products = [{ id = "sku" }] }\n'
         'location = { city_name = "town" }\n'
         '[user_identities]\ncustomer_id = "c"\n',

@@ -51,6 +51,7 @@ MAPPINGS: dict[str, RowMapping] = {
         custom_flags={"flag": "eb"},
     ),
     "custom_oslo": CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "cid", "email": "em"},
         user_attributes=_USER_ATTRIBUTES,

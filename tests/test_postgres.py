@@ -249,7 +249,10 @@ def test_a_changed_row_is_the_only_one_sent_again(dsn: str, tmp_path: Path) -> N
 
 def test_a_misspelt_column_fails_before_a_row_is_fetched(dsn: str) -> None:
     mapping = mpf.CustomEventMapping(
-        primary_key="id", user_identities={"customer_id": "customer_no"}, event_name="plan"
+        stamp_arrival_time=True,
+        primary_key="id",
+        user_identities={"customer_id": "customer_no"},
+        event_name="plan",
     )
     with psycopg_2(dsn, name="views") as cursor, pytest.raises(mpf.MappingError) as caught:
         mpf.plan(cursor, mapping)

@@ -7,9 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mparticle_feed import Batch, CustomEvent, UserIdentities
-from mparticle_feed._delivery.routing import Endpoint, RoutedBatch, as_sourced, route
-from mparticle_feed._errors import ModelError
+from mparticle_feed import Batch, CustomEvent, EventsClient, UserIdentities
+from mparticle_feed._delivery.routing import (
+    Endpoint,
+    RoutedBatch,
+    _duration,
+    as_sourced,
+    route,
+)
+from mparticle_feed._errors import ConfigurationError, ModelError
 from mparticle_feed._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -39,18 +45,52 @@ def test_one_millisecond_under_28_days_goes_live() -> None:
 
 
 def test_exactly_72_hours_old_may_go_historical() -> None:
-    (routed,) = one(timedelta(hours=72), historical_after=timedelta(hours=1))
+    (routed,) = one(timedelta(hours=72), historical_only=True)
     assert isinstance(routed, RoutedBatch)
     assert routed.endpoint is Endpoint.HISTORICAL
 
 
 def test_one_millisecond_under_72_hours_is_refused_not_sent() -> None:
-    (problem,) = one(timedelta(hours=72) - MS, historical_after=timedelta(hours=1))
+    (problem,) = one(timedelta(hours=72) - MS, historical_only=True)
     assert isinstance(problem, RowProblem)
     assert problem.stage is Stage.ROUTING
     assert problem.field == "events[0].data.timestamp_unixtime_ms"
-    assert "72 h" in problem.reason
+    # Rounded down, never up to the limit it is under.
+    assert "event is 71 h 59 min old" in problem.reason
+    assert "under 72 h old" in problem.reason
     assert problem.row == RowRef(1)
+
+
+def test_contradicting_routing_settings_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"historical_after \(48 h\) is under"):
+        EventsClient("k", "s", historical_after=timedelta(hours=48))
+    with pytest.raises(ConfigurationError, match="historical_min_age"):
+        list(route([], now=NOW, historical_after=timedelta(hours=48)))
+    with pytest.raises(ConfigurationError, match="must not be negative"):
+        list(route([], now=NOW, historical_min_age=-MS))
+
+
+def test_a_lower_min_age_lets_a_50_hour_old_event_go_historical() -> None:
+    options = {"historical_after": timedelta(hours=48), "historical_min_age": timedelta(hours=48)}
+    client = EventsClient("k", "s", **options)  # type: ignore[arg-type]
+    assert client.historical_after == client.historical_min_age == timedelta(hours=48)
+    (routed,) = one(timedelta(hours=50), **options)
+    assert isinstance(routed, RoutedBatch)
+    assert routed.endpoint is Endpoint.HISTORICAL
+
+
+@pytest.mark.parametrize(
+    ("duration", "text"),
+    [
+        (timedelta(hours=72) - MS, "71 h 59 min"),
+        (timedelta(days=28), "28 days"),
+        (timedelta(days=1), "24 h"),
+        (timedelta(minutes=59, seconds=59), "59 min"),
+        (timedelta(hours=3), "3 h"),
+    ],
+)
+def test_durations_in_messages_round_down(duration: timedelta, text: str) -> None:
+    assert _duration(duration) == text
 
 
 def test_event_without_timestamp_goes_live() -> None:

@@ -282,6 +282,7 @@ def test_pandas_object_columns_with_pd_na_and_decimals() -> None:
 def test_an_arrow_nan_is_a_value_and_is_rejected_as_today() -> None:
     table = _arrow().append_column("score", pa.array([1.0, float("nan"), None]))
     mapping = mpf.CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "customer"},
         event_name=mpf.Constant("x"),
@@ -351,7 +352,10 @@ def test_the_wrong_kind_of_source_is_refused_once_naming_its_type(
 def test_the_check_happens_before_any_row_is_read() -> None:
     cursor = FakeCursor(tuple)
     mapping = mpf.CustomEventMapping(
-        primary_key="idd", user_identities={"customer_id": "customer"}, event_name=mpf.Constant("x")
+        stamp_arrival_time=True,
+        primary_key="idd",
+        user_identities={"customer_id": "customer"},
+        event_name=mpf.Constant("x"),
     )
     with pytest.raises(mpf.MappingError, match="'idd' is not in the source"):
         mpf.map_rows(cursor, mapping)
@@ -389,6 +393,7 @@ def test_ordering_by_user_makes_fewer_batches() -> None:
     views = [{"id": n, "customer": f"c{n % 40}"} for n in range(200)]  # by time: users interleave
     by_user = sorted(views, key=lambda row: (row["customer"], row["id"]))
     mapping = mpf.CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "customer"},
         event_name=mpf.Constant("Page Viewed"),

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
@@ -353,3 +354,36 @@ def _purchase(product: mpf.Product) -> mpf.CommerceEvent:
     return mpf.CommerceEvent(
         product_action=mpf.ProductAction(action="purchase", products=[product])
     )
+
+
+@settings(max_examples=30)
+@given(
+    mps.batches(
+        max_events=10,
+        event_strategy=mps.custom_events(fields=["custom_attributes"], max_attributes=5),
+        fields=["user_identities", "user_attributes"],
+    )
+)
+def test_fields_limit_what_is_generated(batch: mpf.Batch) -> None:
+    allowed = {"events", "environment", "user_identities", "user_attributes"}
+    assert {
+        name for name in attrs.fields_dict(mpf.Batch) if getattr(batch, name) is not None
+    } <= allowed
+    for event in batch.events or ():
+        assert isinstance(event, mpf.CustomEvent)
+        assert event.timestamp_unixtime_ms is None
+        assert event.location is None
+        assert len(event.custom_attributes or {}) <= 5
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: mps.batches(fields=["nope"]),
+        lambda: mps.custom_events(fields=["event_name"]),  # required, not optional
+        lambda: mps.batches(fields="user_identities"),
+    ],
+)
+def test_unknown_fields_are_refused(make: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        make().example()

@@ -669,3 +669,32 @@ def test_plan_files_rebuild_any_body_byte_for_byte(values: list[Any]) -> None:
             (b.source_request_id, b.body, b.sourced.rows, b.user_key) for b in mine.batches
         ] == [(b.source_request_id, b.body, b.sourced.rows, b.user_key) for b in theirs.batches]
     assert loaded.rejects == reviewed.rejects
+
+
+CONSENTED = UserAttributeMapping(
+    user_identities={"customer_id": "cid"},
+    user_attributes={"plan": "plan"},
+    consent_state={"gdpr": {"marketing": {"consented": "ok", "timestamp_unixtime_ms": "at"}}},
+)
+
+
+def test_consent_is_sent_when_it_changes_like_a_user_attribute(
+    server: FakeEventsServer, client: EventsClient, state: StateStore
+) -> None:
+    rows = [{"cid": "u1", "plan": "free", "ok": True, "at": 1}]
+    sync(rows, CONSENTED, client, state=state, name="consent", now=NOW)
+    assert server.accepted_batches()[-1].consent_state is not None
+
+    def sent_after(new_rows: list[dict[str, Any]]) -> list[Any]:
+        before = len(server.requests)
+        sync(new_rows, CONSENTED, client, state=state, name="consent", now=NOW)
+        return [b for r in server.requests[before:] for b in r.batches or ()]
+
+    assert sent_after(rows) == []  # nothing changed: nothing sent
+    (attribute_only,) = sent_after([{**rows[0], "plan": "gold"}])
+    assert attribute_only.user_attributes == {"plan": "gold"}
+    assert attribute_only.consent_state is None  # unchanged consent is not resent
+    (consent_only,) = sent_after([{**rows[0], "plan": "gold", "ok": False, "at": 2}])
+    assert not consent_only.user_attributes
+    assert consent_only.consent_state is not None
+    assert consent_only.consent_state.gdpr["marketing"].consented is False  # type: ignore[index]

@@ -292,7 +292,8 @@ class LoadedDataPlan:
         plan_version = None
         if tagged is not None and tagged.plan_id in (self.plan_id, None):
             plan_version = tagged.plan_version
-        return self.version_for(batch.environment, plan_version)
+        # A batch without environment is production to mParticle.
+        return self.version_for(batch.environment or Environment.PRODUCTION, plan_version)
 
     def tag(self, environment: Environment | str = Environment.DEVELOPMENT) -> DataPlan:
         """The ``context.data_plan`` for batches in ``environment``: the plan id and the version chosen."""

@@ -369,14 +369,14 @@ def violating_batches(
     """Batches with at least one violation of the plan: an unplanned event or user attribute."""
 
     def unplanned_event(batch: Batch, name: str) -> Batch:
-        version = _version(plan, batch.environment)
+        version = _version(plan, batch.environment or Environment.PRODUCTION)
         planned = {p.match.key for p in version.data_points}
         event = CustomEvent(event_name=name, custom_event_type=CustomEventType.OTHER)
         assume(event_key(event) not in planned)
         return _with(batch, events=[*(batch.events or ()), event])
 
     def unplanned_attribute(batch: Batch, name: str) -> Batch:
-        version = _version(plan, batch.environment)
+        version = _version(plan, batch.environment or Environment.PRODUCTION)
         point = next((p for p in version.data_points if p.match.type == "user_attributes"), None)
         assume(point is not None and point.schema.get("additionalProperties") is False)
         assert point is not None

@@ -58,6 +58,7 @@ from .routing import (
     DEFAULT_HISTORICAL_AFTER,
     DEFAULT_HISTORICAL_MIN_AGE,
     Endpoint,
+    check_routing,
     route,
     utc_now,
 )
@@ -314,6 +315,7 @@ class EventsClient:
             msg = f"max_workers must be at least 1, got {max_workers}"
             raise ConfigurationError(msg)
         check_packing_limits(max_batches, max_request_bytes, max_batch_bytes)
+        check_routing(historical_after, historical_min_age)
         self._api_key = api_key
         self.base_url = _base_url(api_key, pod, base_url)
         self.max_workers = max_workers

@@ -100,6 +100,50 @@ def part_rows(sourced: SourcedBatch, event_rows: Sequence[RowRef]) -> tuple[RowR
     return tuple(row for row in sourced.rows if row in mine or row not in in_events)
 
 
+def check_routing(historical_after: timedelta, historical_min_age: timedelta) -> None:
+    """Refuse routing settings that contradict each other (raises :class:`ConfigurationError`).
+
+    An event at least ``historical_after`` old goes historical, where one younger than
+    ``historical_min_age`` is refused: with ``historical_after`` below ``historical_min_age``,
+    the events in between could go live but would be refused instead.
+    """
+    for name, value in (
+        ("historical_after", historical_after),
+        ("historical_min_age", historical_min_age),
+    ):
+        if not isinstance(value, timedelta):
+            msg = f"{name} must be a timedelta, got {type(value).__name__}"
+            raise ConfigurationError(msg)
+        if value < timedelta(0):
+            msg = f"{name} must not be negative, got {_duration(value)}"
+            raise ConfigurationError(msg)
+    if historical_after < historical_min_age:
+        msg = (
+            f"historical_after ({_duration(historical_after)}) is under historical_min_age "
+            f"({_duration(historical_min_age)}): events between the two would be refused "
+            "instead of going live; lower historical_min_age too, or raise historical_after"
+        )
+        raise ConfigurationError(msg)
+
+
+def _duration(value: timedelta | int) -> str:
+    """A duration (or milliseconds) rounded down to the minute: ``71 h 59 min``, ``28 days``.
+
+    Rounded down, never to nearest: an age just under a limit must not print as the limit.
+    """
+    ms = value // timedelta(milliseconds=1) if isinstance(value, timedelta) else value
+    sign, ms = ("-", -ms) if ms < 0 else ("", ms)
+    minutes = ms // 60_000
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days >= 7 and not hours and not minutes:  # "28 days", but "72 h" as mParticle says
+        return f"{sign}{days} days"
+    hours += days * 24
+    if not minutes:
+        return f"{sign}{hours} h"
+    return f"{sign}{hours} h {minutes} min" if hours else f"{sign}{minutes} min"
+
+
 def route(
     batches: Iterable[Batch | SourcedBatch],
     *,
@@ -120,6 +164,17 @@ def route(
     ``Stage.ROUTING``. A batch without events (user attributes only) always goes live, since
     mParticle refuses an empty historical batch.
     """
+    check_routing(historical_after, historical_min_age)
+    return _route(batches, now, historical_after, historical_min_age, historical_only)
+
+
+def _route(
+    batches: Iterable[Batch | SourcedBatch],
+    now: datetime,
+    historical_after: timedelta,
+    historical_min_age: timedelta,
+    historical_only: bool,
+) -> Iterator[RoutedBatch | RowProblem]:
     now_ms = _to_ms(now)
     after_ms = historical_after // timedelta(milliseconds=1)
     min_age_ms = historical_min_age // timedelta(milliseconds=1)
@@ -141,12 +196,11 @@ def route(
             elif age is None:
                 refused.append((index, "the historical endpoint needs a timestamp on every event"))
             elif age < min_age_ms:
-                hours = age / 3_600_000
                 refused.append(
                     (
                         index,
-                        f"event is {hours:.1f} h old; the historical endpoint refuses events "
-                        f"under {historical_min_age.total_seconds() / 3600:g} h old",
+                        f"event is {_duration(age)} old; the historical endpoint refuses events "
+                        f"under {_duration(historical_min_age)} old",
                     )
                 )
             else:

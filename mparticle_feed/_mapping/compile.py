@@ -45,12 +45,16 @@ from .._source.coerce import (
     to_timestamp_ms,
     to_user_attribute,
 )
-from .._wire.common import ApplicationInfo, Context, DeviceInfo
-from .._wire.enums import CustomEventType, ProductActionType, PromotionActionType
-from .._wire.models import CommerceEvent, CustomEvent
+from .._wire.common import DEVICE_IDENTITY_FIELDS, ApplicationInfo, Context, DeviceInfo
+from .._wire.enums import CustomEventType, EventType, ProductActionType, PromotionActionType
+from .._wire.models import EVENT_CLASSES, Batch, CommerceEvent, CustomEvent, Event, ScreenViewEvent
+from .._wire.sparse import layout
 from .._wire.values import (
+    UserAttributeValue,
     decimal_number,
     optional_decimal,
+    optional_device_id,
+    optional_device_uuid,
     optional_ip,
     optional_timestamp_ms,
     optional_uuid,
@@ -69,7 +73,7 @@ from .sources import (
 )
 
 if TYPE_CHECKING:  # the mapping classes import this module to compile themselves
-    from .spec import CommerceEventMapping, CustomEventMapping, RowMapping
+    from .spec import CommerceEventMapping, CustomEventMapping, EventMapping, RowMapping
 
 __all__ = ["CompiledMapping", "check_columns", "compile_mapping"]
 
@@ -279,13 +283,16 @@ class _Coercers:
         tp = _non_optional(field.type)
         if converter in (optional_timestamp_ms, timestamp_ms):
             return self.timestamp
-        if converter in (optional_uuid, optional_ip):
+        if converter in (optional_uuid, optional_ip, optional_device_uuid, optional_device_id):
             return _then(_wrap(to_str), converter)
         if isinstance(tp, type) and issubclass(tp, Enum):
             coercer = _then(_wrap(to_str), converter) if converter else _wrap(tp)
             return _by_value(coercer, tp)
         if tp is Decimal:
             return _model_decimal if converter in (optional_decimal, decimal_number) else _decimal
+        if field.type == UserAttributeValue:  # a change event's new and old values
+            tz = self.tz
+            return _wrap(lambda value: to_user_attribute(value, tz=tz))
         simple = {str: to_str, bool: to_bool, int: to_int, float: to_float}
         if tp in simple:
             return _wrap(simple[tp])
@@ -294,6 +301,10 @@ class _Coercers:
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin is tuple and args and attrs.has(args[0]):
             return self.struct_list(args[0])
+        if origin is tuple and args and args[0] is str:
+            return self.string_list
+        if origin is dict and attrs.has(args[1]):
+            return self.struct_map(args[1])
         if origin is dict and args[1] is str:
             return self.string_map
         if origin is dict and typing.get_origin(args[1]) is dict:
@@ -365,6 +376,12 @@ class _Coercers:
         self._structs[cls] = struct
         return struct
 
+    def table(self, cls: type) -> tuple[dict[str, tuple[Coercer, type | None]], list[str]]:
+        """``cls``'s field coercers (with the exact type each passes unchanged), and its
+        required fields."""
+        self.struct(cls)
+        return self._tables[cls]
+
     def struct_from_sources(self, cls: type, source: Struct, path: str) -> Getter | None:
         """``cls`` built straight from a Struct's sources: what ``struct`` does with the dict
         the Struct's getter builds, without building it. None when that would differ (a
@@ -429,6 +446,42 @@ class _Coercers:
 
         return struct_list
 
+    def struct_map(self, cls: type) -> Coercer:
+        """Named objects (GDPR consent purposes): a name whose sources are all null is left out."""
+        item_coercer = self.struct(cls)
+
+        def struct_map(value: Any, path: str) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for key, item in self._map(value, path).items():
+                if item is None or (isinstance(item, Mapping) and _all_null(item)):
+                    continue
+                where = _join(path, str(key))
+                try:
+                    out[str(key)] = item_coercer(item, "")
+                except _Reject as exc:
+                    raise _Reject(_under(where, exc.field), exc.reason) from None
+            return out or None  # type: ignore[return-value]  # None: the field is left unset
+
+        return struct_map
+
+    def string_list(self, value: Any, path: str) -> tuple[str, ...]:
+        """A list of names: a driver's array, a JSON array, or one name."""
+        value = (
+            _parsed(value, path) if isinstance(value, str) and value.lstrip()[:1] == "[" else value
+        )
+        items = value if isinstance(value, (list, tuple)) else [value]
+        out = []
+        for index, item in enumerate(items):
+            if item is None:
+                continue
+            try:
+                text = to_str(item).strip()
+            except CoercionError as exc:
+                raise _Reject(f"{path}[{index}]", str(exc)) from None
+            if text:
+                out.append(text)
+        return tuple(out)
+
     def _map(self, value: Any, path: str) -> Mapping[Any, Any]:
         value = _parsed(value, path)
         if not isinstance(value, Mapping):
@@ -461,6 +514,22 @@ class _Coercers:
             except CoercionError as exc:
                 raise _Reject(_join(path, str(key)), str(exc)) from None
         return out
+
+
+def _all_null(value: Mapping[Any, Any]) -> bool:
+    """True when every leaf of nested sources is null: flat columns of an absent object."""
+    return all(
+        item is None or (isinstance(item, Mapping) and _all_null(item)) for item in value.values()
+    )
+
+
+def _empty(value: Any) -> bool:
+    """A batch-level value with nothing in it, which is left out rather than sent empty."""
+    if value is None or value in ((), {}):
+        return True
+    if attrs.has(type(value)):
+        return all(_empty(getattr(value, field.name)) for field in attrs.fields(type(value)))
+    return False
 
 
 def _as_text(value: Any, path: str, tz: tzinfo | None) -> str:
@@ -691,15 +760,17 @@ class _Mapped:
 
     user_key: tuple[Any, ...]
     identities: tuple[tuple[str, str], ...]
-    device: tuple[tuple[str, str], ...]
+    device: tuple[tuple[str, Any], ...]
     mpid: int | None
     mp_deviceid: str | None
     ip: str | None
     application_info: ApplicationInfo | None
     context: Context | None
     user_attributes: dict[str, Any] | None
-    event: CustomEvent | CommerceEvent | None
+    event: Event | None
     truncated: int
+    #: Other batch-level fields (consent_state, partner_identities, ...): (name, value) pairs.
+    extras: tuple[tuple[str, Any], ...] = ()
 
 
 _COMMERCE_FIELDS = (
@@ -712,6 +783,22 @@ _COMMERCE_FIELDS = (
     "is_non_interactive",
     "event_name",
 )
+#: The event class of each single-type event mapping (the general one chooses per row).
+_EVENT_CLASS_OF_KIND: dict[SyncKind, type[Event]] = {
+    SyncKind.CUSTOM_EVENT: CustomEvent,
+    SyncKind.COMMERCE_EVENT: CommerceEvent,
+    SyncKind.SCREEN_VIEW: ScreenViewEvent,
+}
+
+#: Batch-level fields a mapping may give, mapped as their wire models have them.
+BATCH_EXTRAS = (
+    "consent_state",
+    "partner_identities",
+    "integration_attributes",
+    "attribution_info",
+    "deleted_user_attributes",
+)
+
 _EVENT_FIELDS = (
     "timestamp_unixtime_ms",
     "source_message_id",
@@ -758,7 +845,7 @@ class CompiledMapping:
             if name == "mp_deviceid":
                 self.mp_deviceid = (
                     _getter(source, "mp_deviceid"),
-                    _then(_wrap(to_str), optional_uuid),
+                    _then(_wrap(to_str), optional_device_uuid),
                 )
             else:
                 path = _join("device_info", name)
@@ -771,6 +858,8 @@ class CompiledMapping:
             mapping.application_info, "application_info", coercers.struct(ApplicationInfo)
         )
         self.context = self._nested(mapping.context, "context", coercers.struct(Context))
+        self.extras = self._batch_extras(mapping, coercers)
+        self.device_extra = self._device_extra(mapping, coercers)
 
         used: set[str] = set()
         if self.key_column:
@@ -826,25 +915,37 @@ class CompiledMapping:
             if name in self.attribute_builders
         ]
 
-        self.event_cls: type[CustomEvent] | type[CommerceEvent] | None = None
+        self.event_cls: type[Event] | None = None
         self.event_fields: list[tuple[str, Getter, Coercer]] = []
+        #: Required fields of the event class that the mapping gives (null: the row is rejected).
+        self.required_event_fields: tuple[str, ...] = ()
+        #: The general event mapping: the event type and the type's own fields, per row.
+        self.event_type: Getter | None = None
+        self.event_data: Getter | None = None
+        self._coercers = coercers
         self.event_name: Getter | None = None
         self.custom_event_type: Getter | None = None
         #: The custom event type, when a constant gives a valid one: coerced once, not per row.
         self.fixed_event_type: CustomEventType | None = None
         if mapping.kind is not SyncKind.USER_ATTRIBUTES:
-            cls: type[CustomEvent] | type[CommerceEvent] = (
-                CustomEvent if mapping.kind is SyncKind.CUSTOM_EVENT else CommerceEvent
-            )
+            cls: type[Event] = _EVENT_CLASS_OF_KIND.get(mapping.kind, CustomEvent)
             self.event_cls = cls
             fields = {field.name: field for field in attrs.fields(attrs.resolve_types(cls))}
             names = list(_EVENT_FIELDS)
-            if mapping.kind is SyncKind.COMMERCE_EVENT:
+            if mapping.kind is SyncKind.SCREEN_VIEW:
+                names += ["screen_name", "activity_type"]
+                self.required_event_fields = ("screen_name",)
+            elif mapping.kind is SyncKind.EVENT:
+                general = cast("EventMapping", mapping)
+                self.event_type = _getter(general.event_type, "event_type")
+                if general.data is not None:
+                    self.event_data = _getter(general.data, "data")
+            elif mapping.kind is SyncKind.COMMERCE_EVENT:
                 commerce = cast("CommerceEventMapping", mapping)
                 names += [n for n in _COMMERCE_FIELDS if n != "event_name"]
                 if commerce.event_name is not None:
                     self.event_name = _getter(commerce.event_name, "event_name")
-            else:
+            elif mapping.kind is SyncKind.CUSTOM_EVENT:
                 custom = cast("CustomEventMapping", mapping)
                 _refuse_table(custom.event_name, "event_name")
                 _refuse_table(custom.custom_event_type, "custom_event_type")
@@ -871,6 +972,37 @@ class CompiledMapping:
                         (name, _getter(source, name), coercers.for_field(fields[name]))
                     )
 
+    def _batch_extras(
+        self, mapping: RowMapping, coercers: _Coercers
+    ) -> list[tuple[str, Getter, Coercer]]:
+        fields = {field.name: field for field in attrs.fields(attrs.resolve_types(Batch))}
+        extras = []
+        for name in BATCH_EXTRAS:
+            source = getattr(mapping, name)
+            if source is None:
+                continue
+            self._check_struct(source, fields[name], name)
+            extras.append((name, _getter(source, name), coercers.for_field(fields[name])))
+        return extras
+
+    def _device_extra(
+        self, mapping: RowMapping, coercers: _Coercers
+    ) -> tuple[Getter, Coercer] | None:
+        """``device_info``'s other fields (platform, os_version, ...); identities go elsewhere."""
+        source = mapping.device_info
+        if source is None:
+            return None
+        fields = {field.name: field for field in attrs.fields(attrs.resolve_types(Batch))}
+        self._check_struct(source, fields["device_info"], "device_info")
+        if isinstance(source, Struct):
+            named = {name for name, _ in source.fields} & set(DEVICE_IDENTITY_FIELDS)
+            if named:
+                raise MappingError(
+                    f"device_info: {', '.join(sorted(named))} are device identities; map them "
+                    "under device_identities, where they are trimmed and count as the row's identity"
+                )
+        return _getter(source, "device_info"), coercers.struct(DeviceInfo)
+
     def _plan_user_cache(self, mapping: RowMapping) -> None:
         """Reuse of the user part between consecutive rows with the same user columns.
 
@@ -890,6 +1022,8 @@ class CompiledMapping:
             or self.ip is not None
             or self.application_info is not None
             or self.context is not None
+            or self.extras
+            or self.device_extra is not None
             or builder is None
             or builder.fetch_all is None
             or builder.has_rest
@@ -935,6 +1069,60 @@ class CompiledMapping:
             if name not in fields:
                 raise MappingError(f"{path}: {tp.__name__} has no field {name!r}")
             self._check_struct(item, fields[name], _join(path, name))
+
+    def _any_event(self, row: Mapping[str, Any], kwargs: dict[str, Any]) -> tuple[Event, int]:
+        """The general mapping's event: its class from the row's event type, its own fields
+        from ``data``, with the common fields already in ``kwargs``."""
+        assert self.event_type is not None
+        raw = self.event_type(row)
+        if raw is None:
+            raise _Reject("event_type", "event type is null")
+        cls = _event_class(raw if raw.__class__ is str else self._to_text(raw, "event_type"))
+        table, required = self._coercers.table(cls)
+        if self.event_data is not None:
+            data = self.event_data(row)
+            if data is not None:
+                data = _parsed(data, "data")
+                if not isinstance(data, Mapping):
+                    raise _Reject(
+                        "data",
+                        f"expected an object of {cls.__name__} fields, got {type_name(data)}",
+                    )
+                for key, item in data.items():
+                    entry = table.get(key) if isinstance(key, str) else None
+                    if entry is None or key in kwargs:
+                        raise _Reject(
+                            _join("data", str(key)),
+                            f"{cls.__name__} has no field {key!r} to map here",
+                        )
+                    if item is not None:
+                        try:
+                            kwargs[key] = entry[0](item, key)
+                        except _Reject as exc:
+                            raise _Reject(_under("data", exc.field), exc.reason) from None
+        for name, builder in self.event_attributes:
+            built = builder.build(row)
+            if built:
+                if name not in table:
+                    raise _Reject(name, f"a {cls.event_type.value} event has no {name}")
+                kwargs[name] = built
+        truncated = 0
+        event_name = kwargs.get("event_name")
+        if isinstance(event_name, str):
+            # The same event-name policy as the custom event mapping's.
+            event_name = event_name.strip()
+            if not event_name:
+                raise _Reject("data.event_name", "event name is empty")
+            if len(event_name) > MAX_EVENT_NAME:
+                event_name, truncated = event_name[:MAX_EVENT_NAME], 1
+            kwargs["event_name"] = event_name
+        for key in required:
+            if key not in kwargs:
+                raise _Reject(_join("data", key), f"a {cls.event_type.value} event needs {key}")
+        try:
+            return cls(**kwargs), truncated
+        except ModelError as exc:
+            raise _Reject(None, str(exc)) from None
 
     def primary_key(self, row: Mapping[str, Any]) -> str | None:
         column = self.key_column
@@ -1018,15 +1206,20 @@ class CompiledMapping:
                     raise _Reject(_join("user_identities", name), str(exc)) from None
             if text:
                 identities.append((name, text))
-        device: list[tuple[str, str]] = []
+        device: list[tuple[str, Any]] = []
         if self.device:
             for name, get, coerce in self.device:
                 value = get(row)
+                # Trimmed, and a blank one left out, as user identities are.
+                if value.__class__ is str:
+                    value = value.strip() or None
                 if value is not None:
                     device.append((name, coerce(value, _join("device_info", name))))
         mp_deviceid = None
         if self.mp_deviceid is not None:
             value = self.mp_deviceid[0](row)
+            if value.__class__ is str:
+                value = value.strip() or None
             if value is not None:
                 mp_deviceid = self.mp_deviceid[1](value, "mp_deviceid")
         mpid = None
@@ -1052,6 +1245,30 @@ class CompiledMapping:
             None if self.application_info is None else _nested_value(self.application_info, row)
         )
         context = None if self.context is None else _nested_value(self.context, row)
+        extras: tuple[tuple[str, Any], ...] = ()
+        if self.extras:
+            pairs = []
+            for name, get, coerce in self.extras:
+                value = get(row)
+                if value is not None:
+                    value = coerce(value, name)
+                    if not _empty(value):
+                        pairs.append((name, value))
+            extras = tuple(pairs)
+        if self.device_extra is not None:
+            value = self.device_extra[0](row)
+            if value is not None and not (isinstance(value, Mapping) and _all_null(value)):
+                info = self.device_extra[1](value, "device_info")
+                named = [
+                    (f, getattr(info, f)) for f in layout(DeviceInfo).set_fields(info._mpf_set)
+                ]
+                identities_given = [f for f, _ in named if f in DEVICE_IDENTITY_FIELDS]
+                if identities_given:
+                    raise _Reject(
+                        _join("device_info", identities_given[0]),
+                        "device identities are mapped under device_identities",
+                    )
+                device.extend(named)
         builder = self.user_attributes
         user_attributes = None if builder is None else builder.build(row)
         event, truncated = self._event(row) if self.event_cls is not None else (None, 0)
@@ -1065,6 +1282,7 @@ class CompiledMapping:
             ip,
             application_info,
             context,
+            extras,
         )
         # Positional, in _Mapped's field order: keywords cost more on every row.
         return _Mapped(
@@ -1079,9 +1297,10 @@ class CompiledMapping:
             user_attributes,
             event,
             truncated,
+            extras,
         )
 
-    def _event(self, row: Mapping[str, Any]) -> tuple[CustomEvent | CommerceEvent, int]:
+    def _event(self, row: Mapping[str, Any]) -> tuple[Event, int]:
         kwargs: dict[str, Any] = {}
         truncated = 0
         for name, get, coerce in self.event_fields:
@@ -1090,8 +1309,12 @@ class CompiledMapping:
                 if name == "timestamp_unixtime_ms":
                     # Sending it without one would silently stamp it with the arrival time.
                     raise _Reject(name, "timestamp is null")
+                if name in self.required_event_fields:
+                    raise _Reject(name, f"{name} is null")
                 continue
             kwargs[name] = coerce(value, name)
+        if self.event_type is not None:
+            return self._any_event(row, kwargs)
         if self.event_name is not None:
             value = self.event_name(row)
             if value is None and self.event_cls is CustomEvent:
@@ -1121,6 +1344,16 @@ class CompiledMapping:
             return cls(**kwargs), truncated
         except ModelError as exc:
             raise _Reject(None, str(exc)) from None
+
+
+def _event_class(value: Any) -> type[Event]:
+    try:
+        return EVENT_CLASSES[EventType(value)]
+    except (ValueError, KeyError):
+        allowed = ", ".join(repr(t.value) for t in EVENT_CLASSES)
+        raise _Reject(
+            "event_type", f"{value!r} is not an event type; expected one of {allowed}"
+        ) from None
 
 
 def _custom_event_type(value: str) -> CustomEventType:

@@ -32,6 +32,7 @@ _SOURCE_KEYS = frozenset({"column", "const"})
 _ATTRIBUTE_KEYS = frozenset({"columns", "prefix", "strip_prefix", "remaining", "json_column"})
 _PLAIN_KEYS = frozenset({"kind", "environment", "primary_key", "timezone", "epoch_unit"})
 _MAP_KEYS = frozenset({"user_identities", "device_identities"})
+_FLAG_KEYS = frozenset({"stamp_arrival_time"})
 _ATTRIBUTE_FIELDS = frozenset({"user_attributes", "custom_attributes", "custom_flags"})
 
 
@@ -152,6 +153,10 @@ def mapping_from_dict(
             kwargs[key] = {
                 name: _source_from_document(item, f"{key}.{name}") for name, item in value.items()
             }
+        elif key in _FLAG_KEYS:
+            if not isinstance(value, bool):
+                raise MappingError(f"{key} must be true or false")
+            kwargs[key] = value
         elif key in _ATTRIBUTE_FIELDS:
             kwargs[key] = _attributes_from_document(value, key)
         elif key == "data_plan":

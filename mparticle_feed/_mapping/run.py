@@ -348,6 +348,7 @@ class _Pending:
             application_info=first.application_info,
             context=first.context,
             user_attributes=self.user_attributes or None,
+            **dict(first.extras),
         )
         sourced = SourcedBatch(
             batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)

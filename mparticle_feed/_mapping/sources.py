@@ -1,7 +1,8 @@
 """Declarative mappings from query columns to mParticle batches, built in code or loaded from a file.
 
-Three sync kinds, one class each: :class:`CustomEventMapping`, :class:`CommerceEventMapping`
-and :class:`UserAttributeMapping`. Every mapped field takes a *source*:
+Five sync kinds, one class each: :class:`CustomEventMapping`, :class:`CommerceEventMapping`,
+:class:`ScreenViewEventMapping`, :class:`EventMapping` (any event type, chosen per row) and
+:class:`UserAttributeMapping`. Every mapped field takes a *source*:
 
 - a :class:`Column` (in code, a bare ``str`` means a column),
 - a :class:`Constant`,
@@ -72,6 +73,9 @@ class SyncKind(str, Enum):
 
     CUSTOM_EVENT = "custom_event"
     COMMERCE_EVENT = "commerce_event"
+    SCREEN_VIEW = "screen_view"
+    #: Any event type, chosen per row by the mapping's ``event_type`` source.
+    EVENT = "event"
     USER_ATTRIBUTES = "user_attributes"
 
     def __str__(self) -> str:

@@ -44,7 +44,9 @@ from .sources import (
 __all__ = [
     "CommerceEventMapping",
     "CustomEventMapping",
+    "EventMapping",
     "RowMapping",
+    "ScreenViewEventMapping",
     "UserAttributeMapping",
 ]
 
@@ -76,6 +78,14 @@ class _MappingBase:
     ip: Source | None = attrs.field(default=None, converter=_optional_source)
     application_info: Source | None = attrs.field(default=None, converter=_optional_source)
     context: Source | None = attrs.field(default=None, converter=_optional_source)
+    #: Batch-level fields mapped as their wire models have them (see BATCH_EXTRAS in
+    #: _mapping/batch_fields.py): consent (a JSON column or nested sources), partner ids, ...
+    consent_state: Source | None = attrs.field(default=None, converter=_optional_source)
+    partner_identities: Source | None = attrs.field(default=None, converter=_optional_source)
+    integration_attributes: Source | None = attrs.field(default=None, converter=_optional_source)
+    attribution_info: Source | None = attrs.field(default=None, converter=_optional_source)
+    device_info: Source | None = attrs.field(default=None, converter=_optional_source)
+    deleted_user_attributes: Source | None = attrs.field(default=None, converter=_optional_source)
     user_attributes: Attributes | None = attrs.field(default=None, converter=_attributes)
     timezone: str | None = attrs.field(default=None, converter=_timezone)
     epoch_unit: EpochUnit = attrs.field(default=EpochUnit.MILLISECONDS, converter=_epoch_unit)
@@ -201,6 +211,12 @@ def _dump_constant(value: Any) -> Any:
     return str(value)
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise MappingError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class _EventMappingBase(_MappingBase):
     """Fields every event sync has (the common event data fields)."""
@@ -212,12 +228,26 @@ class _EventMappingBase(_MappingBase):
     device_current_state: Source | None = attrs.field(default=None, converter=_optional_source)
     custom_attributes: Attributes | None = attrs.field(default=None, converter=_attributes)
     custom_flags: Attributes | None = attrs.field(default=None, converter=_attributes)
+    #: Send events without a timestamp, for mParticle to stamp with their arrival time. Must
+    #: be asked for: an event sent days late would otherwise be dated on arrival, silently.
+    stamp_arrival_time: bool = attrs.field(default=False, converter=_flag)
 
     def _check(self) -> None:
         if not self.primary_key:
             raise MappingError(
                 f"a {self.kind.value} mapping needs primary_key: the column that names each row "
                 "in reports and incremental state"
+            )
+        if self.timestamp_unixtime_ms is None and not self.stamp_arrival_time:
+            raise MappingError(
+                f"a {self.kind.value} mapping needs timestamp_unixtime_ms (the column holding "
+                "when each event happened); to let mParticle date events on arrival instead, "
+                "say so with stamp_arrival_time = true"
+            )
+        if self.timestamp_unixtime_ms is not None and self.stamp_arrival_time:
+            raise MappingError(
+                "stamp_arrival_time = true and timestamp_unixtime_ms contradict each other: "
+                "give one of them"
             )
         super()._check()
 
@@ -274,6 +304,34 @@ class CommerceEventMapping(_EventMappingBase):
 
 
 @attrs.frozen(kw_only=True)
+class ScreenViewEventMapping(_EventMappingBase):
+    """Rows → ``screen_view`` events: ``screen_name`` (required) and ``activity_type``."""
+
+    kind: ClassVar[SyncKind] = SyncKind.SCREEN_VIEW
+
+    screen_name: Source = attrs.field(converter=_required_source)
+    activity_type: Source | None = attrs.field(default=None, converter=_optional_source)
+
+
+@attrs.frozen(kw_only=True)
+class EventMapping(_EventMappingBase):
+    """Rows → events of any type, chosen per row: one query can feed a mixed stream.
+
+    ``event_type`` gives the wire event type of each row (``"screen_view"``,
+    ``"custom_event"``, ``"session_start"``, ...; a column or a Constant). ``data`` gives the
+    type's own fields, named as in its model (``event_name`` and ``custom_event_type`` for a
+    custom event, ``screen_name`` for a screen view, ``product_action`` for a commerce event,
+    ...): nested sources, or a JSON column. The common event fields (timestamp, ids,
+    location, attribute maps) are the mapping's own, as for every event mapping.
+    """
+
+    kind: ClassVar[SyncKind] = SyncKind.EVENT
+
+    event_type: Source = attrs.field(converter=_required_source)
+    data: Source | None = attrs.field(default=None, converter=_optional_source)
+
+
+@attrs.frozen(kw_only=True)
 class UserAttributeMapping(_MappingBase):
     """Rows → user data only (no events): identities and user attributes, one batch per row.
 
@@ -303,10 +361,18 @@ class UserAttributeMapping(_MappingBase):
 
 
 #: Any mapping.
-RowMapping = Union[CustomEventMapping, CommerceEventMapping, UserAttributeMapping]  # noqa: UP007
+RowMapping = Union[  # noqa: UP007
+    CustomEventMapping,
+    CommerceEventMapping,
+    ScreenViewEventMapping,
+    EventMapping,
+    UserAttributeMapping,
+]
 
-_CLASSES: dict[str, type[CustomEventMapping | CommerceEventMapping | UserAttributeMapping]] = {
+_CLASSES: dict[str, type[RowMapping]] = {
     SyncKind.CUSTOM_EVENT.value: CustomEventMapping,
     SyncKind.COMMERCE_EVENT.value: CommerceEventMapping,
+    SyncKind.SCREEN_VIEW.value: ScreenViewEventMapping,
+    SyncKind.EVENT.value: EventMapping,
     SyncKind.USER_ATTRIBUTES.value: UserAttributeMapping,
 }

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from dateutil.parser import isoparse
 
-from .._errors import type_name
+from .._errors import ModelError, type_name
+from .._wire.values import exact_number
 
 __all__ = [
     "MAX_TIMESTAMP_MS",
@@ -227,7 +228,15 @@ def to_float(value: Any) -> float:
         if not math.isfinite(value):
             raise CoercionError(f"{value!r} is not a finite number")
         return value
-    return float(to_decimal(value))
+    return float(_exact(to_decimal(value)))
+
+
+def _exact(value: Decimal) -> int | float:
+    """The number a Decimal is sent as, refused when a double would change it."""
+    try:
+        return exact_number(value)
+    except ModelError as exc:
+        raise CoercionError(str(exc)) from None
 
 
 def to_bool(value: Any) -> bool:
@@ -269,8 +278,11 @@ def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bo
         if not -_INT64 <= value < _INT64:
             raise CoercionError(f"{value} does not fit in a 64-bit integer")
         return value
-    if isinstance(value, (float, Decimal)):
+    if isinstance(value, float):
         _finite_decimal(value)
+        return value
+    if isinstance(value, Decimal):
+        _exact(_finite_decimal(value))
         return value
     if isinstance(value, uuid.UUID):
         return str(value)

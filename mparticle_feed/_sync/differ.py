@@ -106,13 +106,13 @@ class _Differ:
         key = str(keyed[0].primary_key)
         document = to_dict(batch)
         current: dict[str, Any] = document.get("user_attributes") or {}
-        user = {
-            name: value
-            for name, value in document.items()
-            if name not in ("user_attributes", "deleted_user_attributes", "source_request_id")
-        }
+        user = {name: value for name, value in document.items() if name not in _SENT_ON_CHANGE}
         user_hash = content_hash(user)
         attribute_hashes = {name: content_hash(value) for name, value in current.items()}
+        # Consent is kept like an attribute, under a name no attribute can have (attribute
+        # names are never empty): sent when it changed, left out when it did not.
+        if "consent_state" in document:
+            attribute_hashes[_CONSENT] = content_hash(document["consent_state"])
         digest = content_hash([user_hash, attribute_hashes])
         previous = self.state.get(self.name, key)
         entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
@@ -125,22 +125,35 @@ class _Differ:
             return sourced
         before = dict(previous.attributes)
         same_user = content_hash([user_hash, before]) == previous.hash
+        consent = batch.consent_state
         if same_user:
             changed = {
                 name: batch.user_attributes[name]  # type: ignore[index]
                 for name, value_hash in attribute_hashes.items()
-                if before.get(name) != value_hash
+                if name != _CONSENT and before.get(name) != value_hash
             }
+            if before.get(_CONSENT) == attribute_hashes.get(_CONSENT):
+                consent = None
         else:
             # Identities changed: send every attribute, as for a new user.
             changed = dict(batch.user_attributes or {})
-        deleted = sorted((set(before) - set(current)) | set(batch.deleted_user_attributes or ()))
+        gone = set(before) - set(current) - {_CONSENT}
+        deleted = sorted(gone | set(batch.deleted_user_attributes or ()))
         return SourcedBatch(
             batch=attrs.evolve(
                 batch,
                 user_attributes=changed or None,
                 deleted_user_attributes=tuple(deleted) or None,
+                consent_state=consent,
             ),
             event_rows=sourced.event_rows,
             rows=sourced.rows,
         )
+
+
+#: Batch fields a user-attribute sync sends only when they changed; the rest name the user.
+_SENT_ON_CHANGE = frozenset(
+    {"user_attributes", "deleted_user_attributes", "source_request_id", "consent_state"}
+)
+#: The state's name for the consent hash, beside the attributes' (no attribute is unnamed).
+_CONSENT = ""

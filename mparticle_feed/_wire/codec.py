@@ -1,7 +1,8 @@
 """Wire stage: the codec. ``loads``, ``from_dict`` and ``to_dict`` use one dedicated cattrs
 converter; ``dumps`` hands the models to orjson with the shallow functions of :mod:`.unstructure`.
 
-Unset (None) fields are omitted; ``environment`` is always written. Decimals go on the
+Unset (None) fields are omitted; ``environment`` is always written unless it is None
+(unset: mParticle reads that as production). Decimals go on the
 wire as JSON numbers. ``loads`` collects every problem of a document and names each by
 its JSON path, for example ``$.events[2].data.custom_event_type``.
 """
@@ -74,9 +75,22 @@ def _structure_str(value: Any, _: type) -> str:
 
 
 def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
+        # JSON has one number type: 5.0 is the integer 5 (JSON Schema draft 7 agrees).
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {type_name(value)}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{value} does not fit in a signed 64-bit integer")
     return value
+
+
+def _wire_type(cls: type, field: attrs.Attribute[Any]) -> Any:
+    """The type ``loads`` checks a field against: its declared type, but ``environment``,
+    which a batch may leave out (None in the model) but never sends as ``null``."""
+    if cls is Batch and field.name == "environment":
+        return _enums.Environment
+    return field.type
 
 
 def _structure_bool(value: Any, _: type) -> bool:
@@ -162,7 +176,7 @@ def make_converter() -> cattrs.Converter:
         # cattrs would structure a field that has an attrs converter by the converter's
         # (permissive) input type; validate by the declared wire type instead.
         overrides = {
-            field.name: override(struct_hook=_hook_for(converter, field.type))
+            field.name: override(struct_hook=_hook_for(converter, _wire_type(cls, field)))
             for field in attrs.fields(attrs.resolve_types(cls))
             if field.converter is not None
         }
@@ -297,7 +311,10 @@ def _structure_batch(value: Any, path: str) -> Batch:
         raise PayloadError([f"{path}: expected a batch object, got {type_name(value)}"])
     document = {key: item for key, item in value.items() if key not in OUTPUT_ONLY_BATCH_FIELDS}
     try:
-        return _converter.structure(document, Batch)
+        batch = _converter.structure(document, Batch)
+        # Without ``environment`` mParticle assumes production; the models' default
+        # (development) is for batches built in code, so a loaded batch keeps none.
+        return batch if "environment" in document else attrs.evolve(batch, environment=None)
     except (ClassValidationError, IterableValidationError) as exc:
         problems = _problems(exc)
         if path != "$":

@@ -11,6 +11,7 @@ from .enums import ProductActionType, PromotionActionType
 from .sparse import passes_through, sparse_model
 from .values import (
     enum_value,
+    model_tuple,
     optional_decimal,
     optional_string_map,
     optional_timestamp_ms,
@@ -61,11 +62,11 @@ class Product:
 
 
 def _products(value: Iterable[Product] | None) -> tuple[Product, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else model_tuple(Product, value)
 
 
 def _products_required(value: Iterable[Product]) -> tuple[Product, ...]:
-    return tuple(value)
+    return model_tuple(Product, value)
 
 
 @sparse_model(kw_only=True, slots=False)
@@ -97,7 +98,7 @@ class Promotion:
 
 
 def _promotions(value: Iterable[Promotion] | None) -> tuple[Promotion, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else model_tuple(Promotion, value)
 
 
 @sparse_model(kw_only=True, slots=False)

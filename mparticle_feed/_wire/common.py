@@ -19,9 +19,10 @@ from .enums import (
 from .sparse import passes_through, sparse_model
 from .values import (
     enum_value,
+    optional_device_id,
+    optional_device_uuid,
     optional_float,
     optional_timestamp_ms,
-    optional_uuid,
     required_float,
     timestamp_ms,
 )
@@ -153,7 +154,7 @@ class DeviceInfo:
     brand: str | None = None
     product: str | None = None
     device: str | None = None
-    android_uuid: str | None = None
+    android_uuid: str | None = attrs.field(default=None, converter=optional_device_id)
     device_manufacturer: str | None = None
     platform: DevicePlatform | None = attrs.field(default=None, converter=_opt_platform)
     os_version: str | None = None
@@ -171,14 +172,14 @@ class DeviceInfo:
     timezone_offset: int | None = None
     build_identifier: str | None = None
     http_header_user_agent: str | None = None
-    ios_advertising_id: str | None = attrs.field(default=None, converter=optional_uuid)
+    ios_advertising_id: str | None = attrs.field(default=None, converter=optional_device_uuid)
     att_authorization_status: AttAuthorizationStatus | None = attrs.field(
         default=None, converter=_opt_att
     )
     att_timestamp_unixtime_ms: int | None = attrs.field(
         default=None, converter=optional_timestamp_ms
     )
-    push_token: str | None = None
+    push_token: str | None = attrs.field(default=None, converter=optional_device_id)
     cpu_architecture: str | None = None
     is_tablet: bool | None = None
     push_notification_sound_enabled: bool | None = None
@@ -188,17 +189,17 @@ class DeviceInfo:
     has_nfc: bool | None = None
     bluetooth_enabled: bool | None = None
     bluetooth_version: str | None = None
-    ios_idfv: str | None = attrs.field(default=None, converter=optional_uuid)
-    android_advertising_id: str | None = attrs.field(default=None, converter=optional_uuid)
+    ios_idfv: str | None = attrs.field(default=None, converter=optional_device_uuid)
+    android_advertising_id: str | None = attrs.field(default=None, converter=optional_device_uuid)
     build_version_release: str | None = None
     limit_ad_tracking: bool | None = None
-    amp_id: str | None = None
+    amp_id: str | None = attrs.field(default=None, converter=optional_device_id)
     is_dst: bool | None = None
-    roku_advertising_id: str | None = attrs.field(default=None, converter=optional_uuid)
-    roku_publisher_id: str | None = attrs.field(default=None, converter=optional_uuid)
-    microsoft_advertising_id: str | None = None
-    microsoft_publisher_id: str | None = None
-    fire_advertising_id: str | None = attrs.field(default=None, converter=optional_uuid)
+    roku_advertising_id: str | None = attrs.field(default=None, converter=optional_device_uuid)
+    roku_publisher_id: str | None = attrs.field(default=None, converter=optional_device_uuid)
+    microsoft_advertising_id: str | None = attrs.field(default=None, converter=optional_device_id)
+    microsoft_publisher_id: str | None = attrs.field(default=None, converter=optional_device_id)
+    fire_advertising_id: str | None = attrs.field(default=None, converter=optional_device_uuid)
 
 
 #: The ``device_info`` keys that are device identities (mParticle's Events API reference, ``device_info``).

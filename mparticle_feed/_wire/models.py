@@ -42,12 +42,15 @@ from .values import (
     Scalar,
     UserAttributeValue,
     enum_value,
+    model_tuple,
     optional_decimal,
+    optional_device_uuid,
     optional_id_string,
     optional_ip,
     optional_scalar_map,
     optional_str_tuple,
     optional_timestamp_ms,
+    optional_user_attribute_value,
     optional_user_attributes,
     optional_uuid,
 )
@@ -124,8 +127,8 @@ def _profile_event_type(value: ProfileEventType | str) -> ProfileEventType:
 passes_through(ProfileEventType, _profile_event_type)
 
 
-def _environment(value: Environment | str) -> Environment:
-    return enum_value(Environment, value)
+def _environment(value: Environment | str | None) -> Environment | None:
+    return None if value is None else enum_value(Environment, value)
 
 
 passes_through(Environment, _environment)
@@ -179,7 +182,7 @@ class CustomEvent(_EventData):
 def _opt_impressions(
     value: Iterable[ProductImpression] | None,
 ) -> tuple[ProductImpression, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else model_tuple(ProductImpression, value)
 
 
 @sparse_model(kw_only=True, slots=False)
@@ -255,8 +258,8 @@ class UserAttributeChangeEvent(_EventData):
     _sparse_always: ClassVar[frozenset[str]] = frozenset({"new", "old"})
 
     user_attribute_name: str
-    new: UserAttributeValue = None
-    old: UserAttributeValue = None
+    new: UserAttributeValue = attrs.field(default=None, converter=optional_user_attribute_value)
+    old: UserAttributeValue = attrs.field(default=None, converter=optional_user_attribute_value)
     deleted: bool | None = None
     is_new_attribute: bool | None = None
 
@@ -329,7 +332,7 @@ class BreadcrumbEvent(_EventData):
 
 
 def _opt_breadcrumbs(value: Iterable[BreadcrumbEvent] | None) -> tuple[BreadcrumbEvent, ...] | None:
-    return None if value is None else tuple(value)
+    return None if value is None else model_tuple(BreadcrumbEvent, value)
 
 
 @sparse_model(kw_only=True, slots=False)
@@ -436,6 +439,8 @@ EVENT_CLASSES: dict[EventType, type[Event]] = {
 def _opt_events(value: Iterable[Event] | None) -> tuple[Event, ...] | None:
     if value is None:
         return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ModelError(f"expected a list of events, got {type(value).__name__}")
     events = tuple(value)
     # One C-level pass in the common case; the loop only finds the culprit.
     if _EVENT_TYPES.issuperset(map(type, events)):
@@ -457,6 +462,8 @@ def _opt_identities(
 ) -> UserIdentities | None:
     if value is None or isinstance(value, UserIdentities):
         return value
+    if not isinstance(value, Mapping):
+        raise ModelError(f"expected a UserIdentities or a mapping, got {type(value).__name__}")
     return UserIdentities.from_mapping(value)
 
 
@@ -467,16 +474,23 @@ passes_through(UserIdentities, _opt_identities)
 class Batch:
     """One user's batch: the body of ``/v2/events``, one element of ``/v2/bulkevents``.
 
-    ``environment`` defaults to development; production must be asked for.
+    ``environment`` defaults to development; production must be asked for. None means
+    unset: the key is left out and mParticle reads the batch as production (``loads`` gives
+    None for a document without the key, so loading and dumping keeps its meaning).
     Output-only fields (``schema_version``, the batch ``timestamp_unixtime_ms``,
     ``source_info``) are not modelled: mParticle sets them.
     """
 
     _sparse_always: ClassVar[frozenset[str]] = frozenset({"environment"})
+    #: Always-written fields that ``dumps`` leaves out when None: a batch loaded without
+    #: ``environment`` keeps none, which mParticle reads as production.
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset({"environment"})
 
     events: tuple[Event, ...] | None = attrs.field(default=None, converter=_opt_events)
     source_request_id: str | None = attrs.field(default=None, converter=optional_id_string)
-    environment: Environment = attrs.field(default=Environment.DEVELOPMENT, converter=_environment)
+    environment: Environment | None = attrs.field(
+        default=Environment.DEVELOPMENT, converter=_environment
+    )
     ip: str | None = attrs.field(default=None, converter=optional_ip)
     device_info: DeviceInfo | None = None
     application_info: ApplicationInfo | None = None
@@ -491,6 +505,6 @@ class Batch:
     integration_attributes: dict[str, dict[str, str]] | None = None
     context: Context | None = None
     mpid: int | None = None
-    mp_deviceid: str | None = attrs.field(default=None, converter=optional_uuid)
+    mp_deviceid: str | None = attrs.field(default=None, converter=optional_device_uuid)
     consent_state: ConsentState | None = None
     attribution_info: AttributionInfo | None = None

@@ -24,11 +24,13 @@ The source is compiled by :mod:`.codegen`, so tracebacks show the generated line
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping
+from types import UnionType
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin
 
 import attrs
 
+from .._errors import ModelError
 from .codegen import compile_function, generated_filename
 
 __all__ = [
@@ -115,6 +117,125 @@ else:
         return make
 
 
+# --- type checks for fields without a converter ----------------------------------------------
+#
+# A field declared ``str | None`` with no converter would store whatever it is given, and
+# ``dumps`` would write it: ``Batch(mpid="123")`` sent a string that our own ``loads`` refuses.
+# Each such field gets a check built from its declared type; the generated ``__init__`` skips
+# the call when the value's exact class is the declared one (``passes_through``).
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+def _got(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ModelError(f"expected a string, got {_got(value)}")
+
+
+def _check_int(value: Any) -> int:
+    if value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(f"expected an integer, got {_got(value)}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ModelError(f"{value} does not fit in a signed 64-bit integer")
+    return int(value)
+
+
+def _check_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ModelError(f"expected a boolean, got {_got(value)}")
+
+
+def _check_model(cls: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        raise ModelError(f"expected a {cls.__name__}, got {_got(value)}")
+
+    return check
+
+
+def _check_map(
+    key_check: Callable[[Any], Any], value_check: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ModelError(f"expected an object (a mapping), got {_got(value)}")
+        out = {}
+        for key, item in value.items():
+            try:
+                out[key_check(key)] = value_check(item)
+            except ModelError as exc:
+                raise ModelError(f"[{key!r}]: {exc}") from None
+        return out
+
+    return check
+
+
+def _without_none(tp: Any) -> Any:
+    if isinstance(tp, UnionType) or get_origin(tp) is Union:
+        args = [arg for arg in get_args(tp) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _check_for(tp: Any) -> tuple[Callable[[Any], Any], type | None]:
+    """The check of a declared type, and the exact class it returns unchanged (if any)."""
+    inner = _without_none(tp)
+    if inner is not tp:
+        # Only always-written fields are converted when None: both sides of a change event.
+        check, kind = _check_for(inner)
+        return (lambda value: None if value is None else check(value)), kind
+    simple = {str: _check_str, bool: _check_bool}
+    if inner in simple:
+        return simple[inner], inner
+    if inner is int:
+        return _check_int, None  # the range is checked for exact ints too
+    if isinstance(inner, type) and attrs.has(inner):
+        return _check_model(inner), inner
+    if get_origin(inner) is dict:
+        key_type, value_type = get_args(inner)
+        return _check_map(_check_for(key_type)[0], _check_for(value_type)[0]), None
+    raise TypeError(f"no construction check for fields of type {tp!r}")
+
+
+def _naming(
+    model: str, checks: list[tuple[str, Any, Callable[[Any], Any]]]
+) -> Callable[[ModelError, tuple[Any, ...]], None]:
+    """What a generated ``__init__`` calls when a conversion fails: find the field (each
+    converter runs again on its argument; converters are pure) and put its name first in the
+    error's message. Only on failure, so a successful ``__init__`` pays nothing for it."""
+
+    def name(error: ModelError, values: tuple[Any, ...]) -> None:
+        for (field, skip, convert), value in zip(checks, values, strict=True):
+            if value is skip:
+                continue
+            try:
+                convert(value)
+            except ModelError:
+                error.args = (f"{model}.{field}: {error}", *error.args[1:])
+                return
+
+    return name
+
+
+#: Marks a field converted whatever its value (required and always-written fields).
+_NEVER = object()
+
+
+def _unchecked(value: Any) -> Any:
+    return value
+
+
 def _unset(name: str) -> str:
     return f"_default_{name}"
 
@@ -129,7 +250,10 @@ def _install(cls: type) -> None:
     unknown = always - {field.name for field in fields}
     if unknown:
         raise TypeError(f"{cls.__name__}: always-written fields {sorted(unknown)} do not exist")
-    namespace: dict[str, Any] = {"_set": object.__setattr__}
+    namespace: dict[str, Any] = {"_set": object.__setattr__, "_ModelError": ModelError}
+    types = {field.name: field.type for field in attrs.fields(attrs.resolve_types(cls))}
+    #: (field, the value that is not converted, the converter): to name a failing field.
+    checks: list[tuple[str, Any, Callable[[Any], Any]]] = []
     optional: list[str] = []
     parameters: list[str] = []
     first: list[str] = []
@@ -137,10 +261,12 @@ def _install(cls: type) -> None:
     for field in fields:
         _check_supported(cls, field)
         name = field.name
-        value = _converted(field, namespace)
+        value = _converted(field, namespace, types[name])
+        unconverted = None if field.default is None and name not in always else _NEVER
+        checks.append((name, unconverted, namespace.get(f"_convert_{name}", _unchecked)))
         if field.default is attrs.NOTHING:
             parameters.append(name)
-            first.append(f"    _set(self, {name!r}, {value})")
+            first.append(f"        _set(self, {name!r}, {value})")
             continue
         default = field.default
         if default is None:
@@ -157,18 +283,31 @@ def _install(cls: type) -> None:
             raise TypeError(f"{cls.__name__}.{name}: a non-None default must be always written")
         setattr(cls, name, converted)
         if name in always:
-            first.append(f"    _set(self, {name!r}, {value})")
+            first.append(f"        _set(self, {name!r}, {value})")
         else:
             rest += [
-                f"    if {test}:",
-                f"        _set(self, {name!r}, {value})",
-                f"        m |= {1 << len(optional)}",
+                f"        if {test}:",
+                f"            _set(self, {name!r}, {value})",
+                f"            m |= {1 << len(optional)}",
             ]
             optional.append(name)
     required = {field.name for field in fields if field.default is attrs.NOTHING}
     setattr(cls, _LAYOUT, SparseLayout(always=always | required, optional=tuple(optional)))
     setattr(cls, SET_MASK, 0)
-    lines = [f"def __init__(self, *, {', '.join(parameters)}):", *first, "    m = 0", *rest]
+    # A failing conversion gets its field's name (the try costs nothing until something
+    # raises); the bare raise keeps the traceback at the line that failed.
+    namespace["_name"] = _naming(cls.__name__, checks)
+    arguments = ", ".join(name for name, _, _ in checks)
+    lines = [
+        f"def __init__(self, *, {', '.join(parameters)}):",
+        "    try:",
+        *first,
+        "        m = 0",
+        *rest,
+        "    except _ModelError as e:",
+        f"        _name(e, ({arguments},))",
+        "        raise",
+    ]
     lines += ["    if m:", f"        _set(self, {SET_MASK!r}, m)"]
     if hasattr(cls, "__attrs_post_init__"):
         lines.append("    self.__attrs_post_init__()")
@@ -195,12 +334,18 @@ def _check_supported(cls: type, field: attrs.Attribute[Any]) -> None:
         raise TypeError(f"{cls.__name__}.{field.name}: not supported by sparse models")
 
 
-def _converted(field: attrs.Attribute[Any], namespace: dict[str, Any]) -> str:
+def _converted(field: attrs.Attribute[Any], namespace: dict[str, Any], declared: Any) -> str:
     """The expression ``__init__`` stores for ``field``, its helpers put in ``namespace``."""
     name = field.name
     converter = field.converter
     if converter is None:
-        return name
+        # No converter: the declared type's check (see "type checks" above).
+        check, exact = _check_for(declared)
+        namespace[f"_convert_{name}"] = check
+        if exact is None:
+            return f"_convert_{name}({name})"
+        namespace[f"_kind_{name}"] = exact
+        return f"({name} if {name}.__class__ is _kind_{name} else _convert_{name}({name}))"
     if field.default is None:
         converter = getattr(converter, _FOR_VALUES, converter)
     namespace[f"_convert_{name}"] = converter

@@ -244,6 +244,9 @@ class _Compiler:
                 expression = f"(None if {value} is None else {expression})"
             entries.append(f"{name!r}: {expression}")
         body = [f"    d = {{{', '.join(entries)}}}"]
+        # Left out when None (Batch.environment: None means production to mParticle).
+        for name in sorted(cls.__dict__.get("_omitted_when_none", ())):
+            body.append(f"    if o.{name} is None: del d[{name!r}]")
         if mask is None:
             body.append(f"    m = o.{SET_MASK}")
             for bit, name in enumerate(optional):

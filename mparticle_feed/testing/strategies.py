@@ -26,7 +26,7 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -175,6 +175,8 @@ _int32 = st.integers(0, _INT32_MAX)
 _finite = st.floats(allow_nan=False, allow_infinity=False)
 _non_negative = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
 _uuid_strings = st.uuids().map(str)
+#: Device identities are trimmed and never blank (the models refuse a blank one).
+_device_ids = _names.map(str.strip).filter(bool)
 _json_payloads = st.dictionaries(_names, _text, max_size=_MAX_ITEMS).map(
     lambda payload: json.dumps(payload, ensure_ascii=False)
 )
@@ -301,7 +303,7 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
         brand=_maybe(_text),
         product=_maybe(_text),
         device=_maybe(_text),
-        android_uuid=_maybe(_text),
+        android_uuid=_maybe(_device_ids),
         device_manufacturer=_maybe(_text),
         platform=_maybe(_values(list(DevicePlatform))),
         os_version=_maybe(_text),
@@ -322,7 +324,7 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
         ios_advertising_id=_maybe(_uuid_strings),
         att_authorization_status=_maybe(_values(list(AttAuthorizationStatus))),
         att_timestamp_unixtime_ms=_maybe(timestamps()),
-        push_token=_maybe(_text),
+        push_token=_maybe(_device_ids),
         cpu_architecture=_maybe(_text),
         is_tablet=_maybe(st.booleans()),
         push_notification_sound_enabled=_maybe(st.booleans()),
@@ -336,12 +338,12 @@ def device_infos() -> st.SearchStrategy[DeviceInfo]:
         android_advertising_id=_maybe(_uuid_strings),
         build_version_release=_maybe(_text),
         limit_ad_tracking=_maybe(st.booleans()),
-        amp_id=_maybe(_text),
+        amp_id=_maybe(_device_ids),
         is_dst=_maybe(st.booleans()),
         roku_advertising_id=_maybe(_uuid_strings),
         roku_publisher_id=_maybe(_uuid_strings),
-        microsoft_advertising_id=_maybe(_text),
-        microsoft_publisher_id=_maybe(_text),
+        microsoft_advertising_id=_maybe(_device_ids),
+        microsoft_publisher_id=_maybe(_device_ids),
         fire_advertising_id=_maybe(_uuid_strings),
     )
 
@@ -564,12 +566,34 @@ def _common(
     }
 
 
+def _only(
+    optional: dict[str, st.SearchStrategy[Any]], fields: Collection[str] | None, model: str
+) -> dict[str, st.SearchStrategy[Any]]:
+    """The optional fields' strategies, limited to ``fields`` (every one when None).
+
+    Each optional field costs a draw (and, half the time, a value) per example; a test that
+    only looks at a few fields runs faster when the others are never generated.
+    """
+    if fields is None:
+        return optional
+    if isinstance(fields, str):
+        raise InvalidArgument("fields must be a collection of field names, not one string")
+    unknown = set(fields) - set(optional)
+    if unknown:
+        raise InvalidArgument(
+            f"{model} has no optional field(s) {sorted(unknown)}; choose from {sorted(optional)}"
+        )
+    return {name: strategy for name, strategy in optional.items() if name in fields}
+
+
 def custom_events(
     *,
     custom_event_types: Sequence[CustomEventType] = SCHEMA_CUSTOM_EVENT_TYPES,
     with_timestamp: bool | None = None,
     min_timestamp: int | datetime | None = None,
     max_timestamp: int | datetime | None = None,
+    fields: Collection[str] | None = None,
+    max_attributes: int = _MAX_ITEMS,
 ) -> st.SearchStrategy[CustomEvent]:
     """Custom events.
 
@@ -579,13 +603,23 @@ def custom_events(
     Every event strategy takes the same timestamp options: ``with_timestamp`` True (always
     set), False (never) or None (either), and ``min_timestamp`` / ``max_timestamp`` bounds
     as epoch milliseconds or aware datetimes.
+
+    ``fields`` limits the optional fields generated (``["custom_attributes"]``: only those;
+    the others stay unset), which makes examples cheaper; ``max_attributes`` bounds the
+    attribute maps.
     """
+    optional = {
+        "custom_flags": _maybe(custom_attribute_maps(max_size=max_attributes)),
+        **_common(with_timestamp, min_timestamp, max_timestamp),
+        "custom_attributes": _maybe(custom_attribute_maps(max_size=max_attributes)),
+    }
+    if fields is not None and with_timestamp and "timestamp_unixtime_ms" not in fields:
+        fields = [*fields, "timestamp_unixtime_ms"]
     return st.builds(
         CustomEvent,
         event_name=_names,
         custom_event_type=_values(list(custom_event_types)),
-        custom_flags=_maybe(custom_attribute_maps()),
-        **_common(with_timestamp, min_timestamp, max_timestamp),
+        **_only(optional, fields, "CustomEvent"),
     )
 
 
@@ -937,6 +971,7 @@ def batches(
     environment: Environment | None = None,
     user_identities_strategy: st.SearchStrategy[UserIdentities | None] | None = None,
     data_plan: LoadedDataPlan | DataPlanVersion | None = None,
+    fields: Collection[str] | None = None,
 ) -> st.SearchStrategy[Batch]:
     """Whole batches: one user's events, identities, device, consent and context.
 
@@ -955,12 +990,15 @@ def batches(
     * ``environment`` fixes the environment (either value otherwise).
     * ``user_identities_strategy`` replaces the default (sometimes unset) identities, for
       example ``user_identities(min_size=1)``.
+    * ``fields`` limits the batch's optional fields generated (``events`` and
+      ``environment`` are always), for example ``["user_identities", "user_attributes"]``:
+      fewer draws, faster examples (see ``benchmarks/strategies.py``).
     """
     if min_events < 0 or max_events < min_events:
         raise InvalidArgument(f"need 0 <= min_events <= max_events, got {min_events}, {max_events}")
     if data_plan is not None:
         others = (event_strategy, with_timestamps, min_timestamp, max_timestamp)
-        if any(option is not None for option in (*others, user_identities_strategy)):
+        if any(option is not None for option in (*others, user_identities_strategy, fields)):
             raise InvalidArgument("a data plan shapes the events and identities itself")
         return plan_batches(
             data_plan, min_events=min_events, max_events=max_events, environment=environment
@@ -980,24 +1018,33 @@ def batches(
     identities = (
         _maybe(user_identities()) if user_identities_strategy is None else user_identities_strategy
     )
+    if user_identities_strategy is not None and fields is not None:
+        fields = {*fields, "user_identities"}
     return st.builds(
         Batch,
         events=event_lists,
-        source_request_id=_maybe(_uuid_strings | _names),
         environment=_values(list(Environment)) if environment is None else st.just(environment),
-        ip=_maybe(st.ip_addresses().map(str)),
-        device_info=_maybe(device_infos()),
-        application_info=_maybe(application_infos()),
-        user_attributes=_maybe(_user_attribute_maps()),
-        deleted_user_attributes=_maybe(st.lists(_names, max_size=_MAX_ITEMS)),
-        user_identities=identities,
-        partner_identities=_maybe(st.dictionaries(_names, _names, max_size=2)),
-        integration_attributes=_maybe(
+        **_only(_batch_fields(identities), fields, "Batch"),
+    )
+
+
+def _batch_fields(identities: st.SearchStrategy[Any]) -> dict[str, st.SearchStrategy[Any]]:
+    """Strategies for a batch's optional fields, by name."""
+    return {
+        "source_request_id": _maybe(_uuid_strings | _names),
+        "ip": _maybe(st.ip_addresses().map(str)),
+        "device_info": _maybe(device_infos()),
+        "application_info": _maybe(application_infos()),
+        "user_attributes": _maybe(_user_attribute_maps()),
+        "deleted_user_attributes": _maybe(st.lists(_names, max_size=_MAX_ITEMS)),
+        "user_identities": identities,
+        "partner_identities": _maybe(st.dictionaries(_names, _names, max_size=2)),
+        "integration_attributes": _maybe(
             st.dictionaries(st.integers(1, 10_000).map(str), _string_maps(), max_size=2)
         ),
-        context=_maybe(contexts()),
-        mpid=_maybe(_int64),
-        mp_deviceid=_maybe(_uuid_strings),
-        consent_state=_maybe(consent_states()),
-        attribution_info=_maybe(attribution_infos()),
-    )
+        "context": _maybe(contexts()),
+        "mpid": _maybe(_int64),
+        "mp_deviceid": _maybe(_uuid_strings),
+        "consent_state": _maybe(consent_states()),
+        "attribution_info": _maybe(attribution_infos()),
+    }

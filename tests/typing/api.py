@@ -91,12 +91,14 @@ def requests_of(batches: list[mpf.Batch]) -> list[Request]:
 def violations_of(rows: list[dict[str, object]]) -> list[mpf.RowViolation]:
     plan = mpf.load_data_plan("examples/shop_data_plan.json", version=2)
     mapping = mpf.CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "user"},
         event_name="event",
         data_plan=plan,
     )
     from_file = mpf.CustomEventMapping(
+        stamp_arrival_time=True,
         primary_key="id",
         user_identities={"customer_id": "user"},
         event_name="event",

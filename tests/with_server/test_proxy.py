@@ -162,7 +162,10 @@ def test_a_sync_through_https_proxy_reaches_the_server_and_the_proxy_sees_every_
         assert "pr0xy-pw" not in repr(client)
         rows = [{"id": n, "user": f"u{n}"} for n in range(250)]
         mapping = mpf.CustomEventMapping(
-            primary_key="id", user_identities={"customer_id": "user"}, event_name=mpf.Constant("x")
+            stamp_arrival_time=True,
+            primary_key="id",
+            user_identities={"customer_id": "user"},
+            event_name=mpf.Constant("x"),
         )
         report = mpf.sync(rows, mapping, client)
     assert report.sent == 250
