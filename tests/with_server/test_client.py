@@ -224,7 +224,10 @@ def test_broken_connection_is_retried_with_same_body_and_accepted_once(
     server: FakeEventsServer, make_client: MakeClient, action: str
 ) -> None:
     server.script(Reply(action=action, hang_seconds=1.0))  # type: ignore[arg-type]
-    report = make_client(max_workers=1, timeout=0.3).upload(batches(3))
+    # Only the hang needs a short timeout; a reset or close on a loaded machine can take
+    # longer than 0.3 s to arrive and must not be read as a timeout.
+    timeout = 0.3 if action == "hang" else 10.0
+    report = make_client(max_workers=1, timeout=timeout).upload(batches(3))
     assert report.counts["accepted"] == 3
     cause = "timeout" if action == "hang" else "connection"
     assert report.retries == {cause: 1}
