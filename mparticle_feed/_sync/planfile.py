@@ -80,6 +80,18 @@ class Plan:
     state_version: int | None = None
     next_seq: int = 0
     historical_only: bool = False
+    #: The ``ORDER BY`` that would fill batches, when the row order left them thin.
+    advice: str | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def events_per_batch(self) -> float:
+        """Events per batch to send (mParticle's rate limit counts batches)."""
+        batches = events = 0
+        for request in self.requests:
+            for packed in request.batches:
+                batches += 1
+                events += len(packed.sourced.event_rows)
+        return events / batches if batches else 0.0
 
     @property
     def planned(self) -> tuple[PlannedRequest, ...]:
@@ -268,6 +280,10 @@ class Plan:
         if len(self.rejects) > 10:
             lines.append(f"  ... and {len(self.rejects) - 10} more")
         lines.extend(violation_lines(self.violations))
+        if self.requests:
+            lines.append(f"  {self.events_per_batch:.1f} events a batch")
+        if self.advice:
+            lines.append(f"  advice: {self.advice}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

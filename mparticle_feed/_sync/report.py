@@ -141,6 +141,10 @@ class SyncReport:
     failures: tuple[RowProblem, ...] = ()
     #: Data-plan violations, each with its row (a mapping that names a plan; see ``dropped``).
     violations: tuple[RowViolation, ...] = ()
+    #: Events per batch the mapping produced (mParticle's rate limit counts batches).
+    events_per_batch: float = 0.0
+    #: The ``ORDER BY`` that would fill batches, when the row order left them thin.
+    advice: str | None = None
 
     def __attrs_post_init__(self) -> None:
         settled = self.accepted + self.rejected + self.failed + self.pending
@@ -268,6 +272,10 @@ class SyncReport:
             f"  {self.requests_sent} requests, {retries} retries, "
             f"{self.rate_limit_wait_seconds:.1f} s rate-limit wait, {self.elapsed_seconds:.2f} s"
         )
+        if self.events_per_batch:
+            lines.append(f"  {self.events_per_batch:.1f} events a batch")
+        if self.advice:
+            lines.append(f"  advice: {self.advice}")
         if self.resumed:
             lines.append(
                 f"  resumed an interrupted run ({self.resent_in_flight} batch(es) were in flight)"
