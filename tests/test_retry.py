@@ -47,7 +47,8 @@ def test_the_bound_doubles_until_the_cap() -> None:
         {"initial_backoff": 0},
         {"max_backoff": -1},
         {"deadline": 0},
-        {"rate_limit_budget": -0.5},
+        {"max_retry_after": -0.5},
+        {"max_stall": 0},
     ],
 )
 def test_a_policy_out_of_range_is_a_configuration_error(options: dict[str, float]) -> None:

@@ -21,7 +21,15 @@ from .._html import html_table
 from .._mapping.dataplan_step import RowViolation, violation_record
 from .._mapping.provenance import RowProblem, RowRef
 from .planreader import _PLAN_CHECKS, PLAN_FILE_FORMAT, _PlanReader
-from .report import SyncReport, _open_target, problem_record, violation_lines, violations_html
+from .report import (
+    SyncReport,
+    _open_target,
+    batching_lines,
+    events_per_batch,
+    problem_record,
+    violation_lines,
+    violations_html,
+)
 from .send import DEFAULT_MAX_PLAN_AGE, Progress, Sender, StateArg, send_plan
 from .state import MappingChange, StateEntry
 from .status import _UNCHANGED
@@ -86,12 +94,7 @@ class Plan:
     @property
     def events_per_batch(self) -> float:
         """Events per batch to send (mParticle's rate limit counts batches)."""
-        batches = events = 0
-        for request in self.requests:
-            for packed in request.batches:
-                batches += 1
-                events += len(packed.sourced.event_rows)
-        return events / batches if batches else 0.0
+        return events_per_batch(self.requests)
 
     @property
     def planned(self) -> tuple[PlannedRequest, ...]:
@@ -280,10 +283,7 @@ class Plan:
         if len(self.rejects) > 10:
             lines.append(f"  ... and {len(self.rejects) - 10} more")
         lines.extend(violation_lines(self.violations))
-        if self.requests:
-            lines.append(f"  {self.events_per_batch:.1f} events a batch")
-        if self.advice:
-            lines.append(f"  advice: {self.advice}")
+        lines.extend(batching_lines(self.events_per_batch, self.advice))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
