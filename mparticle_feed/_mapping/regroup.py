@@ -16,7 +16,7 @@ The window knows nothing of how a batch is built: it works with any group that h
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from .._errors import ConfigurationError
@@ -57,14 +57,17 @@ def check_group_window(window: int) -> int:
     return window
 
 
-def _hashable(key: Any) -> Hashable:
+def _slot(key: Any) -> int:
+    """The key's hash, computed once: the window's dicts are keyed by it.
+
+    Two users whose keys share a hash share a slot; that only ends a batch early, since a
+    group refuses a row of another user (it compares the keys themselves).
+    """
     try:
-        hash(key)
+        return hash(key)
     except TypeError:
-        # A batch-level field holding a dict: its repr tells equal values apart as well,
-        # and a collision would only end a batch early (the group checks the key itself).
-        return repr(key)
-    return key  # type: ignore[no-any-return]
+        # A batch-level field holding a dict: its repr tells equal values apart as well.
+        return hash(repr(key))
 
 
 class RegroupWindow(Generic[G]):
@@ -84,14 +87,14 @@ class RegroupWindow(Generic[G]):
         self.splits = 0
         self.ready: list[SourcedBatch] = []
         self._new_group = new_group
-        self._groups: OrderedDict[Hashable, G] = OrderedDict()
+        self._groups: OrderedDict[int, G] = OrderedDict()
         self._held = 0
         # The group of the last row, while open: most rows continue it.
         self._last: G | None = None
         self._last_key: Any = None
-        self._last_slot: Hashable = None
+        self._last_slot = 0
         # Users whose batch left unfilled, most recent last, for ``splits``.
-        self._let_go: OrderedDict[Hashable, None] = OrderedDict()
+        self._let_go: OrderedDict[int, None] = OrderedDict()
         self._let_go_cap = max(window, 1024)
 
     def push(self, key: Any, item: Any, ref: RowRef) -> None:
@@ -106,13 +109,13 @@ class RegroupWindow(Generic[G]):
             self._held += 1
             if group.full(self.limit):
                 self._release(self._last_slot)
-            elif self._held > self.window:
+            elif self._held > self.window and len(self._groups) > 1:
                 self._evict(self._last_slot)
             return
         self._push_other(key, item, ref)
 
     def _push_other(self, key: Any, item: Any, ref: RowRef) -> None:
-        slot = _hashable(key)
+        slot = _slot(key)
         group = self._groups.get(slot)
         if group is not None and not group.accepts(item, self.limit):
             self._release(slot)
@@ -126,10 +129,10 @@ class RegroupWindow(Generic[G]):
         self._last, self._last_key, self._last_slot = group, key, slot
         if group.full(self.limit):
             self._release(slot)
-        elif self._held > self.window:
+        elif self._held > self.window and len(self._groups) > 1:
             self._evict(slot)
 
-    def _evict(self, keep: Hashable) -> None:
+    def _evict(self, keep: int) -> None:
         """Let the oldest batches go until the window fits (never the one just added to)."""
         while self._held > self.window and len(self._groups) > 1:
             oldest = next(iter(self._groups))
@@ -138,7 +141,7 @@ class RegroupWindow(Generic[G]):
                 continue
             self._release(oldest, unfilled=True)
 
-    def _release(self, slot: Hashable, *, unfilled: bool = False) -> None:
+    def _release(self, slot: int, *, unfilled: bool = False) -> None:
         group = self._groups.pop(slot)
         if group is self._last:
             self._last = None
