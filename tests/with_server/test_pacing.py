@@ -46,6 +46,8 @@ def test_a_paced_client_stays_under_the_servers_limit_and_delivers_once() -> Non
     assert len(limited) <= len(server.requests) // 100
     assert report.counts["accepted"] == 800
     assert all(count == 1 for count in server.accepted_ids().values())
+    assert report.events_per_batch == 1.0
+    assert "1.0 events a batch" in report._repr_html_()
     # The burst (a quarter second's worth, 250) goes at once; the other 550 take 0.55 s.
     assert report.elapsed_seconds >= 0.5
 
