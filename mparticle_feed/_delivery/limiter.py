@@ -53,9 +53,10 @@ class TokenBucket:
     """A thread-safe token bucket in batches per second, adapting to mParticle's answers.
 
     ``rate`` is the ceiling (batches a second) and ``burst`` the batches that may go at
-    once after an idle spell (default: half a second's worth, at least 100). Reservations may overdraw the bucket: a request of more
-    batches than ``burst`` waits until the bucket has refilled for it, and later requests
-    queue behind it, so the long-run rate never exceeds ``rate``.
+    once after an idle spell (default: a quarter second's worth, at least 100).
+    Reservations may overdraw the bucket: a request of more batches than ``burst`` waits
+    until the bucket has refilled for it, and later requests queue behind it, so the
+    long-run rate never exceeds ``rate``.
 
     The bucket adapts: a 429 multiplies the current rate by ``decrease`` (and makes every
     caller wait out its ``Retry-After``); an accepted request whose
@@ -80,9 +81,9 @@ class TokenBucket:
         if not (math.isfinite(rate) and rate > 0):
             msg = f"rate must be a positive number of batches a second, got {rate!r}"
             raise ConfigurationError(msg)
-        # Half a second's worth (at least one full request of 100 batches): the other half
-        # of mParticle's per-second budget absorbs requests that the network delays and then
-        # delivers together.
+        # A quarter second's worth (at least one full request of 100 batches): the rest of
+        # the account's per-second burst absorbs requests that the network delays and then
+        # delivers together (measured in benchmarks/ceiling.py).
         burst = max(rate / 4, 100.0) if burst is None else burst
         if not (math.isfinite(burst) and burst >= 1):
             msg = f"burst must be at least 1 batch, got {burst!r}"
