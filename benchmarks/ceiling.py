@@ -4,9 +4,10 @@
 
 - **Delivery**: ``EventsClient.upload`` of the workload's batches (10 events each, one user
   each) to a loopback ``FakeEventsServer`` in its own process that enforces a token bucket
-  of N batches a second (burst N) and answers 429 with ``Retry-After`` beyond it. The client paces to N
-  (at 270 that is its default). Figures: batches a second as a share of N, 429s as a share
-  of requests, wall time against the ideal ``batches / N``; every batch must be accepted
+  of N batches a second (burst N) and answers 429 with ``Retry-After`` beyond it. The
+  client paces to N (at 270 that is its default). Figures: batches a second at the sink
+  (first request to last acceptance) as a share of N, 429s as a share of requests, the
+  upload's wall time against the ideal ``batches / N``; every batch must be accepted
   exactly once. ``--contrast`` adds the same upload without pacing (the old behaviour).
 - **Events per batch**: 5,000 users x 10 events mapped with ``map_rows`` in four row
   orders (by user; by time, each user's events in a session; at random; each user's rows

@@ -11,9 +11,9 @@ seconds from the first one.
 
 A 429 is retried without limit on attempts: with ``Retry-After`` the client waits that long
 plus a little jitter (up to 10 %, at most 1 s), without compounding, so a run paced at the
-limit goes on; without it (or with 0), ``wait(n)`` of the n-th 429 in a row. The run stops (its batches
-stay pending) only when a single ``Retry-After`` exceeds ``max_retry_after`` or when no
-batch was accepted for ``max_stall`` seconds.
+limit goes on; without it (or with 0), ``wait(n)`` of the n-th 429 in a row. The run stops
+(its batches stay pending) only when a single ``Retry-After`` exceeds ``max_retry_after`` or
+when no batch was accepted for ``max_stall`` seconds.
 """
 
 from __future__ import annotations

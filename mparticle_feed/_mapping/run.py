@@ -495,11 +495,12 @@ def map_rows(
     a batch of at most ``max_events_per_batch`` events, in row order, when they lie within
     ``group_window`` rows of each other (default 10,000: the open batches of several users
     are held, that many rows in all, the oldest let go first; 0 groups consecutive rows
-    only). A user-attribute mapping makes one batch per row. A row that cannot be mapped is recorded in
-    ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
-    the first such row raises :class:`RowError` instead. A source that declares its columns
-    (a cursor, a DataFrame, Arrow) is checked against the mapping first: a column the mapping
-    reads and the source lacks raises :class:`MappingError` before any row is read.
+    only). A user-attribute mapping makes one batch per row. A row that cannot be mapped is
+    recorded in ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with
+    ``strict=True`` the first such row raises :class:`RowError` instead. A source that
+    declares its columns (a cursor, a DataFrame, Arrow) is checked against the mapping first:
+    a column the mapping reads and the source lacks raises :class:`MappingError` before any
+    row is read.
 
     When the mapping names a data plan, batches are tagged with it and validated as they
     are made; ``data_plan_policy`` says what a violation does: ``"report"`` (default: list
