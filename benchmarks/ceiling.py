@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +250,64 @@ def window_memory(users: int = USERS) -> list[Grouping]:
     return [group(rows, "by time", w, memory=True) for w in (0, 1_000, 10_000, 50_000)]
 
 
+# --- sync CPU -----------------------------------------------------------------------------
+
+
+class AcceptAll:
+    """A Sender that accepts every batch at once: a sync's own CPU, without the network."""
+
+    historical_after = mpf.EventsClient.__init__.__kwdefaults__["historical_after"]
+    historical_min_age = mpf.EventsClient.__init__.__kwdefaults__["historical_min_age"]
+    max_batches = 100
+    max_request_bytes = 256_000
+    max_batch_bytes = 128_000
+
+    def send(
+        self,
+        requests: Iterable[mpf.pipeline.Request | mpf.pipeline.RowProblem],
+        *,
+        on_outcome: Callable[[mpf.BatchOutcome], None] | None = None,
+    ) -> mpf.UploadReport:
+        outcomes = []
+        for request in requests:
+            if not isinstance(request, mpf.pipeline.Request):
+                continue
+            for packed in request.batches:
+                outcome = mpf.BatchOutcome(
+                    status="accepted",
+                    endpoint=request.endpoint,
+                    source_request_id=packed.source_request_id,
+                    rows=packed.sourced.rows,
+                    sourced=packed.sourced,
+                )
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        return mpf.UploadReport(outcomes=tuple(outcomes))
+
+
+def sync_cpu(users: int = USERS, repeat: int = 3) -> dict[str, float]:
+    """CPU seconds (best of ``repeat``) of the bare pipeline and of a first and second sync."""
+    rows = rows_in_order("by user", users)
+    now = datetime(2024, 1, 2, tzinfo=timezone.utc)
+
+    def bare() -> None:
+        for _ in mpf.pipeline.pack(mpf.pipeline.route(mpf.map_rows(rows, MAPPING), now=now)):
+            pass
+
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as folder:
+            state = Path(folder) / "state.db"
+            synced = functools.partial(mpf.sync, rows, MAPPING, AcceptAll(), state=state, now=now)
+            for name, run in (("bare", bare), ("first", synced), ("second", synced)):
+                started = time.process_time()
+                run()
+                spent = time.process_time() - started
+                best[name] = min(best.get(name, spent), spent)
+    return best
+
+
 # --- standalone ----------------------------------------------------------------------------
 
 
@@ -281,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {g.order} | {g.window:,} | {g.batches:,} | {g.events_per_batch:.2f} | "
             f"{g.peak_mb or 0:.1f} |"
         )
+    cpu = sync_cpu()
+    print(
+        f"\nsync CPU / bare pipeline ({USERS * EVENTS_PER_USER:,} rows, state file): first run "
+        f"{cpu['first'] / cpu['bare']:.2f}x, second run (nothing to send) "
+        f"{cpu['second'] / cpu['bare']:.2f}x"
+    )
     return 0
 
 

@@ -125,7 +125,12 @@ def test_run_all_prints_the_table_and_ratios(
         "(e, 400 rows)",
     ):
         assert label in out
-    for label in ("(k, N=270, paced)", "(k, N=1,000, unpaced)", "(l, by time, window 0)"):
+    for label in (
+        "(k, N=270, paced)",
+        "(k, N=1,000, unpaced)",
+        "(l, by time, window 0)",
+        "(m, second sync)",
+    ):
         assert label in out
     for target in (
         "(d) time / (b) time",
