@@ -55,7 +55,7 @@ from .packing import (
     request_body,
 )
 from .report import BatchOutcome, OutcomeStatus, UploadReport
-from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from .retry import RetryPolicy, classify, parse_retry_after
 from .routing import (
     DEFAULT_HISTORICAL_AFTER,
     DEFAULT_HISTORICAL_MIN_AGE,
@@ -77,9 +77,6 @@ PODS = {
     "au1": "https://s2s.au1.mparticle.com",
 }
 
-#: 4xx answers on a request of several batches that are worth bisecting: one bad batch
-#: (or the size) may be the cause, and the other batches deserve delivery.
-_BISECT_STATUSES = frozenset({400, 413, 422})
 _RATE_LIMIT_PREFIX = "x-mp-rate-limit-"
 _PERCENTAGE_USED = "x-mp-rate-limit-percentage-used"
 _MAX_HEADER_VALUES = 20
@@ -777,28 +774,28 @@ def _certificate_problem(exc: BaseException) -> bool:
 
 def _settled(answer: _Answer, attempts: int, batch_count: int, run: _Run) -> _Final | None:
     """The final outcome an answer decides, or None when it is worth another attempt."""
-    status = answer.status
-    if status is None:
-        if answer.certificate_problem:
-            reason = "the server's TLS certificate could not be verified"
-            run.halt(reason, fatal=(reason, None))
-            return _Final("failed", attempts, reason=reason)
+    status, text = answer.status, answer.text
+    verdict = classify(
+        status, certificate_problem=answer.certificate_problem, batch_count=batch_count
+    )
+    if verdict == "retry":
         return None
-    if 200 <= status < 300:
+    if verdict == "accepted":
         return _Final("accepted", attempts, status=status)
-    if status in (401, 403):
+    if verdict == "bisect":
+        return _Final("bisect", attempts, status=status, body=text)
+    if verdict == "rejected":
+        reason = f"mParticle answered HTTP {status}"
+        return _Final("rejected", attempts, status=status, body=text, reason=reason)
+    if verdict == "untrusted server":
+        reason = "the server's TLS certificate could not be verified"
+    else:
         reason = (
             f"mParticle refused the credentials (HTTP {status}); check the API key "
             "and secret and the pod"
         )
-        run.halt(reason, fatal=(reason, status))
-        return _Final("failed", attempts, status=status, body=answer.text, reason=reason)
-    if status in RETRYABLE_STATUSES:
-        return None
-    if status in _BISECT_STATUSES and batch_count > 1:
-        return _Final("bisect", attempts, status=status, body=answer.text)
-    reason = f"mParticle answered HTTP {status}"
-    return _Final("rejected", attempts, status=status, body=answer.text, reason=reason)
+    run.halt(reason, fatal=(reason, status))
+    return _Final("failed", attempts, status=status, body=text, reason=reason)
 
 
 def _number(value: str) -> float | None:

@@ -22,17 +22,41 @@ import email.utils
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from .._errors import ConfigurationError
 
-__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "Verdict", "classify", "parse_retry_after"]
 
 #: Statuses worth sending the same body again for: timeouts, rate limits and every 5xx
 #: (mParticle documents 5xx as "server error; retry").
 RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
+
+#: 4xx answers on a request of several batches that are worth bisecting: one bad batch
+#: (or the size) may be the cause, and the other batches deserve delivery.
+BISECT_STATUSES = frozenset({400, 413, 422})
+
+#: What an attempt's answer means for its request.
+Verdict = Literal[
+    "accepted", "refused credentials", "untrusted server", "retry", "bisect", "rejected"
+]
+
+
+def classify(status: int | None, *, certificate_problem: bool, batch_count: int) -> Verdict:
+    """What an answer (``status`` None: no response) means for a request of ``batch_count``."""
+    if status is None:
+        return "untrusted server" if certificate_problem else "retry"
+    if 200 <= status < 300:
+        return "accepted"
+    if status in (401, 403):
+        return "refused credentials"
+    if status in RETRYABLE_STATUSES:
+        return "retry"
+    if status in BISECT_STATUSES and batch_count > 1:
+        return "bisect"
+    return "rejected"
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
