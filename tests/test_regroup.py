@@ -180,3 +180,19 @@ def test_cli_plan_takes_group_window(tmp_path: Path, capsys: pytest.CaptureFixtu
     regrouped = capsys.readouterr().out
     assert "4.0 events a batch" in regrouped
     assert "4.0 events a batch" not in consecutive
+
+
+@settings(deadline=None, max_examples=30)
+@given(users=st.lists(st.integers(0, 6), max_size=60), window=st.integers(0, 20))
+def test_the_arrow_engine_regroups_as_the_row_path_does(users: list[int], window: int) -> None:
+    pa = pytest.importorskip("pyarrow")
+    rows = _rows(users)
+    table = pa.Table.from_pylist(rows) if rows else None
+    if table is None:
+        return
+    arrow = mpf.map_rows(table, MAPPING, group_window=window, max_events_per_batch=3)
+    row_path = mpf.map_rows(rows, MAPPING, group_window=window, max_events_per_batch=3)
+    assert arrow.engine == "arrow"
+    got = [[r.row_number for r in b.event_rows] for b in arrow]
+    assert got == [[r.row_number for r in b.event_rows] for b in row_path]
+    assert arrow.events_per_batch == row_path.events_per_batch

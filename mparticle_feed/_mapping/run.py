@@ -301,9 +301,51 @@ class MappingRun(Iterator[SourcedBatch]):
         self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
         return True
 
+    def _runs(self, results: Iterator[Result | Run]) -> Iterator[Run]:
+        """The Arrow engine's results as runs; a rejected row is recorded here."""
+        for item in results:
+            if isinstance(item, Run):
+                yield item
+                continue
+            ref, outcome = item
+            if isinstance(outcome, _Reject):
+                self.rows_in += 1
+                self._reject(ref, outcome.field, outcome.reason)
+                continue
+            yield Run(outcome, [ref], [None], outcome.truncated)
+
+    def _run_results_windowed(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
+        """The Arrow engine's rows through the regroup window, one by one as ``_run`` does."""
+        environment = self.mapping.environment
+        window = self._window = RegroupWindow(
+            self.group_window, lambda: _Pending(environment), self.max_events_per_batch
+        )
+        push = window.push
+        for run in self._runs(results):
+            first = run.first
+            key = first.user_key
+            refs, events = run.refs, run.events
+            for position in range(len(refs)):
+                ref = refs[position]
+                if self._duplicate(ref):
+                    continue
+                self.rows_in += 1
+                push(key, first if position == 0 else _with_event(first, events[position]), ref)
+                self.rows_mapped += 1
+            self.values_truncated += run.truncated
+            if window.ready:
+                for sourced in window.take():
+                    yield self._out(sourced)
+        for sourced in window.drain():
+            yield self._out(sourced)
+        self._log()
+
     def _run_results(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """``_run``'s batching over rows the Arrow engine has mapped (or rejected) already."""
         per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
+        if self.group_window > 1 and not per_row:
+            yield from self._run_results_windowed(results)
+            return
         limit = self.max_events_per_batch
         pending = _Pending(self.mapping.environment)
         for item in results:
@@ -332,8 +374,7 @@ class MappingRun(Iterator[SourcedBatch]):
             self.rows_in += 1
             self.rows_mapped += 1
             if ready is not None:
-                self.batches_out += 1
-                yield ready
+                yield self._out(ready)
             events = pending.events
             for position in kept[1:]:
                 ref, event = refs[position], run.events[position]
@@ -343,8 +384,7 @@ class MappingRun(Iterator[SourcedBatch]):
                     events = pending.events
                     self.rows_in += 1
                     self.rows_mapped += 1
-                    self.batches_out += 1
-                    yield ready
+                    yield self._out(ready)
                     continue
                 events.append(event)
                 pending.event_rows.append(ref)
@@ -353,8 +393,7 @@ class MappingRun(Iterator[SourcedBatch]):
                 self.rows_mapped += 1
             self.values_truncated += run.truncated
         if pending.rows:
-            self.batches_out += 1
-            yield pending.flush()
+            yield self._out(pending.flush())
         logger.info(
             "mapped %d Arrow rows: %d mapped into %d batches, %d rejected",
             self.rows_in,
@@ -440,6 +479,24 @@ class _Pending:
         self.user_attributes = {}
         self.merged = None
         return sourced
+
+
+def _with_event(first: _Mapped, event: Any) -> _Mapped:
+    """What the row path maps a later row of ``first``'s run to: its user part, this event."""
+    # Positional, in _Mapped's field order, as compile.py builds it: cheaper than evolve().
+    return _Mapped(
+        first.user_key,
+        first.identities,
+        first.device,
+        first.mpid,
+        first.mp_deviceid,
+        first.ip,
+        first.application_info,
+        first.context,
+        first.user_attributes,
+        event,
+        0,
+    )
 
 
 def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
