@@ -162,6 +162,19 @@ class _Pipeline:
     def events_per_batch(self) -> float:
         return float(self.mapping_run.events_per_batch) if self.mapping_run is not None else 0.0
 
+    def finish(self, report: SyncReport, store: StateStore | None) -> SyncReport:
+        """The report with the mapping's figures; the run recorded in the state and logged."""
+        report = attrs.evolve(
+            report,
+            violations=self.violations,
+            events_per_batch=self.events_per_batch,
+            advice=self.advice(),
+        )
+        if store is not None:
+            store.finish_sync(self.name, status="stopped" if report.pending else "finished")
+        _log(report)
+        return report
+
     def advice(self) -> str | None:
         """The ORDER BY advice when the row order left batches thin (logged as a warning)."""
         if self.mapping_run is None:
@@ -313,11 +326,10 @@ def sync(
     since mParticle last accepted them are sent; ``name`` keys the state (default: the
     mapping's kind). When the mapping changed since the last run, ``on_mapping_change``
     decides: ``"fail"`` (default) raises :class:`StateError`, ``"resend"`` sends every
-    row, ``"keep"`` sends only rows whose output changed.
+    row, ``"keep"`` sends only rows whose output changed. ``group_window``: as for :func:`map_rows`.
 
     ``plan`` sends a reviewed :class:`Plan` instead of reading ``source`` (pass ``None``
-    as source). ``group_window`` is :func:`map_rows`'s: a user's rows within that many
-    rows of each other share batches. Setting ``stop`` ends the run after the requests already handed out;
+    as source). Setting ``stop`` ends the run after the requests already handed out;
     rows not sent are reported ``pending`` and sent by the next run.
 
     When the mapping names a data plan, ``data_plan_policy`` says what a violation does:
@@ -331,7 +343,7 @@ def sync(
     pending`` holds. Raises :class:`ConfigurationError` on bad credentials (401/403).
     """
     if plan is not None:
-        report = send_plan(
+        return send_plan(
             plan,
             client,
             state=state,
@@ -341,13 +353,6 @@ def sync(
             clock=clock,
             now=now,
             max_plan_age=max_plan_age,
-        )
-        # A reviewed plan carries its data-plan violations and batching figures into the report.
-        return attrs.evolve(
-            report,
-            violations=plan.violations,
-            events_per_batch=plan.events_per_batch,
-            advice=plan.advice,
         )
     if source is None:
         raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
@@ -452,16 +457,7 @@ def _sync_locked(
         start=start,
         replayed=replayed,
     )
-    report = attrs.evolve(
-        report,
-        violations=pipeline.violations,
-        events_per_batch=pipeline.events_per_batch,
-        advice=pipeline.advice(),
-    )
-    if store is not None:
-        store.finish_sync(sync_name, status="stopped" if report.pending else "finished")
-    _log(report)
-    return report
+    return pipeline.finish(report, store)
 
 
 def _replay_first(
