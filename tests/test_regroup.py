@@ -88,6 +88,7 @@ def test_a_users_changed_attributes_still_split_the_batch() -> None:
         user_identities={"customer_id": "user"},
         event_name="name",
         user_attributes={"plan": "plan"},
+        stamp_arrival_time=True,
     )
     rows = [
         {"id": 1, "user": "a", "name": "x", "plan": "free"},
@@ -108,6 +109,7 @@ def test_unhashable_batch_fields_still_group() -> None:
         primary_key="id",
         user_identities={"customer_id": "user"},
         event_name="name",
+        stamp_arrival_time=True,
         application_info=mpf.Constant(
             {"application_name": "a", "apple_search_ads_attributes": {"x": {"y": "z"}}}
         ),
