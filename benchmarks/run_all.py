@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anatomy
 import arrow_source
+import ceiling
 import dataplan_validation
 import orjson
 import pipeline
@@ -89,6 +90,10 @@ class Options:
     #: Rows of (g) (DuckDB rows to request bytes) and of (h) (a second sync); 0 skips (h).
     arrow_rows: int = 100_000
     sync_rows: int = 1_000_000
+    #: Batches uploaded to the rate-limited sink at each N; 0 skips the delivery section.
+    ceiling_batches: int = 3_000
+    #: Users (10 events each) of the events-per-batch section.
+    regroup_users: int = 5_000
 
 
 Section = Callable[[Options], SectionResult]
@@ -495,12 +500,120 @@ def strategies_section(options: Options) -> SectionResult:
     )
 
 
+def delivery_section(options: Options) -> SectionResult:
+    """(k): EventsClient.upload against a sink enforcing N batches a second."""
+    if not options.ceiling_batches:
+        return SectionResult(
+            "Delivery at the rate limit", [], [], ["skipped (--ceiling-batches 0)"]
+        )
+    data = ceiling.delivery_batches(options.ceiling_batches)
+    measurements, targets = [], []
+    for rate in (270.0, 1_000.0):
+        for paced in (True, False):
+            d = ceiling.deliver(rate, data, paced=paced)
+            how = f"paced to {rate:,.0f}/s" if paced else "no pacing (the 0.1 client)"
+            measurements.append(
+                Measurement(
+                    f"k, N={rate:,.0f}, {'paced' if paced else 'unpaced'}",
+                    f"{how}: {100 * d.share_of_rate:.1f}% of N, 429s on {d.limited} of "
+                    f"{d.requests} requests, wall {d.seconds:.1f} s = "
+                    f"{d.seconds / d.ideal_seconds:.2f}x the ideal",
+                    d.span,
+                    "batches",
+                    d.batches,
+                )
+            )
+            if not d.exactly_once:
+                raise SystemExit(f"(k) N={rate}: not every batch was accepted exactly once")
+            if paced:
+                targets += [
+                    Target(f"(k) N={rate:,.0f}: batches/s / N", d.share_of_rate, ">=", 0.95),
+                    Target(f"(k) N={rate:,.0f}: 429s / requests", d.limited_share, "<=", 0.01),
+                ]
+    return SectionResult(
+        "Delivery at the rate limit",
+        measurements,
+        targets,
+        [
+            f"{options.ceiling_batches:,} batches of 10 events (one user each) uploaded with 4 "
+            "workers to a FakeEventsServer in its own process that enforces a token bucket of N "
+            "batches a second (burst N) and answers 429 with Retry-After beyond it",
+            "batches/s are measured by the sink, from its first request to its last acceptance "
+            "(the client's start-up left out); the wall time is the whole upload; every batch "
+            "was accepted exactly once in every run",
+        ],
+    )
+
+
+def regroup_section(options: Options) -> SectionResult:
+    """(l): events per batch from map_rows by row order, without and with the window."""
+    results = ceiling.groupings(options.regroup_users)
+    measurements = [
+        Measurement(
+            f"l, {g.order}, window {g.window:,}",
+            f"{g.batches:,} batches, {g.events_per_batch:.2f} events a batch",
+            g.seconds,
+            "rows",
+            g.events,
+        )
+        for g in results
+    ]
+    by = {(g.order, g.window): g for g in results}
+    default = ceiling.DEFAULT_GROUP_WINDOW
+    blocks = by["blocks of 1,000", default].events_per_batch
+    ordered = by["by user", default].events_per_batch
+    memory = ceiling.window_memory(options.regroup_users)
+    return SectionResult(
+        "Events per batch: the regroup window",
+        measurements,
+        [Target("(l) blocks of 1,000, default window / by user", blocks / ordered, ">=", 0.8)],
+        [
+            f"{options.regroup_users:,} users x {ceiling.EVENTS_PER_USER} events, one row per "
+            "event; "
+            "by time: each user's events in one session somewhere in a day; blocks of 1,000: "
+            "each user's rows shuffled within one block of 1,000 rows",
+            "peak memory of map_rows (tracemalloc) on the rows ordered by time, by window: "
+            + ", ".join(
+                f"{g.window:,} rows: {g.events_per_batch:.2f} events a batch, "
+                f"{g.peak_mb or 0:.1f} MB"
+                for g in memory
+            ),
+        ],
+    )
+
+
+def sync_cpu_section(options: Options) -> SectionResult:
+    """(m): a sync's CPU with a state file, first and second run, beside the bare pipeline."""
+    cpu = ceiling.sync_cpu(options.regroup_users, min(options.repeat, 3))
+    rows = options.regroup_users * ceiling.EVENTS_PER_USER
+    parts = [
+        ("m, bare", "map_rows → route → pack, the request bytes only", cpu["bare"]),
+        ("m, first sync", "sync with a new state file (every row sent)", cpu["first"]),
+        ("m, second sync", "the same sync again (nothing to send)", cpu["second"]),
+    ]
+    return SectionResult(
+        "Sync CPU against the bare pipeline",
+        [Measurement(label, what, seconds, "rows", rows) for label, what, seconds in parts],
+        [],
+        [
+            f"{rows:,} rows ordered by user; CPU seconds, the best of {min(options.repeat, 3)}; "
+            "the client accepts every batch at once (no network)",
+            f"first run {cpu['first'] / cpu['bare']:.2f}x the bare pipeline, second run "
+            f"{cpu['second'] / cpu['bare']:.2f}x: printed for reference; the targets (1.5x, "
+            "0.9x) come with the exactly-once issue's outbox",
+        ],
+    )
+
+
 SECTIONS: list[Section] = [
     serialisation_section,
     anatomy_section,
     pipeline_section,
     dataplan_section,
     upload_section,
+    delivery_section,
+    regroup_section,
+    sync_cpu_section,
     memory_section,
     arrow_section,
     sync_memory_section,
@@ -591,6 +704,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1_000_000,
         help="rows of (h), a second sync over unchanged rows (0 skips it; 1,000,000 takes minutes)",
     )
+    parser.add_argument(
+        "--ceiling-batches",
+        type=int,
+        default=3_000,
+        help="batches uploaded to the rate-limited sink at each N (default 3000; 0 skips)",
+    )
+    parser.add_argument(
+        "--regroup-users",
+        type=int,
+        default=5_000,
+        help="users (10 events each) of the events-per-batch section (default 5000)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     options = Options(
@@ -599,6 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory_rows=args.memory_rows,
         arrow_rows=args.arrow_rows,
         sync_rows=args.sync_rows,
+        ceiling_batches=args.ceiling_batches,
+        regroup_users=args.regroup_users,
     )
     print(f"# mparticle_feed benchmarks\n\n{machine_line()}\n")
     missed = 0

@@ -25,6 +25,7 @@ from ._dataplan import (
     load_data_plan,
 )
 from ._delivery.client import PODS, EventsClient
+from ._delivery.limiter import RateLimiter, TokenBucket
 from ._delivery.report import BatchOutcome, OutcomeStatus, UploadReport
 from ._delivery.retry import RetryPolicy
 from ._delivery.routing import Endpoint
@@ -228,6 +229,7 @@ __all__ = [
     "PushMessageType",
     "PushRegistrationEvent",
     "RESERVED_USER_ATTRIBUTES",
+    "RateLimiter",
     "RetryPolicy",
     "RowError",
     "RowMapping",
@@ -248,6 +250,7 @@ __all__ = [
     "SyncKind",
     "SyncReport",
     "SystemNotificationType",
+    "TokenBucket",
     "UninstallEvent",
     "UploadConfigurationError",
     "UploadReport",

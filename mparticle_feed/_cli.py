@@ -78,6 +78,13 @@ def _add_delivery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pod", help="mParticle pod (us1, us2, eu1, au1); default: from the key")
     parser.add_argument("--base-url", help="the Events API base URL (for a proxy, or a local fake)")
     parser.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=270.0,
+        help="batches a second to pace to: your account's limit (default 270, mParticle's "
+        "default); 0 turns pacing off",
+    )
     _add_job_options(parser)
     parser.add_argument(
         "--summary-json",
@@ -161,6 +168,13 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
         default="report",
         help="what a data-plan violation does: report (default; send and list it), block "
         "(leave out what mParticle would block; blocked rows are rejected) or strict (stop)",
+    )
+    parser.add_argument(
+        "--group-window",
+        type=int,
+        default=10_000,
+        help="rows within which a user's rows share batches when not consecutive "
+        "(default 10000; 0: consecutive rows only)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the report")
 
@@ -464,7 +478,12 @@ def _run_sync(args: argparse.Namespace) -> int:
         progress = _progress(args, "sync")
         try:
             with EventsClient(
-                key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
+                key,
+                secret,
+                pod=args.pod,
+                base_url=args.base_url,
+                max_workers=args.workers,
+                rate_limit=args.rate_limit or None,
             ) as client:
                 report = sync(
                     source,
@@ -478,6 +497,7 @@ def _run_sync(args: argparse.Namespace) -> int:
                     historical_only=args.historical_only,
                     data_plan_policy=args.data_plan_policy,
                     now=_test_now(),
+                    group_window=args.group_window,
                 )
         finally:
             if progress is not None:
@@ -501,6 +521,7 @@ def _run_plan(args: argparse.Namespace) -> int:
             historical_only=args.historical_only,
             data_plan_policy=args.data_plan_policy,
             now=_test_now(),
+            group_window=args.group_window,
         )
     _say(reviewed.summary())
     if args.out is not None:
@@ -525,7 +546,12 @@ def _run_send(args: argparse.Namespace) -> int:
     progress = _progress(args, "send")
     try:
         with EventsClient(
-            key, secret, pod=args.pod, base_url=args.base_url, max_workers=args.workers
+            key,
+            secret,
+            pod=args.pod,
+            base_url=args.base_url,
+            max_workers=args.workers,
+            rate_limit=args.rate_limit or None,
         ) as client:
             report = reviewed.send(
                 client,

@@ -108,6 +108,7 @@ def test_run_all_prints_the_table_and_ratios(
         sys.path.remove(str(BENCHMARKS))
     arguments = ["--batches", str(TINY), "--repeat", "1", "--memory-rows", "200,400"]
     arguments += ["--arrow-rows", "200", "--sync-rows", "100"]
+    arguments += ["--ceiling-batches", "300", "--regroup-users", "200"]
     assert run_all.main(arguments) == 0
     out = capsys.readouterr().out
     for label in (
@@ -124,6 +125,13 @@ def test_run_all_prints_the_table_and_ratios(
         "(e, 400 rows)",
     ):
         assert label in out
+    for label in (
+        "(k, N=270, paced)",
+        "(k, N=1,000, unpaced)",
+        "(l, by time, window 0)",
+        "(m, second sync)",
+    ):
+        assert label in out
     for target in (
         "(d) time / (b) time",
         "(e) rows per second",
@@ -131,6 +139,8 @@ def test_run_all_prints_the_table_and_ratios(
         "(g1) time / (g) time",
         "peak RSS at 400 rows, MB",
         "peak RSS at 400 / at 200 rows",
+        "(k) N=270: 429s / requests",
+        "(l) blocks of 1,000, default window / by user",
     ):
         assert target in out
 

@@ -36,7 +36,7 @@ CONTRACT = frozenset(
         "UserAttributeMapping", "load_mapping", "map_rows",
         "ScreenViewEventMapping", "EventMapping",
         # delivery
-        "EventsClient",
+        "EventsClient", "RateLimiter", "TokenBucket",
         # sync and reports
         "plan", "sync", "Plan", "SyncReport", "UploadReport",
         # data plans

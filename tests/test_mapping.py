@@ -238,9 +238,12 @@ def test_consecutive_rows_of_a_user_share_batches_bounded_in_size() -> None:
         custom_event_type=Constant("navigation"),
         timestamp_unixtime_ms="at",
     )
-    batches = list(map_rows(_custom_rows(), mapping, max_events_per_batch=2))
+    batches = list(map_rows(_custom_rows(), mapping, max_events_per_batch=2, group_window=0))
     assert [[r.row_number for r in b.event_rows] for b in batches] == [[1, 2], [3], [4], [5]]
     assert [b.rows for b in batches] == [b.event_rows for b in batches]
+    # With the window (the default), row 5 joins its user's open batch past b's row 4.
+    regrouped = list(map_rows(_custom_rows(), mapping, max_events_per_batch=2))
+    assert [[r.row_number for r in b.event_rows] for b in regrouped] == [[1, 2], [3, 5], [4]]
     event = batches[0].batch.events[0] if batches[0].batch.events else None
     assert isinstance(event, mpf.CustomEvent)
     assert event.event_name == "viewed home"

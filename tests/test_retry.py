@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._delivery.retry import RETRYABLE_STATUSES, parse_retry_after
+from mparticle_feed._delivery.retry import RETRYABLE_STATUSES, classify, parse_retry_after
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -47,7 +47,8 @@ def test_the_bound_doubles_until_the_cap() -> None:
         {"initial_backoff": 0},
         {"max_backoff": -1},
         {"deadline": 0},
-        {"rate_limit_budget": -0.5},
+        {"max_retry_after": -0.5},
+        {"max_stall": 0},
     ],
 )
 def test_a_policy_out_of_range_is_a_configuration_error(options: dict[str, float]) -> None:
@@ -89,3 +90,28 @@ def test_retry_after_http_date(seconds: int) -> None:
 )
 def test_retry_after_edge_cases(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "certificate_problem", "batch_count", "verdict"),
+    [
+        (None, False, 1, "retry"),
+        (None, True, 1, "untrusted server"),
+        (202, False, 3, "accepted"),
+        (401, False, 3, "refused credentials"),
+        (403, False, 1, "refused credentials"),
+        (429, False, 3, "retry"),
+        (503, False, 3, "retry"),
+        (408, False, 1, "retry"),
+        (400, False, 2, "bisect"),
+        (413, False, 2, "bisect"),
+        (400, False, 1, "rejected"),
+        (404, False, 5, "rejected"),
+        (302, False, 5, "rejected"),
+    ],
+)
+def test_classify_says_what_an_answer_means(
+    status: int | None, certificate_problem: bool, batch_count: int, verdict: str
+) -> None:
+    found = classify(status, certificate_problem=certificate_problem, batch_count=batch_count)
+    assert found == verdict

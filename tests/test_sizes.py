@@ -22,9 +22,10 @@ ALLOWED = {
     "_mapping/compile.py": "split after issues 14 and 16 land (every event type; the Arrow engine)",
     "_mapping/compile.py:CompiledMapping.__init__": "split with compile.py after issues 14 and 16",
     "_mapping/compile.py:CompiledMapping._map_row": "split with compile.py after issues 14 and 16",
+    "_cli.py": "--rate-limit and --group-window took it past 600: move the option definitions "
+    "out with the next CLI change (a move now would collide with the CLI's own open work)",
     "_delivery/client.py": "split after issue 13 lands (pacing and attempts are being rewritten)",
     "_delivery/client.py:EventsClient._run": "split after issue 13 lands",
-    "_delivery/client.py:EventsClient._attempts": "split after issue 13 lands",
     "_sync/planreader.py:_PlanReader._request": "split after issue 11 lands (plan files follow it)",
     "_wire/codec.py:make_converter": "split after issue 14 lands (it changes the structure hooks)",
     "testing/strategies.py": "split after issues 14 and 15 land (strategies for every model)",

@@ -546,7 +546,8 @@ def _written_plan(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     rows = event_rows(30, users=5)
     rows.append({"id": "bad", "user": None, "ts": ms(NOW), "value": 1})
     path = tmp_path / "plan.jsonl"
-    plan(rows, EVENTS, name="things", now=NOW, max_batches=10).write_jsonl(path)
+    # Consecutive grouping only: the tampering cases need several requests.
+    plan(rows, EVENTS, name="things", now=NOW, max_batches=10, group_window=0).write_jsonl(path)
     return path, [json.loads(line) for line in path.read_text().splitlines()]
 
 

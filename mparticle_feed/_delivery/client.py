@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
+import math
 import platform
 import queue
 import random as _random
@@ -21,7 +22,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,7 @@ from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from .._errors import ConfigurationError, UploadConfigurationError
 from .._mapping.provenance import RowProblem, SourcedBatch
 from .._wire.models import Batch
+from .limiter import DEFAULT_RATE, RateLimiter, TokenBucket
 from .packing import (
     MAX_BATCH_BYTES,
     MAX_BATCHES_PER_REQUEST,
@@ -53,7 +55,7 @@ from .packing import (
     request_body,
 )
 from .report import BatchOutcome, OutcomeStatus, UploadReport
-from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from .retry import RetryPolicy, classify, parse_retry_after
 from .routing import (
     DEFAULT_HISTORICAL_AFTER,
     DEFAULT_HISTORICAL_MIN_AGE,
@@ -75,10 +77,8 @@ PODS = {
     "au1": "https://s2s.au1.mparticle.com",
 }
 
-#: 4xx answers on a request of several batches that are worth bisecting: one bad batch
-#: (or the size) may be the cause, and the other batches deserve delivery.
-_BISECT_STATUSES = frozenset({400, 413, 422})
 _RATE_LIMIT_PREFIX = "x-mp-rate-limit-"
+_PERCENTAGE_USED = "x-mp-rate-limit-percentage-used"
 _MAX_HEADER_VALUES = 20
 _URLLIB3_VERSION = version("urllib3")
 
@@ -215,6 +215,11 @@ class _Run:
     fatal: tuple[str, int | None] | None = None
     pause_until: float = 0.0
     rate_limit_spent: float = 0.0
+    #: When a batch was last accepted (the run's start until then), for ``max_stall``.
+    last_accepted: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.last_accepted = self.clock()
 
     def halt(self, reason: str, *, fatal: tuple[str, int | None] | None = None) -> None:
         with self.lock:
@@ -224,19 +229,19 @@ class _Run:
                 self.fatal = fatal
         self.stop.set()
 
-    def pause(self, seconds: float) -> bool:
-        """Pause every worker for ``seconds``; False when that exceeds the run's budget."""
+    def pause(self, seconds: float) -> None:
+        """Pause every worker for ``seconds`` (a pause already longer stands)."""
         with self.lock:
             now = self.clock()
             until = now + seconds
             extension = until - max(self.pause_until, now)
-            if extension <= 0:
-                return True
-            if self.rate_limit_spent + extension > self.policy.rate_limit_budget:
-                return False
-            self.pause_until = until
-            self.rate_limit_spent += extension
-            return True
+            if extension > 0:
+                self.pause_until = until
+                self.rate_limit_spent += extension
+
+    def accepted(self) -> None:
+        with self.lock:
+            self.last_accepted = self.clock()
 
 
 @attrs.define
@@ -247,6 +252,19 @@ class _Result:
     retries: Counter[str] = attrs.field(factory=Counter)
     headers: dict[str, list[str]] = attrs.field(factory=dict)
     requests_sent: int = 0
+
+
+@attrs.frozen
+class _Answer:
+    """What one attempt got: a response, or the cause of its failure."""
+
+    status: int | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    text: str | None = None
+    #: For retries' accounting: "status 503", "timeout", "connection".
+    cause: str = "connection"
+    detail: str = ""
+    certificate_problem: bool = False
 
 
 @attrs.frozen
@@ -278,6 +296,11 @@ class EventsClient:
     Requests go through a CONNECT tunnel, so TLS is verified end to end with mParticle. A
     loopback ``base_url`` is never proxied. The proxy's credentials are never shown.
 
+    ``rate_limit`` paces the batches sent, shared by all the client's workers: a number of
+    batches a second (default 270, mParticle's default account limit) metered by a
+    :class:`~mparticle_feed.TokenBucket`, any :class:`~mparticle_feed.RateLimiter` (to
+    share one budget between clients), or ``None`` for no pacing.
+
     Use it as a context manager, or call :meth:`close`, to release its connections.
     """
 
@@ -299,6 +322,7 @@ class EventsClient:
         max_batches: int = MAX_BATCHES_PER_REQUEST,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        rate_limit: RateLimiter | float | None = DEFAULT_RATE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
@@ -335,6 +359,7 @@ class EventsClient:
         self._clock = clock
         self._sleep = sleep
         self._random = random
+        self.rate_limiter = _limiter(rate_limit, clock)
         self._urls = {endpoint: self.base_url + endpoint.value for endpoint in Endpoint}
         token = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode("ascii")
         self._headers = {
@@ -568,102 +593,121 @@ class EventsClient:
         self, endpoint: Endpoint, body: bytes, batch_count: int, run: _Run, result: _Result
     ) -> _Final:
         """Send one body until it settles; the same bytes on every attempt."""
-        policy = self.retry
         first_attempt = self._clock()
         attempts = transient_retries = rate_limit_retries = 0
         while True:
-            self._wait_for_pause(run)
+            self._wait_turn(run, batch_count)
             if run.stop.is_set():
                 return _pending(run, attempts)
             attempts += 1
             result.requests_sent += 1
-            status: int | None = None
-            retry_after: float | None = None
-            text: str | None = None
-            try:
-                status, response_headers, text = self._post(endpoint, body)
-            except SSLError as exc:
-                if _certificate_problem(exc):
-                    reason = "the server's TLS certificate could not be verified"
-                    run.halt(reason, fatal=(reason, None))
-                    return _Final("failed", attempts, reason=reason)
-                cause = "connection"
-                detail = type(exc).__name__
-            except NewConnectionError as exc:
-                cause, detail = "connection", type(exc).__name__
-            except Urllib3TimeoutError as exc:
-                cause, detail = "timeout", type(exc).__name__
-            except (ProtocolError, HTTPError, OSError) as exc:
-                cause, detail = "connection", type(exc).__name__
-            else:
-                for name, value in response_headers.items():
-                    if name.lower().startswith(_RATE_LIMIT_PREFIX):
-                        result.headers.setdefault(name.lower(), []).append(value)
-                if 200 <= status < 300:
-                    return _Final("accepted", attempts, status=status)
-                if status in (401, 403):
-                    reason = (
-                        f"mParticle refused the credentials (HTTP {status}); check the API key "
-                        "and secret and the pod"
-                    )
-                    run.halt(reason, fatal=(reason, status))
-                    return _Final("failed", attempts, status=status, body=text, reason=reason)
-                if status not in RETRYABLE_STATUSES:
-                    if status in _BISECT_STATUSES and batch_count > 1:
-                        return _Final("bisect", attempts, status=status, body=text)
-                    return _Final(
-                        "rejected",
-                        attempts,
-                        status=status,
-                        body=text,
-                        reason=f"mParticle answered HTTP {status}",
-                    )
-                cause = f"status {status}"
-                detail = cause
-                retry_after = parse_retry_after(response_headers.get("Retry-After"))
-            if status == 429:
+            answer = self._attempt(endpoint, body)
+            self._learn(answer, run, result)
+            final = _settled(answer, attempts, batch_count, run)
+            if final is None and answer.status == 429:
                 rate_limit_retries += 1
-                wait = max(policy.backoff(rate_limit_retries, self._random), retry_after or 0.0)
-                if not run.pause(wait):
-                    reason = (
-                        f"mParticle asked for a {wait:.0f} s wait (HTTP 429), beyond what is left "
-                        f"of the run's rate-limit budget of {policy.rate_limit_budget:.0f} s"
-                    )
-                    logger.debug("stopping the run: %s", reason)
-                    run.halt(reason)
-                    return _Final("pending", attempts, status=429, body=text, reason=reason)
-                logger.debug(
-                    "retrying %d batches: HTTP 429, all workers pause %.3f s (attempt %d)",
-                    batch_count,
-                    wait,
-                    attempts,
-                )
-            else:
+                final = self._after_rate_limit(answer, attempts, rate_limit_retries, run)
+            elif final is None:
                 transient_retries += 1
-                wait = max(policy.backoff(transient_retries, self._random), retry_after or 0.0)
-                elapsed = self._clock() - first_attempt
-                if attempts >= policy.max_attempts or elapsed + wait > policy.deadline:
-                    limit = (
-                        f"{attempts} attempts"
-                        if attempts >= policy.max_attempts
-                        else f"the {policy.deadline:g} s deadline"
-                    )
-                    return _Final(
-                        "failed",
-                        attempts,
-                        status=status,
-                        body=text,
-                        reason=f"gave up after {limit}; last cause: {detail}",
-                    )
-                logger.debug(
-                    "retrying %d batches: %s, waiting %.3f s (attempt %d)",
-                    batch_count,
-                    detail,
-                    wait,
-                    attempts,
+                final = self._after_transient(
+                    answer, attempts, transient_retries, self._clock() - first_attempt
                 )
-                self._sleep(wait)
-            result.retries[cause] += 1
+            if final is not None:
+                return final
+            result.retries[answer.cause] += 1
+            logger.debug("retrying %d batches after %s", batch_count, answer.detail)
+
+    def _attempt(self, endpoint: Endpoint, body: bytes) -> _Answer:
+        """One POST; a network failure becomes an answer without a status."""
+        try:
+            status, headers, text = self._post(endpoint, body)
+        except SSLError as exc:
+            return _Answer(detail=type(exc).__name__, certificate_problem=_certificate_problem(exc))
+        except NewConnectionError as exc:  # before TimeoutError: urllib3 derives it from that
+            return _Answer(detail=type(exc).__name__)
+        except Urllib3TimeoutError as exc:
+            return _Answer(cause="timeout", detail=type(exc).__name__)
+        except (ProtocolError, HTTPError, OSError) as exc:
+            return _Answer(detail=type(exc).__name__)
+        cause = f"status {status}"
+        return _Answer(status=status, headers=headers, text=text, cause=cause, detail=cause)
+
+    def _learn(self, answer: _Answer, run: _Run, result: _Result) -> None:
+        """Record the rate-limit headers; tell the limiter how the account is doing."""
+        percentage: float | None = None
+        for name, value in answer.headers.items():
+            lowered = name.lower()
+            if lowered.startswith(_RATE_LIMIT_PREFIX):
+                result.headers.setdefault(lowered, []).append(value)
+                if lowered == _PERCENTAGE_USED:
+                    percentage = _number(value)
+        status = answer.status
+        if status is not None and 200 <= status < 300:
+            run.accepted()
+            if self.rate_limiter is not None:
+                self.rate_limiter.observe(percentage)
+
+    def _after_rate_limit(
+        self, answer: _Answer, attempts: int, retry: int, run: _Run
+    ) -> _Final | None:
+        """Pause every worker as asked, or stop the run when the wait is too long."""
+        policy = self.retry
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        if self.rate_limiter is not None:
+            self.rate_limiter.rate_limited(retry_after)
+        wait = policy.rate_limit_wait(retry_after, retry, self._random)
+        stalled = self._clock() + wait - run.last_accepted
+        if retry_after is not None and retry_after > policy.max_retry_after:
+            reason = (
+                f"mParticle asked for a {retry_after:.0f} s wait (HTTP 429), beyond "
+                f"max_retry_after ({policy.max_retry_after:g} s)"
+            )
+        elif stalled > policy.max_stall:
+            reason = (
+                f"no batch was accepted for {policy.max_stall:g} s (max_stall) while "
+                "mParticle answered 429"
+            )
+        else:
+            run.pause(wait)
+            logger.debug("HTTP 429: all workers pause %.3f s (attempt %d)", wait, attempts)
+            return None
+        logger.debug("stopping the run: %s", reason)
+        run.halt(reason)
+        return _Final("pending", attempts, status=429, body=answer.text, reason=reason)
+
+    def _after_transient(
+        self, answer: _Answer, attempts: int, retry: int, elapsed: float
+    ) -> _Final | None:
+        """Back off before the next attempt, or give up on the request."""
+        policy = self.retry
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        wait = max(policy.backoff(retry, self._random), retry_after or 0.0)
+        if attempts >= policy.max_attempts or elapsed + wait > policy.deadline:
+            limit = (
+                f"{attempts} attempts"
+                if attempts >= policy.max_attempts
+                else f"the {policy.deadline:g} s deadline"
+            )
+            return _Final(
+                "failed",
+                attempts,
+                status=answer.status,
+                body=answer.text,
+                reason=f"gave up after {limit}; last cause: {answer.detail}",
+            )
+        logger.debug("%s: waiting %.3f s (attempt %d)", answer.detail, wait, attempts)
+        self._sleep(wait)
+        return None
+
+    def _wait_turn(self, run: _Run, batch_count: int) -> None:
+        """Wait out a 429 pause, then the limiter's turn for ``batch_count`` batches."""
+        self._wait_for_pause(run)
+        if self.rate_limiter is None or run.stop.is_set():
+            return
+        wait = self.rate_limiter.acquire(batch_count)
+        if wait > 0:
+            self._sleep(wait)
+            self._wait_for_pause(run)
 
     def _wait_for_pause(self, run: _Run) -> None:
         while not run.stop.is_set():
@@ -726,6 +770,54 @@ def _certificate_problem(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _settled(answer: _Answer, attempts: int, batch_count: int, run: _Run) -> _Final | None:
+    """The final outcome an answer decides, or None when it is worth another attempt."""
+    status, text = answer.status, answer.text
+    verdict = classify(
+        status, certificate_problem=answer.certificate_problem, batch_count=batch_count
+    )
+    if verdict == "retry":
+        return None
+    if verdict == "accepted":
+        return _Final("accepted", attempts, status=status)
+    if verdict == "bisect":
+        return _Final("bisect", attempts, status=status, body=text)
+    if verdict == "rejected":
+        reason = f"mParticle answered HTTP {status}"
+        return _Final("rejected", attempts, status=status, body=text, reason=reason)
+    if verdict == "untrusted server":
+        reason = "the server's TLS certificate could not be verified"
+    else:
+        reason = (
+            f"mParticle refused the credentials (HTTP {status}); check the API key "
+            "and secret and the pod"
+        )
+    run.halt(reason, fatal=(reason, status))
+    return _Final("failed", attempts, status=status, body=text, reason=reason)
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _limiter(
+    rate_limit: RateLimiter | float | None, clock: Callable[[], float]
+) -> RateLimiter | None:
+    if rate_limit is None or isinstance(rate_limit, RateLimiter):
+        return rate_limit
+    if isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float)):
+        msg = (
+            "rate_limit must be batches a second, a RateLimiter or None, "
+            f"got {type(rate_limit).__name__}"
+        )
+        raise ConfigurationError(msg)
+    return TokenBucket(rate_limit, clock=clock)
 
 
 def _pending(run: _Run, attempts: int = 0) -> _Final:

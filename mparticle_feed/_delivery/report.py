@@ -100,6 +100,12 @@ class UploadReport:
         """True when every batch was accepted and no row was turned away."""
         return not self.problems and all(o.status == "accepted" for o in self.outcomes)
 
+    @property
+    def events_per_batch(self) -> float:
+        """Events per batch over the batches sent (mParticle's rate limit counts batches)."""
+        counts = [len(o.sourced.event_rows) for o in self.outcomes if o.sourced is not None]
+        return sum(counts) / len(counts) if counts else 0.0
+
     def _repr_html_(self) -> str:
         """A notebook view: batches by endpoint and outcome, then the first problems."""
         by_endpoint = [
@@ -111,6 +117,7 @@ class UploadReport:
             f"<p><b>UploadReport</b>: {self.requests_sent} requests, "
             f"{sum(self.retries.values())} retries, "
             f"{self.rate_limit_wait_seconds:.1f} s rate-limit wait, "
+            f"{self.events_per_batch:.1f} events a batch, "
             f"{self.elapsed_seconds:.2f} s{stopped}</p>",
             html_table(by_endpoint, ("endpoint", *STATUSES)),
         ]

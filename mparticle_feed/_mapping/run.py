@@ -23,6 +23,7 @@ from .arrow import ArrowEngine, Result, Run, arrow_source_reader
 from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject, check_columns
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
+from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
 from .sources import SyncKind
 from .spec import RowMapping
 
@@ -39,6 +40,9 @@ class MappingRun(Iterator[SourcedBatch]):
     ``values_truncated`` counts event names cut to 256 characters. With a mapping that
     names a data plan, ``violations`` lists each :class:`RowViolation` found, and rows a
     ``block`` policy turns away are among the rejected (stage ``data_plan``).
+    ``events_out`` counts the events of the batches mapped, ``split_users`` the batches
+    opened for a user whose earlier rows lay further back than ``group_window`` rows (see
+    :func:`map_rows`).
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class MappingRun(Iterator[SourcedBatch]):
         data_plan_policy: DataPlanPolicy = "report",
         chunk_size: int = 1000,
         key_check: Callable[[str, int], int | None] | None = None,
+        group_window: int = DEFAULT_GROUP_WINDOW,
     ) -> None:
         if max_events_per_batch < 1:
             raise ConfigurationError(
@@ -67,6 +72,10 @@ class MappingRun(Iterator[SourcedBatch]):
         self.on_reject = on_reject
         self.max_events_per_batch = max_events_per_batch
         self.key_check = key_check
+        self.group_window = check_group_window(group_window)
+        self.events_out = 0
+        self._batches_made = 0
+        self._window: RegroupWindow[_Pending] | None = None
         self.rows_in = 0
         self.rows_mapped = 0
         self.rows_rejected = 0
@@ -123,6 +132,17 @@ class MappingRun(Iterator[SourcedBatch]):
     def _drop_batch(self) -> None:
         self.batches_out -= 1
 
+    @property
+    def events_per_batch(self) -> float:
+        """Events per batch mapped so far (0.0 before the first batch)."""
+        made = self._batches_made
+        return self.events_out / made if made else 0.0
+
+    @property
+    def split_users(self) -> int:
+        """Batches opened for a user whose previous batch had left the window unfilled."""
+        return self._window.splits if self._window is not None else 0
+
     def __iter__(self) -> MappingRun:
         return self
 
@@ -150,19 +170,76 @@ class MappingRun(Iterator[SourcedBatch]):
         if self.on_reject is not None:
             self.on_reject(problem)
 
-    def _run(self, rows: Iterator[Any]) -> Iterator[SourcedBatch]:
+    def _mapped(self, row: Any) -> tuple[_Mapped, RowRef] | None:
+        """One row mapped with its reference, or None once it was rejected."""
+        if row.__class__ is not dict and not isinstance(row, Mapping):
+            self._reject(
+                RowRef(self.rows_in),
+                None,
+                f"a row must be a mapping of column → value, got {type_name(row)}",
+            )
+            return None
         compiled = self._compiled
-        per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
-        limit = self.max_events_per_batch
-        pending = _Pending(self.mapping.environment)
+        try:
+            key = compiled.primary_key(row)
+        except _Reject as exc:
+            self._reject(RowRef(self.rows_in), exc.field, exc.reason)
+            return None
+        if key is not None and not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate cannot be sent, hashed or stored: the row is rejected.
+                self._reject(
+                    RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
+                    None,
+                    "the primary key is not valid Unicode text (a lone surrogate)",
+                )
+                return None
+        ref = RowRef(self.rows_in, key)
+        try:
+            mapped = compiled.map_row(row)
+        except _Reject as exc:
+            self._reject(ref, exc.field, exc.reason)
+            return None
+        if key is not None and self.key_check is not None:
+            first = self.key_check(key, self.rows_in)
+            if first is not None:
+                self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+                return None
+        self.values_truncated += mapped.truncated
+        return mapped, ref
+
+    def _out(self, sourced: SourcedBatch) -> SourcedBatch:
+        self.batches_out += 1
+        self._batches_made += 1
+        self.events_out += len(sourced.event_rows)
+        return sourced
+
+    def _run(self, rows: Iterator[Any]) -> Iterator[SourcedBatch]:
+        environment = self.mapping.environment
+        if self.mapping.kind is SyncKind.USER_ATTRIBUTES:
+            # One batch per row: nothing to regroup.
+            for row in rows:
+                self.rows_in += 1
+                item = self._mapped(row)
+                if item is not None:
+                    single = _Pending(environment)
+                    single.add(*item)
+                    self.rows_mapped += 1
+                    yield self._out(single.flush())
+            self._log()
+            return
+        window = self._window = RegroupWindow(
+            self.group_window, lambda: _Pending(environment), self.max_events_per_batch
+        )
+        compiled = self._compiled
+        push = window.push
         for row in rows:
             self.rows_in += 1
+            # _mapped() inlined: this loop runs once per row.
             if row.__class__ is not dict and not isinstance(row, Mapping):
-                self._reject(
-                    RowRef(self.rows_in),
-                    None,
-                    f"a row must be a mapping of column → value, got {type_name(row)}",
-                )
+                self._mapped(row)  # rejects it
                 continue
             try:
                 key = compiled.primary_key(row)
@@ -192,24 +269,24 @@ class MappingRun(Iterator[SourcedBatch]):
                 if first is not None:
                     self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
                     continue
-            ready = None
-            if pending.rows and (per_row or not pending.accepts(mapped, limit)):
-                ready = pending.flush()
-            # Count the row before yielding, so the counters add up while the caller holds a batch.
-            pending.add(mapped, ref)
-            self.rows_mapped += 1
             self.values_truncated += mapped.truncated
-            if ready is not None:
-                self.batches_out += 1
-                yield ready
-        if pending.rows:
-            self.batches_out += 1
-            yield pending.flush()
+            push(mapped.user_key, mapped, ref)
+            # Count the row before yielding, so the counters add up while the caller holds a batch.
+            self.rows_mapped += 1
+            if window.ready:
+                for sourced in window.take():
+                    yield self._out(sourced)
+        for sourced in window.drain():
+            yield self._out(sourced)
+        self._log()
+
+    def _log(self) -> None:
         logger.info(
-            "mapped %d rows: %d mapped into %d batches, %d rejected",
+            "mapped %d rows: %d mapped into %d batches (%.1f events a batch), %d rejected",
             self.rows_in,
             self.rows_mapped,
             self.batches_out,
+            self.events_per_batch,
             self.rows_rejected,
         )
 
@@ -224,9 +301,51 @@ class MappingRun(Iterator[SourcedBatch]):
         self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
         return True
 
+    def _runs(self, results: Iterator[Result | Run]) -> Iterator[Run]:
+        """The Arrow engine's results as runs; a rejected row is recorded here."""
+        for item in results:
+            if isinstance(item, Run):
+                yield item
+                continue
+            ref, outcome = item
+            if isinstance(outcome, _Reject):
+                self.rows_in += 1
+                self._reject(ref, outcome.field, outcome.reason)
+                continue
+            yield Run(outcome, [ref], [None], outcome.truncated)
+
+    def _run_results_windowed(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
+        """The Arrow engine's rows through the regroup window, one by one as ``_run`` does."""
+        environment = self.mapping.environment
+        window = self._window = RegroupWindow(
+            self.group_window, lambda: _Pending(environment), self.max_events_per_batch
+        )
+        push = window.push
+        for run in self._runs(results):
+            first = run.first
+            key = first.user_key
+            refs, events = run.refs, run.events
+            for position in range(len(refs)):
+                ref = refs[position]
+                if self._duplicate(ref):
+                    continue
+                self.rows_in += 1
+                push(key, first if position == 0 else _with_event(first, events[position]), ref)
+                self.rows_mapped += 1
+            self.values_truncated += run.truncated
+            if window.ready:
+                for sourced in window.take():
+                    yield self._out(sourced)
+        for sourced in window.drain():
+            yield self._out(sourced)
+        self._log()
+
     def _run_results(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """``_run``'s batching over rows the Arrow engine has mapped (or rejected) already."""
         per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
+        if self.group_window > 1 and not per_row:
+            yield from self._run_results_windowed(results)
+            return
         limit = self.max_events_per_batch
         pending = _Pending(self.mapping.environment)
         for item in results:
@@ -255,8 +374,7 @@ class MappingRun(Iterator[SourcedBatch]):
             self.rows_in += 1
             self.rows_mapped += 1
             if ready is not None:
-                self.batches_out += 1
-                yield ready
+                yield self._out(ready)
             events = pending.events
             for position in kept[1:]:
                 ref, event = refs[position], run.events[position]
@@ -266,8 +384,7 @@ class MappingRun(Iterator[SourcedBatch]):
                     events = pending.events
                     self.rows_in += 1
                     self.rows_mapped += 1
-                    self.batches_out += 1
-                    yield ready
+                    yield self._out(ready)
                     continue
                 events.append(event)
                 pending.event_rows.append(ref)
@@ -276,8 +393,7 @@ class MappingRun(Iterator[SourcedBatch]):
                 self.rows_mapped += 1
             self.values_truncated += run.truncated
         if pending.rows:
-            self.batches_out += 1
-            yield pending.flush()
+            yield self._out(pending.flush())
         logger.info(
             "mapped %d Arrow rows: %d mapped into %d batches, %d rejected",
             self.rows_in,
@@ -319,6 +435,9 @@ class _Pending:
             if len(current.keys() | extra.keys()) > MAX_USER_ATTRIBUTES:
                 return False
         return True
+
+    def full(self, limit: int) -> bool:
+        return len(self.events) >= limit
 
     def add(self, mapped: _Mapped, ref: RowRef) -> None:
         if self.first is None:
@@ -362,8 +481,57 @@ class _Pending:
         return sourced
 
 
+def _with_event(first: _Mapped, event: Any) -> _Mapped:
+    """What the row path maps a later row of ``first``'s run to: its user part, this event."""
+    # Positional, in _Mapped's field order, as compile.py builds it: cheaper than evolve().
+    return _Mapped(
+        first.user_key,
+        first.identities,
+        first.device,
+        first.mpid,
+        first.mp_deviceid,
+        first.ip,
+        first.application_info,
+        first.context,
+        first.user_attributes,
+        event,
+        0,
+    )
+
+
 def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     return dict(pairs)
+
+
+def _column(source: Any) -> str | None:
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def ordering_advice(run: MappingRun) -> str | None:
+    """What to change when the row order cost batches; None when it did not.
+
+    A run whose batches were split off a user's earlier rows (further back than the window)
+    in a fifth or more of its batches gets the ``ORDER BY`` that keeps each user together.
+    """
+    splits = run.split_users
+    if run.batches_out < 20 or splits * 5 < run.batches_out:
+        return None
+    mapping = run.mapping
+    users = [s for _, s in mapping.user_identities] + [s for _, s in mapping.device_identities]
+    if mapping.mpid is not None:
+        users.append(mapping.mpid)
+    columns = [c for c in (_column(s) for s in users[:1]) if c is not None]
+    stamp = _column(getattr(mapping, "timestamp_unixtime_ms", None))
+    if stamp is not None:
+        columns.append(stamp)
+    order = f"ORDER BY {', '.join(columns)}" if columns else "an ORDER BY on the user's identity"
+    return (
+        f"{splits:,} of {run.batches_out:,} batches hold rows of a user whose earlier rows lay "
+        f"more than group_window={run.group_window:,} rows back ({run.events_per_batch:.1f} "
+        f"events a batch). mParticle's limit counts batches: {order} in the query (or a larger "
+        "group_window) fills batches and shortens the sync."
+    )
 
 
 def map_rows(
@@ -376,16 +544,20 @@ def map_rows(
     data_plan_policy: DataPlanPolicy = "report",
     chunk_size: int = 1000,
     key_check: Callable[[str, int], int | None] | None = None,
+    group_window: int = DEFAULT_GROUP_WINDOW,
 ) -> MappingRun:
     """Map rows from any source :func:`rows_from` reads into batches, streaming.
 
-    Consecutive rows of the same user (same identities, device ids, mpid and batch-level
-    fields) share a batch of at most ``max_events_per_batch`` events; a user-attribute
-    mapping makes one batch per row. A row that cannot be mapped is recorded in
-    ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with ``strict=True``
-    the first such row raises :class:`RowError` instead. A source that declares its columns
-    (a cursor, a DataFrame, Arrow) is checked against the mapping first: a column the mapping
-    reads and the source lacks raises :class:`MappingError` before any row is read.
+    Rows of the same user (same identities, device ids, mpid and batch-level fields) share
+    a batch of at most ``max_events_per_batch`` events, in row order, when they lie within
+    ``group_window`` rows of each other (default 10,000: the open batches of several users
+    are held, that many rows in all, the oldest let go first; 0 groups consecutive rows
+    only). A user-attribute mapping makes one batch per row. A row that cannot be mapped is
+    recorded in ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with
+    ``strict=True`` the first such row raises :class:`RowError` instead. A source that
+    declares its columns (a cursor, a DataFrame, Arrow) is checked against the mapping first:
+    a column the mapping reads and the source lacks raises :class:`MappingError` before any
+    row is read.
 
     When the mapping names a data plan, batches are tagged with it and validated as they
     are made; ``data_plan_policy`` says what a violation does: ``"report"`` (default: list
@@ -406,4 +578,5 @@ def map_rows(
         data_plan_policy=data_plan_policy,
         chunk_size=chunk_size,
         key_check=key_check,
+        group_window=group_window,
     )

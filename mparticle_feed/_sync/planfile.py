@@ -21,7 +21,15 @@ from .._html import html_table
 from .._mapping.dataplan_step import RowViolation, violation_record
 from .._mapping.provenance import RowProblem, RowRef
 from .planreader import _PLAN_CHECKS, PLAN_FILE_FORMAT, _PlanReader
-from .report import SyncReport, _open_target, problem_record, violation_lines, violations_html
+from .report import (
+    SyncReport,
+    _open_target,
+    batching_lines,
+    events_per_batch,
+    problem_record,
+    violation_lines,
+    violations_html,
+)
 from .send import DEFAULT_MAX_PLAN_AGE, Progress, Sender, StateArg, send_plan
 from .state import MappingChange, StateEntry
 from .status import _UNCHANGED
@@ -80,6 +88,13 @@ class Plan:
     state_version: int | None = None
     next_seq: int = 0
     historical_only: bool = False
+    #: The ``ORDER BY`` that would fill batches, when the row order left them thin.
+    advice: str | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def events_per_batch(self) -> float:
+        """Events per batch to send (mParticle's rate limit counts batches)."""
+        return events_per_batch(self.requests)
 
     @property
     def planned(self) -> tuple[PlannedRequest, ...]:
@@ -268,6 +283,7 @@ class Plan:
         if len(self.rejects) > 10:
             lines.append(f"  ... and {len(self.rejects) - 10} more")
         lines.extend(violation_lines(self.violations))
+        lines.extend(batching_lines(self.events_per_batch, self.advice))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

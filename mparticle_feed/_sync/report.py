@@ -16,12 +16,13 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .._delivery.packing import Request
 from .._errors import DeliveryError
 from .._html import html_table
 from .._mapping.dataplan_step import RowViolation, violation_record
@@ -47,6 +48,18 @@ def problem_record(problem: RowProblem, outcome: str) -> dict[str, Any]:
         if value is not None:
             record[key] = value
     return record
+
+
+def batching_lines(events_per_batch: float, advice: str | None) -> list[str]:
+    """The summary lines on events per batch (what mParticle's limit counts) and advice."""
+    lines = [f"  {events_per_batch:.1f} events a batch"] if events_per_batch else []
+    return lines + ([f"  advice: {advice}"] if advice else [])
+
+
+def events_per_batch(requests: Iterable[Request]) -> float:
+    """Events per batch over the batches of ``requests``."""
+    counts = [len(packed.sourced.event_rows) for r in requests for packed in r.batches]
+    return sum(counts) / len(counts) if counts else 0.0
 
 
 def violation_lines(violations: tuple[RowViolation, ...], limit: int = 10) -> list[str]:
@@ -141,6 +154,10 @@ class SyncReport:
     failures: tuple[RowProblem, ...] = ()
     #: Data-plan violations, each with its row (a mapping that names a plan; see ``dropped``).
     violations: tuple[RowViolation, ...] = ()
+    #: Events per batch the mapping produced (mParticle's rate limit counts batches).
+    events_per_batch: float = 0.0
+    #: The ``ORDER BY`` that would fill batches, when the row order left them thin.
+    advice: str | None = None
 
     def __attrs_post_init__(self) -> None:
         settled = self.accepted + self.rejected + self.failed + self.pending
@@ -268,6 +285,7 @@ class SyncReport:
             f"  {self.requests_sent} requests, {retries} retries, "
             f"{self.rate_limit_wait_seconds:.1f} s rate-limit wait, {self.elapsed_seconds:.2f} s"
         )
+        lines.extend(batching_lines(self.events_per_batch, self.advice))
         if self.resumed:
             lines.append(
                 f"  resumed an interrupted run ({self.resent_in_flight} batch(es) were in flight)"

@@ -44,7 +44,8 @@ from .._delivery.routing import (
 from .._errors import ConfigurationError, StateError
 from .._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from .._mapping.provenance import RowProblem
-from .._mapping.run import map_rows
+from .._mapping.regroup import DEFAULT_GROUP_WINDOW
+from .._mapping.run import map_rows, ordering_advice
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
 from .report import SyncReport
@@ -88,6 +89,7 @@ class _Pipeline:
     max_request_bytes: int
     max_batch_bytes: int
     data_plan_policy: DataPlanPolicy = "report"
+    group_window: int = DEFAULT_GROUP_WINDOW
     ids: IdSequence | None = None
     statuses: _Statuses = attrs.field(factory=_Statuses)
     problems: list[RowProblem] = attrs.field(factory=list)
@@ -107,6 +109,7 @@ class _Pipeline:
             data_plan_policy=self.data_plan_policy,
             chunk_size=chunk_size,
             key_check=seen.first_seen,
+            group_window=self.group_window,
         )
         return self._requests(seen)
 
@@ -155,6 +158,32 @@ class _Pipeline:
     def violations(self) -> tuple[RowViolation, ...]:
         return tuple(self.mapping_run.violations) if self.mapping_run is not None else ()
 
+    @property
+    def events_per_batch(self) -> float:
+        return float(self.mapping_run.events_per_batch) if self.mapping_run is not None else 0.0
+
+    def finish(self, report: SyncReport, store: StateStore | None) -> SyncReport:
+        """The report with the mapping's figures; the run recorded in the state and logged."""
+        report = attrs.evolve(
+            report,
+            violations=self.violations,
+            events_per_batch=self.events_per_batch,
+            advice=self.advice(),
+        )
+        if store is not None:
+            store.finish_sync(self.name, status="stopped" if report.pending else "finished")
+        _log(report)
+        return report
+
+    def advice(self) -> str | None:
+        """The ORDER BY advice when the row order left batches thin (logged as a warning)."""
+        if self.mapping_run is None:
+            return None
+        advice = ordering_advice(self.mapping_run)
+        if advice is not None:
+            logger.warning("sync %r: %s", self.name, advice)
+        return advice
+
 
 def _default_name(mapping: RowMapping) -> str:
     return mapping.kind.value
@@ -176,6 +205,7 @@ def plan(
     max_request_bytes: int = 256_000,
     max_batch_bytes: int = 128_000,
     data_plan_policy: DataPlanPolicy = "report",
+    group_window: int = DEFAULT_GROUP_WINDOW,
 ) -> Plan:
     """The exact requests :func:`sync` would send for these rows, without sending.
 
@@ -183,7 +213,8 @@ def plan(
     With ``state``, rows mParticle already holds are left out, as sync would. The state
     is only read. A plan holds every request body in memory: use it for review, and
     :func:`sync` for large runs. ``data_plan_policy`` is as for :func:`sync`; with
-    ``"block"`` the plan shows exactly what mParticle would drop.
+    ``"block"`` the plan shows exactly what mParticle would drop. ``group_window`` is
+    :func:`map_rows`'s: a user's rows within that many rows of each other share batches.
     """
     store, owned = _read_only_state(state)
     created = now if now is not None else utc_now()
@@ -202,6 +233,7 @@ def plan(
             max_request_bytes=max_request_bytes,
             max_batch_bytes=max_batch_bytes,
             data_plan_policy=data_plan_policy,
+            group_window=group_window,
         )
         pipeline.ids = ids
         requests = tuple(pipeline.requests(source, chunk_size))
@@ -224,6 +256,7 @@ def plan(
             entries=dict(differ.entries),
             settled=bytes(pipeline.statuses.codes),
             violations=pipeline.violations,
+            advice=pipeline.advice(),
         )
     finally:
         if owned and store is not None:
@@ -283,6 +316,7 @@ def sync(
     clock: Callable[[], float] = time.monotonic,
     data_plan_policy: DataPlanPolicy = "report",
     max_plan_age: timedelta = DEFAULT_MAX_PLAN_AGE,
+    group_window: int = DEFAULT_GROUP_WINDOW,
 ) -> SyncReport:
     """Map ``source``'s rows with ``mapping`` and deliver them with ``client``, streaming.
 
@@ -292,7 +326,7 @@ def sync(
     since mParticle last accepted them are sent; ``name`` keys the state (default: the
     mapping's kind). When the mapping changed since the last run, ``on_mapping_change``
     decides: ``"fail"`` (default) raises :class:`StateError`, ``"resend"`` sends every
-    row, ``"keep"`` sends only rows whose output changed.
+    row, ``"keep"`` sends only rows whose output changed. ``group_window``: as for :func:`map_rows`.
 
     ``plan`` sends a reviewed :class:`Plan` instead of reading ``source`` (pass ``None``
     as source). Setting ``stop`` ends the run after the requests already handed out;
@@ -309,7 +343,7 @@ def sync(
     pending`` holds. Raises :class:`ConfigurationError` on bad credentials (401/403).
     """
     if plan is not None:
-        report = send_plan(
+        return send_plan(
             plan,
             client,
             state=state,
@@ -320,8 +354,6 @@ def sync(
             now=now,
             max_plan_age=max_plan_age,
         )
-        # A reviewed plan carries its data-plan violations into the report.
-        return attrs.evolve(report, violations=plan.violations) if plan.violations else report
     if source is None:
         raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
     store, owned = _open_state(state)
@@ -342,6 +374,7 @@ def sync(
                 chunk_size=chunk_size,
                 clock=clock,
                 data_plan_policy=data_plan_policy,
+                group_window=group_window,
             )
     finally:
         if owned and store is not None:
@@ -363,6 +396,7 @@ def _sync_locked(
     chunk_size: int,
     clock: Callable[[], float],
     data_plan_policy: DataPlanPolicy,
+    group_window: int,
 ) -> SyncReport:
     pipeline = _Pipeline(
         mapping=mapping,
@@ -377,6 +411,7 @@ def _sync_locked(
         max_request_bytes=client.max_request_bytes,
         max_batch_bytes=client.max_batch_bytes,
         data_plan_policy=data_plan_policy,
+        group_window=group_window,
     )
     # The source and its columns are checked here, before the state records a run.
     requests = pipeline.requests(source, chunk_size)
@@ -422,12 +457,7 @@ def _sync_locked(
         start=start,
         replayed=replayed,
     )
-    if pipeline.violations:
-        report = attrs.evolve(report, violations=pipeline.violations)
-    if store is not None:
-        store.finish_sync(sync_name, status="stopped" if report.pending else "finished")
-    _log(report)
-    return report
+    return pipeline.finish(report, store)
 
 
 def _replay_first(

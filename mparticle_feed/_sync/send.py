@@ -443,6 +443,13 @@ def send_plan(
                 upload=upload,
                 start=start,
             )
+            # The plan's data-plan violations and batching figures belong in its report.
+            report = attrs.evolve(
+                report,
+                violations=plan.violations,
+                events_per_batch=plan.events_per_batch,
+                advice=plan.advice,
+            )
             if store is not None:
                 store.finish_sync(plan.name, status="stopped" if report.pending else "finished")
             _log(report)

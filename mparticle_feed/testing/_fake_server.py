@@ -6,6 +6,7 @@ import base64
 import collections
 import contextlib
 import logging
+import math
 import socket
 import struct
 import threading
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import attrs
 import orjson
 
-from .._errors import PayloadError
+from .._errors import ConfigurationError, PayloadError
 from .._wire.codec import loads
 from .._wire.models import Batch
 
@@ -154,7 +155,12 @@ class FakeEventsServer:
     - on the historical path, 400 (``historical_violation_status``) when a batch has no
       events, or an event without a timestamp or younger than 72 hours by ``now()``;
     - 400 when a batch matches the ``reject`` predicate (to test bisection);
-    - otherwise 202, with an ``X-mp-rate-limit-percentage-used`` header.
+    - with ``rate_limit`` (batches a second), 429 when a request holds more batches than its
+      token bucket (``rate_limit_burst`` batches, refilled at ``rate_limit`` a second) has
+      left, with ``Retry-After`` (whole seconds until the bucket holds them) and
+      ``X-mp-rate-limit-exceeded: app``; only requests that would be accepted are metered;
+    - otherwise 202, with an ``X-mp-rate-limit-percentage-used`` header (the share of the
+      bucket in use, or 1 without ``rate_limit``).
 
     Every request is recorded in :attr:`~FakeEventsServer.requests`. :meth:`script` queues scripted
     :class:`Reply` objects that answer the next requests instead (a status sequence,
@@ -182,6 +188,9 @@ class FakeEventsServer:
         validate: bool = True,
         now: Callable[[], datetime] | None = None,
         port: int = 0,
+        rate_limit: float | None = None,
+        rate_limit_burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._expected_auth = "Basic " + base64.b64encode(
             f"{api_key}:{api_secret}".encode()
@@ -194,6 +203,11 @@ class FakeEventsServer:
         self.reject = reject
         self.validate = validate
         self._now = now if now is not None else (lambda: datetime.now(timezone.utc))
+        self._bucket = (
+            None
+            if rate_limit is None
+            else _Bucket(rate_limit, rate_limit_burst or max(rate_limit, max_batches), clock)
+        )
         self._lock = threading.Lock()
         self._script: collections.deque[Reply] = collections.deque()
         self._requests: list[ReceivedRequest] = []
@@ -352,6 +366,8 @@ class FakeEventsServer:
             return
         status, answer = self._judge(handler, body, batches)
         extra = {"X-mp-rate-limit-percentage-used": "1"} if status == 202 else {}
+        if status == 202 and self._bucket is not None:
+            status, answer, extra = self._bucket.take(len(batches or ()))
         record(status, accepted=status == 202)
         handler._send(status, answer, extra)
 
@@ -446,3 +462,34 @@ class FakeEventsServer:
                 if now_ms - stamp < min_age_ms:
                     return f"historical batch {index}, event {number}: less than 72 hours old"
         return None
+
+
+class _Bucket:
+    """The server's rate limit: a token bucket in batches, like an account's."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        if not (rate > 0 and burst >= 1):
+            msg = f"rate_limit must be positive and its burst at least 1, got {rate}, {burst}"
+            raise ConfigurationError(msg)
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = burst
+        self._updated = clock()
+
+    def take(self, batches: int) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if batches > self._tokens:
+                seconds = (batches - self._tokens) / self.rate
+                headers = {
+                    "Retry-After": str(max(1, math.ceil(seconds))),
+                    "X-mp-rate-limit-exceeded": "app",
+                }
+                return 429, _error_body(["rate limit exceeded"]), headers
+            self._tokens -= batches
+            used = 100 * (self.burst - self._tokens) / self.burst
+        return 202, b"", {"X-mp-rate-limit-percentage-used": str(round(used))}

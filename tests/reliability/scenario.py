@@ -28,6 +28,7 @@ def client_for(server: FaultServer, clock: FakeClock | None = None, **options: A
         "connect_timeout": 0.3,
         "max_workers": 1,
         "retry": RetryPolicy(initial_backoff=0.5, max_backoff=30.0),
+        "rate_limit": None,  # the faults are the subject; pacing has tests of its own
     }
     if clock is not None:
         settings.update(clock=clock.monotonic, sleep=clock.sleep, random=lambda: 0.5)

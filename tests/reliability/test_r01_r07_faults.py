@@ -181,32 +181,35 @@ def test_R4_429_waits_at_least_retry_after_on_the_server_clock(
     scorecard.record(figures_for(f"R4 429 Retry-After {label}", data, report, server, clock))
 
 
-def test_R4_a_retry_after_beyond_the_budget_stops_the_run_pending(
+def test_R4_a_retry_after_beyond_max_retry_after_stops_the_run_pending(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
     server = make_server(default=Reply(429, {"Retry-After": "86400"}), clock=clock.monotonic)
     data = batches(4)
-    policy = RetryPolicy(rate_limit_budget=600)
+    policy = RetryPolicy(max_retry_after=600)
     with client_for(server, clock, retry=policy, max_batches=2) as client:
         report = client.upload(data, now=NOW)
     assert clock.slept < 60  # no sleep of hours
     assert report.count("pending") == 4
     assert report.stopped is not None
-    assert "budget" in report.stopped
+    assert "max_retry_after" in report.stopped
     assert len(server.requests) == 1  # the second request was never sent
     scorecard.record(figures_for("R4 429 Retry-After huge", data, report, server, clock))
 
 
-def test_R4_waits_add_up_within_the_budget(make_server: MakeServer, clock: FakeClock) -> None:
-    """Several 429s of 200 s each: the run pauses while the budget lasts, then stops."""
+def test_R4_waits_go_on_until_nothing_was_accepted_for_max_stall(
+    make_server: MakeServer, clock: FakeClock
+) -> None:
+    """Several 429s of 200 s each and no acceptance: the run stops once 500 s passed."""
     server = make_server(default=Reply(429, {"Retry-After": "200"}), clock=clock.monotonic)
-    policy = RetryPolicy(rate_limit_budget=500)
+    policy = RetryPolicy(max_stall=500)
     with client_for(server, clock, retry=policy) as client:
         report = client.upload(batches(1), now=NOW)
     assert report.count("pending") == 1
-    assert report.rate_limit_wait_seconds <= 500
+    assert report.stopped is not None
+    assert "max_stall" in report.stopped
     assert clock.slept <= 500
-    assert len(server.requests) == 3  # two paid waits of 200 s, the third would overspend
+    assert len(server.requests) == 3  # two waits of 200 s; the third would pass 500 s
 
 
 # --- R5 -------------------------------------------------------------------------------

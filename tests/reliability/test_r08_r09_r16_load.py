@@ -50,7 +50,8 @@ def test_R8_one_429_pauses_every_worker(make_server: MakeServer, scorecard: Scor
 
     server = make_server(script)
     data = batches(16)
-    with client_for(server, max_workers=4, max_batches=1, timeout=5.0) as client:
+    # With the default pacing: the 429 pauses the workers and the shared limiter alike.
+    with client_for(server, max_workers=4, max_batches=1, timeout=5.0, rate_limit=270.0) as client:
         report = client.upload(data, now=NOW)
     refused_at = server.responses[0].at
     # Requests already on the wire when the 429 went out may finish; none may start after.

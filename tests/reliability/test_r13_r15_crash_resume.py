@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -23,8 +24,12 @@ from sync_support import MAPPING, event_rows_at_server, good_rows, sqlite_source
 from mparticle_feed._delivery.client import EventsClient
 from mparticle_feed._delivery.packing import Request
 from mparticle_feed._delivery.report import BatchOutcome, UploadReport
-from mparticle_feed._sync.run import sync
+from mparticle_feed._sync.run import sync as _sync
 from mparticle_feed._sync.state import StateStore
+
+# These scenarios crash and stop mid-run after a few of many small requests: consecutive
+# grouping (no regroup window) keeps the request count they were written for.
+sync = functools.partial(_sync, group_window=0)
 
 MakeServer = Callable[..., FaultServer]
 HERE = Path(__file__).resolve().parent
@@ -125,7 +130,9 @@ _SYNC_SCRIPT = textwrap.dedent(
     key, secret = os.environ["MPF_TEST_KEY"], os.environ["MPF_TEST_SECRET"]
     with EventsClient(key, secret, base_url=url, max_workers=2, max_batches=5) as client:
         print("started", flush=True)
-        report = sync(cursor, MAPPING, client, state=state, now=now, stop=stop, chunk_size=10)
+        report = sync(
+            cursor, MAPPING, client, state=state, now=now, stop=stop, chunk_size=10, group_window=0
+        )
     print("pending", report.pending, "accepted", report.accepted, flush=True)
     """
 )

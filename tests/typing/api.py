@@ -125,3 +125,31 @@ def proxied_client() -> mpf.EventsClient:
     shown: str | None = client.proxy
     assert shown is not None
     return client
+
+
+class SharedBudget:
+    """A limiter of one's own: any object with the three methods is a RateLimiter."""
+
+    def acquire(self, batches: int) -> float:
+        return batches / 270.0
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        pass
+
+    def observe(self, percentage_used: float | None) -> None:
+        pass
+
+
+def paced_clients(rows: list[dict[str, object]]) -> float:
+    shared: mpf.RateLimiter = SharedBudget()
+    bucket: mpf.RateLimiter = mpf.TokenBucket(1_000, burst=250)
+    patient = mpf.RetryPolicy(max_retry_after=60.0, max_stall=600.0)
+    for limit in (shared, bucket, 500.0, None):
+        with mpf.EventsClient("us1-key", "secret", rate_limit=limit, retry=patient):
+            pass
+    mapping = mpf.CustomEventMapping(
+        primary_key="id", user_identities={"customer_id": "user"}, event_name="event"
+    )
+    regrouped: mpf.MappingRun = mpf.map_rows(rows, mapping, group_window=0)
+    reviewed = mpf.plan(rows, mapping, group_window=1_000)
+    return regrouped.events_per_batch + reviewed.events_per_batch

@@ -56,7 +56,8 @@ def make_client(
         options.setdefault("clock", clock)
         options.setdefault("sleep", clock.sleep)
         options.setdefault("timeout", 1.0)
-        options.setdefault("retry", RetryPolicy(max_attempts=6, rate_limit_budget=600))
+        options.setdefault("retry", RetryPolicy(max_attempts=6, max_retry_after=600))
+        options.setdefault("rate_limit", None)  # pacing has tests of its own
         client = EventsClient(KEY, SECRET, **options)
         clients.append(client)
         return client

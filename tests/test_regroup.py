@@ -1,0 +1,200 @@
+"""The regroup window: fuller batches from unordered rows, every row kept, each user in order."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sqlite3
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mparticle_feed as mpf
+from mparticle_feed import ConfigurationError, CustomEventMapping, map_rows, plan
+from mparticle_feed._cli import main
+from mparticle_feed.testing import FakeEventsServer
+
+MAPPING = CustomEventMapping(
+    primary_key="id",
+    user_identities={"customer_id": "user"},
+    event_name="name",
+    timestamp_unixtime_ms="at",
+)
+
+
+def _rows(users: list[int]) -> list[dict[str, Any]]:
+    """One row per entry: the user, and a timestamp increasing with the position."""
+    return [
+        {"id": f"r{n}", "user": f"u{user}", "name": "seen", "at": 1_700_000_000_000 + n}
+        for n, user in enumerate(users)
+    ]
+
+
+@settings(deadline=None)
+@given(
+    users=st.lists(st.integers(0, 6), max_size=80),
+    window=st.integers(0, 30),
+    per_batch=st.integers(1, 5),
+)
+def test_every_row_once_each_users_order_kept_batches_bounded(
+    users: list[int], window: int, per_batch: int
+) -> None:
+    run = map_rows(_rows(users), MAPPING, group_window=window, max_events_per_batch=per_batch)
+    batches = []
+    for sourced in run:
+        # Memory: what was read and not handed out stays within the window (or one batch).
+        held = run.rows_mapped - sum(len(b.rows) for b in batches) - len(sourced.rows)
+        assert held <= max(window, per_batch)
+        batches.append(sourced)
+    numbers = [ref.row_number for b in batches for ref in b.event_rows]
+    assert sorted(numbers) == list(range(1, len(users) + 1))
+    per_user: dict[str, list[int]] = defaultdict(list)
+    for b in batches:
+        assert b.batch.user_identities is not None
+        user = b.batch.user_identities.customer_id
+        assert all(users[ref.row_number - 1] == int(user[1:]) for ref in b.event_rows)  # type: ignore[index]
+        assert 1 <= len(b.event_rows) <= per_batch
+        assert b.rows == b.event_rows
+        per_user[str(user)].extend(ref.row_number for ref in b.event_rows)
+    assert all(rows == sorted(rows) for rows in per_user.values())
+    assert run.events_out == len(users)
+    assert run.batches_out == len(batches)
+
+
+@given(users=st.lists(st.integers(0, 6), max_size=80), per_batch=st.integers(1, 5))
+def test_a_window_as_large_as_the_input_fills_every_batch(users: list[int], per_batch: int) -> None:
+    batches = list(
+        map_rows(_rows(users), MAPPING, group_window=len(users), max_events_per_batch=per_batch)
+    )
+    expected = sum(math.ceil(n / per_batch) for n in Counter(users).values())
+    assert len(batches) == expected
+
+
+@given(users=st.lists(st.integers(0, 6), max_size=60))
+def test_window_zero_groups_consecutive_rows_only(users: list[int]) -> None:
+    batches = list(map_rows(_rows(users), MAPPING, group_window=0))
+    runs = sum(1 for n, user in enumerate(users) if n == 0 or users[n - 1] != user)
+    assert len(batches) == runs
+
+
+def test_a_users_changed_attributes_still_split_the_batch() -> None:
+    mapping = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        user_attributes={"plan": "plan"},
+        stamp_arrival_time=True,
+    )
+    rows = [
+        {"id": 1, "user": "a", "name": "x", "plan": "free"},
+        {"id": 2, "user": "b", "name": "x", "plan": "pro"},
+        {"id": 3, "user": "a", "name": "y", "plan": "free"},
+        {"id": 4, "user": "a", "name": "z", "plan": "pro"},  # a later value: a new batch
+    ]
+    batches = list(map_rows(rows, mapping))
+    shown = [
+        ([r.row_number for r in b.rows], (b.batch.user_attributes or {}).get("plan"))
+        for b in batches
+    ]
+    assert shown == [([1, 3], "free"), ([2], "pro"), ([4], "pro")]
+
+
+def test_unhashable_batch_fields_still_group() -> None:
+    mapping = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        stamp_arrival_time=True,
+        application_info=mpf.Constant(
+            {"application_name": "a", "apple_search_ads_attributes": {"x": {"y": "z"}}}
+        ),
+    )
+    rows = [{"id": n, "user": u, "name": "n"} for n, u in enumerate("abab")]
+    assert len(list(map_rows(rows, mapping))) == 2
+
+
+@pytest.mark.parametrize("window", [-1, 1.5, "10", True])
+def test_group_window_must_be_a_row_count(window: Any) -> None:
+    with pytest.raises(ConfigurationError, match="group_window"):
+        map_rows([], MAPPING, group_window=window)
+
+
+def _time_ordered(users: int, events: int, seed: int = 7) -> list[int]:
+    order = [user for user in range(users) for _ in range(events)]
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def test_plan_warns_with_the_order_by_when_batches_are_thin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = _rows(_time_ordered(50, 10))
+    with caplog.at_level(logging.WARNING, logger="mparticle_feed"):
+        thin = plan(rows, MAPPING, group_window=5)
+    assert thin.advice is not None
+    assert "ORDER BY user, at" in thin.advice
+    assert "ORDER BY user, at" in caplog.text
+    assert "advice: " in thin.summary()
+    assert thin.events_per_batch < 2
+    full = plan(rows, MAPPING)  # the default window holds all 500 rows
+    assert full.advice is None
+    assert full.events_per_batch == 10
+    assert "10.0 events a batch" in full.summary()
+
+
+def test_sync_reports_events_per_batch_and_the_advice() -> None:
+    rows = _rows(_time_ordered(50, 10))
+    with (
+        FakeEventsServer() as server,
+        mpf.EventsClient("test-key", "test-secret", base_url=server.url, rate_limit=None) as client,
+    ):
+        thin = mpf.sync(rows, MAPPING, client, group_window=0)
+        full = mpf.sync(rows, MAPPING, client)
+    assert thin.advice is not None
+    assert thin.events_per_batch < 2
+    assert full.advice is None
+    assert full.events_per_batch == 10
+    assert "10.0 events a batch" in full.summary()
+    assert full.ok
+
+
+def test_cli_plan_takes_group_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    database = tmp_path / "events.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table events (id, user, name, at)")
+        connection.executemany(
+            "insert into events values (:id, :user, :name, :at)", _rows(_time_ordered(30, 4))
+        )
+    mapping = tmp_path / "events.toml"
+    mapping.write_text(
+        'kind = "custom_event"\nprimary_key = "id"\nevent_name = "name"\n'
+        'timestamp_unixtime_ms = "at"\n[user_identities]\ncustomer_id = "user"\n'
+    )
+    common = ["plan", "--db", str(database), "--query", "select * from events"]
+    assert main([*common, "--mapping", str(mapping), "--group-window", "0"]) == 0
+    consecutive = capsys.readouterr().out
+    assert main([*common, "--mapping", str(mapping)]) == 0
+    regrouped = capsys.readouterr().out
+    assert "4.0 events a batch" in regrouped
+    assert "4.0 events a batch" not in consecutive
+
+
+@settings(deadline=None, max_examples=30)
+@given(users=st.lists(st.integers(0, 6), max_size=60), window=st.integers(0, 20))
+def test_the_arrow_engine_regroups_as_the_row_path_does(users: list[int], window: int) -> None:
+    pa = pytest.importorskip("pyarrow")
+    rows = _rows(users)
+    table = pa.Table.from_pylist(rows) if rows else None
+    if table is None:
+        return
+    arrow = mpf.map_rows(table, MAPPING, group_window=window, max_events_per_batch=3)
+    row_path = mpf.map_rows(rows, MAPPING, group_window=window, max_events_per_batch=3)
+    assert arrow.engine == "arrow"
+    got = [[r.row_number for r in b.event_rows] for b in arrow]
+    assert got == [[r.row_number for r in b.event_rows] for b in row_path]
+    assert arrow.events_per_batch == row_path.events_per_batch
