@@ -30,8 +30,8 @@ from ._sync.partition import (
     DistributedReport,
     PartitionReport,
     PartitionTask,
+    check_run,
     combine_reports,
-    order_columns,
     rows_of_batches,
     utc,
 )
@@ -80,18 +80,15 @@ def sync(
     :class:`~mparticle_feed.DistributedReport` whose ``partitions`` and ``problems`` are
     pandas DataFrames.
     """
-    users, ordering = order_columns(mapping, by=by)
-    missing = [column for column in ordering if column not in ddf.columns]
-    if missing:
-        msg = f"the DataFrame has no column {', '.join(map(repr, missing))} (needed to group rows by user)"
-        raise ConfigurationError(msg)
-    if partitions is not None and partitions < 1:
-        msg = f"partitions must be at least 1, got {partitions}"
-        raise ConfigurationError(msg)
     if retries < 0:
         msg = f"retries must be 0 or more, got {retries}"
         raise ConfigurationError(msg)
+    users, ordering = check_run(mapping, list(ddf.columns), by=by, partitions=partitions)
     fixed_now = utc(now)
+    shuffled = ddf.shuffle(on=list(users), npartitions=partitions)
+    run = dask.delayed(_run_partition, pure=False)
+    pieces = shuffled.to_delayed()
+    options: dict[str, Any] = {"retries": retries} if retries else {}
     task = PartitionTask(
         mapping=mapping,
         client=client,
@@ -100,13 +97,7 @@ def sync(
         historical_only=historical_only,
         chunk_size=chunk_size,
     )
-    shuffled = ddf.shuffle(on=list(users), npartitions=partitions)
-    run = dask.delayed(_run_partition, pure=False)
-    tasks = [
-        run(piece, task, list(ordering), number)
-        for number, piece in enumerate(shuffled.to_delayed())
-    ]
-    options: dict[str, Any] = {"retries": retries} if retries else {}
+    tasks = [run(piece, task, list(ordering), n) for n, piece in enumerate(pieces)]
     parts: list[PartitionReport] = list(dask.compute(*tasks, **options))
     report = combine_reports(parts)
     partitions_frame = pd.DataFrame(

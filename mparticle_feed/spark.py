@@ -23,7 +23,6 @@ from pyspark import TaskContext
 from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
 from pyspark.sql import types as T  # noqa: N812
 
-from ._errors import ConfigurationError
 from ._mapping.spec import RowMapping
 from ._sync.partition import (
     PARTITION_COLUMNS,
@@ -31,8 +30,8 @@ from ._sync.partition import (
     DistributedReport,
     PartitionReport,
     PartitionTask,
+    check_run,
     combine_reports,
-    order_columns,
     rows_of_batches,
     utc,
 )
@@ -110,23 +109,8 @@ def sync(
     its retry resends the same bodies under the same ids (mParticle de-duplicates them),
     and only the successful attempt's report counts.
     """
-    users, ordering = order_columns(mapping, by=by)
-    missing = [column for column in ordering if column not in df.columns]
-    if missing:
-        msg = f"the DataFrame has no column {', '.join(map(repr, missing))} (needed to group rows by user)"
-        raise ConfigurationError(msg)
-    if partitions is not None and partitions < 1:
-        msg = f"partitions must be at least 1, got {partitions}"
-        raise ConfigurationError(msg)
+    users, ordering = check_run(mapping, list(df.columns), by=by, partitions=partitions)
     fixed_now = utc(now)
-    task = PartitionTask(
-        mapping=mapping,
-        client=client,
-        now=fixed_now,
-        name=name,
-        historical_only=historical_only,
-        chunk_size=chunk_size,
-    )
     user_columns = [F.col(c) for c in users]
     # Without a number Spark chooses (Spark Connect has no df.rdd to count partitions with).
     grouped = (
@@ -135,27 +119,37 @@ def sync(
         else df.repartition(*user_columns)
     )
     ordered = grouped.sortWithinPartitions(*[F.col(c).asc_nulls_first() for c in ordering])
+    task = PartitionTask(
+        mapping=mapping,
+        client=client,
+        now=fixed_now,
+        name=name,
+        historical_only=historical_only,
+        chunk_size=chunk_size,
+    )
     rows = ordered.mapInArrow(_task_function(task), "partition long, report binary").collect()
     parts: list[PartitionReport] = [pickle.loads(row["report"]) for row in rows]  # noqa: S301 - written by our own tasks
-    report = combine_reports(parts)
-    session = df.sparkSession
-    ordered_parts = sorted(parts, key=lambda part: part.partition)
+    return _report(df.sparkSession, parts, fixed_now)
+
+
+def _report(session: Any, parts: list[PartitionReport], now: datetime) -> DistributedReport:
+    ordered = sorted(parts, key=lambda part: part.partition)
     partitions_frame = session.createDataFrame(
-        [tuple(part.counts_record()[c] for c in PARTITION_COLUMNS) for part in ordered_parts],
+        [tuple(part.counts_record()[c] for c in PARTITION_COLUMNS) for part in ordered],
         schema=_PARTITION_SCHEMA,
     )
     problems_frame = session.createDataFrame(
         [
             tuple(record[c] for c in PROBLEM_COLUMNS)
-            for part in ordered_parts
+            for part in ordered
             for record in part.problem_records()
         ],
         schema=_PROBLEM_SCHEMA,
     )
     return DistributedReport(
-        report=report,
-        now=fixed_now,
+        report=combine_reports(ordered),
+        now=now,
         partitions=partitions_frame,
         problems=problems_frame,
-        parts=tuple(ordered_parts),
+        parts=tuple(ordered),
     )

@@ -24,11 +24,13 @@ from mparticle_feed import (
     Constant,
     CustomEventMapping,
     EventsClient,
+    MappingError,
     SyncReport,
     UserAttributeMapping,
     sync,
     to_dict,
 )
+from mparticle_feed._sync.partition import check_run
 from mparticle_feed.pipeline import (
     PartitionReport,
     PartitionTask,
@@ -278,3 +280,22 @@ def test_sync_partition_needs_an_aware_now(server: FakeEventsServer) -> None:
     with client_for(server) as client:
         empty = sync_partition([], EVENTS, client, now=NOW - timedelta(days=1), partition=3)
     assert (empty.partition, empty.report.rows_in) == (3, 0)
+
+
+def test_an_engine_checks_its_arguments_and_columns_before_the_job() -> None:
+    columns = ["id", "user", "email", "name", "ts", "amount"]
+    assert check_run(EVENTS, columns, by=None, partitions=4) == (
+        ("user", "email"),
+        ("user", "email", "id"),
+    )
+    with pytest.raises(MappingError, match=r"column 'name' is not in the source.*'nmae'"):
+        check_run(
+            EVENTS,
+            ["nmae" if c == "name" else c for c in columns],
+            by=None,
+            partitions=None,
+        )
+    with pytest.raises(ConfigurationError, match="no column 'tenant'"):
+        check_run(EVENTS, columns, by=["tenant"], partitions=None)
+    with pytest.raises(ConfigurationError, match="partitions must be at least 1"):
+        check_run(EVENTS, columns, by=None, partitions=0)

@@ -429,9 +429,12 @@ class EventsClient:
         # task) opens its own pool. The credentials travel, as the task needs them.
         return (_client_from_settings, (self._settings,))
 
-    def _copy(self) -> EventsClient:
-        """A new, open client with the same settings and its own connections."""
-        return _client_from_settings(self._settings)
+    def _copy(self, **changes: Any) -> EventsClient:
+        """A new, open client with the same settings (but ``changes``), its own connections."""
+        settings = self._settings
+        if changes:
+            settings = attrs.evolve(settings, options={**settings.options, **changes})
+        return _client_from_settings(settings)
 
     def __enter__(self) -> EventsClient:
         return self

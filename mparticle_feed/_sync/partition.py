@@ -26,6 +26,7 @@ import attrs
 from .._delivery.client import EventsClient
 from .._delivery.routing import utc_now
 from .._errors import ConfigurationError
+from .._mapping.compile import check_columns
 from .._mapping.provenance import RowProblem
 from .._mapping.sources import Column, Computed, ListOf, Source, Struct
 from .._mapping.spec import RowMapping
@@ -129,6 +130,32 @@ def order_columns(
             raise ConfigurationError(msg)
     key = mapping.key_column
     ordering = users + ((key,) if key is not None and key not in users else ())
+    return users, ordering
+
+
+def check_run(
+    mapping: RowMapping,
+    columns: Sequence[str],
+    *,
+    by: Sequence[str] | None,
+    partitions: int | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An engine's checks before its job; ``(user_columns, sort_columns)`` as
+    :func:`order_columns` gives them. Raises :class:`MappingError` when the mapping reads a
+    column ``columns`` lacks, :class:`ConfigurationError` for the other problems."""
+    if partitions is not None and partitions < 1:
+        msg = f"partitions must be at least 1, got {partitions}"
+        raise ConfigurationError(msg)
+    # The mapping's own columns first: one error on the driver, not one per task and row.
+    check_columns(mapping._compiled, list(columns))
+    users, ordering = order_columns(mapping, by=by)
+    missing = [column for column in ordering if column not in columns]
+    if missing:
+        msg = (
+            f"the DataFrame has no column {', '.join(map(repr, missing))} "
+            "(needed to group rows by user)"
+        )
+        raise ConfigurationError(msg)
     return users, ordering
 
 
