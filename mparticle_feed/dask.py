@@ -30,9 +30,9 @@ from ._sync.partition import (
     DistributedReport,
     PartitionReport,
     PartitionTask,
+    arrow_source,
     check_run,
     combine_reports,
-    rows_of_batches,
     utc,
 )
 from ._sync.send import Sender
@@ -48,9 +48,7 @@ def _run_partition(
 ) -> PartitionReport:
     ordered = frame.sort_values(ordering, kind="stable", na_position="first")
     table = pa.Table.from_pandas(ordered, preserve_index=False)
-    return task(
-        rows_of_batches(table.to_batches(max_chunksize=task.chunk_size)), partition=partition
-    )
+    return task(arrow_source(table.to_batches(max_chunksize=task.chunk_size)), partition=partition)
 
 
 def sync(

@@ -30,9 +30,9 @@ from ._sync.partition import (
     DistributedReport,
     PartitionReport,
     PartitionTask,
+    arrow_source,
     check_run,
     combine_reports,
-    rows_of_batches,
     utc,
 )
 from ._sync.send import Sender
@@ -71,7 +71,7 @@ def _task_function(task: PartitionTask) -> Any:
         context = TaskContext.get()
         partition = context.partitionId() if context is not None else 0
         attempt = context.attemptNumber() if context is not None else 0
-        part = task(rows_of_batches(batches), partition=partition, attempt=attempt)
+        part = task(arrow_source(batches), partition=partition, attempt=attempt)
         # The report travels back whole (rows' problems included); only the driver reads it.
         yield pa.RecordBatch.from_pylist(
             [{"partition": partition, "report": pickle.dumps(part)}], schema=_RESULT_SCHEMA

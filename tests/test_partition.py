@@ -30,7 +30,8 @@ from mparticle_feed import (
     sync,
     to_dict,
 )
-from mparticle_feed._sync.partition import check_run
+from mparticle_feed._mapping.run import MappingRun
+from mparticle_feed._sync.partition import arrow_source, check_run
 from mparticle_feed.pipeline import (
     PartitionReport,
     PartitionTask,
@@ -299,3 +300,33 @@ def test_an_engine_checks_its_arguments_and_columns_before_the_job() -> None:
         check_run(EVENTS, columns, by=["tenant"], partitions=None)
     with pytest.raises(ConfigurationError, match="partitions must be at least 1"):
         check_run(EVENTS, columns, by=None, partitions=0)
+
+
+def test_a_tasks_record_batches_are_mapped_by_the_arrow_engine_with_the_same_bytes(
+    server: FakeEventsServer,
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    rows = [
+        {
+            "id": f"r{n:03d}",
+            "user": f"u{n % 7}",
+            "email": None,
+            "name": "View",
+            "ts": NOW,
+            "amount": None if n % 3 else n,
+        }
+        for n in range(120)
+    ]
+    _, ordering = order_columns(EVENTS)
+    rows.sort(key=sort_key(ordering))
+    table = pa.Table.from_pylist(rows)
+    assert MappingRun(arrow_source(table.to_batches(max_chunksize=16)), EVENTS).engine == "arrow"
+    assert arrow_source([]) == []
+    task = PartitionTask(mapping=EVENTS, client=client_for(server), now=NOW)
+    server.clear()
+    by_rows = task(rows, partition=0)
+    expected = canonical_batches(server)
+    server.clear()
+    by_arrow = task(arrow_source(table.to_batches(max_chunksize=16)), partition=0)
+    assert canonical_batches(server) == expected
+    assert by_arrow.report.counts() == by_rows.report.counts()
