@@ -207,6 +207,7 @@ def test_order_columns_refuse_identities_computed_by_code() -> None:
         primary_key="id",
         user_identities={"customer_id": Computed(lambda row: row["a"] + row["b"])},
         event_name=Constant("View"),
+        timestamp_unixtime_ms="ts",
     )
     with pytest.raises(ConfigurationError, match=r"computed by code.*by="):
         order_columns(computed)
