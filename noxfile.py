@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import nox
 
-# `nox` alone is what CI runs: style, types, the whole test suite (examples included), the docs.
-nox.options.sessions = ["lint", "mypy", "tests", "docs"]
+# `nox` alone is what CI runs: style, types, the whole test suite (examples included), the docs,
+# and the Spark and Dask runs (their own session: the engines stay out of the other venvs).
+nox.options.sessions = ["lint", "mypy", "tests", "docs", "distributed"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGE = "mparticle_feed"
@@ -15,7 +16,18 @@ PACKAGE = "mparticle_feed"
 def tests(session: nox.Session) -> None:
     """Install the package as users get it (not editable) and run the whole suite."""
     session.install(".[test]")
-    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+    # tests/distributed needs the engines' extras: the distributed session runs it.
+    session.run("pytest", "-p", "no:cacheprovider", "--ignore=tests/distributed", *session.posargs)
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """Spark (local[2], needs Java 17+) and a Dask LocalCluster against the loopback fake."""
+    session.install(".[test,spark,dask]", "pytest-timeout>=2.3")
+    # A hung JVM or cluster fails its test after 5 minutes instead of holding the job.
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "--timeout=300", "tests/distributed", *session.posargs
+    )
 
 
 @nox.session

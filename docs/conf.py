@@ -31,6 +31,8 @@ exclude_patterns = ["_build"]
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}
+# The engines' dependencies are optional extras the docs session does not install.
+autodoc_mock_imports = ["pyspark", "dask", "distributed", "pandas", "pyarrow"]
 
 # Doctests run against the installed package.
 doctest_global_setup = "import mparticle_feed as mpf"

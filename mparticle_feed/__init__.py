@@ -70,6 +70,7 @@ from ._mapping.spec import (
 from ._source.coerce import EpochUnit
 from ._source.rows import Cursor, Rows, RowSource, rows_from_cursor
 from ._source.sources import rows_from
+from ._sync.partition import DistributedReport
 from ._sync.planfile import Plan, PlannedRequest
 from ._sync.report import SyncReport
 from ._sync.run import plan, sync
@@ -186,6 +187,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceOrientation",
     "DevicePlatform",
+    "DistributedReport",
     "Endpoint",
     "Environment",
     "EpochUnit",

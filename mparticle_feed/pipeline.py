@@ -8,19 +8,36 @@ these names to run a stage on its own (a custom sender, a test of routing, a ben
 Every stage passes a row it cannot take on as a :class:`RowProblem` (the row's
 :class:`RowRef`, the :class:`Stage`, the field and the reason) instead of dropping it.
 ``docs/architecture.md`` describes each stage and the module that holds it.
+
+A distributed run's pieces are here too, for engines other than Spark and Dask:
+:func:`order_columns` (partition and sort by), :class:`PartitionTask` and
+:func:`sync_partition` (a task's body), :func:`combine_reports` (on the driver), and
+:class:`LimiterService` / :class:`RemoteLimiter` (one rate budget served from the driver).
 """
 
 from __future__ import annotations
 
+from ._delivery.limiter_service import LimiterService, RemoteLimiter
 from ._delivery.packing import PackedBatch, Request, derive_source_request_id, pack
 from ._delivery.routing import RoutedBatch, route
 from ._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
+from ._sync.partition import (
+    PartitionReport,
+    PartitionTask,
+    combine_reports,
+    order_columns,
+    sync_partition,
+)
 from ._sync.send import send_plan
 from ._sync.state import InFlightRequest, StateEntry, SyncStart
 
 __all__ = [
     "InFlightRequest",
+    "LimiterService",
     "PackedBatch",
+    "PartitionReport",
+    "PartitionTask",
+    "RemoteLimiter",
     "Request",
     "RoutedBatch",
     "RowProblem",
@@ -29,8 +46,11 @@ __all__ = [
     "Stage",
     "StateEntry",
     "SyncStart",
+    "combine_reports",
     "derive_source_request_id",
+    "order_columns",
     "pack",
     "route",
     "send_plan",
+    "sync_partition",
 ]

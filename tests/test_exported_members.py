@@ -42,6 +42,8 @@ CONTRACT = frozenset(
         # data plans
         "load_data_plan", "LoadedDataPlan", "DataPlanVersion", "Violation", "RowViolation",
         "DataPlanPolicy", "DataPlanError", "DataPlanViolationError",
+        # distributed runs (the engines are the optional modules mparticle_feed.spark/.dask)
+        "DistributedReport",
         # errors
         "MParticleFeedError",
         # the protocols and aliases of the public signatures
@@ -51,12 +53,15 @@ CONTRACT = frozenset(
     }
 )  # fmt: skip
 
-#: ``mparticle_feed.pipeline``: the stages' building blocks (moved from the top level in 0.1).
+#: ``mparticle_feed.pipeline``: the stages' building blocks (most moved from the top level in 0.1).
 PIPELINE_CONTRACT = frozenset(
     {
         "route", "RoutedBatch", "pack", "PackedBatch", "Request", "derive_source_request_id",
         "SourcedBatch", "RowRef", "RowProblem", "Stage",
         "send_plan", "StateEntry", "SyncStart", "InFlightRequest",
+        # a distributed run's pieces, for engines other than Spark and Dask
+        "sync_partition", "PartitionTask", "PartitionReport", "combine_reports",
+        "order_columns", "LimiterService", "RemoteLimiter",
     }
 )  # fmt: skip
 

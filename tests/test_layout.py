@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import mparticle_feed
@@ -108,3 +110,22 @@ def test_type_checking_imports_are_not_runtime_edges() -> None:
 def test_only_the_top_level_and_the_cli_import_the_package_root() -> None:
     importers = {module for module in MODULES if "mparticle_feed" in imports_of(module)}
     assert importers <= {"mparticle_feed.__main__"}, importers
+
+
+def test_the_engines_are_imported_only_when_asked_for() -> None:
+    # mparticle_feed.spark and mparticle_feed.dask pull in their extras; nothing else may.
+    engines = {"mparticle_feed.spark", "mparticle_feed.dask"}
+    assert not [module for module in MODULES if imports_of(module) & engines]
+    code = (
+        "import sys, mparticle_feed, mparticle_feed.testing; "
+        "print(sorted(m for m in ('pyspark', 'dask', 'distributed', *sys.argv[1:]) "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *sorted(engines)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "[]"

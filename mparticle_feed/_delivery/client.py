@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import urllib3
@@ -203,6 +203,37 @@ def _pool_manager(proxy: str | None, *, maxsize: int, ca_certs: str | None) -> u
     )
 
 
+@attrs.frozen(kw_only=True)
+class _Settings:
+    """An EventsClient's constructor arguments; the credentials stay out of the repr."""
+
+    api_key: str = attrs.field(repr=False)
+    api_secret: str = attrs.field(repr=False)
+    options: dict[str, Any] = attrs.field(repr=False)
+
+    @classmethod
+    def capture(cls, arguments: dict[str, Any]) -> _Settings:
+        """From ``EventsClient.__init__``'s ``locals()``; test seams only when replaced."""
+        options = {name: value for name, value in arguments.items() if name != "self"}
+        for name, default in _DEFAULT_SEAMS.items():
+            if options.get(name) is default:
+                del options[name]
+        return cls(
+            api_key=options.pop("api_key"), api_secret=options.pop("api_secret"), options=options
+        )
+
+
+_DEFAULT_SEAMS: dict[str, Any] = {
+    "clock": time.monotonic,
+    "sleep": time.sleep,
+    "random": _random.random,
+}
+
+
+def _client_from_settings(settings: _Settings) -> EventsClient:
+    return EventsClient(settings.api_key, settings.api_secret, **settings.options)
+
+
 @attrs.define(eq=False)
 class _Run:
     """State shared by the workers of one upload."""
@@ -329,6 +360,9 @@ class EventsClient:
         proxy: str | None = None,
         trust_env: bool = True,
     ) -> None:
+        # What a copy needs, kept apart from the open pool: a distributed task rebuilds the
+        # client from these (see __reduce__). First, so that locals() holds only arguments.
+        self._settings = _Settings.capture(locals())
         if not isinstance(api_key, str) or not api_key:
             msg = "api_key must be a non-empty string"
             raise ConfigurationError(msg)
@@ -389,6 +423,18 @@ class EventsClient:
             f"EventsClient(api_key={shown!r}, base_url={self.base_url!r}{proxied}, "
             f"max_workers={self.max_workers}{closed})"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A pickle carries the settings, never the connections: each copy (a Spark or Dask
+        # task) opens its own pool. The credentials travel, as the task needs them.
+        return (_client_from_settings, (self._settings,))
+
+    def _copy(self, **changes: Any) -> EventsClient:
+        """A new, open client with the same settings (but ``changes``), its own connections."""
+        settings = self._settings
+        if changes:
+            settings = attrs.evolve(settings, options={**settings.options, **changes})
+        return _client_from_settings(settings)
 
     def __enter__(self) -> EventsClient:
         return self

@@ -1,0 +1,114 @@
+"""Stage: engines. Sync a Dask DataFrame where it lives: ``mparticle_feed.dask.sync``.
+
+Needs the ``dask`` extra (``pip install 'mparticle-feed[dask]'``); importing this module
+imports dask, the package root does not.
+
+The DataFrame is shuffled by the mapping's identity columns (each user's rows in one
+partition); each task sorts its partition by (user, primary key), turns it into Arrow record
+batches and runs :func:`~mparticle_feed.sync_partition` with its own client. Give the
+DataFrame Arrow dtypes (``dd.read_parquet(..., dtype_backend="pyarrow")``, or
+``convert_dtypes(dtype_backend="pyarrow")``): numpy dtypes have already turned nullable
+integers into floats (``5`` into ``5.0``, which changes the bytes sent), which no later step
+can undo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import dask
+import pandas as pd
+import pyarrow as pa
+
+from ._errors import ConfigurationError
+from ._mapping.spec import RowMapping
+from ._sync.partition import (
+    PARTITION_COLUMNS,
+    PROBLEM_COLUMNS,
+    DistributedReport,
+    PartitionReport,
+    PartitionTask,
+    arrow_source,
+    check_run,
+    combine_reports,
+    utc,
+)
+from ._sync.send import Sender
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+__all__ = ["sync"]
+
+
+def _run_partition(
+    frame: pd.DataFrame, task: PartitionTask, ordering: list[str], partition: int
+) -> PartitionReport:
+    ordered = frame.sort_values(ordering, kind="stable", na_position="first")
+    table = pa.Table.from_pandas(ordered, preserve_index=False)
+    return task(arrow_source(table.to_batches(max_chunksize=task.chunk_size)), partition=partition)
+
+
+def sync(
+    ddf: dd.DataFrame,
+    mapping: RowMapping,
+    client: Sender,
+    *,
+    partitions: int | None = None,
+    by: Sequence[str] | None = None,
+    name: str | None = None,
+    now: datetime | None = None,
+    historical_only: bool = False,
+    chunk_size: int = 1000,
+    retries: int = 0,
+) -> DistributedReport:
+    """Sync ``ddf``'s rows with ``mapping``, each Dask task delivering its own partition.
+
+    ``client`` is an :class:`~mparticle_feed.EventsClient` (its settings travel to the
+    tasks, each opening its own connections) or another picklable sender. ``partitions`` is
+    the number of partitions after the shuffle (default: ``ddf``'s); ``by`` names the columns
+    that identify a user when the mapping's identities are computed by code. ``now``
+    (default: the current UTC time here) is the instant every task measures events' ages
+    from. ``retries`` is how often a distributed scheduler runs a failed task again; a rerun
+    resends the same bodies under the same ids, which mParticle de-duplicates.
+
+    Runs on the active scheduler (a ``distributed.Client`` when one is open) and returns a
+    :class:`~mparticle_feed.DistributedReport` whose ``partitions`` and ``problems`` are
+    pandas DataFrames.
+    """
+    if retries < 0:
+        msg = f"retries must be 0 or more, got {retries}"
+        raise ConfigurationError(msg)
+    users, ordering = check_run(mapping, list(ddf.columns), by=by, partitions=partitions)
+    fixed_now = utc(now)
+    shuffled = ddf.shuffle(on=list(users), npartitions=partitions)
+    run = dask.delayed(_run_partition, pure=False)
+    pieces = shuffled.to_delayed()
+    options: dict[str, Any] = {"retries": retries} if retries else {}
+    task = PartitionTask(
+        mapping=mapping,
+        client=client,
+        now=fixed_now,
+        name=name,
+        historical_only=historical_only,
+        chunk_size=chunk_size,
+    )
+    tasks = [run(piece, task, list(ordering), n) for n, piece in enumerate(pieces)]
+    parts: list[PartitionReport] = list(dask.compute(*tasks, **options))
+    report = combine_reports(parts)
+    partitions_frame = pd.DataFrame(
+        [part.counts_record() for part in parts], columns=list(PARTITION_COLUMNS)
+    )
+    problems_frame = pd.DataFrame(
+        [record for part in parts for record in part.problem_records()],
+        columns=list(PROBLEM_COLUMNS),
+    )
+    return DistributedReport(
+        report=report,
+        now=fixed_now,
+        partitions=partitions_frame,
+        problems=problems_frame,
+        parts=tuple(parts),
+    )

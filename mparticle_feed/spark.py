@@ -1,0 +1,155 @@
+"""Stage: engines. Sync a Spark DataFrame where it lives: ``mparticle_feed.spark.sync``.
+
+Needs the ``spark`` extra (``pip install 'mparticle-feed[spark]'``); importing this module
+imports pyspark, the package root does not.
+
+The DataFrame is repartitioned by the mapping's identity columns (each user's rows in one
+task), sorted within partitions by (user, primary key), and handed to the tasks as Arrow
+record batches (``mapInArrow``): no conversion through pandas, so integers stay integers
+and timestamps keep their time zone. Every task builds its own client from the pickled
+settings and runs :func:`~mparticle_feed.sync_partition`; ``now`` is fixed on the driver.
+The events and ids equal those of one process syncing the same rows in that order.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from pyspark import TaskContext
+from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+from pyspark.sql import types as T  # noqa: N812
+
+from ._mapping.spec import RowMapping
+from ._sync.partition import (
+    PARTITION_COLUMNS,
+    PROBLEM_COLUMNS,
+    DistributedReport,
+    PartitionReport,
+    PartitionTask,
+    arrow_source,
+    check_run,
+    combine_reports,
+    utc,
+)
+from ._sync.send import Sender
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["sync"]
+
+_RESULT_SCHEMA = pa.schema([("partition", pa.int64()), ("report", pa.binary())])
+
+_PARTITION_SCHEMA = T.StructType(
+    [
+        T.StructField(
+            name,
+            T.DoubleType() if name == "elapsed_seconds" else T.LongType(),
+            nullable=False,
+        )
+        for name in PARTITION_COLUMNS
+    ]
+)
+_PROBLEM_SCHEMA = T.StructType(
+    [
+        T.StructField(
+            name,
+            T.LongType() if name in ("partition", "row_number", "status") else T.StringType(),
+            nullable=name not in ("partition", "row_number", "outcome", "stage", "reason"),
+        )
+        for name in PROBLEM_COLUMNS
+    ]
+)
+
+
+def _task_function(task: PartitionTask) -> Any:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        attempt = context.attemptNumber() if context is not None else 0
+        part = task(arrow_source(batches), partition=partition, attempt=attempt)
+        # The report travels back whole (rows' problems included); only the driver reads it.
+        yield pa.RecordBatch.from_pylist(
+            [{"partition": partition, "report": pickle.dumps(part)}], schema=_RESULT_SCHEMA
+        )
+
+    return run
+
+
+def sync(
+    df: DataFrame,
+    mapping: RowMapping,
+    client: Sender,
+    *,
+    partitions: int | None = None,
+    by: Sequence[str] | None = None,
+    name: str | None = None,
+    now: datetime | None = None,
+    historical_only: bool = False,
+    chunk_size: int = 1000,
+) -> DistributedReport:
+    """Sync ``df``'s rows with ``mapping``, each Spark task delivering its own partition.
+
+    ``client`` is an :class:`~mparticle_feed.EventsClient` (its settings are shipped to the
+    tasks, each opening its own connections) or another picklable sender. ``partitions`` is
+    the number of tasks (default: Spark's choice, ``spark.sql.shuffle.partitions`` which
+    adaptive execution may coalesce); ``by`` names the
+    columns that identify a user when the mapping's identities are computed by code.
+    ``now`` (default: the driver's current UTC time) is the instant every task measures
+    events' ages from.
+
+    Returns a :class:`~mparticle_feed.DistributedReport`: the combined
+    :class:`~mparticle_feed.SyncReport` (``raise_for_failures()`` fails a job loudly) and
+    two Spark DataFrames, ``partitions`` (counts per task) and ``problems`` (each rejected
+    or failed row with stage, field and reason). A task that fails is retried by Spark;
+    its retry resends the same bodies under the same ids (mParticle de-duplicates them),
+    and only the successful attempt's report counts.
+    """
+    users, ordering = check_run(mapping, list(df.columns), by=by, partitions=partitions)
+    fixed_now = utc(now)
+    user_columns = [F.col(c) for c in users]
+    # Without a number Spark chooses (Spark Connect has no df.rdd to count partitions with).
+    grouped = (
+        df.repartition(partitions, *user_columns)
+        if partitions is not None
+        else df.repartition(*user_columns)
+    )
+    ordered = grouped.sortWithinPartitions(*[F.col(c).asc_nulls_first() for c in ordering])
+    task = PartitionTask(
+        mapping=mapping,
+        client=client,
+        now=fixed_now,
+        name=name,
+        historical_only=historical_only,
+        chunk_size=chunk_size,
+    )
+    rows = ordered.mapInArrow(_task_function(task), "partition long, report binary").collect()
+    parts: list[PartitionReport] = [pickle.loads(row["report"]) for row in rows]  # noqa: S301 - written by our own tasks
+    return _report(df.sparkSession, parts, fixed_now)
+
+
+def _report(session: Any, parts: list[PartitionReport], now: datetime) -> DistributedReport:
+    ordered = sorted(parts, key=lambda part: part.partition)
+    partitions_frame = session.createDataFrame(
+        [tuple(part.counts_record()[c] for c in PARTITION_COLUMNS) for part in ordered],
+        schema=_PARTITION_SCHEMA,
+    )
+    problems_frame = session.createDataFrame(
+        [
+            tuple(record[c] for c in PROBLEM_COLUMNS)
+            for part in ordered
+            for record in part.problem_records()
+        ],
+        schema=_PROBLEM_SCHEMA,
+    )
+    return DistributedReport(
+        report=combine_reports(ordered),
+        now=now,
+        partitions=partitions_frame,
+        problems=problems_frame,
+        parts=tuple(ordered),
+    )

@@ -1,0 +1,67 @@
+"""Fixtures for the engine tests: a local Spark session and a Dask LocalCluster.
+
+Run by the ``distributed`` nox session, which installs the ``spark`` and ``dask`` extras
+and pytest-timeout (``--timeout``: a hung JVM fails its test instead of the job). The
+engines' workers import this folder's helpers by name, so it goes on ``sys.path`` here
+(Dask's spawned workers inherit it) and on ``PYTHONPATH`` (Spark's Python workers).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    pyspark_sql = pytest.importorskip("pyspark.sql")
+    with pytest.MonkeyPatch.context() as patch:
+        # Loopback only, and the workers run this interpreter (the session's venv).
+        patch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+        patch.setenv("PYSPARK_PYTHON", sys.executable)
+        patch.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
+        patch.setenv(
+            "PYTHONPATH", os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
+        )
+        session = (
+            pyspark_sql.SparkSession.builder.master("local[2,2]")  # 2 cores; a task may fail once
+            .appName("mparticle-feed-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.memory", "768m")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.shuffle.partitions", "4")
+            .getOrCreate()
+        )
+        session.sparkContext.setLogLevel("ERROR")
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
