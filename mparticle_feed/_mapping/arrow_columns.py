@@ -185,7 +185,7 @@ def event_field(  # noqa: PLR0917 - one call site, the parts of an event field
         and isinstance(source, Struct)
         and all(isinstance(item, (Column, Constant)) for _, item in source.fields)
     ):
-        return struct_values(columns, rows, source, *plan)
+        return struct_values(columns, rows, source, plan)
     if isinstance(source, Column):
         if required:
             fast = timestamps(compiled, columns, source.name)
@@ -211,18 +211,19 @@ def struct_values(
     columns: Columns,
     rows: int,
     source: Struct,
-    cls: type,
-    table: dict[str, tuple[Callable[[Any, str], Any], type | None]],
-    required: list[str],
+    plan: tuple[type, dict[str, tuple[Callable[[Any, str], Any], type | None]], list[str]],
 ) -> list[Any]:
     """A model per row from a Struct of columns and constants, field by field as columns:
     what the row path's builder (``struct_from_sources``) makes of each row, FLAG where it
-    rejects one."""
+    rejects one. ``plan`` is the field's entry in ``CompiledMapping.struct_plans``."""
+    cls, table, required = plan
     parts: list[tuple[str, list[Any]]] = []
     for field, item in source.fields:
         coerce, as_is = table[field]
 
-        def convert(value: Any, field: str = field, coerce: Any = coerce, as_is: Any = as_is) -> Any:
+        def convert(
+            value: Any, field: str = field, coerce: Any = coerce, as_is: Any = as_is
+        ) -> Any:
             return value if value.__class__ is as_is else coerce(value, field)
 
         if isinstance(item, Constant):
