@@ -29,7 +29,9 @@ from mparticle_feed._mapping.sources import Attributes, Computed, Constant  # no
 from mparticle_feed._mapping.spec import (  # noqa: E402
     CommerceEventMapping,
     CustomEventMapping,
+    EventMapping,
     RowMapping,
+    ScreenViewEventMapping,
     UserAttributeMapping,
 )
 from mparticle_feed._sync.run import plan  # noqa: E402
@@ -554,6 +556,30 @@ def test_unvectorised_features_send_whole_batches_through_the_row_path(
     )
     assert (arrow.unvectorised(mapping._compiled) or "").startswith(reason)
     assert_same(example_table(60), mapping, chunk=25)
+
+
+def test_mapping_kinds_the_engine_does_not_know_go_through_the_row_path() -> None:
+    # A screen view's name is required: a null one is rejected (not a crash), as on rows.
+    table = example_table(40)
+    names = [None if n % 3 == 0 else f"Screen {n % 4}" for n in range(table.num_rows)]
+    table = table.append_column("screen", pa.array(names, pa.string()))
+    screens = ScreenViewEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        screen_name="screen",
+        timestamp_unixtime_ms="ts",
+    )
+    assert arrow.unvectorised(screens._compiled) == "the mapping kind 'screen_view'"
+    assert_same(table, screens, chunk=7)
+    events = EventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_type=Constant("screen_view"),
+        data={"screen_name": "screen"},
+        timestamp_unixtime_ms="ts",
+    )
+    assert arrow.unvectorised(events._compiled) == "the mapping kind 'event'"
+    assert_same(table, events, chunk=7)
 
 
 def test_a_missing_column_is_one_error_before_any_row_as_on_the_row_path() -> None:

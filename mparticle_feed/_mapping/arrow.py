@@ -100,6 +100,9 @@ _KNOWN_FIELDS = frozenset(
     }
 )
 
+#: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
+_KNOWN_KINDS = frozenset({SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT, SyncKind.USER_ATTRIBUTES})
+
 Result = tuple[RowRef, "_Mapped | _Reject"]
 
 
@@ -163,11 +166,16 @@ def unvectorised(compiled: CompiledMapping) -> str | None:
 
     Vectorised: identities from columns; event fields from columns, constants, structs and
     lists of them; attribute maps of explicit ``attribute = column`` pairs. Not (yet): a
-    :class:`Computed` source, device identities, ``mpid``, ``ip``, ``application_info``,
+    :class:`Computed` source, a mapping kind other than custom events, commerce events and
+    user attributes, device identities, ``mpid``, ``ip``, ``application_info``,
     ``context``, attribute maps with a prefix, ``remaining`` or a JSON column, and any mapping
     field this engine does not know.
     """
     mapping = compiled.mapping
+    if mapping.kind not in _KNOWN_KINDS:
+        # A kind added later has required fields and rules the column converters do not
+        # know (a screen view's name, an event type per row): the row path maps it.
+        return f"the mapping kind {mapping.kind.value!r}"
     for field in attrs.fields(type(mapping)):
         if not field.init:
             continue
