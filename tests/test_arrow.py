@@ -29,7 +29,9 @@ from mparticle_feed._mapping.sources import Attributes, Computed, Constant  # no
 from mparticle_feed._mapping.spec import (  # noqa: E402
     CommerceEventMapping,
     CustomEventMapping,
+    EventMapping,
     RowMapping,
+    ScreenViewEventMapping,
     UserAttributeMapping,
 )
 from mparticle_feed._sync.run import plan  # noqa: E402
@@ -362,15 +364,49 @@ def tables(draw: Any, kind: str) -> tuple[Any, RowMapping, int, int]:
                     )
                 ),
             )
+            # The product action is a table of columns and constants, built column by
+            # column: a required field null in some rows, a constant the model refuses.
+            action_source: Any = Constant(
+                draw(st.sampled_from(["purchase", "purchase", "refund", "bogus"]))
+            )
+            if draw(st.booleans()):
+                columns["action"] = (
+                    pa.string(),
+                    draw(
+                        st.lists(
+                            st.one_of(
+                                st.none(), st.sampled_from(["purchase", "add_to_cart", "bogus"])
+                            ),
+                            min_size=rows,
+                            max_size=rows,
+                        )
+                    ),
+                )
+                action_source = "action"
+            product_action: dict[str, Any] = {
+                "action": action_source,
+                "products": "products",
+                "total_amount": "total",
+            }
+            if draw(st.booleans()):
+                columns["txn"] = (
+                    pa.int64(),
+                    draw(
+                        st.lists(
+                            st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+                            min_size=rows,
+                            max_size=rows,
+                        )
+                    ),
+                )
+                product_action["transaction_id"] = "txn"
+            if draw(st.booleans()):
+                product_action["coupon_code"] = Constant(draw(st.sampled_from(["SAVE", 7])))
             mapping = CommerceEventMapping(
                 event_name=event_name if draw(st.booleans()) else None,
                 timestamp_unixtime_ms="ts",
                 custom_attributes=event_attributes,
-                product_action={
-                    "action": Constant("purchase"),
-                    "products": "products",
-                    "total_amount": "total",
-                },
+                product_action=product_action,
                 location="location",
                 **common,
             )
@@ -522,6 +558,30 @@ def test_unvectorised_features_send_whole_batches_through_the_row_path(
     assert_same(example_table(60), mapping, chunk=25)
 
 
+def test_mapping_kinds_the_engine_does_not_know_go_through_the_row_path() -> None:
+    # A screen view's name is required: a null one is rejected (not a crash), as on rows.
+    table = example_table(40)
+    names = [None if n % 3 == 0 else f"Screen {n % 4}" for n in range(table.num_rows)]
+    table = table.append_column("screen", pa.array(names, pa.string()))
+    screens = ScreenViewEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        screen_name="screen",
+        timestamp_unixtime_ms="ts",
+    )
+    assert arrow.unvectorised(screens._compiled) == "the mapping kind 'screen_view'"
+    assert_same(table, screens, chunk=7)
+    events = EventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_type=Constant("screen_view"),
+        data={"screen_name": "screen"},
+        timestamp_unixtime_ms="ts",
+    )
+    assert arrow.unvectorised(events._compiled) == "the mapping kind 'event'"
+    assert_same(table, events, chunk=7)
+
+
 def test_a_missing_column_is_one_error_before_any_row_as_on_the_row_path() -> None:
     table = example_table(5).drop_columns(["ts"])
     with pytest.raises(mpf.MappingError, match="'ts'") as arrow_error:
@@ -640,3 +700,49 @@ def test_slices_of_a_record_batch_continue_row_numbers_and_runs(
     numbers = [ref.row_number for sourced in run for ref in sourced.rows]
     rejected = [problem.row.row_number for problem in run.rejected]
     assert sorted(numbers + rejected) == list(range(1, 251))
+
+
+@st.composite
+def product_action_tables(draw: Any) -> tuple[Any, RowMapping, int]:
+    """Clean rows whose product action, a table of columns and constants, varies: the part
+    the engine builds column by column (required fields null, values the models refuse)."""
+    rows = draw(st.integers(1, 12))
+
+    def column(values: Any) -> list[Any]:
+        return draw(st.lists(st.one_of(st.none(), values), min_size=rows, max_size=rows))
+
+    columns: dict[str, Any] = {
+        "id": pa.array([f"r{n}" for n in range(rows)]),
+        "cid": pa.array([f"u{n // 3}" for n in range(rows)]),
+        "ts": pa.array([BASE_MS + n for n in range(rows)], pa.int64()),
+        "total": pa.array(column(FLOATS), pa.float64()),
+        "txn": pa.array(column(st.one_of(INT64, st.integers(-3, 3))), pa.int64()),
+        "code": pa.array(column(TEXTS), pa.string()),
+    }
+    product_action: dict[str, Any] = {"total_amount": "total", "transaction_id": "txn"}
+    if draw(st.booleans()):
+        columns["action"] = pa.array(
+            column(st.sampled_from(["purchase", "refund", "bogus", " purchase "])), pa.string()
+        )
+        product_action["action"] = "action"
+    else:
+        product_action["action"] = Constant(draw(st.sampled_from(["purchase", "bogus", None])))
+    product_action["coupon_code"] = draw(
+        st.sampled_from(["code", Constant("SAVE"), Constant(7), Constant(None)])
+    )
+    mapping = CommerceEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        timestamp_unixtime_ms="ts",
+        product_action=dict(draw(st.permutations(list(product_action.items())))),
+    )
+    return pa.table(columns), mapping, draw(st.integers(1, 5))
+
+
+@EXAMPLES
+@given(product_action_tables())
+def test_product_actions_built_column_by_column_are_byte_identical(case: Any) -> None:
+    table, mapping, chunk = case
+    assert arrow.unvectorised(mapping._compiled) is None
+    assert "product_action" in mapping._compiled.struct_plans
+    assert_same(table, mapping, chunk=chunk)

@@ -100,6 +100,9 @@ _KNOWN_FIELDS = frozenset(
     }
 )
 
+#: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
+_KNOWN_KINDS = frozenset({SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT, SyncKind.USER_ATTRIBUTES})
+
 Result = tuple[RowRef, "_Mapped | _Reject"]
 
 
@@ -163,11 +166,16 @@ def unvectorised(compiled: CompiledMapping) -> str | None:
 
     Vectorised: identities from columns; event fields from columns, constants, structs and
     lists of them; attribute maps of explicit ``attribute = column`` pairs. Not (yet): a
-    :class:`Computed` source, device identities, ``mpid``, ``ip``, ``application_info``,
+    :class:`Computed` source, a mapping kind other than custom events, commerce events and
+    user attributes, device identities, ``mpid``, ``ip``, ``application_info``,
     ``context``, attribute maps with a prefix, ``remaining`` or a JSON column, and any mapping
     field this engine does not know.
     """
     mapping = compiled.mapping
+    if mapping.kind not in _KNOWN_KINDS:
+        # A kind added later has required fields and rules the column converters do not
+        # know (a screen view's name, an event type per row): the row path maps it.
+        return f"the mapping kind {mapping.kind.value!r}"
     for field in attrs.fields(type(mapping)):
         if not field.init:
             continue
@@ -388,10 +396,10 @@ class _Converted:
         self.user_rows = by_row([*identity_lists, *user_lists], rows)
         pairs = itertools.pairwise(self.user_rows)
         self.same = [a == b for a, b in pairs] if joinable else [False] * rows
-        self.field_names = [name for name, _ in event_columns]
-        self.field_rows = by_row([values for _, values in event_columns], rows)
-        self.attribute_rows = [
-            (field, attr_names, by_row(lists, rows))
+        # Read by index, row by row: no tuple per row for the event's fields.
+        self.event_columns = event_columns
+        self.attribute_columns = [
+            (field, list(zip(attr_names, lists, strict=True)))
             for field, attr_names, lists in event_attributes
         ]
 
@@ -399,23 +407,23 @@ class _Converted:
         """The row's event (None for a user-attribute mapping); raises ModelError."""
         if self.event_cls is None:
             return None
-        kwargs = {
-            name: value
-            for name, value in zip(self.field_names, self.field_rows[index], strict=True)
-            if value is not None
-        }
+        kwargs: dict[str, Any] = {}
+        for name, values in self.event_columns:
+            value = values[index]
+            if value is not None:
+                kwargs[name] = value
         if self.names[index] is not None:
             kwargs["event_name"] = self.names[index]
         if self.fixed_type is not None:
             kwargs["custom_event_type"] = self.fixed_type
         elif self.types is not None:
             kwargs["custom_event_type"] = self.types[index]
-        for field, attr_names, per_row in self.attribute_rows:
-            built = {
-                name: value
-                for name, value in zip(attr_names, per_row[index], strict=True)
-                if value is not None
-            }
+        for field, attribute_columns in self.attribute_columns:
+            built: dict[str, Any] = {}
+            for name, values in attribute_columns:
+                value = values[index]
+                if value is not None:
+                    built[name] = value
             if built:
                 kwargs[field] = built
         return self.event_cls(**kwargs)

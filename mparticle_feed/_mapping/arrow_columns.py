@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
+from .._errors import ModelError
 from .._source.coerce import MAX_TIMESTAMP_MS, EpochUnit
 from .._wire.models import CustomEvent
 from .compile import (
@@ -37,6 +38,7 @@ __all__ = [
     "normalised",
     "per_value",
     "source_columns",
+    "struct_values",
     "timestamps",
 ]
 
@@ -177,6 +179,13 @@ def event_field(  # noqa: PLR0917 - one call site, the parts of an event field
     coerce: Callable[[Any, str], Any],
 ) -> list[Any]:
     required = name == "timestamp_unixtime_ms"
+    plan = compiled.struct_plans.get(name)
+    if (
+        plan is not None
+        and isinstance(source, Struct)
+        and all(isinstance(item, (Column, Constant)) for _, item in source.fields)
+    ):
+        return struct_values(columns, rows, source, plan)
     if isinstance(source, Column):
         if required:
             fast = timestamps(compiled, columns, source.name)
@@ -195,6 +204,54 @@ def event_field(  # noqa: PLR0917 - one call site, the parts of an event field
     out = per_value(values, lambda value: value if value is FLAG else coerce(value, name))
     if required:
         return [FLAG if value is None else value for value in out]
+    return out
+
+
+def struct_values(
+    columns: Columns,
+    rows: int,
+    source: Struct,
+    plan: tuple[type, dict[str, tuple[Callable[[Any, str], Any], type | None]], list[str]],
+) -> list[Any]:
+    """A model per row from a Struct of columns and constants, field by field as columns:
+    what the row path's builder (``struct_from_sources``) makes of each row, FLAG where it
+    rejects one. ``plan`` is the field's entry in ``CompiledMapping.struct_plans``."""
+    cls, table, required = plan
+    parts: list[tuple[str, list[Any]]] = []
+    for field, item in source.fields:
+        coerce, as_is = table[field]
+
+        def convert(
+            value: Any, field: str = field, coerce: Any = coerce, as_is: Any = as_is
+        ) -> Any:
+            return value if value.__class__ is as_is else coerce(value, field)
+
+        if isinstance(item, Constant):
+            # Coerced once: a constant is the same value, and the same result, in every row.
+            parts.append((field, per_value([item.value], convert) * rows))
+        else:
+            parts.append((field, per_value(columns.values(cast(Column, item).name), convert)))
+    out: list[Any] = []
+    append = out.append
+    for index in range(rows):
+        kwargs: dict[str, Any] = {}
+        for field, values in parts:
+            value = values[index]
+            if value is not None:
+                kwargs[field] = value
+                if value is FLAG:
+                    break
+        else:
+            for key in required:
+                if key not in kwargs:
+                    break
+            else:
+                try:
+                    append(cls(**kwargs))
+                except ModelError:
+                    append(FLAG)
+                continue
+        append(FLAG)
     return out
 
 

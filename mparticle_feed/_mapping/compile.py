@@ -923,6 +923,11 @@ class CompiledMapping:
         self.event_type: Getter | None = None
         self.event_data: Getter | None = None
         self._coercers = coercers
+        #: Event fields built straight from a Struct's sources: the model class, and its
+        #: coercion table and required fields (what that builder uses; the Arrow engine too).
+        self.struct_plans: dict[
+            str, tuple[type, dict[str, tuple[Coercer, type | None]], list[str]]
+        ] = {}
         self.event_name: Getter | None = None
         self.custom_event_type: Getter | None = None
         #: The custom event type, when a constant gives a valid one: coerced once, not per row.
@@ -967,6 +972,7 @@ class CompiledMapping:
                 )
                 if built is not None:
                     self.event_fields.append((name, built, _as_built))
+                    self.struct_plans[name] = (tp, *coercers.table(tp))
                 else:
                     self.event_fields.append(
                         (name, _getter(source, name), coercers.for_field(fields[name]))
