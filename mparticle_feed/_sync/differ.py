@@ -22,6 +22,10 @@ from .status import _UNCHANGED
 
 __all__: list[str] = []
 
+#: Keys looked up in the state at once (one query), and the most batches held meanwhile.
+_LOOKUP_KEYS = 500
+_LOOKAHEAD_BATCHES = 100
+
 
 class _Differ:
     """Compares mapped batches with the state and keeps only what mParticle lacks."""
@@ -42,14 +46,37 @@ class _Differ:
         self.unchanged = 0
 
     def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
+        if self.state is None:
+            yield from batches
+            return
+        # Batches wait until they hold a lookup's worth of keys: one state query per chunk
+        # of rows, not one per batch. A key occurs once per run (duplicates are rejected
+        # while mapping), so what this run settles meanwhile cannot change a lookup.
+        pending: list[SourcedBatch] = []
+        keys: list[str] = []
         for sourced in batches:
-            if self.state is None:
-                yield sourced
-                continue
+            pending.append(sourced)
+            keys.extend(self._keys(sourced))
+            if len(keys) >= _LOOKUP_KEYS or len(pending) >= _LOOKAHEAD_BATCHES:
+                yield from self._compare(pending, keys)
+                pending, keys = [], []
+        if pending:
+            yield from self._compare(pending, keys)
+
+    def _keys(self, sourced: SourcedBatch) -> list[str]:
+        if self.kind == SyncKind.USER_ATTRIBUTES.value:
+            keyed = [row.primary_key for row in sourced.rows if row.primary_key is not None]
+            return [str(keyed[0])] if keyed else []
+        return [row.primary_key for row in sourced.event_rows if row.primary_key is not None]
+
+    def _compare(self, pending: list[SourcedBatch], keys: list[str]) -> Iterator[SourcedBatch]:
+        assert self.state is not None
+        known = self.state.get_many(self.name, keys)
+        for sourced in pending:
             kept = (
-                self._user_attributes(sourced)
+                self._user_attributes(sourced, known)
                 if self.kind == SyncKind.USER_ATTRIBUTES.value
-                else self._events(sourced)
+                else self._events(sourced, known)
             )
             if kept is not None:
                 yield kept
@@ -59,16 +86,15 @@ class _Differ:
             self.statuses.mark(row, _UNCHANGED)
             self.unchanged += 1
 
-    def _events(self, sourced: SourcedBatch) -> SourcedBatch | None:
-        assert self.state is not None
+    def _events(
+        self, sourced: SourcedBatch, known: dict[str, StateEntry]
+    ) -> SourcedBatch | None:
         batch = sourced.batch
         events = batch.events or ()
         document = to_dict(batch)
         event_documents = document.pop("events", None) or []
         document.pop("source_request_id", None)
         user_hash = content_hash(document)
-        keys = [row.primary_key for row in sourced.event_rows]
-        known = self.state.get_many(self.name, [k for k in keys if k is not None])
         kept: list[int] = []
         for index, (event_document, row) in enumerate(
             zip(event_documents, sourced.event_rows, strict=True)
@@ -97,8 +123,9 @@ class _Differ:
             rows=part_rows(sourced, kept_rows),
         )
 
-    def _user_attributes(self, sourced: SourcedBatch) -> SourcedBatch | None:
-        assert self.state is not None
+    def _user_attributes(
+        self, sourced: SourcedBatch, known: dict[str, StateEntry]
+    ) -> SourcedBatch | None:
         batch = sourced.batch
         keyed = [row for row in sourced.rows if row.primary_key is not None]
         if not keyed:
@@ -114,7 +141,7 @@ class _Differ:
         if "consent_state" in document:
             attribute_hashes[_CONSENT] = content_hash(document["consent_state"])
         digest = content_hash([user_hash, attribute_hashes])
-        previous = self.state.get(self.name, key)
+        previous = known.get(key)
         entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
         if previous is not None and previous.hash == digest:
             self._skip(sourced.rows)
