@@ -206,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = measure(args.batches, args.repeat)
     s, g = result["seconds"], result["gc_seconds"]
-    print(f"rows: {result['rows']:,}; requests: first run {result['requests_first']:,}, "
-          f"second run {result['requests_second']:,}")
+    print(
+        f"rows: {result['rows']:,}; requests: first run {result['requests_first']:,}, "
+        f"second run {result['requests_second']:,}"
+    )
     for label, what in (("k0", "bare pipeline"), ("k1", "first sync"), ("k2", "second sync")):
-        print(f"({label}) {what}: {s[label]:.3f} CPU s, gc {g[label]:.3f} s "
-              f"({g[label] / s[label]:.0%})")
+        print(
+            f"({label}) {what}: {s[label]:.3f} CPU s, gc {g[label]:.3f} s "
+            f"({g[label] / s[label]:.0%})"
+        )
     print(f"(k1)/(k0) = {result['first_ratio']:.2f} (target <= 1.5)")
     print(f"(k2)/(k0) = {result['second_ratio']:.2f} (target <= 0.9)")
     return 0

@@ -11,11 +11,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
+import orjson
 
 from .._delivery.routing import part_rows
 from .._mapping.provenance import RowRef, SourcedBatch
 from .._mapping.sources import SyncKind
-from .._wire.codec import to_dict
+from .._wire.codec import _json_default, to_dict
+from .._wire.models import Batch
+from .records import _digest
 from .send import _Statuses
 from .state import StateEntry, StateStore, content_hash
 from .status import _UNCHANGED
@@ -86,20 +89,13 @@ class _Differ:
             self.statuses.mark(row, _UNCHANGED)
             self.unchanged += 1
 
-    def _events(
-        self, sourced: SourcedBatch, known: dict[str, StateEntry]
-    ) -> SourcedBatch | None:
+    def _events(self, sourced: SourcedBatch, known: dict[str, StateEntry]) -> SourcedBatch | None:
         batch = sourced.batch
         events = batch.events or ()
-        document = to_dict(batch)
-        event_documents = document.pop("events", None) or []
-        document.pop("source_request_id", None)
-        user_hash = content_hash(document)
         kept: list[int] = []
-        for index, (event_document, row) in enumerate(
-            zip(event_documents, sourced.event_rows, strict=True)
+        for index, (digest, row) in enumerate(
+            zip(_event_hashes(batch), sourced.event_rows, strict=True)
         ):
-            digest = content_hash([user_hash, event_document])
             key = row.primary_key
             previous = known.get(key) if key is not None else None
             if previous is not None and previous.hash == digest:
@@ -184,3 +180,32 @@ _SENT_ON_CHANGE = frozenset(
 )
 #: The state's name for the consent hash, beside the attributes' (no attribute is unnamed).
 _CONSENT = ""
+
+_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _event_hashes(batch: Batch) -> list[str]:
+    """Each event's state hash: ``content_hash([user fields' hash, event as written])``.
+
+    orjson writes the models through the codec's hook, as packing does, so no dict tree
+    is built per event; the bytes, keys sorted, are those ``content_hash`` hashes.
+    """
+    try:
+        header = dict(_json_default(batch))  # the hook may hand back the model's storage
+        events = header.pop("events", None) or ()
+        header.pop("source_request_id", None)
+        user_hash = _digest(orjson.dumps(header, default=_json_default, option=_HASH_OPTIONS))
+        prefix = b'["' + user_hash.encode() + b'",'
+        return [
+            _digest(
+                prefix + orjson.dumps(event, default=_json_default, option=_HASH_OPTIONS) + b"]"
+            )
+            for event in events
+        ]
+    except TypeError:
+        # Values orjson refuses (integers beyond 64 bits): content_hash's fallback.
+        document = to_dict(batch)
+        documents = document.pop("events", None) or []
+        document.pop("source_request_id", None)
+        user = content_hash(document)
+        return [content_hash([user, event]) for event in documents]

@@ -33,6 +33,10 @@ def content_hash(value: Any) -> str:
         # orjson refuses integers beyond 64 bits and lone surrogates; the standard
         # library writes both (surrogates escaped).
         data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return _digest(data)
+
+
+def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 

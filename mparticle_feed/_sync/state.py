@@ -489,10 +489,7 @@ class StateStore:
                 [name, *(rid for rid, _ in chunk)],
             ).fetchall()
             entries = [
-                entry
-                for rid, _, text in found
-                if rid in accepted
-                for entry in _load_entries(text)
+                entry for rid, _, text in found if rid in accepted for entry in _load_entries(text)
             ]
             values = self._accepted_rows(name, entries)
             if values:
