@@ -607,21 +607,21 @@ def sync_cpu_section(options: Options) -> SectionResult:
 
 
 def sync_cost_section(options: Options) -> SectionResult:
-    """(k) CPU of a first and a second sync with a state file against the bare pipeline."""
+    """(n) CPU of a first and a second sync with a state file against the bare pipeline."""
     repeat = max(1, min(options.repeat, 3))
     result = sync_cost.measure(options.batches, repeat)
     seconds, in_gc, rows = result["seconds"], result["gc_seconds"], result["rows"]
     described = (
-        ("k0", "bare pipeline: map_rows → route → pack"),
-        ("k1", f"first sync, fresh state file ({result['requests_first']:,} requests)"),
-        ("k2", "second sync, same state file, nothing sent"),
+        ("n0", "bare pipeline: map_rows → route → pack"),
+        ("n1", f"first sync, fresh state file ({result['requests_first']:,} requests)"),
+        ("n2", "second sync, same state file, nothing sent"),
     )
     return SectionResult(
         "A sync against the cost of its rows",
         [Measurement(label, what, seconds[label], "rows", rows) for label, what in described],
         [
-            Target("(k1) CPU / (k0) CPU", result["first_ratio"], "<=", 1.5),
-            Target("(k2) CPU / (k0) CPU", result["second_ratio"], "<=", 0.9),
+            Target("(n1) CPU / (n0) CPU", result["first_ratio"], "<=", 1.5),
+            Target("(n2) CPU / (n0) CPU", result["second_ratio"], "<=", 0.9),
         ],
         [
             f"{rows:,} rows of (e) in a SQLite file; CPU seconds of this process (the client's "

@@ -1,14 +1,14 @@
-"""(k) What a sync costs beyond its rows: CPU of a sync with a state file against the bare pipeline.
+"""(n) What a sync costs beyond its rows: CPU of a sync with a state file against the bare pipeline.
 
     python benchmarks/sync_cost.py [--batches N] [--repeat N] [--profile first|second]
 
 The rows of (e) (custom events and purchases, in a SQLite file) go through
 
-- (k0) the bare pipeline: ``map_rows`` → ``route`` → ``pack`` to request bodies, as (e);
-- (k1) a first ``sync`` of each table with a fresh state file (outbox, state entries,
+- (n0) the bare pipeline: ``map_rows`` → ``route`` → ``pack`` to request bodies, as (e);
+- (n1) a first ``sync`` of each table with a fresh state file (outbox, state entries,
   duplicate-key set), delivered by an ``EventsClient`` (4 workers, no pacing) to a
   ``FakeEventsServer`` that runs in a child process, so its CPU is not counted;
-- (k2) a second ``sync`` against the same state file: every row unchanged, nothing sent.
+- (n2) a second ``sync`` against the same state file: every row unchanged, nothing sent.
 
 Each figure is the CPU time of this process (the client's threads included), median of
 ``--repeat``, the three interleaved. Garbage collection's share is timed with
@@ -147,18 +147,18 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
         pipeline.build_database(batches, db_path).close()
         with pipeline.connect(db_path) as db:
             rows = pipeline.row_count(db)
-        seconds: dict[str, list[float]] = {"k0": [], "k1": [], "k2": []}
-        gc_seconds: dict[str, list[float]] = {"k0": [], "k1": [], "k2": []}
-        sent = {"k1": 0, "k2": 0}
+        seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
+        gc_seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
+        sent = {"n1": 0, "n2": 0}
         timer = GcTimer()
         with running_sink() as url, timer.installed():
             bare(db_path, now)()  # warm-up: imports, compiled mappings
             for number in range(repeat):
                 state = Path(folder) / f"state-{number}.db"
                 for label, run in (
-                    ("k0", bare(db_path, now)),
-                    ("k1", syncing(db_path, state, url, now)),
-                    ("k2", syncing(db_path, state, url, now)),
+                    ("n0", bare(db_path, now)),
+                    ("n1", syncing(db_path, state, url, now)),
+                    ("n2", syncing(db_path, state, url, now)),
                 ):
                     cpu, in_gc, result = _cpu(run, timer)
                     seconds[label].append(cpu)
@@ -171,10 +171,10 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
         "rows": rows,
         "seconds": medians,
         "gc_seconds": gc_medians,
-        "requests_first": sent["k1"],
-        "requests_second": sent["k2"],
-        "first_ratio": medians["k1"] / medians["k0"],
-        "second_ratio": medians["k2"] / medians["k0"],
+        "requests_first": sent["n1"],
+        "requests_second": sent["n2"],
+        "first_ratio": medians["n1"] / medians["n0"],
+        "second_ratio": medians["n2"] / medians["n0"],
     }
 
 
@@ -210,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         f"rows: {result['rows']:,}; requests: first run {result['requests_first']:,}, "
         f"second run {result['requests_second']:,}"
     )
-    for label, what in (("k0", "bare pipeline"), ("k1", "first sync"), ("k2", "second sync")):
+    for label, what in (("n0", "bare pipeline"), ("n1", "first sync"), ("n2", "second sync")):
         print(
             f"({label}) {what}: {s[label]:.3f} CPU s, gc {g[label]:.3f} s "
             f"({g[label] / s[label]:.0%})"
         )
-    print(f"(k1)/(k0) = {result['first_ratio']:.2f} (target <= 1.5)")
-    print(f"(k2)/(k0) = {result['second_ratio']:.2f} (target <= 0.9)")
+    print(f"(n1)/(n0) = {result['first_ratio']:.2f} (target <= 1.5)")
+    print(f"(n2)/(n0) = {result['second_ratio']:.2f} (target <= 0.9)")
     return 0
 
 

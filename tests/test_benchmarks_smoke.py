@@ -285,4 +285,4 @@ def test_sync_cost_runs_and_the_second_sync_sends_nothing() -> None:
         sys.path.remove(str(BENCHMARKS))
     assert result["requests_first"] >= 1
     assert result["requests_second"] == 0
-    assert set(result["seconds"]) == {"k0", "k1", "k2"}
+    assert set(result["seconds"]) == {"n0", "n1", "n2"}
