@@ -33,6 +33,7 @@ import dataplan_validation
 import orjson
 import pipeline
 import strategies
+import sync_cost
 import upload
 import variants
 import workload
@@ -605,6 +606,36 @@ def sync_cpu_section(options: Options) -> SectionResult:
     )
 
 
+def sync_cost_section(options: Options) -> SectionResult:
+    """(n) CPU of a first and a second sync with a state file against the bare pipeline."""
+    repeat = max(1, min(options.repeat, 3))
+    result = sync_cost.measure(options.batches, repeat)
+    seconds, in_gc, rows = result["seconds"], result["gc_seconds"], result["rows"]
+    described = (
+        ("n0", "bare pipeline: map_rows → route → pack"),
+        ("n1", f"first sync, fresh state file ({result['requests_first']:,} requests)"),
+        ("n2", "second sync, same state file, nothing sent"),
+    )
+    return SectionResult(
+        "A sync against the cost of its rows",
+        [Measurement(label, what, seconds[label], "rows", rows) for label, what in described],
+        [
+            Target("(n1) CPU / (n0) CPU", result["first_ratio"], "<=", 1.5),
+            Target("(n2) CPU / (n0) CPU", result["second_ratio"], "<=", 0.9),
+        ],
+        [
+            f"{rows:,} rows of (e) in a SQLite file; CPU seconds of this process (the client's "
+            "4 workers included; the FakeEventsServer runs in a child process, uncounted), "
+            f"median of {repeat}, interleaved (benchmarks/sync_cost.py)",
+            "garbage collection (gc.callbacks): "
+            + ", ".join(
+                f"({label}) {in_gc[label]:.3f} s, {in_gc[label] / seconds[label]:.0%}"
+                for label, _ in described
+            ),
+        ],
+    )
+
+
 SECTIONS: list[Section] = [
     serialisation_section,
     anatomy_section,
@@ -618,6 +649,7 @@ SECTIONS: list[Section] = [
     arrow_section,
     sync_memory_section,
     strategies_section,
+    sync_cost_section,
 ]
 
 

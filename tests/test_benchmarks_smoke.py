@@ -273,3 +273,16 @@ def test_arrow_benchmark_sends_byte_identical_bodies_and_syncs() -> None:
     assert finished.returncode == 0, finished.stderr
     assert "byte-identical" in finished.stdout
     assert "(j0) / (j)" in finished.stdout
+
+
+def test_sync_cost_runs_and_the_second_sync_sends_nothing() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sync_cost
+
+        result = sync_cost.measure(TINY, 1)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert result["requests_first"] >= 1
+    assert result["requests_second"] == 0
+    assert set(result["seconds"]) == {"n0", "n1", "n2"}

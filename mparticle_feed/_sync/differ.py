@@ -11,16 +11,23 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
+import orjson
 
 from .._delivery.routing import part_rows
 from .._mapping.provenance import RowRef, SourcedBatch
 from .._mapping.sources import SyncKind
-from .._wire.codec import to_dict
+from .._wire.codec import _json_default, to_dict
+from .._wire.models import Batch
+from .records import _digest
 from .send import _Statuses
 from .state import StateEntry, StateStore, content_hash
 from .status import _UNCHANGED
 
 __all__: list[str] = []
+
+#: Keys looked up in the state at once (one query), and the most batches held meanwhile.
+_LOOKUP_KEYS = 500
+_LOOKAHEAD_BATCHES = 100
 
 
 class _Differ:
@@ -42,14 +49,37 @@ class _Differ:
         self.unchanged = 0
 
     def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
+        if self.state is None:
+            yield from batches
+            return
+        # Batches wait until they hold a lookup's worth of keys: one state query per chunk
+        # of rows, not one per batch. A key occurs once per run (duplicates are rejected
+        # while mapping), so what this run settles meanwhile cannot change a lookup.
+        pending: list[SourcedBatch] = []
+        keys: list[str] = []
         for sourced in batches:
-            if self.state is None:
-                yield sourced
-                continue
+            pending.append(sourced)
+            keys.extend(self._keys(sourced))
+            if len(keys) >= _LOOKUP_KEYS or len(pending) >= _LOOKAHEAD_BATCHES:
+                yield from self._compare(pending, keys)
+                pending, keys = [], []
+        if pending:
+            yield from self._compare(pending, keys)
+
+    def _keys(self, sourced: SourcedBatch) -> list[str]:
+        if self.kind == SyncKind.USER_ATTRIBUTES.value:
+            keyed = [row.primary_key for row in sourced.rows if row.primary_key is not None]
+            return [str(keyed[0])] if keyed else []
+        return [row.primary_key for row in sourced.event_rows if row.primary_key is not None]
+
+    def _compare(self, pending: list[SourcedBatch], keys: list[str]) -> Iterator[SourcedBatch]:
+        assert self.state is not None
+        known = self.state.get_many(self.name, keys)
+        for sourced in pending:
             kept = (
-                self._user_attributes(sourced)
+                self._user_attributes(sourced, known)
                 if self.kind == SyncKind.USER_ATTRIBUTES.value
-                else self._events(sourced)
+                else self._events(sourced, known)
             )
             if kept is not None:
                 yield kept
@@ -59,21 +89,13 @@ class _Differ:
             self.statuses.mark(row, _UNCHANGED)
             self.unchanged += 1
 
-    def _events(self, sourced: SourcedBatch) -> SourcedBatch | None:
-        assert self.state is not None
+    def _events(self, sourced: SourcedBatch, known: dict[str, StateEntry]) -> SourcedBatch | None:
         batch = sourced.batch
         events = batch.events or ()
-        document = to_dict(batch)
-        event_documents = document.pop("events", None) or []
-        document.pop("source_request_id", None)
-        user_hash = content_hash(document)
-        keys = [row.primary_key for row in sourced.event_rows]
-        known = self.state.get_many(self.name, [k for k in keys if k is not None])
         kept: list[int] = []
-        for index, (event_document, row) in enumerate(
-            zip(event_documents, sourced.event_rows, strict=True)
+        for index, (digest, row) in enumerate(
+            zip(_event_hashes(batch), sourced.event_rows, strict=True)
         ):
-            digest = content_hash([user_hash, event_document])
             key = row.primary_key
             previous = known.get(key) if key is not None else None
             if previous is not None and previous.hash == digest:
@@ -97,8 +119,9 @@ class _Differ:
             rows=part_rows(sourced, kept_rows),
         )
 
-    def _user_attributes(self, sourced: SourcedBatch) -> SourcedBatch | None:
-        assert self.state is not None
+    def _user_attributes(
+        self, sourced: SourcedBatch, known: dict[str, StateEntry]
+    ) -> SourcedBatch | None:
         batch = sourced.batch
         keyed = [row for row in sourced.rows if row.primary_key is not None]
         if not keyed:
@@ -114,7 +137,7 @@ class _Differ:
         if "consent_state" in document:
             attribute_hashes[_CONSENT] = content_hash(document["consent_state"])
         digest = content_hash([user_hash, attribute_hashes])
-        previous = self.state.get(self.name, key)
+        previous = known.get(key)
         entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
         if previous is not None and previous.hash == digest:
             self._skip(sourced.rows)
@@ -157,3 +180,32 @@ _SENT_ON_CHANGE = frozenset(
 )
 #: The state's name for the consent hash, beside the attributes' (no attribute is unnamed).
 _CONSENT = ""
+
+_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _event_hashes(batch: Batch) -> list[str]:
+    """Each event's state hash: ``content_hash([user fields' hash, event as written])``.
+
+    orjson writes the models through the codec's hook, as packing does, so no dict tree
+    is built per event; the bytes, keys sorted, are those ``content_hash`` hashes.
+    """
+    try:
+        header = dict(_json_default(batch))  # the hook may hand back the model's storage
+        events = header.pop("events", None) or ()
+        header.pop("source_request_id", None)
+        user_hash = _digest(orjson.dumps(header, default=_json_default, option=_HASH_OPTIONS))
+        prefix = b'["' + user_hash.encode() + b'",'
+        return [
+            _digest(
+                prefix + orjson.dumps(event, default=_json_default, option=_HASH_OPTIONS) + b"]"
+            )
+            for event in events
+        ]
+    except TypeError:
+        # Values orjson refuses (integers beyond 64 bits): content_hash's fallback.
+        document = to_dict(batch)
+        documents = document.pop("events", None) or []
+        document.pop("source_request_id", None)
+        user = content_hash(document)
+        return [content_hash([user, event]) for event in documents]

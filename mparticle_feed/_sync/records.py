@@ -33,6 +33,10 @@ def content_hash(value: Any) -> str:
         # orjson refuses integers beyond 64 bits and lone surrogates; the standard
         # library writes both (surrogates escaped).
         data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return _digest(data)
+
+
+def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
@@ -115,9 +119,17 @@ class SyncStart:
         return self.previous_status in ("running", "stopped")
 
 
+def _json_text(value: Any, *, sort_keys: bool = False) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+    except TypeError:
+        # Keys may hold lone surrogates (rejected upstream, but never a reason to crash
+        # here): the standard library escapes them. Both texts read back alike.
+        return json.dumps(value, sort_keys=sort_keys)
+
+
 def _dump_rows(rows: Iterable[tuple[int, str | None]]) -> str:
-    # Keys may hold lone surrogates (rejected upstream, but never a reason to crash here).
-    return json.dumps([[number, key] for number, key in rows])
+    return _json_text([[number, key] for number, key in rows])
 
 
 def _load_rows(text: str) -> tuple[tuple[int, str | None], ...]:
@@ -130,7 +142,7 @@ def _load_rows(text: str) -> tuple[tuple[int, str | None], ...]:
 
 
 def _dump_entries(entries: Iterable[StateEntry]) -> str:
-    return json.dumps(
+    return _json_text(
         [[e.key, e.hash, None if e.attributes is None else dict(e.attributes)] for e in entries],
         sort_keys=True,
     )

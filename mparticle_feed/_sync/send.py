@@ -123,13 +123,20 @@ class _Delivery:
                 logger.info("sync %r: stop requested; remaining rows stay pending", self.name)
                 return
             batches = [self.outbox_batch(packed) for packed in request.batches]
-            self.flush()
             if self.store is not None:
-                self.store.outbox_add(
-                    self.name,
-                    [(str(request.endpoint), batches)],
-                    next_seq=0 if ids is None else ids.next,
-                )
+                # The outcomes received so far are settled in the transaction that commits
+                # this request: one state write per request.
+                outcomes, self.unsettled = self.unsettled, []
+                try:
+                    self.store.outbox_add(
+                        self.name,
+                        [(str(request.endpoint), batches)],
+                        next_seq=0 if ids is None else ids.next,
+                        settled=outcomes,
+                    )
+                except BaseException:
+                    self.unsettled[:0] = outcomes  # not written: the final flush tries again
+                    raise
             self.handed_out += 1
             yield request
 

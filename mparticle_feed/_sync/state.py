@@ -347,14 +347,18 @@ class StateStore:
         requests: Iterable[tuple[str, Sequence[OutboxBatch]]],
         *,
         next_seq: int = 0,
+        settled: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Commit requests ``(endpoint, batches)`` to the outbox before they are sent.
 
         One transaction for all of them. ``next_seq`` is the first id sequence number not
         used yet: it is stored in the same transaction, so no later batch of this sync can
-        get an id used here.
+        get an id used here. ``settled`` are outcomes received since the last write
+        (as for :meth:`settle_many`), recorded in the same transaction: a run writes
+        the state once per request, not twice.
         """
         with self._transaction() as conn:
+            self._settle(conn, name, settled)
             self._outbox_insert(conn, name, requests, next_seq)
 
     def _outbox_insert(
@@ -465,40 +469,42 @@ class StateStore:
 
         Returns how many batches left the outbox.
         """
-        final = [(rid, outcome) for rid, outcome in outcomes if outcome in ("accepted", "rejected")]
-        if not final:
+        if not any(outcome in ("accepted", "rejected") for _, outcome in outcomes):
             return 0
-        settled = 0
         with self._transaction() as conn:
-            for start in range(0, len(final), _LOOKUP_CHUNK):
-                chunk = final[start : start + _LOOKUP_CHUNK]
-                accepted = {rid for rid, outcome in chunk if outcome == "accepted"}
-                marks = ",".join("?" * len(chunk))
-                found = conn.execute(
-                    "SELECT source_request_id, request_no, entries FROM outbox_batches "  # noqa: S608
-                    f"WHERE name = ? AND source_request_id IN ({marks})",
-                    [name, *(rid for rid, _ in chunk)],
-                ).fetchall()
-                entries = [
-                    entry
-                    for rid, _, text in found
-                    if rid in accepted
-                    for entry in _load_entries(text)
-                ]
-                values = self._accepted_rows(name, entries)
-                if values:
-                    conn.executemany(_UPSERT_ACCEPTED, values)
-                conn.execute(
-                    f"DELETE FROM outbox_batches WHERE name = ? AND source_request_id IN ({marks})",  # noqa: S608
-                    [name, *(rid for rid, _ in chunk)],
-                )
-                numbers = sorted({int(number) for _, number, _ in found})
-                conn.executemany(
-                    "DELETE FROM outbox WHERE name = ? AND request_no = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM outbox_batches b WHERE b.name = ? AND b.request_no = ?)",
-                    [(name, number, name, number) for number in numbers],
-                )
-                settled += len(found)
+            return self._settle(conn, name, outcomes)
+
+    def _settle(
+        self, conn: sqlite3.Connection, name: str, outcomes: Sequence[tuple[str, str]]
+    ) -> int:
+        final = [(rid, outcome) for rid, outcome in outcomes if outcome in ("accepted", "rejected")]
+        settled = 0
+        for start in range(0, len(final), _LOOKUP_CHUNK):
+            chunk = final[start : start + _LOOKUP_CHUNK]
+            accepted = {rid for rid, outcome in chunk if outcome == "accepted"}
+            marks = ",".join("?" * len(chunk))
+            found = conn.execute(
+                "SELECT source_request_id, request_no, entries FROM outbox_batches "  # noqa: S608
+                f"WHERE name = ? AND source_request_id IN ({marks})",
+                [name, *(rid for rid, _ in chunk)],
+            ).fetchall()
+            entries = [
+                entry for rid, _, text in found if rid in accepted for entry in _load_entries(text)
+            ]
+            values = self._accepted_rows(name, entries)
+            if values:
+                conn.executemany(_UPSERT_ACCEPTED, values)
+            conn.execute(
+                f"DELETE FROM outbox_batches WHERE name = ? AND source_request_id IN ({marks})",  # noqa: S608
+                [name, *(rid for rid, _ in chunk)],
+            )
+            numbers = sorted({int(number) for _, number, _ in found})
+            conn.executemany(
+                "DELETE FROM outbox WHERE name = ? AND request_no = ? AND NOT EXISTS "
+                "(SELECT 1 FROM outbox_batches b WHERE b.name = ? AND b.request_no = ?)",
+                [(name, number, name, number) for number in numbers],
+            )
+            settled += len(found)
         return settled
 
     def _in_flight(self, conn: sqlite3.Connection, name: str) -> tuple[InFlightRequest, ...]:

@@ -1,0 +1,224 @@
+"""(n) What a sync costs beyond its rows: CPU of a sync with a state file against the bare pipeline.
+
+    python benchmarks/sync_cost.py [--batches N] [--repeat N] [--profile first|second]
+
+The rows of (e) (custom events and purchases, in a SQLite file) go through
+
+- (n0) the bare pipeline: ``map_rows`` → ``route`` → ``pack`` to request bodies, as (e);
+- (n1) a first ``sync`` of each table with a fresh state file (outbox, state entries,
+  duplicate-key set), delivered by an ``EventsClient`` (4 workers, no pacing) to a
+  ``FakeEventsServer`` that runs in a child process, so its CPU is not counted;
+- (n2) a second ``sync`` against the same state file: every row unchanged, nothing sent.
+
+Each figure is the CPU time of this process (the client's threads included), median of
+``--repeat``, the three interleaved. Garbage collection's share is timed with
+``gc.callbacks`` around the same runs. ``--profile`` prints a cProfile of one run instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import inspect
+import multiprocessing
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pipeline
+
+import mparticle_feed as mpf
+
+
+def _serve(conn: Connection) -> None:
+    from mparticle_feed.testing import FakeEventsServer
+
+    # The sink checks nothing and answers 202: its CPU is its own process's, not counted.
+    with FakeEventsServer(api_key="bench-key", api_secret="bench-secret", validate=False) as fake:
+        conn.send(fake.url)
+        conn.recv()
+
+
+@contextmanager
+def running_sink() -> Iterator[str]:
+    """A FakeEventsServer in a child process; yields its base URL."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_serve, args=(theirs,), daemon=True)
+    process.start()
+    try:
+        yield str(ours.recv())
+    finally:
+        ours.send("stop")
+        process.join(10)
+
+
+def _client(url: str) -> mpf.EventsClient:
+    options: dict[str, Any] = {"base_url": url, "max_workers": 4}
+    if "rate_limit" in inspect.signature(mpf.EventsClient).parameters:
+        options["rate_limit"] = None  # pacing off: this measures CPU, not the account's limit
+    return mpf.EventsClient("bench-key", "bench-secret", **options)
+
+
+class GcTimer:
+    """Time spent in garbage collection while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
+            self.collections += 1
+
+    @contextmanager
+    def installed(self) -> Iterator[GcTimer]:
+        gc.callbacks.append(self)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self)
+
+
+def bare(db_path: Path, now: datetime) -> Callable[[], int]:
+    def run() -> int:
+        db = pipeline.connect(db_path)
+        try:
+            return len(pipeline.variant_e_pipeline(db, now))
+        finally:
+            db.close()
+
+    return run
+
+
+def syncing(db_path: Path, state: Path, url: str, now: datetime) -> Callable[[], int]:
+    """Both tables synced with ``state``; returns how many requests were sent."""
+
+    def run() -> int:
+        db = pipeline.connect(db_path)
+        requests = 0
+        try:
+            with _client(url) as client:
+                for name, query, mapping in (
+                    ("custom", pipeline.CUSTOM_QUERY, pipeline.CUSTOM_MAPPING),
+                    ("purchases", pipeline.PURCHASE_QUERY, pipeline.PURCHASE_MAPPING),
+                ):
+                    report = mpf.sync(
+                        db.execute(query), mapping, client, state=state, name=name, now=now
+                    )
+                    if not report.ok or report.failed or report.pending:
+                        raise SystemExit(f"the benchmark's sync failed: {report.summary()}")
+                    requests += report.requests_sent
+        finally:
+            db.close()
+        return requests
+
+    return run
+
+
+def _cpu(run: Callable[[], int], timer: GcTimer) -> tuple[float, float, int]:
+    """CPU seconds of one run, the part spent collecting garbage, and the run's result."""
+    gc.collect()
+    before_gc = timer.seconds
+    start = time.process_time()
+    result = run()
+    return time.process_time() - start, timer.seconds - before_gc, result
+
+
+def measure(batches: int, repeat: int) -> dict[str, Any]:
+    now = pipeline.routing_now(batches)
+    with tempfile.TemporaryDirectory(prefix="mparticle-feed-sync-cost-") as folder:
+        db_path = Path(folder) / "rows.db"
+        pipeline.build_database(batches, db_path).close()
+        with pipeline.connect(db_path) as db:
+            rows = pipeline.row_count(db)
+        seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
+        gc_seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
+        sent = {"n1": 0, "n2": 0}
+        timer = GcTimer()
+        with running_sink() as url, timer.installed():
+            bare(db_path, now)()  # warm-up: imports, compiled mappings
+            for number in range(repeat):
+                state = Path(folder) / f"state-{number}.db"
+                for label, run in (
+                    ("n0", bare(db_path, now)),
+                    ("n1", syncing(db_path, state, url, now)),
+                    ("n2", syncing(db_path, state, url, now)),
+                ):
+                    cpu, in_gc, result = _cpu(run, timer)
+                    seconds[label].append(cpu)
+                    gc_seconds[label].append(in_gc)
+                    if label in sent:
+                        sent[label] = result
+    medians = {label: statistics.median(values) for label, values in seconds.items()}
+    gc_medians = {label: statistics.median(values) for label, values in gc_seconds.items()}
+    return {
+        "rows": rows,
+        "seconds": medians,
+        "gc_seconds": gc_medians,
+        "requests_first": sent["n1"],
+        "requests_second": sent["n2"],
+        "first_ratio": medians["n1"] / medians["n0"],
+        "second_ratio": medians["n2"] / medians["n0"],
+    }
+
+
+def profile(batches: int, which: str, top: int) -> None:
+    now = pipeline.routing_now(batches)
+    with tempfile.TemporaryDirectory(prefix="mparticle-feed-sync-cost-") as folder:
+        db_path = Path(folder) / "rows.db"
+        pipeline.build_database(batches, db_path).close()
+        state = Path(folder) / "state.db"
+        with running_sink() as url:
+            bare(db_path, now)()
+            run = syncing(db_path, state, url, now)
+            if which == "second":
+                run()
+            profiler = cProfile.Profile()
+            profiler.runcall(run)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=2_000, help="workload batches (2,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (3)")
+    parser.add_argument("--profile", choices=("first", "second"), help="profile one run instead")
+    parser.add_argument("--top", type=int, default=30, help="functions the profile lists")
+    args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.batches, args.profile, args.top)
+        return 0
+    result = measure(args.batches, args.repeat)
+    s, g = result["seconds"], result["gc_seconds"]
+    print(
+        f"rows: {result['rows']:,}; requests: first run {result['requests_first']:,}, "
+        f"second run {result['requests_second']:,}"
+    )
+    for label, what in (("n0", "bare pipeline"), ("n1", "first sync"), ("n2", "second sync")):
+        print(
+            f"({label}) {what}: {s[label]:.3f} CPU s, gc {g[label]:.3f} s "
+            f"({g[label] / s[label]:.0%})"
+        )
+    print(f"(n1)/(n0) = {result['first_ratio']:.2f} (target <= 1.5)")
+    print(f"(n2)/(n0) = {result['second_ratio']:.2f} (target <= 0.9)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
