@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import ceiling
 import dataplan_validation
 import orjson
 import pipeline
+import spark_budget
 import strategies
 import sync_cost
 import upload
@@ -95,6 +97,8 @@ class Options:
     ceiling_batches: int = 3_000
     #: Users (10 events each) of the events-per-batch section.
     regroup_users: int = 5_000
+    #: Batches of each run of the Spark budget section (o); 0 skips it.
+    budget_batches: int = 3_000
 
 
 Section = Callable[[Options], SectionResult]
@@ -636,6 +640,39 @@ def sync_cost_section(options: Options) -> SectionResult:
     )
 
 
+def spark_budget_section(options: Options) -> SectionResult:
+    """(o) a 4-task Spark run under a fake enforcing N batches a second: shared vs split."""
+    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
+        return SectionResult(
+            "Spark: one rate budget for 4 tasks",
+            [],
+            [],
+            ["skipped: needs the spark extra and Java 17+ (pip install 'mparticle-feed[spark]')"],
+        )
+    if not options.budget_batches:
+        return SectionResult(
+            "Spark: one rate budget for 4 tasks", [], [], ["skipped (--budget-batches 0)"]
+        )
+    rate, batches = 200.0, options.budget_batches
+    figures = spark_budget.measure(rate, batches, tasks=4)
+    shared, split = figures["shared"], figures["split"]
+    return SectionResult(
+        "Spark: one rate budget for 4 tasks",
+        [
+            Measurement("o", "4 tasks, shared budget", shared["seconds"], "batches", batches),
+            Measurement("o1", "4 tasks, static split", split["seconds"], "batches", batches),
+        ],
+        [
+            Target("(o) accepted batches/s over N", shared["rate_share"], ">=", 0.9),
+            Target("(o) share of requests answered 429", shared["share_429"], "<=", 0.02),
+        ],
+        [
+            f"fake limit N = {rate:g} batches/s, one batch a row, 20 batches a request; "
+            f"static split: {split['rate_share']:.1%} of N, {split['share_429']:.2%} 429s",
+        ],
+    )
+
+
 SECTIONS: list[Section] = [
     serialisation_section,
     anatomy_section,
@@ -650,6 +687,7 @@ SECTIONS: list[Section] = [
     sync_memory_section,
     strategies_section,
     sync_cost_section,
+    spark_budget_section,
 ]
 
 
@@ -748,6 +786,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=5_000,
         help="users (10 events each) of the events-per-batch section (default 5000)",
     )
+    parser.add_argument(
+        "--budget-batches",
+        type=int,
+        default=3_000,
+        help="batches of each 4-task Spark run of (o), the shared rate budget (default 3000; 0 skips)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     options = Options(
@@ -758,6 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sync_rows=args.sync_rows,
         ceiling_batches=args.ceiling_batches,
         regroup_users=args.regroup_users,
+        budget_batches=args.budget_batches,
     )
     print(f"# mparticle_feed benchmarks\n\n{machine_line()}\n")
     missed = 0

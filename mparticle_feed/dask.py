@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask
 import pandas as pd
@@ -33,6 +33,7 @@ from ._sync.partition import (
     arrow_source,
     check_run,
     combine_reports,
+    shared_budget,
     utc,
 )
 from ._sync.send import Sender
@@ -62,6 +63,8 @@ def sync(
     now: datetime | None = None,
     historical_only: bool = False,
     chunk_size: int = 1000,
+    budget: Literal["shared", "split"] = "shared",
+    limiter_host: str = "127.0.0.1",
     retries: int = 0,
 ) -> DistributedReport:
     """Sync ``ddf``'s rows with ``mapping``, each Dask task delivering its own partition.
@@ -74,6 +77,13 @@ def sync(
     from. ``retries`` is how often a distributed scheduler runs a failed task again; a rerun
     resends the same bodies under the same ids, which mParticle de-duplicates.
 
+    The tasks share one rate budget, the client's ``rate_limit``: with ``budget="shared"``
+    (the default) a limiter service here, reached at ``limiter_host`` (loopback by default;
+    this machine's address when workers run elsewhere) and guarded by a token of the run's
+    own, meters every task and passes a 429 seen by one task on to all; a task that cannot
+    reach it, or every task with ``budget="split"``, paces at an equal static share (the
+    rate over the number of partitions).
+
     Runs on the active scheduler (a ``distributed.Client`` when one is open) and returns a
     :class:`~mparticle_feed.DistributedReport` whose ``partitions`` and ``problems`` are
     pandas DataFrames.
@@ -81,22 +91,28 @@ def sync(
     if retries < 0:
         msg = f"retries must be 0 or more, got {retries}"
         raise ConfigurationError(msg)
-    users, ordering = check_run(mapping, list(ddf.columns), by=by, partitions=partitions)
+    users, ordering = check_run(
+        mapping, list(ddf.columns), by=by, partitions=partitions, budget=budget
+    )
     fixed_now = utc(now)
     shuffled = ddf.shuffle(on=list(users), npartitions=partitions)
     run = dask.delayed(_run_partition, pure=False)
     pieces = shuffled.to_delayed()
     options: dict[str, Any] = {"retries": retries} if retries else {}
-    task = PartitionTask(
-        mapping=mapping,
-        client=client,
-        now=fixed_now,
-        name=name,
-        historical_only=historical_only,
-        chunk_size=chunk_size,
-    )
-    tasks = [run(piece, task, list(ordering), n) for n, piece in enumerate(pieces)]
-    parts: list[PartitionReport] = list(dask.compute(*tasks, **options))
+    with shared_budget(
+        client, tasks=len(pieces), host=limiter_host, shared=budget == "shared"
+    ) as limiter:
+        task = PartitionTask(
+            mapping=mapping,
+            client=client,
+            now=fixed_now,
+            name=name,
+            historical_only=historical_only,
+            chunk_size=chunk_size,
+            limiter=limiter,
+        )
+        tasks = [run(piece, task, list(ordering), n) for n, piece in enumerate(pieces)]
+        parts: list[PartitionReport] = list(dask.compute(*tasks, **options))
     report = combine_reports(parts)
     partitions_frame = pd.DataFrame(
         [part.counts_record() for part in parts], columns=list(PARTITION_COLUMNS)

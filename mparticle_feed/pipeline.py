@@ -12,7 +12,8 @@ Every stage passes a row it cannot take on as a :class:`RowProblem` (the row's
 A distributed run's pieces are here too, for engines other than Spark and Dask:
 :func:`order_columns` (partition and sort by), :class:`PartitionTask` and
 :func:`sync_partition` (a task's body), :func:`combine_reports` (on the driver), and
-:class:`LimiterService` / :class:`RemoteLimiter` (one rate budget served from the driver).
+:class:`LimiterService` / :class:`RemoteLimiter` (one rate budget served from the driver)
+and :func:`shared_budget` (which serves it, or splits it, for a run's tasks).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ._sync.partition import (
     PartitionTask,
     combine_reports,
     order_columns,
+    shared_budget,
     sync_partition,
 )
 from ._sync.send import send_plan
@@ -52,5 +54,6 @@ __all__ = [
     "pack",
     "route",
     "send_plan",
+    "shared_budget",
     "sync_partition",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from pyspark import TaskContext
@@ -33,6 +33,7 @@ from ._sync.partition import (
     arrow_source,
     check_run,
     combine_reports,
+    shared_budget,
     utc,
 )
 from ._sync.send import Sender
@@ -91,6 +92,8 @@ def sync(
     now: datetime | None = None,
     historical_only: bool = False,
     chunk_size: int = 1000,
+    budget: Literal["shared", "split"] = "shared",
+    limiter_host: str = "127.0.0.1",
 ) -> DistributedReport:
     """Sync ``df``'s rows with ``mapping``, each Spark task delivering its own partition.
 
@@ -102,6 +105,13 @@ def sync(
     ``now`` (default: the driver's current UTC time) is the instant every task measures
     events' ages from.
 
+    The tasks share one rate budget, the client's ``rate_limit``: with ``budget="shared"``
+    (the default) a limiter service on the driver, reached at ``limiter_host`` (loopback by
+    default; the driver's address when executors run elsewhere) and guarded by a token of
+    the run's own, meters every task and passes a 429 seen by one task on to all; a task
+    that cannot reach it, or every task with ``budget="split"``, paces at an equal static
+    share (the rate over the number of partitions).
+
     Returns a :class:`~mparticle_feed.DistributedReport`: the combined
     :class:`~mparticle_feed.SyncReport` (``raise_for_failures()`` fails a job loudly) and
     two Spark DataFrames, ``partitions`` (counts per task) and ``problems`` (each rejected
@@ -109,7 +119,9 @@ def sync(
     its retry resends the same bodies under the same ids (mParticle de-duplicates them),
     and only the successful attempt's report counts.
     """
-    users, ordering = check_run(mapping, list(df.columns), by=by, partitions=partitions)
+    users, ordering = check_run(
+        mapping, list(df.columns), by=by, partitions=partitions, budget=budget
+    )
     fixed_now = utc(now)
     user_columns = [F.col(c) for c in users]
     # Without a number Spark chooses (Spark Connect has no df.rdd to count partitions with).
@@ -119,15 +131,20 @@ def sync(
         else df.repartition(*user_columns)
     )
     ordered = grouped.sortWithinPartitions(*[F.col(c).asc_nulls_first() for c in ordering])
-    task = PartitionTask(
-        mapping=mapping,
-        client=client,
-        now=fixed_now,
-        name=name,
-        historical_only=historical_only,
-        chunk_size=chunk_size,
-    )
-    rows = ordered.mapInArrow(_task_function(task), "partition long, report binary").collect()
+    tasks = partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
+    with shared_budget(
+        client, tasks=tasks, host=limiter_host, shared=budget == "shared"
+    ) as limiter:
+        task = PartitionTask(
+            mapping=mapping,
+            client=client,
+            now=fixed_now,
+            name=name,
+            historical_only=historical_only,
+            chunk_size=chunk_size,
+            limiter=limiter,
+        )
+        rows = ordered.mapInArrow(_task_function(task), "partition long, report binary").collect()
     parts: list[PartitionReport] = [pickle.loads(row["report"]) for row in rows]  # noqa: S301 - written by our own tasks
     return _report(df.sparkSession, parts, fixed_now)
 

@@ -61,7 +61,7 @@ PIPELINE_CONTRACT = frozenset(
         "send_plan", "StateEntry", "SyncStart", "InFlightRequest",
         # a distributed run's pieces, for engines other than Spark and Dask
         "sync_partition", "PartitionTask", "PartitionReport", "combine_reports",
-        "order_columns", "LimiterService", "RemoteLimiter",
+        "order_columns", "LimiterService", "RemoteLimiter", "shared_budget",
     }
 )  # fmt: skip
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mparticle_feed import ConfigurationError, RateLimiter, TokenBucket
+from mparticle_feed import ConfigurationError, EventsClient, RateLimiter, TokenBucket
 
 
 class Clock:
@@ -124,3 +125,27 @@ def test_threads_share_one_budget() -> None:
 def test_bad_settings_are_configuration_errors(options: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         TokenBucket(**options)  # type: ignore[arg-type]
+
+
+def test_a_bucket_pickles_as_its_settings_with_a_full_bucket() -> None:
+    bucket = TokenBucket(100, burst=50, min_rate=20, decrease=0.5, high_water=80, recovery=0.1)
+    bucket.acquire(50)
+    bucket.rate_limited(None)  # spent and slowed here; a copy starts afresh
+    copy = pickle.loads(pickle.dumps(bucket))
+    settings = ("rate", "burst", "min_rate", "decrease", "high_water", "recovery")
+    assert [getattr(copy, name) for name in settings] == [100, 50, 20, 0.5, 80, 0.1]
+    assert copy.current_rate == 100
+    assert copy.acquire(50) == 0
+    assert copy.acquire(10) > 0  # metering still, with a lock of its own
+    assert bucket.current_rate == pytest.approx(50, rel=0.05)
+
+
+def test_a_client_paced_by_a_bucket_object_pickles() -> None:
+    with EventsClient(
+        "key", "secret", base_url="http://127.0.0.1:9", rate_limit=TokenBucket(40, burst=5)
+    ) as client:
+        copy = pickle.loads(pickle.dumps(client))
+    with copy:
+        assert isinstance(copy.rate_limiter, TokenBucket)
+        assert copy.rate_limiter is not client.rate_limiter
+        assert (copy.rate_limiter.rate, copy.rate_limiter.burst) == (40, 5)

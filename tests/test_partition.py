@@ -8,7 +8,9 @@ every kind of row hypothesis draws. ``tests/distributed/`` runs the real engines
 from __future__ import annotations
 
 import pickle
+import threading
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +28,7 @@ from mparticle_feed import (
     EventsClient,
     MappingError,
     SyncReport,
+    TokenBucket,
     UserAttributeMapping,
     sync,
     to_dict,
@@ -35,11 +38,13 @@ from mparticle_feed._sync.partition import arrow_source, check_run
 from mparticle_feed.pipeline import (
     PartitionReport,
     PartitionTask,
+    RemoteLimiter,
     RowProblem,
     RowRef,
     Stage,
     combine_reports,
     order_columns,
+    shared_budget,
     sync_partition,
 )
 from mparticle_feed.testing import FakeEventsServer
@@ -331,3 +336,78 @@ def test_a_tasks_record_batches_are_mapped_by_the_arrow_engine_with_the_same_byt
     by_arrow = task(arrow_source(table.to_batches(max_chunksize=16)), partition=0)
     assert canonical_batches(server) == expected
     assert by_arrow.report.counts() == by_rows.report.counts()
+
+
+def test_shared_budget_serves_the_clients_limiter_to_every_task(
+    server: FakeEventsServer,
+) -> None:
+    with client_for(server, rate_limit=100.0) as client:
+        with shared_budget(client, tasks=4) as make:
+            assert make is not None
+            one, other = make(), pickle.loads(pickle.dumps(make))()
+            assert isinstance(one, RemoteLimiter)
+            one.rate_limited(1.0)  # a 429 in one task...
+            assert other.acquire(1) > 0.5  # ...holds the others
+            one.close()
+            other.close()
+        with shared_budget(client, tasks=4, shared=False) as make:
+            assert make is not None
+            split = make()
+            assert isinstance(split, TokenBucket)
+            assert split.rate == 25.0
+    with client_for(server, rate_limit=None) as unpaced, shared_budget(unpaced, tasks=2) as make:
+        assert make is None
+    with (
+        pytest.raises(ConfigurationError, match="tasks must be at least 1"),
+        shared_budget(client, tasks=0),
+    ):
+        pass
+
+
+def four_threads(parts: list[list[dict[str, Any]]], *, shared: bool) -> tuple[bool, int, float]:
+    """Four tasks in threads against a fake allowing 300 batches a second: whether all
+    was accepted, the batches delivered and the share of requests answered 429."""
+    results: list[PartitionReport] = []
+    with (
+        FakeEventsServer(now=lambda: NOW, rate_limit=300.0, rate_limit_burst=100) as server,
+        client_for(server, rate_limit=300.0, max_batches=10) as client,
+        shared_budget(client, tasks=4) as make,
+    ):
+        task = PartitionTask(
+            mapping=EVENTS, client=client, now=NOW, limiter=make if shared else None
+        )
+        threads = [
+            threading.Thread(target=lambda n=n: results.append(task(parts[n], partition=n)))
+            for n in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = Counter(request.status for request in server.requests)
+        delivered = len(canonical_batches(server))
+    return combine_reports(results).ok, delivered, statuses[429] / sum(statuses.values())
+
+
+def test_four_tasks_on_one_shared_budget_hold_the_servers_rate_limit() -> None:
+    rows = [
+        {
+            "id": f"r{n:04d}",
+            "user": f"u{n:04d}",
+            "email": None,
+            "name": "View",
+            "ts": NOW,
+            "amount": n,
+        }
+        for n in range(600)
+    ]
+    parts = partitioned(rows, 4)
+    ok, delivered, share_429 = four_threads(parts, shared=True)
+    assert (ok, delivered) == (True, 600)
+    # One budget for the four: at most a handful of 429s (the fake's bucket and ours start
+    # out of phase)...
+    assert share_429 <= 0.02 + 1 / 60
+    # ...where four copies of the client, each pacing alone at 300/s, draw dozens.
+    ok, delivered, share_429 = four_threads(parts, shared=False)
+    assert (ok, delivered) == (True, 600)
+    assert share_429 > 0.1

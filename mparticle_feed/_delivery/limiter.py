@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._errors import ConfigurationError
 
@@ -111,6 +111,20 @@ class TokenBucket:
         self._updated = clock()
         self._blocked_until = -math.inf
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A lock does not pickle: a copy (a Spark or Dask task's client) gets its settings,
+        # a fresh lock and a full bucket, metering its own share from then on.
+        settings = {
+            "rate": self.rate,
+            "burst": self.burst,
+            "min_rate": self.min_rate,
+            "decrease": self.decrease,
+            "high_water": self.high_water,
+            "recovery": self.recovery,
+            "clock": self._clock,
+        }
+        return (_bucket_from_settings, (settings,))
+
     def __repr__(self) -> str:
         return (
             f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, "
@@ -161,3 +175,7 @@ class TokenBucket:
             self._refill(self._clock())
             step = 1 - (1 - self.decrease) / 4
             self._current = max(self.min_rate, self._current * step)
+
+
+def _bucket_from_settings(settings: dict[str, Any]) -> TokenBucket:
+    return TokenBucket(**settings)

@@ -15,16 +15,21 @@ mParticle de-duplicates them.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import attrs
 
 from .._delivery.client import EventsClient
+from .._delivery.limiter import DEFAULT_RATE, RateLimiter, TokenBucket
+from .._delivery.limiter_service import LimiterService, RemoteLimiter
 from .._delivery.routing import utc_now
 from .._errors import ConfigurationError
 from .._mapping.compile import check_columns
@@ -41,6 +46,7 @@ __all__ = [
     "combine_reports",
     "order_columns",
     "arrow_source",
+    "shared_budget",
     "sync_partition",
 ]
 
@@ -140,10 +146,14 @@ def check_run(
     *,
     by: Sequence[str] | None,
     partitions: int | None,
+    budget: str = "shared",
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """An engine's checks before its job; ``(user_columns, sort_columns)`` as
     :func:`order_columns` gives them. Raises :class:`MappingError` when the mapping reads a
     column ``columns`` lacks, :class:`ConfigurationError` for the other problems."""
+    if budget not in ("shared", "split"):
+        msg = f"budget must be 'shared' or 'split', got {budget!r}"
+        raise ConfigurationError(msg)
     if partitions is not None and partitions < 1:
         msg = f"partitions must be at least 1, got {partitions}"
         raise ConfigurationError(msg)
@@ -269,7 +279,9 @@ class PartitionTask:
 
     ``client`` is an :class:`~mparticle_feed.EventsClient` (pickled by its settings: each
     call opens its own connections and closes them when done) or any picklable
-    :class:`Sender`.
+    :class:`Sender`. ``limiter``, when given, makes (once per call) the limiter that paces
+    the task's copy of the client instead of its own ``rate_limit``; it must pickle
+    (:func:`shared_budget` gives one).
     """
 
     mapping: RowMapping
@@ -278,11 +290,21 @@ class PartitionTask:
     name: str | None = None
     historical_only: bool = False
     chunk_size: int = 1000
+    limiter: Callable[[], RateLimiter] | None = attrs.field(default=None, repr=False)
 
     def __call__(
         self, rows: Iterable[Mapping[str, Any]], *, partition: int, attempt: int = 0
     ) -> PartitionReport:
-        own = self.client._copy() if isinstance(self.client, EventsClient) else None
+        # A limiter per call: its connections are this call's to close, even where an
+        # engine hands one deserialised task to several threads.
+        limiter = self.limiter() if self.limiter is not None else None
+        own = None
+        if isinstance(self.client, EventsClient):
+            own = (
+                self.client._copy(rate_limit=limiter)
+                if limiter is not None
+                else self.client._copy()
+            )
         try:
             return sync_partition(
                 rows,
@@ -298,6 +320,38 @@ class PartitionTask:
         finally:
             if own is not None:
                 own.close()
+            if isinstance(limiter, RemoteLimiter):
+                limiter.close()
+
+
+@contextlib.contextmanager
+def shared_budget(
+    client: Sender, *, tasks: int, host: str = "127.0.0.1", shared: bool = True
+) -> Iterator[Callable[[], RateLimiter] | None]:
+    """What makes the limiter of each task of a distributed run: one budget for the cluster.
+
+    With an :class:`~mparticle_feed.EventsClient` that paces (its ``rate_limit``), this
+    serves the client's limiter from here (a :class:`LimiterService` on ``host``, with a
+    token of its own for the run) and yields a picklable factory of :class:`RemoteLimiter`
+    handles to it, for :class:`PartitionTask`'s ``limiter``: a 429 seen by one task pauses
+    them all. A task that cannot reach the service, or every task when ``shared`` is False,
+    paces with a static share of the budget instead: the rate divided by ``tasks`` (the
+    tasks that may run at once). Yields None for a client that does not pace.
+    """
+    if tasks < 1:
+        msg = f"tasks must be at least 1, got {tasks}"
+        raise ConfigurationError(msg)
+    limiter = client.rate_limiter if isinstance(client, EventsClient) else None
+    if limiter is None:
+        yield None
+        return
+    # A limiter of the user's own kind may have no ``rate``: split the default then.
+    share = functools.partial(TokenBucket, float(getattr(limiter, "rate", DEFAULT_RATE)) / tasks)
+    if not shared:
+        yield share
+        return
+    with LimiterService(limiter, host=host) as service:
+        yield functools.partial(copy.copy, service.handle(share))
 
 
 def _renumber(problem: RowProblem, offset: int) -> RowProblem:
