@@ -18,6 +18,7 @@ from mparticle_feed import (
     CustomEventMapping,
     EventsClient,
     SyncReport,
+    TokenBucket,
     UploadReport,
     sync,
     to_dict,
@@ -125,3 +126,16 @@ __all__ = [
     "rows",
     "sort_key",
 ]
+
+
+class CountingBucket(TokenBucket):
+    """The driver's limiter, counting the batches it metered: tasks that share its budget
+    reserve through it; tasks on a static split never do."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.metered = 0
+
+    def acquire(self, batches: int) -> float:
+        self.metered += batches
+        return super().acquire(batches)

@@ -22,6 +22,7 @@ import pyarrow as pa
 from engine_support import (
     MAPPING,
     NOW,
+    CountingBucket,
     FailOnceAfterSending,
     canonical_batches,
     one_process,
@@ -118,10 +119,11 @@ def test_dask_tasks_share_one_budget_under_the_fakes_rate_limit(dask_client: Any
         event_name=Constant("View"),
         timestamp_unixtime_ms="ts",
     )
+    budget = CountingBucket(400.0)
     with (
         FakeEventsServer(now=lambda: NOW, rate_limit=400.0) as server,
         EventsClient(
-            "test-key", "test-secret", base_url=server.url, rate_limit=400.0, max_batches=20
+            "test-key", "test-secret", base_url=server.url, rate_limit=budget, max_batches=20
         ) as client,
     ):
         result = mparticle_feed.dask.sync(ddf, mapping, client, partitions=4, now=NOW)
@@ -130,9 +132,6 @@ def test_dask_tasks_share_one_budget_under_the_fakes_rate_limit(dask_client: Any
     assert len(server.accepted_batches()) == 2000
     statuses = Counter(request.status for request in requests)
     assert statuses[429] <= 0.02 * len(requests) + 1
-    accepted = [request for request in requests if request.accepted]
-    span = max(r.received_at for r in accepted) - min(r.received_at for r in accepted)
-    # The first request's batches went at time 0; the rest over the span.
-    after_first = sum(len(r.batches or ()) for r in accepted) - len(accepted[0].batches or ())
-    # About 1.0 shared (the split: about 0.6); a margin for a loaded machine.
-    assert after_first / span >= 0.75 * 400
+    # Every task metered its batches through the driver's one budget (a static split would
+    # leave it untouched); the rate achieved is the benchmark's to measure, not a test's.
+    assert budget.metered >= 2000
