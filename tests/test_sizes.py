@@ -30,8 +30,6 @@ ALLOWED = {
     "and the pool set-up out",
     "_delivery/client.py:EventsClient._run": "the worker loop and the stop rules: split with "
     "client.py",
-    "_sync/planreader.py:_PlanReader._request": "one reader per record kind",
-    "_wire/codec.py:make_converter": "one function per group of structure hooks",
     "testing/strategies.py": "strategies per stage (models, commerce, plans) in a package",
 }
 
