@@ -29,7 +29,6 @@ ALLOWED = {
     "and the pool set-up out",
     "_delivery/client.py:EventsClient._run": "the worker loop and the stop rules: split with "
     "client.py",
-    "testing/strategies.py": "strategies per stage (models, commerce, plans) in a package",
 }
 
 
