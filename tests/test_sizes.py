@@ -25,14 +25,10 @@ ALLOWED = {
     "_mapping/compile.py:CompiledMapping.__init__": "one plan step per field group; split with "
     "compile.py",
     "_mapping/compile.py:CompiledMapping._map_row": "split with compile.py",
-    "_cli.py": "the option definitions belong in a module of their own",
     "_delivery/client.py": "pacing, attempts and the pool in one module: move the attempt loop "
     "and the pool set-up out",
     "_delivery/client.py:EventsClient._run": "the worker loop and the stop rules: split with "
     "client.py",
-    "_sync/planreader.py:_PlanReader._request": "one reader per record kind",
-    "_wire/codec.py:make_converter": "one function per group of structure hooks",
-    "testing/strategies.py": "strategies per stage (models, commerce, plans) in a package",
 }
 
 

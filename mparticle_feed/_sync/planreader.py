@@ -169,14 +169,7 @@ class _PlanReader:
         return tuple(rows)
 
     def _request(self, record: dict[str, Any]) -> tuple[Request, dict[int, StateEntry]]:
-
-        try:
-            endpoint = Endpoint(record["endpoint"])
-        except (TypeError, ValueError):
-            known = ", ".join(e.value for e in Endpoint)
-            raise self.fail(
-                f"unknown endpoint {record['endpoint']!r} (expected one of {known})"
-            ) from None
+        endpoint = self._endpoint(record["endpoint"])
         documents = record.get("body")
         if not isinstance(documents, list) or not documents:
             raise self.fail("'body' must be a non-empty JSON array of batches")
@@ -189,42 +182,10 @@ class _PlanReader:
             raise self.fail(
                 f"the body holds {len(documents)} batch(es) but 'batches' describes {len(described)}"
             )
-        packed: list[PackedBatch] = []
-        for index, (document, about) in enumerate(zip(documents, described, strict=True)):
-            if not isinstance(document, dict) or not isinstance(about, dict):
-                raise self.fail(f"batch {index}: expected a JSON object in 'body' and in 'batches'")
-            source_request_id = about.get("source_request_id")
-            if not isinstance(source_request_id, str) or (
-                document.get("source_request_id") != source_request_id
-            ):
-                raise self.fail(
-                    f"batch {index}: the body's source_request_id "
-                    f"{document.get('source_request_id')!r} does not match {source_request_id!r}"
-                )
-            try:
-                body = orjson.dumps(document)
-                batch = from_dict(document)
-            except orjson.JSONEncodeError as exc:
-                raise self.fail(f"batch {index} cannot be written as JSON: {exc}") from None
-            except PayloadError as exc:
-                shown = "; ".join(exc.problems[:3])
-                raise self.fail(f"batch {index} is not a valid batch: {shown}") from None
-            try:
-                sourced = SourcedBatch(
-                    batch=batch,
-                    event_rows=self._rows(about.get("event_rows"), f"batch {index} event_rows"),
-                    rows=self._rows(about.get("rows"), f"batch {index} rows"),
-                )
-            except ValueError as exc:
-                raise self.fail(f"batch {index}: {exc}") from None
-            packed.append(
-                PackedBatch(
-                    source_request_id=source_request_id,
-                    body=body,
-                    sourced=sourced,
-                    user_key=_Pieces(sourced).user_key,
-                )
-            )
+        packed = [
+            self._batch(index, document, about)
+            for index, (document, about) in enumerate(zip(documents, described, strict=True))
+        ]
         body = request_body(packed)
         if record.get("bytes") != len(body) or record.get("sha256") != (
             hashlib.sha256(body).hexdigest()
@@ -236,11 +197,56 @@ class _PlanReader:
         rows = tuple(dict.fromkeys(row for b in packed for row in b.sourced.rows))
         if self._rows(record.get("rows"), "rows") != rows:
             raise self.fail("'rows' does not match the rows of the request's batches")
-        entries: dict[int, StateEntry] = {}
-        numbers = {row.row_number for row in rows}
-        state = record.get("state", [])
+        entries = self._state(record.get("state", []), {row.row_number for row in rows})
+        return Request(endpoint=endpoint, body=body, batches=tuple(packed)), entries
+
+    def _endpoint(self, value: Any) -> Endpoint:
+        try:
+            return Endpoint(value)
+        except (TypeError, ValueError):
+            known = ", ".join(e.value for e in Endpoint)
+            raise self.fail(f"unknown endpoint {value!r} (expected one of {known})") from None
+
+    def _batch(self, index: int, document: Any, about: Any) -> PackedBatch:
+        """One batch of a request: its body in ``body``, its rows in ``batches``."""
+        if not isinstance(document, dict) or not isinstance(about, dict):
+            raise self.fail(f"batch {index}: expected a JSON object in 'body' and in 'batches'")
+        source_request_id = about.get("source_request_id")
+        if not isinstance(source_request_id, str) or (
+            document.get("source_request_id") != source_request_id
+        ):
+            raise self.fail(
+                f"batch {index}: the body's source_request_id "
+                f"{document.get('source_request_id')!r} does not match {source_request_id!r}"
+            )
+        try:
+            body = orjson.dumps(document)
+            batch = from_dict(document)
+        except orjson.JSONEncodeError as exc:
+            raise self.fail(f"batch {index} cannot be written as JSON: {exc}") from None
+        except PayloadError as exc:
+            shown = "; ".join(exc.problems[:3])
+            raise self.fail(f"batch {index} is not a valid batch: {shown}") from None
+        try:
+            sourced = SourcedBatch(
+                batch=batch,
+                event_rows=self._rows(about.get("event_rows"), f"batch {index} event_rows"),
+                rows=self._rows(about.get("rows"), f"batch {index} rows"),
+            )
+        except ValueError as exc:
+            raise self.fail(f"batch {index}: {exc}") from None
+        return PackedBatch(
+            source_request_id=source_request_id,
+            body=body,
+            sourced=sourced,
+            user_key=_Pieces(sourced).user_key,
+        )
+
+    def _state(self, state: Any, numbers: set[int]) -> dict[int, StateEntry]:
+        """A request's state entries, each for one of the request's rows."""
         if not isinstance(state, list):
             raise self.fail("'state' must be a list")
+        entries: dict[int, StateEntry] = {}
         for item in state:
             if not (
                 isinstance(item, list)
@@ -260,7 +266,7 @@ class _PlanReader:
                     f"'state': {item!r} is not [row_number of this request, key, hash, attributes]"
                 )
             entries[item[0]] = StateEntry(key=item[1], hash=item[2], attributes=item[3])
-        return Request(endpoint=endpoint, body=body, batches=tuple(packed)), entries
+        return entries
 
     def _reject(self, record: dict[str, Any]) -> RowProblem:
         if record.get("outcome") != "rejected":

@@ -150,6 +150,17 @@ def make_converter() -> cattrs.Converter:
         detailed_validation=True,
         unstruct_collection_overrides={tuple: list, Sequence: list},
     )
+    # The order matters: a hook registered later wins over an earlier one that also matches.
+    _register_values(converter)
+    _register_containers(converter)
+    for model_cls, unstructure in compile_unstructurers(shallow=False).items():
+        converter.register_unstructure_hook(model_cls, unstructure)
+    _register_events(converter)
+    return converter
+
+
+def _register_values(converter: cattrs.Converter) -> None:
+    """Strict primitives, the scalar unions and the enums."""
     converter.register_unstructure_hook(Decimal, json_number)
     for primitive, hook in (
         (str, _structure_str),
@@ -172,30 +183,12 @@ def make_converter() -> cattrs.Converter:
         unstructure_any_scalar,
     )
 
-    def structure_attrs_factory(cls: type) -> Callable[[Any, type], Any]:
-        # cattrs would structure a field that has an attrs converter by the converter's
-        # (permissive) input type; validate by the declared wire type instead.
-        overrides = {
-            field.name: override(struct_hook=_hook_for(converter, _wire_type(cls, field)))
-            for field in attrs.fields(attrs.resolve_types(cls))
-            if field.converter is not None
-        }
-        generated: Callable[[Any, type], Any] = make_dict_structure_fn(
-            cls, converter, **cast(Any, overrides)
-        )
 
-        def structure(value: Any, _: type) -> Any:
-            if not isinstance(value, dict):
-                raise TypeError(f"expected an object, got {type_name(value)}")
-            try:
-                return generated(value, cls)
-            except ModelError as exc:
-                message = f"While structuring {cls.__name__}"
-                raise ClassValidationError(message, [exc], cls) from None
-
-        return structure
-
-    converter.register_structure_hook_factory(attrs.has, structure_attrs_factory)
+def _register_containers(converter: cattrs.Converter) -> None:
+    """The model classes, JSON arrays and JSON objects."""
+    converter.register_structure_hook_factory(
+        attrs.has, lambda cls: _structure_attrs(cls, converter)
+    )
     # cattrs would iterate a string's characters or an object's keys as a sequence, and fail
     # on a list given for a map with an AttributeError; JSON arrays and objects only.
     converter.register_structure_hook_factory(
@@ -206,8 +199,33 @@ def make_converter() -> cattrs.Converter:
         lambda t: _json_container(dict, "an object", mapping_structure_factory(t, converter)),
     )
 
-    for model_cls, unstructure in compile_unstructurers(shallow=False).items():
-        converter.register_unstructure_hook(model_cls, unstructure)
+
+def _structure_attrs(cls: type, converter: cattrs.Converter) -> Callable[[Any, type], Any]:
+    # cattrs would structure a field that has an attrs converter by the converter's
+    # (permissive) input type; validate by the declared wire type instead.
+    overrides = {
+        field.name: override(struct_hook=_hook_for(converter, _wire_type(cls, field)))
+        for field in attrs.fields(attrs.resolve_types(cls))
+        if field.converter is not None
+    }
+    generated: Callable[[Any, type], Any] = make_dict_structure_fn(
+        cls, converter, **cast(Any, overrides)
+    )
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type_name(value)}")
+        try:
+            return generated(value, cls)
+        except ModelError as exc:
+            message = f"While structuring {cls.__name__}"
+            raise ClassValidationError(message, [exc], cls) from None
+
+    return structure
+
+
+def _register_events(converter: cattrs.Converter) -> None:
+    """Event envelopes, dispatched on ``event_type``, and a crash report's breadcrumbs."""
 
     def structure_event(value: Any, _: object) -> Event:
         if not isinstance(value, dict):
@@ -250,7 +268,6 @@ def make_converter() -> cattrs.Converter:
 
     breadcrumbs_type = tuple[BreadcrumbEvent, ...] | None
     converter.register_structure_hook_func(lambda t: t == breadcrumbs_type, structure_breadcrumbs)
-    return converter
 
 
 def _sequence_factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
