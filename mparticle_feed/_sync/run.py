@@ -520,7 +520,7 @@ def _replay(
     counts: Counter[str] = Counter()
 
     def settle(outcome: BatchOutcome) -> None:
-        counts[outcome.status] += 1
+        counts[outcome.status.value] += 1
         store.settle(name, source_request_id=outcome.source_request_id, outcome=outcome.status)
 
     _, unsent = replay_outbox(store, name, client, on_outcome=settle, stop=stop)

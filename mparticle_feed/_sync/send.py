@@ -31,7 +31,7 @@ from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.codec import from_dict
 from .report import SyncReport
 from .state import MappingChange, OutboxBatch, OutboxRequest, StateEntry, StateStore, SyncStart
-from .status import _ACCEPTED, _FAILED, _PENDING, _REJECTED, _STATUS_CODE, _UNCHANGED, _UNSEEN
+from .status import _ACCEPTED, _FAILED, _PENDING, _REJECTED, _UNCHANGED, _UNSEEN
 
 if TYPE_CHECKING:
     from .planfile import Plan
@@ -162,10 +162,11 @@ class _Delivery:
         )
 
     def on_outcome(self, outcome: BatchOutcome) -> None:
-        code = _STATUS_CODE[outcome.status]
-        self.batches[outcome.status] += 1
+        code = outcome.status.code
+        status = outcome.status.value  # report keys stay plain strings (JSON-ready)
+        self.batches[status] += 1
         counts = self.by_endpoint.setdefault(str(outcome.endpoint), Counter())
-        counts[outcome.status] += len(outcome.rows)
+        counts[status] += len(outcome.rows)
         for row in outcome.rows:
             self.statuses.mark(row, code)
         if outcome.status in ("rejected", "failed"):
@@ -185,7 +186,7 @@ class _Delivery:
             # Settled in one transaction with the others of its request (see flush): an
             # outcome lost to a crash before that leaves its batch in the outbox, replayed
             # with the same id next time.
-            self.unsettled.append((outcome.source_request_id, outcome.status))
+            self.unsettled.append((outcome.source_request_id, status))
         if self.progress is not None:
             self.progress(
                 Progress(

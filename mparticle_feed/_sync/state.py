@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import orjson
 
+from .._delivery.status import OutcomeStatus, StatusName
 from .._errors import ConfigurationError, StateError
 from .lock import hold_lock
 from .records import (
@@ -446,7 +447,7 @@ class StateStore:
         name: str,
         *,
         source_request_id: str,
-        outcome: Literal["accepted", "rejected", "failed", "pending"],
+        outcome: OutcomeStatus | StatusName,
     ) -> bool:
         """Record an outbox batch's outcome; return False when it was not in the outbox.
 
