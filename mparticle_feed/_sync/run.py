@@ -41,13 +41,14 @@ from .._delivery.routing import (
     route,
     utc_now,
 )
-from .._errors import ConfigurationError, StateError
+from .._errors import ConfigurationError
 from .._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from .._mapping.provenance import RowProblem
 from .._mapping.regroup import DEFAULT_GROUP_WINDOW
 from .._mapping.run import map_rows, ordering_advice
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
+from .records import mapping_changed
 from .report import SyncReport
 from .state import MappingChange, StateStore
 
@@ -289,14 +290,14 @@ def _plan_ids(
 def _check_mapping(
     store: StateStore, name: str, mapping: RowMapping, on_mapping_change: MappingChange
 ) -> None:
-    """For plan(): refuse a changed mapping the way sync would, without writing."""
-    previous = store.fingerprint(name)
-    if previous is not None and previous != mapping.fingerprint() and on_mapping_change == "fail":
-        msg = (
-            f"sync {name!r} was last run with a different mapping; choose what to resend "
-            "with on_mapping_change='resend' (every row) or 'keep' (only rows whose output changed)"
-        )
-        raise StateError(msg)
+    """For plan(): refuse a changed mapping by sync's rule, without writing."""
+    mapping_changed(
+        name,
+        store.last_mapping(name),
+        kind=mapping.kind.value,
+        fingerprint=mapping.fingerprint(),
+        on_mapping_change=on_mapping_change,
+    )
 
 
 def sync(
