@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,6 +66,8 @@ from .send import (
     _open_state,
     _report,
     _Statuses,
+    finish_run,
+    held_state,
     replay_outbox,
     send_plan,
 )
@@ -165,16 +166,13 @@ class _Pipeline:
 
     def finish(self, report: SyncReport, store: StateStore | None) -> SyncReport:
         """The report with the mapping's figures; the run recorded in the state and logged."""
-        report = attrs.evolve(
+        return finish_run(
             report,
+            store,
             violations=self.violations,
             events_per_batch=self.events_per_batch,
             advice=self.advice(),
         )
-        if store is not None:
-            store.finish_sync(self.name, status="stopped" if report.pending else "finished")
-        _log(report)
-        return report
 
     def advice(self) -> str | None:
         """The ORDER BY advice when the row order left batches thin (logged as a warning)."""
@@ -357,29 +355,24 @@ def sync(
         )
     if source is None:
         raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
-    store, owned = _open_state(state)
     sync_name = name or _default_name(mapping)
-    try:
-        with store.run_lock(sync_name) if store is not None else nullcontext():
-            return _sync_locked(
-                source,
-                mapping,
-                client,
-                store=store,
-                sync_name=sync_name,
-                now=now,
-                on_mapping_change=on_mapping_change,
-                stop=stop,
-                progress=progress,
-                historical_only=historical_only,
-                chunk_size=chunk_size,
-                clock=clock,
-                data_plan_policy=data_plan_policy,
-                group_window=group_window,
-            )
-    finally:
-        if owned and store is not None:
-            store.close()
+    with held_state(state, sync_name) as store:
+        return _sync_locked(
+            source,
+            mapping,
+            client,
+            store=store,
+            sync_name=sync_name,
+            now=now,
+            on_mapping_change=on_mapping_change,
+            stop=stop,
+            progress=progress,
+            historical_only=historical_only,
+            chunk_size=chunk_size,
+            clock=clock,
+            data_plan_policy=data_plan_policy,
+            group_window=group_window,
+        )
 
 
 def _sync_locked(
