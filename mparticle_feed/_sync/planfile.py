@@ -248,7 +248,7 @@ class Plan:
         be the store the plan was computed with. The other options are :func:`sync`'s;
         a superseded, too old or re-routed plan raises :class:`PlanRefusedError`.
         """
-        report = send_plan(
+        return send_plan(
             self,
             client,
             state=state,
@@ -259,7 +259,6 @@ class Plan:
             now=now,
             max_plan_age=max_plan_age,
         )
-        return attrs.evolve(report, violations=self.violations) if self.violations else report
 
     def summary(self) -> str:
         """A few readable lines: what would be sent where, and what was turned away."""
