@@ -265,6 +265,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from ._delivery.client import _package_version
+    from ._delivery.connection import _package_version
 
     return _package_version()

@@ -25,10 +25,6 @@ ALLOWED = {
     "_mapping/compile.py:CompiledMapping.__init__": "one plan step per field group; split with "
     "compile.py",
     "_mapping/compile.py:CompiledMapping._map_row": "split with compile.py",
-    "_delivery/client.py": "pacing, attempts and the pool in one module: move the attempt loop "
-    "and the pool set-up out",
-    "_delivery/client.py:EventsClient._run": "the worker loop and the stop rules: split with "
-    "client.py",
 }
 
 

@@ -24,7 +24,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._source.sources import arrow_reader
+from mparticle_feed._mapping.arrow import arrow_source_reader
+from mparticle_feed._source.sources import arrow_reader, is_cursor
 
 AT = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
 COLUMNS = ["id", "customer", "plan", "visits", "at", "seen"]
@@ -402,3 +403,40 @@ def test_ordering_by_user_makes_fewer_batches() -> None:
     assert len(list(mpf.map_rows(views, mapping, group_window=0))) == 200
     # The regroup window (10,000 rows by default) gathers the interleaved users again.
     assert len(list(mpf.map_rows(views, mapping))) == 40
+
+
+class _MappingWithCursorNames(dict[str, Any]):
+    description = (("id",),)
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return []
+
+
+class _OnlyFetchmany:
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return []
+
+
+def test_both_engines_tell_a_cursor_by_one_rule() -> None:
+    """rows_from and the Arrow engine ask is_cursor: a DuckDB cursor is read as a cursor."""
+    sqlite_cursor = sqlite3.connect(":memory:").execute("SELECT 1 AS id")
+    duck = duckdb.connect()
+    duck_cursor = duck.execute("SELECT 1 AS id")
+    engine = sqlalchemy.create_engine("sqlite://")
+    with engine.connect() as connection:
+        result = connection.execute(sqlalchemy.text("SELECT 1 AS id"))
+        assert is_cursor(result)
+        assert arrow_source_reader(result) is None
+        result.close()
+    for cursor in (sqlite_cursor, duck_cursor):
+        assert is_cursor(cursor)
+        assert arrow_source_reader(cursor) is None
+    for other in (
+        _MappingWithCursorNames(),
+        _OnlyFetchmany(),
+        [{"id": 1}],
+        "id",
+        duck.sql("SELECT 1"),
+    ):
+        assert not is_cursor(other)
+    assert list(mpf.rows_from(duck.execute("SELECT 1 AS id"))) == [{"id": 1}]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mparticle_feed._delivery.client import EventsClient
 from mparticle_feed._delivery.report import BatchOutcome, UploadReport
-from mparticle_feed._errors import DeliveryError, PlanFileError, StateError
+from mparticle_feed._errors import ConfigurationError, DeliveryError, PlanFileError, StateError
 from mparticle_feed._mapping.sources import Constant
 from mparticle_feed._mapping.spec import CustomEventMapping, UserAttributeMapping
 from mparticle_feed._sync.planfile import Plan
@@ -345,6 +345,34 @@ def test_changed_mapping_fails_by_default(client: EventsClient, state: StateStor
         sync(rows, CHANGED, client, state=state, name="things", now=NOW)
     with pytest.raises(StateError, match="different mapping"):
         plan(rows, CHANGED, state=state, name="things", now=NOW)
+
+
+def test_plan_and_sync_count_a_changed_sync_kind_as_a_changed_mapping(
+    client: EventsClient, state: StateStore
+) -> None:
+    # The state says the sync last ran as another kind with this very fingerprint.
+    state.begin_sync("things", kind="user_attributes", fingerprint=EVENTS.fingerprint())
+    state.finish_sync("things", status="finished")
+    assert state.last_mapping("things") == ("user_attributes", EVENTS.fingerprint())
+    rows = event_rows(2)
+    with pytest.raises(StateError, match=r"kind user_attributes.*now kind custom_event"):
+        plan(rows, EVENTS, state=state, name="things", now=NOW)
+    with pytest.raises(StateError, match=r"kind user_attributes.*now kind custom_event"):
+        sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    kept = plan(rows, EVENTS, state=state, name="things", now=NOW, on_mapping_change="keep")
+    assert kept.rows_in == 2
+
+
+def test_plan_and_sync_refuse_an_unknown_on_mapping_change(
+    client: EventsClient, state: StateStore
+) -> None:
+    rows = event_rows(2)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    unknown: Any = "x"
+    with pytest.raises(ConfigurationError, match="on_mapping_change must be"):
+        plan(rows, EVENTS, state=state, name="things", now=NOW, on_mapping_change=unknown)
+    with pytest.raises(ConfigurationError, match="on_mapping_change must be"):
+        sync(rows, EVENTS, client, state=state, name="things", now=NOW, on_mapping_change=unknown)
 
 
 def test_changed_mapping_resend_sends_every_row(client: EventsClient, state: StateStore) -> None:

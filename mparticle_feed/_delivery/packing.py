@@ -32,9 +32,9 @@ import attrs
 import orjson
 
 from .._errors import ConfigurationError
-from .._mapping.provenance import RowProblem, SourcedBatch, Stage
+from .._mapping.provenance import RowProblem, SourcedBatch, Stage, events_part
 from .._wire.codec import _json_default
-from .routing import Endpoint, RoutedBatch, part_rows
+from .routing import Endpoint, RoutedBatch
 
 __all__ = [
     "MAX_BATCHES_PER_REQUEST",
@@ -272,20 +272,18 @@ def _split(
                 ),
             )
         return
-    batch_events = sourced.batch.events or ()
     part: list[int] = []
     part_size = overhead
     part_number = 0
 
     def emit(indexes: list[int], number: int) -> PackedBatch:
-        event_rows = tuple(sourced.event_rows[i] for i in indexes)
-        part_sourced = SourcedBatch(
-            batch=attrs.evolve(sourced.batch, events=tuple(batch_events[i] for i in indexes)),
-            event_rows=event_rows,
-            rows=part_rows(sourced, event_rows),
-        )
         return _packed(
-            pieces, _array([events[i] for i in indexes]), part_sourced, False, number, ids=ids
+            pieces,
+            _array([events[i] for i in indexes]),
+            events_part(sourced, indexes),
+            False,
+            number,
+            ids=ids,
         )
 
     for index, event in enumerate(events):

@@ -9,28 +9,26 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Mapping
-from typing import Literal
 
 import attrs
 
 from .._html import html_table
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch
 from .routing import Endpoint
+from .status import BATCH_STATUSES, OutcomeStatus, StatusName, as_status
 
 __all__ = ["BatchOutcome", "OutcomeStatus", "UploadReport"]
 
-#: accepted: answered 202. rejected: refused by mParticle (4xx) or turned away locally.
-#: failed: retries exhausted or the deadline passed. pending: never settled (the run stopped).
-OutcomeStatus = Literal["accepted", "rejected", "failed", "pending"]
-
-STATUSES: tuple[OutcomeStatus, ...] = ("accepted", "rejected", "failed", "pending")
+#: The batch statuses as report keys, in the order reports show them.
+STATUSES = tuple(status.value for status in BATCH_STATUSES)
 
 
 @attrs.frozen(kw_only=True)
 class BatchOutcome:
     """The final outcome of one batch in one run."""
 
-    status: OutcomeStatus
+    #: One of :data:`~mparticle_feed.BATCH_STATUSES` (a string is converted).
+    status: OutcomeStatus = attrs.field(converter=as_status)
     endpoint: Endpoint
     source_request_id: str
     rows: tuple[RowRef, ...]
@@ -67,7 +65,7 @@ class UploadReport:
     #: Why the run stopped before sending everything (its unsent batches are "pending").
     stopped: str | None = None
 
-    def count(self, status: OutcomeStatus, endpoint: Endpoint | None = None) -> int:
+    def count(self, status: OutcomeStatus | StatusName, endpoint: Endpoint | None = None) -> int:
         """How many batches ended with ``status`` (on ``endpoint``, if given)."""
         return sum(
             1
@@ -79,7 +77,7 @@ class UploadReport:
     def counts(self) -> dict[str, int]:
         """Batches by outcome status."""
         found = Counter(outcome.status for outcome in self.outcomes)
-        return {status: found[status] for status in STATUSES}
+        return {status.value: found[status] for status in BATCH_STATUSES}
 
     @property
     def counts_by_endpoint(self) -> dict[str, dict[str, int]]:
@@ -98,7 +96,7 @@ class UploadReport:
     @property
     def ok(self) -> bool:
         """True when every batch was accepted and no row was turned away."""
-        return not self.problems and all(o.status == "accepted" for o in self.outcomes)
+        return not self.problems and all(o.status is OutcomeStatus.ACCEPTED for o in self.outcomes)
 
     @property
     def events_per_batch(self) -> float:
@@ -121,13 +119,13 @@ class UploadReport:
             f"{self.elapsed_seconds:.2f} s{stopped}</p>",
             html_table(by_endpoint, ("endpoint", *STATUSES)),
         ]
-        unsettled = [o for o in self.outcomes if o.status != "accepted"][:20]
+        unsettled = [o for o in self.outcomes if o.status is not OutcomeStatus.ACCEPTED][:20]
         if unsettled:
             parts.append(
                 html_table(
                     [
                         [
-                            o.status,
+                            o.status.value,
                             o.endpoint.value,
                             "" if o.http_status is None else str(o.http_status),
                             o.reason or "",

@@ -19,7 +19,7 @@ from enum import Enum
 import attrs
 
 from .._errors import ConfigurationError, ModelError
-from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
+from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
 from .._wire.models import Batch, Event
 
 __all__ = [
@@ -76,28 +76,6 @@ def _to_ms(value: datetime) -> int:
         msg = "now must be timezone-aware (for example datetime.now(timezone.utc))"
         raise ConfigurationError(msg)
     return int(value.timestamp() * 1000)
-
-
-def _part(sourced: SourcedBatch, indexes: Sequence[int]) -> SourcedBatch:
-    """The batch restricted to the events at ``indexes``; user fields are kept whole."""
-    events = sourced.batch.events or ()
-    event_rows = tuple(sourced.event_rows[i] for i in indexes)
-    return SourcedBatch(
-        batch=attrs.evolve(sourced.batch, events=tuple(events[i] for i in indexes)),
-        event_rows=event_rows,
-        rows=part_rows(sourced, event_rows),
-    )
-
-
-def part_rows(sourced: SourcedBatch, event_rows: Sequence[RowRef]) -> tuple[RowRef, ...]:
-    """Rows of a part: those of its events plus those that gave only user-level fields.
-
-    A row that gave only user fields travels in every part (each part carries the user
-    fields), so it may appear in several outcomes; its row-level outcome is the worst of them.
-    """
-    in_events = set(sourced.event_rows)
-    mine = set(event_rows)
-    return tuple(row for row in sourced.rows if row in mine or row not in in_events)
 
 
 def check_routing(historical_after: timedelta, historical_min_age: timedelta) -> None:
@@ -229,7 +207,9 @@ def _route(
             continue
         for endpoint, indexes in ((Endpoint.LIVE, live), (Endpoint.HISTORICAL, historical)):
             if indexes:
-                yield RoutedBatch(endpoint=endpoint, sourced=_part(sourced, indexes), whole=False)
+                yield RoutedBatch(
+                    endpoint=endpoint, sourced=events_part(sourced, indexes), whole=False
+                )
 
 
 def utc_now() -> datetime:

@@ -31,7 +31,7 @@ import attrs
 
 from .._errors import ModelError
 from .._source.rows import _column_names
-from .._source.sources import arrow_reader
+from .._source.sources import arrow_reader, is_cursor
 from .arrow_columns import (
     FLAG,
     Columns,
@@ -140,7 +140,7 @@ def arrow_source_reader(source: object) -> Any | None:
     ``__arrow_c_stream__`` exporters, pandas and Polars DataFrames excepted. None without
     pyarrow. Duplicate column names raise :class:`MappingError`, as they do on the row path.
     """
-    if _pyarrow() is None or (hasattr(source, "fetchmany") and hasattr(source, "description")):
+    if _pyarrow() is None or is_cursor(source):
         return None  # a cursor is read as a cursor, as rows_from reads it, even DuckDB's
     reader = arrow_reader(source, chunk_size=READER_ROWS)
     if reader is not None:

@@ -30,7 +30,7 @@ from .._errors import ConfigurationError, DataPlanError, DataPlanViolationError
 from .._wire.common import Context
 from .._wire.enums import Environment
 from .._wire.models import Batch
-from .provenance import RowProblem, RowRef, SourcedBatch, Stage
+from .provenance import RowProblem, RowRef, SourcedBatch, Stage, part_rows
 
 __all__ = [
     "DATA_PLAN_POLICIES",
@@ -292,9 +292,7 @@ class DataPlanStep:
         if not reasons:
             return SourcedBatch(batch=kept, event_rows=sourced.event_rows, rows=sourced.rows)
         kept_rows = tuple(row for i, row in enumerate(sourced.event_rows) if i not in reasons)
-        in_events = set(sourced.event_rows)
-        mine = set(kept_rows)
-        rows = tuple(row for row in sourced.rows if row in mine or row not in in_events)
+        rows = part_rows(sourced, kept_rows)
         if not rows:
             return None
         if not kept_rows:

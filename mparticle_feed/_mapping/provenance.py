@@ -6,6 +6,7 @@ row, whether it was accepted, rejected (with stage, field and reason) or failed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 
 import attrs
@@ -55,6 +56,32 @@ class SourcedBatch:
         if len(events) != len(self.event_rows):
             msg = f"{len(events)} events but {len(self.event_rows)} event_rows"
             raise ModelError(msg)
+
+
+def events_part(sourced: SourcedBatch, indexes: Sequence[int]) -> SourcedBatch:
+    """The batch restricted to the events at ``indexes``; user-level fields are kept whole.
+
+    Routing (live or historical), packing (a batch over the size limit) and the sync (events
+    already sent) all cut a batch by its events' positions this way.
+    """
+    events = sourced.batch.events or ()
+    event_rows = tuple(sourced.event_rows[i] for i in indexes)
+    return SourcedBatch(
+        batch=attrs.evolve(sourced.batch, events=tuple(events[i] for i in indexes)),
+        event_rows=event_rows,
+        rows=part_rows(sourced, event_rows),
+    )
+
+
+def part_rows(sourced: SourcedBatch, event_rows: Sequence[RowRef]) -> tuple[RowRef, ...]:
+    """Rows of a part: those of its events plus those that gave only user-level fields.
+
+    A row that gave only user fields travels in every part (each part carries the user
+    fields), so it may appear in several outcomes; its row-level outcome is the worst of them.
+    """
+    in_events = set(sourced.event_rows)
+    mine = set(event_rows)
+    return tuple(row for row in sourced.rows if row in mine or row not in in_events)
 
 
 @attrs.frozen(kw_only=True)

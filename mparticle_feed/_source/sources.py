@@ -21,7 +21,7 @@ from .rows import Rows, RowSource, _column_names, _CursorRows
 if TYPE_CHECKING:
     import pyarrow
 
-__all__ = ["arrow_reader", "rows_from"]
+__all__ = ["arrow_reader", "is_cursor", "rows_from"]
 
 _SOURCES_ACCEPTED = (
     "pass an executed DB-API cursor, a SQLAlchemy Result, a pandas or Polars DataFrame, "
@@ -32,6 +32,17 @@ _SOURCES_ACCEPTED = (
 def _library(value: object) -> str:
     """The top-level package a value's type comes from (``"pandas"``, ``"pyarrow"``...)."""
     return type(value).__module__.partition(".")[0]
+
+
+def is_cursor(source: object) -> bool:
+    """True when ``source`` is read as a cursor (``fetchmany``): a DB-API cursor, which has
+    ``description``, or a SQLAlchemy ``Result``; never a mapping or a string.
+
+    Both engines ask this, so a DuckDB cursor (Arrow-capable too) is read as a cursor by each.
+    """
+    if isinstance(source, (str, bytes, bytearray, Mapping)) or not hasattr(source, "fetchmany"):
+        return False
+    return hasattr(source, "description") or _library(source) == "sqlalchemy"
 
 
 def _type_name(value: object) -> str:
@@ -182,7 +193,7 @@ def rows_from(source: RowSource, *, chunk_size: int = 1000) -> Rows:
             "execute the query and pass its Result "
             "(connection.execution_options(stream_results=True).execute(text(sql)))",
         )
-    if hasattr(source, "fetchmany") and (hasattr(source, "description") or library == "sqlalchemy"):
+    if is_cursor(source):
         return _CursorRows(source, chunk_size).as_rows(_type_name(source))
     reader = arrow_reader(source, chunk_size=chunk_size)
     if reader is not None:

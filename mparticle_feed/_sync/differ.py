@@ -13,8 +13,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .._delivery.routing import part_rows
-from .._mapping.provenance import RowRef, SourcedBatch
+from .._mapping.provenance import RowRef, SourcedBatch, events_part
 from .._mapping.sources import SyncKind
 from .._wire.codec import _json_default, to_dict
 from .._wire.models import Batch
@@ -105,7 +104,6 @@ class _Differ:
                 self.entries[row.row_number] = StateEntry(key=key, hash=digest)
         if len(kept) == len(events):
             return sourced
-        kept_rows = tuple(sourced.event_rows[i] for i in kept)
         kept_set = set(kept)
         skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in kept_set]
         if not kept:
@@ -113,11 +111,7 @@ class _Differ:
             self._skip(dict.fromkeys([*skipped, *sourced.rows]))
             return None
         self._skip(skipped)
-        return SourcedBatch(
-            batch=attrs.evolve(batch, events=tuple(events[i] for i in kept)),
-            event_rows=kept_rows,
-            rows=part_rows(sourced, kept_rows),
-        )
+        return events_part(sourced, kept)
 
     def _user_attributes(
         self, sourced: SourcedBatch, known: dict[str, StateEntry]

@@ -31,6 +31,7 @@ from .._delivery.client import EventsClient
 from .._delivery.limiter import DEFAULT_RATE, RateLimiter, TokenBucket
 from .._delivery.limiter_service import LimiterService, RemoteLimiter
 from .._delivery.routing import utc_now
+from .._delivery.status import OutcomeStatus
 from .._errors import ConfigurationError
 from .._mapping.compile import check_columns
 from .._mapping.provenance import RowProblem
@@ -220,8 +221,8 @@ class PartitionReport:
         """The partition's rejected and failed rows (:data:`PROBLEM_COLUMNS`)."""
         records = []
         for outcome, problems in (
-            ("rejected", self.report.rejects),
-            ("failed", self.report.failures),
+            (OutcomeStatus.REJECTED, self.report.rejects),
+            (OutcomeStatus.FAILED, self.report.failures),
         ):
             for problem in problems:
                 record = problem_record(problem, outcome)

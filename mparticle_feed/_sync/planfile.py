@@ -16,6 +16,7 @@ from typing import IO, Any
 import attrs
 
 from .._delivery.packing import Request
+from .._delivery.status import OutcomeStatus
 from .._errors import PlanFileError
 from .._html import html_table
 from .._mapping.dataplan_step import RowViolation, violation_record
@@ -178,7 +179,7 @@ class Plan:
                 record["state"] = state
                 emit(json.dumps(record, ensure_ascii=False))
             for problem in self.rejects:
-                emit(json.dumps(problem_record(problem, "rejected")))
+                emit(json.dumps(problem_record(problem, OutcomeStatus.REJECTED)))
             for item in self.violations:
                 emit(json.dumps(violation_record(item), ensure_ascii=False))
             unchanged_rows = [
@@ -247,7 +248,7 @@ class Plan:
         be the store the plan was computed with. The other options are :func:`sync`'s;
         a superseded, too old or re-routed plan raises :class:`PlanRefusedError`.
         """
-        report = send_plan(
+        return send_plan(
             self,
             client,
             state=state,
@@ -258,7 +259,6 @@ class Plan:
             now=now,
             max_plan_age=max_plan_age,
         )
-        return attrs.evolve(report, violations=self.violations) if self.violations else report
 
     def summary(self) -> str:
         """A few readable lines: what would be sent where, and what was turned away."""

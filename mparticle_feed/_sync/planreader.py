@@ -14,6 +14,7 @@ import orjson
 
 from .._delivery.packing import PackedBatch, Request, _Pieces, request_body
 from .._delivery.routing import Endpoint
+from .._delivery.status import OutcomeStatus
 from .._errors import PayloadError, PlanFileError
 from .._mapping.dataplan_step import RowViolation, violation_from_record
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
@@ -269,7 +270,7 @@ class _PlanReader:
         return entries
 
     def _reject(self, record: dict[str, Any]) -> RowProblem:
-        if record.get("outcome") != "rejected":
+        if record.get("outcome") != OutcomeStatus.REJECTED:
             raise self.fail(f"outcome {record.get('outcome')!r}; a plan holds only 'rejected' rows")
         (row,) = self._rows([[record.get("row_number"), record.get("primary_key")]], "rejected row")
         try:

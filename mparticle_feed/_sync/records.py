@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .._errors import StateError
+from .._errors import ConfigurationError, StateError
 
 __all__ = [
     "InFlightRequest",
@@ -22,7 +22,39 @@ __all__ = [
     "StateEntry",
     "SyncStart",
     "content_hash",
+    "mapping_changed",
 ]
+
+
+def mapping_changed(
+    name: str,
+    previous: tuple[str, str] | None,
+    *,
+    kind: str,
+    fingerprint: str,
+    on_mapping_change: str,
+) -> bool:
+    """Whether sync ``name`` last ran (``previous``: kind, fingerprint) with another mapping.
+
+    The one rule for a run and a plan: a different kind counts as a different mapping. With
+    ``on_mapping_change="fail"`` a change raises :class:`StateError`.
+    """
+    if on_mapping_change not in ("fail", "resend", "keep"):
+        msg = f"on_mapping_change must be 'fail', 'resend' or 'keep', not {on_mapping_change!r}"
+        raise ConfigurationError(msg)
+    if previous is None or previous == (kind, fingerprint):
+        return False
+    if on_mapping_change == "fail":
+        old_kind, old_fingerprint = previous
+        msg = (
+            f"sync {name!r} was last run with a different mapping "
+            f"(kind {old_kind}, fingerprint {old_fingerprint[:12]}; now kind {kind}, "
+            f"fingerprint {fingerprint[:12]}). Choose what to resend: "
+            "on_mapping_change='resend' sends every row again, 'keep' sends only rows "
+            "whose output changed (CLI: --on-mapping-change)."
+        )
+        raise StateError(msg)
+    return True
 
 
 def content_hash(value: Any) -> str:

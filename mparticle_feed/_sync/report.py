@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 
 from .._delivery.packing import Request
+from .._delivery.status import OutcomeStatus
 from .._errors import DeliveryError
 from .._html import html_table
 from .._mapping.dataplan_step import RowViolation, violation_record
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
 __all__ = ["SyncReport", "problem_record", "violation_lines", "violations_html"]
 
 
-def problem_record(problem: RowProblem, outcome: str) -> dict[str, Any]:
+def problem_record(problem: RowProblem, outcome: OutcomeStatus) -> dict[str, Any]:
     """One row problem as a JSON-ready record (one line of a rejects file)."""
     record: dict[str, Any] = {
-        "outcome": outcome,
+        "outcome": outcome.value,
         "row_number": problem.row.row_number,
         "primary_key": problem.row.primary_key,
         "stage": str(problem.stage),
@@ -243,8 +244,8 @@ class SyncReport:
         ``"rejected"`` record.
         """
         return (
-            [problem_record(p, "rejected") for p in self.rejects]
-            + [problem_record(p, "failed") for p in self.failures]
+            [problem_record(p, OutcomeStatus.REJECTED) for p in self.rejects]
+            + [problem_record(p, OutcomeStatus.FAILED) for p in self.failures]
             + [violation_record(v) for v in self.violations]
         )
 

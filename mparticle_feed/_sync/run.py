@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,13 +40,14 @@ from .._delivery.routing import (
     route,
     utc_now,
 )
-from .._errors import ConfigurationError, StateError
+from .._errors import ConfigurationError
 from .._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from .._mapping.provenance import RowProblem
 from .._mapping.regroup import DEFAULT_GROUP_WINDOW
 from .._mapping.run import map_rows, ordering_advice
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
+from .records import mapping_changed
 from .report import SyncReport
 from .state import MappingChange, StateStore
 
@@ -66,6 +66,8 @@ from .send import (
     _open_state,
     _report,
     _Statuses,
+    finish_run,
+    held_state,
     replay_outbox,
     send_plan,
 )
@@ -164,16 +166,13 @@ class _Pipeline:
 
     def finish(self, report: SyncReport, store: StateStore | None) -> SyncReport:
         """The report with the mapping's figures; the run recorded in the state and logged."""
-        report = attrs.evolve(
+        return finish_run(
             report,
+            store,
             violations=self.violations,
             events_per_batch=self.events_per_batch,
             advice=self.advice(),
         )
-        if store is not None:
-            store.finish_sync(self.name, status="stopped" if report.pending else "finished")
-        _log(report)
-        return report
 
     def advice(self) -> str | None:
         """The ORDER BY advice when the row order left batches thin (logged as a warning)."""
@@ -289,14 +288,14 @@ def _plan_ids(
 def _check_mapping(
     store: StateStore, name: str, mapping: RowMapping, on_mapping_change: MappingChange
 ) -> None:
-    """For plan(): refuse a changed mapping the way sync would, without writing."""
-    previous = store.fingerprint(name)
-    if previous is not None and previous != mapping.fingerprint() and on_mapping_change == "fail":
-        msg = (
-            f"sync {name!r} was last run with a different mapping; choose what to resend "
-            "with on_mapping_change='resend' (every row) or 'keep' (only rows whose output changed)"
-        )
-        raise StateError(msg)
+    """For plan(): refuse a changed mapping by sync's rule, without writing."""
+    mapping_changed(
+        name,
+        store.last_mapping(name),
+        kind=mapping.kind.value,
+        fingerprint=mapping.fingerprint(),
+        on_mapping_change=on_mapping_change,
+    )
 
 
 def sync(
@@ -356,29 +355,24 @@ def sync(
         )
     if source is None:
         raise ConfigurationError("sync needs rows to read (source) or a reviewed plan (plan=)")
-    store, owned = _open_state(state)
     sync_name = name or _default_name(mapping)
-    try:
-        with store.run_lock(sync_name) if store is not None else nullcontext():
-            return _sync_locked(
-                source,
-                mapping,
-                client,
-                store=store,
-                sync_name=sync_name,
-                now=now,
-                on_mapping_change=on_mapping_change,
-                stop=stop,
-                progress=progress,
-                historical_only=historical_only,
-                chunk_size=chunk_size,
-                clock=clock,
-                data_plan_policy=data_plan_policy,
-                group_window=group_window,
-            )
-    finally:
-        if owned and store is not None:
-            store.close()
+    with held_state(state, sync_name) as store:
+        return _sync_locked(
+            source,
+            mapping,
+            client,
+            store=store,
+            sync_name=sync_name,
+            now=now,
+            on_mapping_change=on_mapping_change,
+            stop=stop,
+            progress=progress,
+            historical_only=historical_only,
+            chunk_size=chunk_size,
+            clock=clock,
+            data_plan_policy=data_plan_policy,
+            group_window=group_window,
+        )
 
 
 def _sync_locked(
@@ -520,7 +514,7 @@ def _replay(
     counts: Counter[str] = Counter()
 
     def settle(outcome: BatchOutcome) -> None:
-        counts[outcome.status] += 1
+        counts[outcome.status.value] += 1
         store.settle(name, source_request_id=outcome.source_request_id, outcome=outcome.status)
 
     _, unsent = replay_outbox(store, name, client, on_outcome=settle, stop=stop)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,11 +27,12 @@ from .._delivery.packing import PackedBatch, Request, _Pieces
 from .._delivery.report import BatchOutcome, UploadReport
 from .._delivery.routing import Endpoint, RoutedBatch, route, utc_now
 from .._errors import PayloadError, PlanRefusedError, StateError
+from .._mapping.dataplan_step import RowViolation
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.codec import from_dict
 from .report import SyncReport
 from .state import MappingChange, OutboxBatch, OutboxRequest, StateEntry, StateStore, SyncStart
-from .status import _ACCEPTED, _FAILED, _PENDING, _REJECTED, _STATUS_CODE, _UNCHANGED, _UNSEEN
+from .status import _ACCEPTED, _FAILED, _PENDING, _REJECTED, _UNCHANGED, _UNSEEN
 
 if TYPE_CHECKING:
     from .planfile import Plan
@@ -62,6 +63,37 @@ def _open_state(state: StateArg) -> tuple[StateStore | None, bool]:
     if state is None or isinstance(state, StateStore):
         return state, False
     return StateStore(state), True
+
+
+@contextmanager
+def held_state(state: StateArg, name: str) -> Iterator[StateStore | None]:
+    """The run's store, locked for sync ``name``; opened and closed here when given a path."""
+    store, owned = _open_state(state)
+    try:
+        with store.run_lock(name) if store is not None else nullcontext():
+            yield store
+    finally:
+        if owned and store is not None:
+            store.close()
+
+
+def finish_run(
+    report: SyncReport,
+    store: StateStore | None,
+    *,
+    violations: tuple[RowViolation, ...],
+    events_per_batch: float,
+    advice: str | None,
+) -> SyncReport:
+    """The report with the mapping's figures (data-plan violations, batching); the run
+    recorded in the state and logged. A sync and a plan's send end here."""
+    report = attrs.evolve(
+        report, violations=violations, events_per_batch=events_per_batch, advice=advice
+    )
+    if store is not None:
+        store.finish_sync(report.name, status="stopped" if report.pending else "finished")
+    _log(report)
+    return report
 
 
 class _Statuses:
@@ -162,10 +194,11 @@ class _Delivery:
         )
 
     def on_outcome(self, outcome: BatchOutcome) -> None:
-        code = _STATUS_CODE[outcome.status]
-        self.batches[outcome.status] += 1
+        code = outcome.status.code
+        status = outcome.status.value  # report keys stay plain strings (JSON-ready)
+        self.batches[status] += 1
         counts = self.by_endpoint.setdefault(str(outcome.endpoint), Counter())
-        counts[outcome.status] += len(outcome.rows)
+        counts[status] += len(outcome.rows)
         for row in outcome.rows:
             self.statuses.mark(row, code)
         if outcome.status in ("rejected", "failed"):
@@ -185,7 +218,7 @@ class _Delivery:
             # Settled in one transaction with the others of its request (see flush): an
             # outcome lost to a crash before that leaves its batch in the outbox, replayed
             # with the same id next time.
-            self.unsettled.append((outcome.source_request_id, outcome.status))
+            self.unsettled.append((outcome.source_request_id, status))
         if self.progress is not None:
             self.progress(
                 Progress(
@@ -406,64 +439,55 @@ def send_plan(
     Sending again a plan whose send was interrupted resumes it: what the outbox still
     holds is replayed, nothing else is sent.
     """
-    store, owned = _open_state(state)
-    try:
-        with store.run_lock(plan.name) if store is not None else nullcontext():
-            resuming = store is not None and store.current_plan(plan.name) == plan.plan_id
-            if not resuming:
-                check_plan(
-                    plan,
-                    client,
-                    store,
-                    now=now if now is not None else utc_now(),
-                    max_plan_age=max_plan_age,
-                )
-            statuses = _Statuses(plan.settled)
-            delivery = _Delivery(
-                name=plan.name,
-                kind=plan.kind,
-                store=store,
-                statuses=statuses,
-                entries=dict(plan.entries),
-                stop=stop,
-                progress=progress,
-                clock=clock,
+    with held_state(state, plan.name) as store:
+        resuming = store is not None and store.current_plan(plan.name) == plan.plan_id
+        if not resuming:
+            check_plan(
+                plan,
+                client,
+                store,
+                now=now if now is not None else utc_now(),
+                max_plan_age=max_plan_age,
             )
-            delivery.rows_read = lambda: plan.rows_in
-            start = (
-                _begin_plan(store, plan, delivery, resuming, on_mapping_change)
-                if store is not None
-                else None
+        statuses = _Statuses(plan.settled)
+        delivery = _Delivery(
+            name=plan.name,
+            kind=plan.kind,
+            store=store,
+            statuses=statuses,
+            entries=dict(plan.entries),
+            stop=stop,
+            progress=progress,
+            clock=clock,
+        )
+        delivery.rows_read = lambda: plan.rows_in
+        start = (
+            _begin_plan(store, plan, delivery, resuming, on_mapping_change)
+            if store is not None
+            else None
+        )
+        try:
+            upload, unsent = _deliver_plan(
+                plan, client, store=store, delivery=delivery, resuming=resuming, stop=stop
             )
-            try:
-                upload, unsent = _deliver_plan(
-                    plan, client, store=store, delivery=delivery, resuming=resuming, stop=stop
-                )
-            finally:
-                delivery.flush()
-            if unsent:
-                delivery.stopped = "stop was requested"
-            report = _report(
-                delivery=delivery,
-                rows_in=plan.rows_in,
-                pre_rejects=list(plan.rejects),
-                upload=upload,
-                start=start,
-            )
-            # The plan's data-plan violations and batching figures belong in its report.
-            report = attrs.evolve(
-                report,
-                violations=plan.violations,
-                events_per_batch=plan.events_per_batch,
-                advice=plan.advice,
-            )
-            if store is not None:
-                store.finish_sync(plan.name, status="stopped" if report.pending else "finished")
-            _log(report)
-            return report
-    finally:
-        if owned and store is not None:
-            store.close()
+        finally:
+            delivery.flush()
+        if unsent:
+            delivery.stopped = "stop was requested"
+        report = _report(
+            delivery=delivery,
+            rows_in=plan.rows_in,
+            pre_rejects=list(plan.rejects),
+            upload=upload,
+            start=start,
+        )
+        return finish_run(
+            report,
+            store,
+            violations=plan.violations,
+            events_per_batch=plan.events_per_batch,
+            advice=plan.advice,
+        )
 
 
 def _begin_plan(

@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 import orjson
 
-from .._errors import ConfigurationError, StateError
+from .._delivery.status import OutcomeStatus, StatusName
+from .._errors import StateError
 from .lock import hold_lock
 from .records import (
     InFlightRequest,
@@ -48,6 +49,7 @@ from .records import (
     _load_entries,
     _load_rows,
     content_hash,
+    mapping_changed,
 )
 from .statefile import StateFile, _cause
 
@@ -193,9 +195,6 @@ class StateStore:
         dies at any point is resumed by sending the plan again. Unsettled outbox batches
         stay: the run replays them (see :meth:`outbox`).
         """
-        if on_mapping_change not in ("fail", "resend", "keep"):
-            msg = f"on_mapping_change must be 'fail', 'resend' or 'keep', not {on_mapping_change!r}"
-            raise ConfigurationError(msg)
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT kind, fingerprint, last_status, version, next_seq, plan FROM syncs "
@@ -203,17 +202,14 @@ class StateStore:
                 (name,),
             ).fetchone()
             in_flight = self._in_flight(conn, name)
-            changed = row is not None and (row[0] != kind or row[1] != fingerprint)
+            changed = mapping_changed(
+                name,
+                None if row is None else (row[0], row[1]),
+                kind=kind,
+                fingerprint=fingerprint,
+                on_mapping_change=on_mapping_change,
+            )
             cleared = False
-            if changed and on_mapping_change == "fail":
-                msg = (
-                    f"sync {name!r} was last run with a different mapping "
-                    f"(kind {row[0]}, fingerprint {row[1][:12]}; now kind {kind}, "
-                    f"fingerprint {fingerprint[:12]}). Choose what to resend: "
-                    "on_mapping_change='resend' sends every row again, 'keep' sends only rows "
-                    "whose output changed (CLI: --on-mapping-change)."
-                )
-                raise StateError(msg)
             if changed and on_mapping_change == "resend":
                 conn.execute("DELETE FROM accepted WHERE name = ?", (name,))
                 cleared = True
@@ -264,6 +260,11 @@ class StateStore:
         """The mapping fingerprint sync ``name`` last ran with, or None if it never ran."""
         rows = self._read("SELECT fingerprint FROM syncs WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
+
+    def last_mapping(self, name: str) -> tuple[str, str] | None:
+        """The sync kind and mapping fingerprint ``name`` last ran with (None: never ran)."""
+        rows = self._read("SELECT kind, fingerprint FROM syncs WHERE name = ?", (name,))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     def version(self, name: str) -> tuple[int, int]:
         """Sync ``name``'s run version and next id sequence number (``(0, 0)`` if new)."""
@@ -446,7 +447,7 @@ class StateStore:
         name: str,
         *,
         source_request_id: str,
-        outcome: Literal["accepted", "rejected", "failed", "pending"],
+        outcome: OutcomeStatus | StatusName,
     ) -> bool:
         """Record an outbox batch's outcome; return False when it was not in the outbox.
 

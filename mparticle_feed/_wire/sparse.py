@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin
 
 import attrs
 
-from .._errors import ModelError
+from .._errors import ModelError, type_name
 from .codegen import compile_function, generated_filename
 
 __all__ = [
@@ -128,21 +128,17 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 
-def _got(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _check_str(value: Any) -> str:
     if isinstance(value, str):
         return value
-    raise ModelError(f"expected a string, got {_got(value)}")
+    raise ModelError(f"expected a string, got {type_name(value)}")
 
 
 def _check_int(value: Any) -> int:
     if value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX:
         return value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelError(f"expected an integer, got {_got(value)}")
+        raise ModelError(f"expected an integer, got {type_name(value)}")
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise ModelError(f"{value} does not fit in a signed 64-bit integer")
     return int(value)
@@ -151,14 +147,14 @@ def _check_int(value: Any) -> int:
 def _check_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ModelError(f"expected a boolean, got {_got(value)}")
+    raise ModelError(f"expected a boolean, got {type_name(value)}")
 
 
 def _check_model(cls: type) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if isinstance(value, cls):
             return value
-        raise ModelError(f"expected a {cls.__name__}, got {_got(value)}")
+        raise ModelError(f"expected a {cls.__name__}, got {type_name(value)}")
 
     return check
 
@@ -168,7 +164,7 @@ def _check_map(
 ) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if not isinstance(value, Mapping):
-            raise ModelError(f"expected an object (a mapping), got {_got(value)}")
+            raise ModelError(f"expected an object (a mapping), got {type_name(value)}")
         out = {}
         for key, item in value.items():
             try:

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
-from .._errors import ModelError
+from .._errors import ModelError, type_name
 from .sparse import passes_through, same_for_values
 
 #: A value allowed in event attribute maps and user attributes (the schema's "String" type).
@@ -203,9 +203,7 @@ def optional_uuid(value: str | uuid.UUID | None) -> str | None:
 
 def _device_text(value: object) -> str:
     if not isinstance(value, str):
-        raise ModelError(
-            f"expected a string, got {'null' if value is None else type(value).__name__}"
-        )
+        raise ModelError(f"expected a string, got {type_name(value)}")
     text = value.strip()
     if not text:
         # As for user identities: a blank id is no id, and would count as one.
