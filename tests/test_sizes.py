@@ -18,14 +18,8 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
 #: Path under the package (module) or "path:qualified name" (function) -> why it may be long.
-ALLOWED = {
-    # Each entry is open layout work (issue 10); the reason says what the split should be.
-    "_mapping/compile.py": "getters, coercers, attribute maps and compiling in one module: "
-    "split them into modules of _mapping/",
-    "_mapping/compile.py:CompiledMapping.__init__": "one plan step per field group; split with "
-    "compile.py",
-    "_mapping/compile.py:CompiledMapping._map_row": "split with compile.py",
-}
+#: Empty since issue 10's splits; an entry needs a reason a reader would accept.
+ALLOWED: dict[str, str] = {}
 
 
 def _functions(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:

@@ -20,10 +20,13 @@ from .._source.sources import rows_from
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
 from .arrow import ArrowEngine, Result, Run, arrow_source_reader
-from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject, check_columns
+from .columns import check_columns
+from .compile import CompiledMapping, _Mapped
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
+from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
+from .rejects import _Reject
 from .sources import SyncKind
 from .spec import RowMapping
 
