@@ -180,13 +180,23 @@ class CompiledMapping(_UserPart, _EventPart):
         # mapping does not give costs no call.
         identities = self._identities(row)
         device = self._device_identities(row) if self.device else []
-        mp_deviceid = None if self.mp_deviceid is None else self._mp_deviceid(row)
+        mp_deviceid = None
+        if self.mp_deviceid is not None:
+            value = self.mp_deviceid[0](row)
+            if value.__class__ is str:
+                value = value.strip() or None
+            if value is not None:
+                mp_deviceid = self.mp_deviceid[1](value, "mp_deviceid")
         mpid = None if self.mpid is None else self._mpid(row)
         if not (identities or device or mp_deviceid or mpid is not None):
             raise _Reject(
                 "user_identities", "the row has no user identity, device identity or mpid"
             )
-        ip = None if self.ip is None else self._ip(row)
+        ip = None
+        if self.ip is not None:
+            value = self.ip(row)
+            if value is not None:
+                ip = self._to_ip(value, "ip")
         application_info = (
             None if self.application_info is None else _nested_value(self.application_info, row)
         )

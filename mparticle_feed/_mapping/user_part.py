@@ -148,17 +148,6 @@ class _UserPart:
                 device.append((name, coerce(value, _join("device_info", name))))
         return device
 
-    def _mp_deviceid(self, row: Mapping[str, Any]) -> str | None:
-        assert self.mp_deviceid is not None
-        get, coerce = self.mp_deviceid
-        value = get(row)
-        if value.__class__ is str:
-            value = value.strip() or None
-        if value is None:
-            return None
-        text: str = coerce(value, "mp_deviceid")
-        return text
-
     def _mpid(self, row: Mapping[str, Any]) -> int | None:
         assert self.mpid is not None
         value = self.mpid(row)
@@ -171,14 +160,6 @@ class _UserPart:
         if not -_INT64 <= mpid < _INT64:
             raise _Reject("mpid", f"{mpid} is outside the 64-bit range of an mpid")
         return mpid
-
-    def _ip(self, row: Mapping[str, Any]) -> str | None:
-        assert self.ip is not None
-        value = self.ip(row)
-        if value is None:
-            return None
-        text: str = self._to_ip(value, "ip")
-        return text
 
     def _extras(self, row: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         pairs = []
