@@ -198,13 +198,7 @@ class _EventPart:
         truncated = 0
         event_name = kwargs.get("event_name")
         if isinstance(event_name, str):
-            # The same event-name policy as the custom event mapping's.
-            event_name = event_name.strip()
-            if not event_name:
-                raise _Reject("data.event_name", "event name is empty")
-            if len(event_name) > MAX_EVENT_NAME:
-                event_name, truncated = event_name[:MAX_EVENT_NAME], 1
-            kwargs["event_name"] = event_name
+            kwargs["event_name"], truncated = _event_name(event_name, "data.event_name")
         for key in required:
             if key not in kwargs:
                 raise _Reject(_join("data", key), f"a {cls.event_type.value} event needs {key}")
@@ -234,12 +228,7 @@ class _EventPart:
                 raise _Reject("event_name", "event name is null")
             if value is not None:
                 text = value if value.__class__ is str else self._to_text(value, "event_name")
-                name = text.strip()
-                if not name:
-                    raise _Reject("event_name", "event name is empty")
-                if len(name) > MAX_EVENT_NAME:
-                    name, truncated = name[:MAX_EVENT_NAME], 1
-                kwargs["event_name"] = name
+                kwargs["event_name"], truncated = _event_name(text, "event_name")
         if self.fixed_event_type is not None:
             kwargs["custom_event_type"] = self.fixed_event_type
         elif self.custom_event_type is not None:
@@ -257,6 +246,17 @@ class _EventPart:
             return cls(**kwargs), truncated
         except ModelError as exc:
             raise _Reject(None, str(exc)) from None
+
+
+def _event_name(text: str, field: str) -> tuple[str, int]:
+    """The event-name policy: trimmed, an empty one rejected, a long one cut to
+    ``MAX_EVENT_NAME`` characters (with 1: one value truncated)."""
+    name = text.strip()
+    if not name:
+        raise _Reject(field, "event name is empty")
+    if len(name) > MAX_EVENT_NAME:
+        return name[:MAX_EVENT_NAME], 1
+    return name, 0
 
 
 def _event_class(value: Any) -> type[Event]:
