@@ -59,7 +59,12 @@ class _Mapped:
 
 
 class CompiledMapping(_UserPart, _EventPart):
-    """A mapping turned into per-field closures; ``map_row`` maps one row or raises _Reject."""
+    """A mapping turned into per-field closures; ``map_row`` maps one row or raises _Reject.
+
+    The user and event parts are mixins, not objects of their own, so that each row step
+    reads its closures as attributes of this one object (no extra lookup per field) and the
+    Arrow engine finds them where it always did (``compiled.event_fields``, ...).
+    """
 
     def __init__(self, mapping: RowMapping) -> None:
         self.mapping = mapping
