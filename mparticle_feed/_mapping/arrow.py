@@ -46,13 +46,10 @@ from .arrow_columns import (
     keys,
     normalised,
 )
-from .compile import (
-    CompiledMapping,
-    _AttributeBuilder,
-    _Mapped,
-    _Reject,
-)
+from .attributes import _AttributeBuilder
+from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
+from .rejects import _Reject
 from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]

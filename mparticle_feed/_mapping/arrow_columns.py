@@ -8,20 +8,18 @@ required, a value a fast check refuses, or a value the row path's own coercer re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from .._errors import ModelError
 from .._source.coerce import MAX_TIMESTAMP_MS, EpochUnit
 from .._wire.models import CustomEvent
-from .compile import (
-    MAX_ATTRIBUTE_VALUE,
-    MAX_EVENT_NAME,
-    CompiledMapping,
-    _AttributeBuilder,
-    _Reject,
-)
-from .sources import Column, Constant, ListOf, Source, Struct
+from .attributes import _AttributeBuilder
+from .columns import source_columns
+from .compile import CompiledMapping
+from .limits import MAX_ATTRIBUTE_VALUE, MAX_EVENT_NAME
+from .rejects import _Reject
+from .sources import Column, Constant, Source, Struct
 
 __all__ = [
     "FLAG",
@@ -37,7 +35,6 @@ __all__ = [
     "keys",
     "normalised",
     "per_value",
-    "source_columns",
     "struct_values",
     "timestamps",
 ]
@@ -345,14 +342,3 @@ def event_types(compiled: CompiledMapping, columns: Columns, rows: int) -> list[
 def by_row(lists: list[list[Any]], rows: int) -> list[tuple[Any, ...]]:
     """Column lists turned into one tuple per row (empty tuples when there are no columns)."""
     return list(zip(*lists, strict=True)) if lists else [()] * rows
-
-
-def source_columns(source: Source) -> Iterator[str]:
-    if isinstance(source, Column):
-        yield source.name
-    elif isinstance(source, Struct):
-        for _, item in source.fields:
-            yield from source_columns(item)
-    elif isinstance(source, ListOf):
-        for item in source.items:
-            yield from source_columns(item)

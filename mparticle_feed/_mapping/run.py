@@ -20,10 +20,13 @@ from .._source.sources import rows_from
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
 from .arrow import ArrowEngine, Result, Run, arrow_source_reader
-from .compile import MAX_USER_ATTRIBUTES, CompiledMapping, _Mapped, _Reject, check_columns
+from .columns import check_columns
+from .compile import CompiledMapping, _Mapped
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
+from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
+from .rejects import _Reject
 from .sources import SyncKind
 from .spec import RowMapping
 
@@ -170,6 +173,22 @@ class MappingRun(Iterator[SourcedBatch]):
         if self.on_reject is not None:
             self.on_reject(problem)
 
+    def _unsendable(self, key: str) -> bool:
+        """Reject the row when its (non-ASCII) primary key holds a lone surrogate.
+
+        Undecodable bytes read leniently give one; it cannot be sent, hashed or stored.
+        """
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            self._reject(
+                RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
+                None,
+                "the primary key is not valid Unicode text (a lone surrogate)",
+            )
+            return True
+        return False
+
     def _mapped(self, row: Any) -> tuple[_Mapped, RowRef] | None:
         """One row mapped with its reference, or None once it was rejected."""
         if row.__class__ is not dict and not isinstance(row, Mapping):
@@ -185,17 +204,8 @@ class MappingRun(Iterator[SourcedBatch]):
         except _Reject as exc:
             self._reject(RowRef(self.rows_in), exc.field, exc.reason)
             return None
-        if key is not None and not key.isascii():
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
-                # A lone surrogate cannot be sent, hashed or stored: the row is rejected.
-                self._reject(
-                    RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
-                    None,
-                    "the primary key is not valid Unicode text (a lone surrogate)",
-                )
-                return None
+        if key is not None and not key.isascii() and self._unsendable(key):
+            return None
         ref = RowRef(self.rows_in, key)
         try:
             mapped = compiled.map_row(row)
@@ -246,18 +256,8 @@ class MappingRun(Iterator[SourcedBatch]):
             except _Reject as exc:
                 self._reject(RowRef(self.rows_in), exc.field, exc.reason)
                 continue
-            if key is not None and not key.isascii():
-                try:
-                    key.encode("utf-8")
-                except UnicodeEncodeError:
-                    # A lone surrogate (undecodable bytes read leniently) cannot be sent,
-                    # hashed or stored: the row is rejected, the run goes on.
-                    self._reject(
-                        RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
-                        None,
-                        "the primary key is not valid Unicode text (a lone surrogate)",
-                    )
-                    continue
+            if key is not None and not key.isascii() and self._unsendable(key):
+                continue
             ref = RowRef(self.rows_in, key)
             try:
                 mapped = compiled.map_row(row)
@@ -348,16 +348,7 @@ class MappingRun(Iterator[SourcedBatch]):
             return
         limit = self.max_events_per_batch
         pending = _Pending(self.mapping.environment)
-        for item in results:
-            if isinstance(item, Run):
-                run = item
-            else:
-                ref, outcome = item
-                if isinstance(outcome, _Reject):
-                    self.rows_in += 1
-                    self._reject(ref, outcome.field, outcome.reason)
-                    continue
-                run = Run(outcome, [ref], [None], outcome.truncated)
+        for run in self._runs(results):
             first = run.first
             refs = run.refs
             kept = [p for p, ref in enumerate(refs) if not self._duplicate(ref)]

@@ -79,7 +79,7 @@ class _MappingBase:
     application_info: Source | None = attrs.field(default=None, converter=_optional_source)
     context: Source | None = attrs.field(default=None, converter=_optional_source)
     #: Batch-level fields mapped as their wire models have them (see BATCH_EXTRAS in
-    #: _mapping/batch_fields.py): consent (a JSON column or nested sources), partner ids, ...
+    #: _mapping/user_part.py): consent (a JSON column or nested sources), partner ids, ...
     consent_state: Source | None = attrs.field(default=None, converter=_optional_source)
     partner_identities: Source | None = attrs.field(default=None, converter=_optional_source)
     integration_attributes: Source | None = attrs.field(default=None, converter=_optional_source)

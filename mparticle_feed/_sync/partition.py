@@ -33,7 +33,7 @@ from .._delivery.limiter_service import LimiterService, RemoteLimiter
 from .._delivery.routing import utc_now
 from .._delivery.status import OutcomeStatus
 from .._errors import ConfigurationError
-from .._mapping.compile import check_columns
+from .._mapping.columns import check_columns
 from .._mapping.provenance import RowProblem
 from .._mapping.sources import Column, Computed, ListOf, Source, Struct
 from .._mapping.spec import RowMapping
