@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from mparticle_feed._delivery.report import BatchOutcome
 from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed._delivery.routing import Endpoint, route
 from mparticle_feed._errors import UploadConfigurationError
-from mparticle_feed.testing import FakeEventsServer, Reply
+from mparticle_feed.testing import FakeClock, FakeEventsServer, Reply
 
-from .conftest import KEY, NOW, SECRET, FakeClock, batches
+from .conftest import KEY, NOW, SECRET, batches
 
 MakeClient = Callable[..., EventsClient]
 
@@ -238,27 +237,21 @@ def test_broken_connection_is_retried_with_same_body_and_accepted_once(
 
 
 def test_connection_refused_then_server_comes_up(clock: FakeClock) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    started: list[FakeEventsServer] = []
+    # Bound but not listening: refused until start(), with no race for the port.
+    late = FakeEventsServer(api_key=KEY, api_secret=SECRET)
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
-        if not started:
-            started.append(FakeEventsServer(api_key=KEY, api_secret=SECRET, port=port).start())
+        late.start()
 
     try:
-        with EventsClient(
-            KEY, SECRET, base_url=f"http://127.0.0.1:{port}", clock=clock, sleep=sleep
-        ) as client:
+        with EventsClient(KEY, SECRET, base_url=late.url, clock=clock, sleep=sleep) as client:
             report = client.upload(batches(2))
         assert report.counts["accepted"] == 2
         assert report.retries == {"connection": 1}
-        assert len(started[0].accepted_batches()) == 2
+        assert len(late.accepted_batches()) == 2
     finally:
-        for fake in started:
-            fake.close()
+        late.close()
 
 
 def test_429_pauses_every_worker(server: FakeEventsServer) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from mparticle_feed import ConfigurationError, EventsClient, RetryPolicy, TokenBucket
-from mparticle_feed.testing import FakeEventsServer, Reply
+from mparticle_feed.testing import FakeClock, FakeEventsServer, Reply
 
-from .conftest import KEY, SECRET, FakeClock, batches
+from .conftest import KEY, SECRET, batches
 
 MakeClient = Callable[..., EventsClient]
 
