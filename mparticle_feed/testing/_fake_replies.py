@@ -79,6 +79,7 @@ class ReceivedRequest:
     connection: int
     method: str
     path: str
+    #: The request's headers, looked up without regard to case.
     headers: Mapping[str, str]
     body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
     #: The parsed batches, when the body was a valid document.

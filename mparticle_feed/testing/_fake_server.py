@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import attrs
 import orjson
+from urllib3 import HTTPHeaderDict
 
 from .._errors import ConfigurationError, PayloadError
 from .._wire.codec import loads
@@ -251,10 +252,12 @@ class FakeEventsServer:
                 connection=incoming.connection,
                 method=incoming.method,
                 path=incoming.path,
-                headers={
-                    name: ("<redacted>" if name.lower() == "authorization" else value)
-                    for name, value in incoming.headers.items()
-                },
+                headers=HTTPHeaderDict(
+                    {
+                        name: ("<redacted>" if name.lower() == "authorization" else value)
+                        for name, value in incoming.headers.items()
+                    }
+                ),
                 body=incoming.body,
                 batches=batches,
                 api_key=self._api_key(incoming.header("Authorization")),
