@@ -120,7 +120,8 @@ def test_plain_http_is_refused_except_to_loopback(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9"])
 def test_plain_http_to_loopback_is_allowed(url: str) -> None:
-    EventsClient(API_KEY, API_SECRET, base_url=url).close()
+    with EventsClient(API_KEY, API_SECRET, base_url=url) as client:
+        assert client.base_url == url
 
 
 @pytest.fixture(scope="module")
