@@ -1,7 +1,7 @@
 """mparticle_feed.testing.FakeEventsServer: its fault modes, its records, its transport.
 
-mParticle's rules as the fake judges them are exercised through the client in
-``tests/with_server/``; here the server is driven with a bare urllib3 pool.
+Driven with a bare urllib3 pool, or a client where its answers are read through one; how the
+client copes with each fault is tested in ``tests/with_server/`` and ``tests/reliability/``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import orjson
 import pytest
@@ -17,16 +18,36 @@ import urllib3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mparticle_feed import ConfigurationError
+from mparticle_feed import (
+    Batch,
+    ConfigurationError,
+    CustomEvent,
+    EventsClient,
+    RetryPolicy,
+    UserIdentities,
+)
+from mparticle_feed._delivery.routing import Endpoint
+from mparticle_feed.pipeline import Request, pack, route
 from mparticle_feed.testing import FakeClock, FakeEventsServer, PerBody, ReceivedRequest, Reply
 from mparticle_feed.testing._fake_replies import split_json_array
 
+NOW = datetime.now(timezone.utc)
 AUTH = urllib3.make_headers(basic_auth="test-key:test-secret")
 HEADERS = {**AUTH, "Content-Type": "application/json"}
 
 
 def _body(*ids: str) -> bytes:
     return orjson.dumps([{"source_request_id": i} for i in ids])
+
+
+def _batches(count: int) -> list[Batch]:
+    return [
+        Batch(
+            events=[CustomEvent(event_name="e", custom_event_type="other")],
+            user_identities=UserIdentities(customer_id=f"u{number}"),
+        )
+        for number in range(count)
+    ]
 
 
 def _post(
@@ -236,3 +257,59 @@ def test_the_records_redact_the_secret(server: FakeEventsServer) -> None:
     assert request.api_key == "test-key"
     assert "test-secret" not in repr(server.requests)
     assert "dGVzdC1rZXk6dGVzdC1zZWNyZXQ" not in repr(server.requests)  # key:secret, base64
+
+
+# --- mParticle's rules as the fake judges them --------------------------------------------
+
+
+def test_historical_rules_are_enforced_by_the_fake(server: FakeEventsServer) -> None:
+    young = Batch(
+        events=[CustomEvent(event_name="x", custom_event_type="other", timestamp_unixtime_ms=NOW)]
+    )
+    routed = next(iter(pack(route([young], now=NOW))))
+    plan = [Request.of(Endpoint.HISTORICAL, routed.batches)]  # type: ignore[union-attr]
+    with EventsClient("test-key", "test-secret", base_url=server.url) as client:
+        report = client.send(plan)
+    assert report.outcomes[0].status == "rejected"
+    assert "72 hours" in (report.outcomes[0].response_body or "")
+
+
+def test_invalid_body_gets_mparticles_error_shape(server: FakeEventsServer) -> None:
+    response = urllib3.request(
+        "POST",
+        server.url + "/v2/bulkevents",
+        body=b'[{"events":[{"event_type":"nope"}]}]',
+        headers=HEADERS,
+    )
+    assert response.status == 400
+    errors = orjson.loads(response.data)["errors"]
+    assert errors[0]["code"] == "BAD_REQUEST"
+    assert "event_type" in errors[0]["message"]
+
+
+def test_the_fake_answers_429_with_retry_after_and_rate_limit_headers() -> None:
+    with FakeEventsServer(rate_limit=10) as server:
+        policy = RetryPolicy(max_retry_after=5)
+        with EventsClient(
+            "test-key",
+            "test-secret",
+            base_url=server.url,
+            max_workers=1,
+            rate_limit=None,
+            retry=policy,
+        ) as client:
+            report = client.upload(_batches(200))
+    first, second = server.requests
+    assert first.status == 202  # the burst: 100 batches (one request) at once
+    assert second.status == 429
+    assert report.rate_limit_headers["x-mp-rate-limit-percentage-used"] == ("100",)
+    assert report.rate_limit_headers["x-mp-rate-limit-exceeded"] == ("app",)
+    # 100 batches at 10 a second: mParticle's whole seconds, beyond max_retry_after.
+    assert report.stopped is not None
+    assert "10 s wait" in report.stopped
+    assert report.counts == {"accepted": 100, "rejected": 0, "failed": 0, "pending": 100}
+
+
+def test_the_fakes_rate_limit_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError):
+        FakeEventsServer(rate_limit=0)

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
-import orjson
 import pytest
 
 from mparticle_feed import Batch, ConfigurationError, CustomEvent, UserIdentities
@@ -316,33 +315,6 @@ def test_routing_problems_are_reported_not_sent(
     assert problem.stage == "routing"
     assert server.requests == []
     assert not report.ok
-
-
-def test_historical_rules_are_enforced_by_the_fake(server: FakeEventsServer) -> None:
-    young = Batch(
-        events=[CustomEvent(event_name="x", custom_event_type="other", timestamp_unixtime_ms=NOW)]
-    )
-    plan = [Request.of(Endpoint.HISTORICAL, next(iter(pack(route([young], now=NOW)))).batches)]  # type: ignore[union-attr]
-    with EventsClient(KEY, SECRET, base_url=server.url) as client:
-        report = client.send(plan)
-    assert report.outcomes[0].status == "rejected"
-    assert "72 hours" in (report.outcomes[0].response_body or "")
-
-
-def test_invalid_body_gets_mparticles_error_shape(server: FakeEventsServer) -> None:
-    import urllib3
-
-    auth = urllib3.make_headers(basic_auth=f"{KEY}:{SECRET}")
-    response = urllib3.request(
-        "POST",
-        server.url + "/v2/bulkevents",
-        body=b'[{"events":[{"event_type":"nope"}]}]',
-        headers={**auth, "Content-Type": "application/json"},
-    )
-    assert response.status == 400
-    errors = orjson.loads(response.data)["errors"]
-    assert errors[0]["code"] == "BAD_REQUEST"
-    assert "event_type" in errors[0]["message"]
 
 
 def test_response_body_is_read_with_a_cap(
