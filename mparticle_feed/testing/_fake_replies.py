@@ -49,7 +49,8 @@ class Reply:
 
     - ``"respond"``: answer ``status`` (with ``retry_after``, ``headers`` and ``body``; with
       ``stream_size``, a body of that many filler bytes streamed in chunks instead, to test
-      a client that caps what it reads); ``keep_alive=False`` closes the connection after;
+      a client that caps what it reads); ``keep_alive=False`` closes the connection after
+      (also after the normal answer, with ``status=None``);
     - ``"reset"``: close the connection with a TCP reset, answering nothing;
     - ``"close"``: close the connection cleanly, answering nothing;
     - ``"hang"``: answer nothing for ``hang_seconds`` (less if the client hangs up or the
