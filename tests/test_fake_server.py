@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -205,30 +206,45 @@ def test_a_reply_is_the_script_first_then_the_responder_then_the_default() -> No
     ]
 
 
-def test_a_delay_keeps_the_normal_answer_and_the_request_is_pending_meanwhile(
-    server: FakeEventsServer,
-) -> None:
-    server.script(Reply(delay=0.3))
+def test_a_request_is_recorded_pending_until_it_is_answered() -> None:
+    release = threading.Event()
+
+    def responder(_: ReceivedRequest) -> None:
+        release.wait(10)  # the normal answer, once the test has looked
+
     answered: list[int] = []
-    worker = threading.Thread(target=lambda: answered.append(_post(server, _body("a"))))
-    worker.start()
-    while not server.requests:
-        worker.join(0.01)
-    assert server.requests[0].outcome == "pending"
-    worker.join()
+    with FakeEventsServer(responder=responder) as server:
+        worker = threading.Thread(target=lambda: answered.append(_post(server, _body("a"))))
+        worker.start()
+        while not server.requests:
+            worker.join(0.01)
+        assert (server.requests[0].outcome, server.requests[0].status) == ("pending", None)
+        release.set()
+        worker.join()
     assert answered == [202]
     assert (server.requests[0].outcome, server.requests[0].accepted) == ("answered", True)
 
 
+def test_a_delay_keeps_the_normal_answer(server: FakeEventsServer) -> None:
+    clock_before = time.monotonic()
+    server.script(Reply(delay=0.2))
+    assert _post(server, _body("a")) == 202
+    assert time.monotonic() - clock_before >= 0.2
+    assert server.requests[0].accepted
+
+
 def test_on_answer_sees_each_request_once_answered() -> None:
-    done: list[tuple[int | None, str]] = []
-    with FakeEventsServer(on_answer=lambda r: done.append((r.status, r.outcome))) as server:
+    done: list[tuple[int, int | None, str]] = []
+    with FakeEventsServer(
+        on_answer=lambda r: done.append((r.index, r.status, r.outcome))
+    ) as server:
         server.script(503, Reply(action="reset"))
         assert _post(server, _body("a")) == 503
         with pytest.raises(urllib3.exceptions.ProtocolError):
             _post(server, _body("a"))
         assert _post(server, _body("a")) == 202
-    assert done == [(503, "answered"), (None, "reset"), (202, "answered")]
+    # Called from each connection's thread once the client may already be sending the next.
+    assert sorted(done) == [(0, 503, "answered"), (1, None, "reset"), (2, 202, "answered")]
 
 
 def test_requests_that_cannot_be_read_are_refused(server: FakeEventsServer) -> None:
@@ -242,8 +258,14 @@ def test_requests_that_cannot_be_read_are_refused(server: FakeEventsServer) -> N
 
 @pytest.mark.parametrize(
     "bad",
-    [{"action": "explode"}, {"delay": -1.0}, {"hang_seconds": -0.5}],
-    ids=["action", "delay", "hang_seconds"],
+    [
+        {"action": "explode"},
+        {"delay": -1.0},
+        {"hang_seconds": -0.5},
+        {"stream_size": 10},
+        {"status": 400, "stream_size": -1},
+    ],
+    ids=["action", "delay", "hang_seconds", "stream_size without status", "negative size"],
 )
 def test_a_reply_is_checked_when_built(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):

@@ -69,6 +69,11 @@ class Reply:
     stream_size: int | None = None
     keep_alive: bool = True
 
+    def __attrs_post_init__(self) -> None:
+        if self.stream_size is not None and (self.status is None or self.stream_size < 0):
+            msg = f"Reply(stream_size={self.stream_size!r}) needs a status and a size >= 0"
+            raise ConfigurationError(msg)
+
 
 @attrs.frozen(kw_only=True)
 class ReceivedRequest:
