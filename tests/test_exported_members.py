@@ -12,6 +12,7 @@ import pytest
 
 import mparticle_feed
 import mparticle_feed.pipeline
+import mparticle_feed.testing
 
 # The public API contract: names users and tests rely on. Add names; never rename or drop one
 # (0.1.0.dev0 was never released; from the first release on a removal needs a deprecation).
@@ -65,7 +66,12 @@ PIPELINE_CONTRACT = frozenset(
     }
 )  # fmt: skip
 
-MODULES = [mparticle_feed, mparticle_feed.pipeline]
+#: ``mparticle_feed.testing``: the test kit (its strategies are a submodule of their own).
+TESTING_CONTRACT = frozenset(
+    {"FakeClock", "FakeEventsServer", "PerBody", "ReceivedRequest", "Reply", "Responder"}
+)
+
+MODULES = [mparticle_feed, mparticle_feed.pipeline, mparticle_feed.testing]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
@@ -100,6 +106,10 @@ def test_pipeline_contract_is_exported_there_and_only_there() -> None:
     assert sorted(PIPELINE_CONTRACT - set(mparticle_feed.pipeline.__all__)) == []
     assert sorted(set(mparticle_feed.pipeline.__all__) & set(mparticle_feed.__all__)) == []
     assert sorted(PIPELINE_CONTRACT & set(dir(mparticle_feed))) == []
+
+
+def test_testing_contract_is_exported() -> None:
+    assert sorted(TESTING_CONTRACT - set(mparticle_feed.testing.__all__)) == []
 
 
 def test_every_contract_name_is_exported() -> None:

@@ -10,14 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mparticle_feed import ConfigurationError, EventsClient, RateLimiter, TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from mparticle_feed.testing import FakeClock
 
 
 def test_token_bucket_is_a_rate_limiter() -> None:
@@ -26,17 +19,17 @@ def test_token_bucket_is_a_rate_limiter() -> None:
 
 
 def test_the_burst_goes_at_once_then_batches_are_metered_at_the_rate() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     bucket = TokenBucket(100, burst=50, clock=clock)
     assert bucket.acquire(50) == 0
     assert bucket.acquire(10) == pytest.approx(0.1)
     assert bucket.acquire(10) == pytest.approx(0.2)  # queued behind the first reservation
-    clock.now = 1.0
+    clock.advance(1.0)
     assert bucket.acquire(10) == 0  # refilled 100, owed 20: 30 left after this one
 
 
 def test_a_request_larger_than_the_burst_waits_for_the_refill() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     bucket = TokenBucket(10, burst=5, clock=clock)
     assert bucket.acquire(25) == pytest.approx(2.0)
 
@@ -50,11 +43,11 @@ def test_sends_never_exceed_burst_plus_rate_times_elapsed(
     rate: float, burst: float, steps: list[tuple[int, float]]
 ) -> None:
     """Whatever the arrivals, the batches released by time t are at most burst + rate * t."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     bucket = TokenBucket(rate, burst=burst, recovery=0.0, clock=clock)
     released: list[tuple[float, int]] = []
     for batches, gap in steps:
-        clock.now += gap
+        clock.advance(gap)
         released.append((clock.now + bucket.acquire(batches), batches))
     for moment, _ in released:
         sent = sum(n for at, n in released if at <= moment)
@@ -63,25 +56,25 @@ def test_sends_never_exceed_burst_plus_rate_times_elapsed(
 
 
 def test_a_429_slows_the_rate_and_holds_every_caller_for_retry_after() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     bucket = TokenBucket(100, burst=100, recovery=0.1, clock=clock)
     bucket.rate_limited(2.0)
     assert bucket.current_rate == pytest.approx(80)
     assert bucket.acquire(1) == pytest.approx(2.0)  # the pause, shared by every caller
-    clock.now = 2.5  # recovers 10 a second
+    clock.advance(2.5)  # recovers 10 a second
     assert bucket.current_rate == pytest.approx(100)
     assert bucket.acquire(1) == 0
 
 
 def test_a_429_never_slows_below_min_rate() -> None:
-    bucket = TokenBucket(100, min_rate=30, clock=Clock())
+    bucket = TokenBucket(100, min_rate=30, clock=FakeClock(0.0))
     for _ in range(20):
         bucket.rate_limited(None)
     assert bucket.current_rate == pytest.approx(30)
 
 
 def test_a_high_percentage_used_slows_a_little_a_low_one_does_nothing() -> None:
-    bucket = TokenBucket(100, clock=Clock())
+    bucket = TokenBucket(100, clock=FakeClock(0.0))
     bucket.observe(None)
     bucket.observe(40)
     assert bucket.current_rate == 100
@@ -90,7 +83,7 @@ def test_a_high_percentage_used_slows_a_little_a_low_one_does_nothing() -> None:
 
 
 def test_threads_share_one_budget() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     bucket = TokenBucket(1000, burst=10, clock=clock)
     waits: list[float] = []
     lock = threading.Lock()

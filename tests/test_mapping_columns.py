@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
+from mparticle_feed._mapping.sources import Column, Struct
 from mparticle_feed.testing import FakeEventsServer
 
 
@@ -89,7 +90,9 @@ def test_a_one_key_struct_with_a_real_field_name_still_loads(tmp_path: Path) -> 
         '[user_identities]\ncustomer_id = "c"\n',
         encoding="utf-8",
     )
-    mpf.load_mapping(path)
+    mapping = mpf.load_mapping(path)
+    assert isinstance(mapping, mpf.CommerceEventMapping)
+    assert mapping.location == Struct(fields=(("city_name", Column(name="town")),))
 
 
 @given(st.sets(st.from_regex(r"[a-z]{1,8}", fullmatch=True), min_size=1, max_size=6), st.data())

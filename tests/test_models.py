@@ -199,7 +199,7 @@ def test_push_action_identifier_limit() -> None:
         "push_message_type": "sent",
         "push_notification_payload": "{}",
     }
-    assert mpf.PushMessageEvent(action_identifier="x" * 100, **token)
+    assert mpf.PushMessageEvent(action_identifier="x" * 100, **token).action_identifier == "x" * 100
     with pytest.raises(mpf.ModelError, match="100 characters"):
         mpf.PushMessageEvent(action_identifier="x" * 101, **token)
 
@@ -218,7 +218,9 @@ def test_batch_events_must_be_event_models() -> None:
 
 def test_ccpa_has_only_data_sale_opt_out() -> None:
     purpose = mpf.ConsentPurpose(consented=True, timestamp_unixtime_ms=0)
-    assert mpf.ConsentState(ccpa={"data_sale_opt_out": purpose})
+    assert mpf.ConsentState(ccpa={"data_sale_opt_out": purpose}).ccpa == {
+        "data_sale_opt_out": purpose
+    }
     with pytest.raises(mpf.ModelError, match="data_sale_opt_out"):
         mpf.ConsentState(ccpa={"data_sale": purpose})
 

@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from mparticle_feed._errors import StateError
-from mparticle_feed._sync.state import OutboxBatch, StateEntry, StateStore, content_hash
+from mparticle_feed._sync.state import OutboxBatch, StateEntry, StateStore
 
 
 def entry(key: str, digest: str = "h", attributes: dict[str, str] | None = None) -> StateEntry:
@@ -264,31 +261,6 @@ def test_threads_can_share_a_store(path: Path) -> None:
 def test_secret_free_repr(path: Path) -> None:
     with StateStore(path) as store:
         assert repr(store) == f"StateStore({str(path)!r})"
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3)
-    ),
-    max_leaves=10,
-)
-
-
-@given(st.dictionaries(st.text(), json_values, max_size=6))
-def test_content_hash_ignores_key_order(value: dict[str, object]) -> None:
-    reordered = dict(reversed(list(value.items())))
-    assert content_hash(value) == content_hash(reordered)
-    assert len(content_hash(value)) == 32
-
-
-def _canonical(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-@given(json_values, json_values)
-def test_content_hash_equal_only_for_equal_json(a: object, b: object) -> None:
-    assert (content_hash(a) == content_hash(b)) == (_canonical(a) == _canonical(b))
 
 
 def test_text_that_does_not_decode_is_a_state_error(tmp_path: Path) -> None:

@@ -1,83 +1,45 @@
-"""A loopback HTTP server that behaves like mParticle's Events API, for tests and demos."""
+"""A loopback HTTP server that behaves like mParticle's Events API (test kit, outside the stages).
+
+For tests and demos: it judges requests the way mParticle documents, records them, and can be
+scripted to fail the way a real service and network do (see :class:`FakeEventsServer`).
+"""
 
 from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import logging
 import math
-import socket
-import struct
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
 
 import attrs
 import orjson
+from urllib3 import HTTPHeaderDict
 
 from .._errors import ConfigurationError, PayloadError
 from .._wire.codec import loads
 from .._wire.models import Batch
+from ._fake_http import Answer, Incoming, Transport
+from ._fake_replies import Outcome, ReceivedRequest, Reply
 
-__all__ = ["FakeEventsServer", "ReceivedRequest", "Reply"]
+__all__ = ["FakeEventsServer", "Responder"]
 
 logger = logging.getLogger(__name__)
 
-Action = Literal["respond", "reset", "hang", "partial", "close"]
+#: Decides a request's answer: a :class:`Reply`, a bare status, or None for the normal one.
+Responder = Callable[[ReceivedRequest], "Reply | int | None"]
 
 _PATHS = ("/v2/events", "/v2/bulkevents", "/v2/bulkevents/historical")
-_MAX_BODY_READ = 8 * 1024 * 1024
-
-
-@attrs.frozen(kw_only=True)
-class Reply:
-    """One scripted answer, used for the next request instead of the normal behaviour.
-
-    ``status=None`` keeps the normal (validating) behaviour, which lets a reply only add a
-    ``delay``. ``action`` is what happens on the socket after the body was read:
-
-    - ``"respond"``: answer ``status`` (with ``retry_after``, ``headers`` and ``body``);
-    - ``"reset"``: close the connection with a TCP reset, answering nothing;
-    - ``"close"``: close the connection cleanly, answering nothing;
-    - ``"hang"``: answer nothing for ``hang_seconds`` (or until the server closes), then close;
-    - ``"partial"``: send the status line and headers of a 202 and part of its body, then close.
-    """
-
-    status: int | None = None
-    retry_after: str | float | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    body: bytes | None = None
-    delay: float = 0.0
-    action: Action = "respond"
-    hang_seconds: float = 10.0
-
-
-@attrs.frozen(kw_only=True)
-class ReceivedRequest:
-    """One request as the server saw it. The Authorization header is redacted."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
-    #: The parsed batches, when the body was a valid document.
-    batches: tuple[Batch, ...] | None = attrs.field(repr=False)
-    #: The API key the request authenticated as (None when the header was missing or bad).
-    api_key: str | None
-    #: ``time.monotonic()`` when the request's headers had arrived.
-    received_at: float
-    #: The status answered; None when the connection was reset, closed or left hanging.
-    status: int | None
-    accepted: bool
-
-    @property
-    def source_request_ids(self) -> list[str | None]:
-        """The ``source_request_id`` of every batch, in body order."""
-        return [batch.source_request_id for batch in self.batches or ()]
+_OUTCOMES: dict[str, Outcome] = {
+    "reset": "reset",
+    "close": "close",
+    "hang": "hang",
+    "partial": "partial",
+}
 
 
 def _error_body(messages: Sequence[str]) -> bytes:
@@ -86,60 +48,8 @@ def _error_body(messages: Sequence[str]) -> bytes:
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default stderr access log."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake.connection_opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass  # the connection was reset on purpose
-        finally:
-            self.server.fake.connection_closed(self.connection)
-
-    def do_GET(self) -> None:
-        self._send(405, b'{"errors":[{"code":"METHOD_NOT_ALLOWED","message":"use POST"}]}')
-
-    def do_POST(self) -> None:
-        received_at = time.monotonic()
-        fake = self.server.fake
-        length_header = self.headers.get("Content-Length")
-        try:
-            length = int(length_header) if length_header is not None else -1
-        except ValueError:
-            length = -1
-        if length < 0 or length > _MAX_BODY_READ:
-            self.close_connection = True
-            self._send(411 if length < 0 else 413, _error_body(["bad or missing Content-Length"]))
-            return
-        body = self.rfile.read(length)
-        fake.handle(self, body, received_at)
-
-    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeEventsServer) -> None:
-        self.fake = fake
-        super().__init__(address, _Handler)
+def _as_reply(reply: Reply | int | None) -> Reply | None:
+    return Reply(status=reply) if isinstance(reply, int) else reply
 
 
 class FakeEventsServer:
@@ -162,11 +72,21 @@ class FakeEventsServer:
     - otherwise 202, with an ``X-mp-rate-limit-percentage-used`` header (the share of the
       bucket in use, or 1 without ``rate_limit``).
 
-    Every request is recorded in :attr:`~FakeEventsServer.requests`. :meth:`script` queues scripted
-    :class:`Reply` objects that answer the next requests instead (a status sequence,
-    ``Retry-After``, a delay, a reset, a hang, a partial response). Like mParticle, the
+    Faults, to test a pipeline against an outage, come from :class:`Reply` objects (a
+    status, ``Retry-After``, a delay, a reset, a clean close, a hang, a response cut short,
+    a huge streamed body). A request's reply is, first found: the next one queued by
+    :meth:`script`; what ``responder`` returns for it (a function of the
+    :class:`ReceivedRequest`, e.g. :class:`PerBody`); ``default``; else the normal answer.
+    With ``tls`` (a server-side :class:`ssl.SSLContext`) it serves HTTPS. The port is bound
+    at construction but listens only from :meth:`start` (``with`` starts it): until then
+    connections are refused, as by a service that comes up late.
+
+    Every request is recorded in :attr:`requests`, in arrival order. Like mParticle, the
     server deduplicates accepted batches by ``source_request_id`` in
-    :meth:`accepted_batches`.
+    :meth:`accepted_batches`. ``clock`` times the requests and the rate limit: give it the
+    :class:`~mparticle_feed.testing.FakeClock` the client sleeps on to measure the
+    client's waits exactly. ``on_answer`` is called with each request once its answer was
+    sent (or its fault carried out).
 
     Use it as a context manager::
 
@@ -191,6 +111,10 @@ class FakeEventsServer:
         rate_limit: float | None = None,
         rate_limit_burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        default: Reply | int | None = None,
+        responder: Responder | None = None,
+        on_answer: Callable[[ReceivedRequest], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._expected_auth = "Basic " + base64.b64encode(
             f"{api_key}:{api_secret}".encode()
@@ -202,7 +126,11 @@ class FakeEventsServer:
         self.historical_violation_status = historical_violation_status
         self.reject = reject
         self.validate = validate
+        self.default = _as_reply(default)
+        self.responder = responder
+        self.on_answer = on_answer
         self._now = now if now is not None else (lambda: datetime.now(timezone.utc))
+        self._clock = clock
         self._bucket = (
             None
             if rate_limit is None
@@ -211,48 +139,31 @@ class FakeEventsServer:
         self._lock = threading.Lock()
         self._script: collections.deque[Reply] = collections.deque()
         self._requests: list[ReceivedRequest] = []
-        self._connections: set[socket.socket] = set()
-        self._release = threading.Event()
-        self._server = _Server(("127.0.0.1", port), self)
-        self._thread: threading.Thread | None = None
+        self._scheme = "https" if tls is not None else "http"
+        self._transport = Transport(
+            self._handle, port=port, clock=clock, tls=tls, name="fake-events-server"
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """The base URL to give ``EventsClient(base_url=...)``."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     @property
     def port(self) -> int:
         """The TCP port the server listens on (chosen by the system when ``port=0``)."""
-        return int(self._server.server_address[1])
+        return self._transport.port
 
     def start(self) -> FakeEventsServer:
-        """Start serving in a background thread (``with`` does this for you)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"fake-events-server-{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
+        """Start listening and serving in background threads (``with`` does this for you)."""
+        self._transport.start()
         return self
 
     def close(self) -> None:
-        """Stop serving, release hanging requests and close every connection."""
-        self._release.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
+        """Stop serving, release hanging and delayed requests and close every connection."""
+        self._transport.close()
 
     def __enter__(self) -> FakeEventsServer:
         return self.start()
@@ -268,8 +179,7 @@ class FakeEventsServer:
     def script(self, *replies: Reply | int) -> None:
         """Answer the next requests with ``replies``, in order (an int is a bare status)."""
         with self._lock:
-            for reply in replies:
-                self._script.append(Reply(status=reply) if isinstance(reply, int) else reply)
+            self._script.extend(Reply(status=r) if isinstance(r, int) else r for r in replies)
 
     @property
     def requests(self) -> list[ReceivedRequest]:
@@ -280,15 +190,32 @@ class FakeEventsServer:
     @property
     def open_connections(self) -> int:
         """Client connections currently open to the server."""
-        with self._lock:
-            return len(self._connections)
+        return self._transport.open_connections
+
+    @property
+    def tls_failures(self) -> int:
+        """Connections dropped because their TLS handshake failed (with ``tls``)."""
+        return self._transport.tls_failures
+
+    def wait_for_open_connections(self, at_most: int = 0, *, timeout: float = 2.0) -> int:
+        """Wait until at most ``at_most`` connections are open, or ``timeout`` (real) seconds.
+
+        A client's hang-up reaches the server a moment after the client returns, so a test
+        of "no connection outlives ``close()``" waits here; returns the count at the end.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            count = self.open_connections
+            if count <= at_most or time.monotonic() >= deadline:
+                return count
+            time.sleep(0.01)
 
     def accepted_requests(self) -> list[ReceivedRequest]:
-        """The requests answered 202."""
+        """The requests answered with a 2xx."""
         return [request for request in self.requests if request.accepted]
 
     def accepted_batches(self, *, dedupe: bool = True) -> list[Batch]:
-        """Batches of 202-answered requests; with ``dedupe``, once per ``source_request_id``."""
+        """Batches of accepted requests; with ``dedupe``, once per ``source_request_id``."""
         seen: set[str] = set()
         result: list[Batch] = []
         for request in self.accepted_requests():
@@ -303,10 +230,11 @@ class FakeEventsServer:
 
     def accepted_ids(self) -> collections.Counter[str]:
         """How many times each ``source_request_id`` was in an accepted request."""
-        counts: collections.Counter[str] = collections.Counter()
-        for request in self.accepted_requests():
-            counts.update(i for i in request.source_request_ids if i is not None)
-        return counts
+        return _count_ids(self.accepted_requests())
+
+    def received_ids(self) -> collections.Counter[str]:
+        """How many times each ``source_request_id`` reached the server, whatever the answer."""
+        return _count_ids(self.requests)
 
     def clear(self) -> None:
         """Forget the recorded requests and any replies still scripted."""
@@ -316,74 +244,84 @@ class FakeEventsServer:
 
     # --- request handling (server threads) -----------------------------------------------
 
-    def connection_opened(self, connection: socket.socket) -> None:
+    def _handle(self, incoming: Incoming) -> Answer:
+        batches = self._parse(incoming.body)
         with self._lock:
-            self._connections.add(connection)
-
-    def connection_closed(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(connection)
-
-    def handle(self, handler: _Handler, body: bytes, received_at: float) -> None:
-        with self._lock:
-            reply = self._script.popleft() if self._script else None
-        api_key = self._api_key(handler.headers.get("Authorization"))
-        headers = {
-            name: ("<redacted>" if name.lower() == "authorization" else value)
-            for name, value in handler.headers.items()
-        }
-        batches = self._parse(body)
-
-        def record(status: int | None, accepted: bool = False) -> None:
             request = ReceivedRequest(
-                method="POST",
-                path=handler.path,
-                headers=headers,
-                body=body,
+                index=len(self._requests),
+                connection=incoming.connection,
+                method=incoming.method,
+                path=incoming.path,
+                headers=HTTPHeaderDict(
+                    {
+                        name: ("<redacted>" if name.lower() == "authorization" else value)
+                        for name, value in incoming.headers.items()
+                    }
+                ),
+                body=incoming.body,
                 batches=batches,
-                api_key=api_key,
-                received_at=received_at,
-                status=status,
-                accepted=accepted,
+                api_key=self._api_key(incoming.header("Authorization")),
+                received_at=incoming.received_at,
+                status=None,
+                accepted=False,
+                outcome="pending",
             )
-            with self._lock:
-                self._requests.append(request)
-
+            self._requests.append(request)
+            reply = self._script.popleft() if self._script else None
+        if reply is None and self.responder is not None:
+            reply = _as_reply(self.responder(request))
+        if reply is None:
+            reply = self.default
         if reply is not None and reply.delay > 0:
-            self._release.wait(reply.delay)
+            self._transport.stopping.wait(reply.delay)
+        answer, status, accepted = self._answer(incoming, batches, reply)
+        outcome = _OUTCOMES.get(answer.action, "answered")
+        done = attrs.evolve(
+            request, status=status, accepted=accepted, outcome=outcome, answered_at=self._clock()
+        )
+        with self._lock:
+            if request.index < len(self._requests) and self._requests[request.index] is request:
+                self._requests[request.index] = done
+        if self.on_answer is None:
+            return answer
+        on_answer = self.on_answer
+        return attrs.evolve(answer, then=lambda: on_answer(done))
+
+    def _answer(
+        self, incoming: Incoming, batches: tuple[Batch, ...] | None, reply: Reply | None
+    ) -> tuple[Answer, int | None, bool]:
+        """The answer to carry out, the status it gives and whether it accepts."""
         if reply is not None and reply.action != "respond":
-            record(None)
-            self._misbehave(handler, reply)
-            return
+            answer = Answer(
+                action=reply.action,
+                status=reply.status if reply.status is not None else 202,
+                hang_seconds=reply.hang_seconds,
+            )
+            return answer, None, False
         if reply is not None and reply.status is not None:
             extra = dict(reply.headers)
             if reply.retry_after is not None:
                 extra["Retry-After"] = str(reply.retry_after)
             if reply.status == 429:
                 extra.setdefault("X-mp-rate-limit-exceeded", "app")
-            record(reply.status, accepted=200 <= reply.status < 300)
-            handler._send(reply.status, reply.body or b"", extra)
-            return
-        status, answer = self._judge(handler, body, batches)
+            answer = Answer(
+                status=reply.status,
+                headers=extra,
+                body=reply.body or b"",
+                stream_size=reply.stream_size,
+                keep_alive=reply.keep_alive,
+            )
+            return answer, reply.status, 200 <= reply.status < 300
+        status, body = self._judge(incoming, batches)
         extra = {"X-mp-rate-limit-percentage-used": "1"} if status == 202 else {}
         if status == 202 and self._bucket is not None:
-            status, answer, extra = self._bucket.take(len(batches or ()))
-        record(status, accepted=status == 202)
-        handler._send(status, answer, extra)
-
-    def _misbehave(self, handler: _Handler, reply: Reply) -> None:
-        handler.close_connection = True
-        connection = handler.connection
-        if reply.action == "hang":
-            self._release.wait(reply.hang_seconds)
-        elif reply.action == "partial":
-            head = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
-            head += b"Content-Length: 100\r\n\r\n"
-            handler.wfile.write(head + b'{"partial')
-        elif reply.action == "reset":
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        with contextlib.suppress(OSError):
-            connection.close()
+            status, body, extra = self._bucket.take(len(batches or ()))
+        keep_alive = reply.keep_alive if reply is not None else True
+        return (
+            Answer(status=status, headers=extra, body=body, keep_alive=keep_alive),
+            status,
+            (status == 202),
+        )
 
     def _api_key(self, authorization: str | None) -> str | None:
         # Only the matching header is decoded: a wrong one may hold someone's secret.
@@ -398,19 +336,20 @@ class FakeEventsServer:
             return None
         return tuple(parsed) if isinstance(parsed, list) else (parsed,)
 
-    def _judge(
-        self, handler: _Handler, body: bytes, batches: tuple[Batch, ...] | None
-    ) -> tuple[int, bytes]:
+    def _judge(self, incoming: Incoming, batches: tuple[Batch, ...] | None) -> tuple[int, bytes]:
         """The status and body mParticle would answer (docs/delivery.md)."""
-        authorization = handler.headers.get("Authorization")
+        if incoming.method != "POST":
+            return 405, _error_body([f"use POST, not {incoming.method}"])
+        body = incoming.body
+        authorization = incoming.header("Authorization")
         if not authorization:
             return 401, _error_body(["authentication header missing"])
         if authorization != self._expected_auth:
             return 403, _error_body(["invalid API key or secret"])
-        path = handler.path
+        path = incoming.path
         if path not in _PATHS:
             return 404, _error_body([f"no such endpoint {path}"])
-        if handler.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+        if (incoming.header("Content-Type") or "").split(";")[0].strip() != "application/json":
             return 415, _error_body(["Content-Type must be application/json"])
         if len(body) > self.max_request_bytes:
             return 413, _error_body(
@@ -493,3 +432,10 @@ class _Bucket:
             self._tokens -= batches
             used = 100 * (self.burst - self._tokens) / self.burst
         return 202, b"", {"X-mp-rate-limit-percentage-used": str(round(used))}
+
+
+def _count_ids(requests: Sequence[ReceivedRequest]) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for request in requests:
+        counts.update(i for i in request.source_request_ids if i is not None)
+    return counts

@@ -13,8 +13,9 @@ import pytest
 # The suite's helpers are plain modules beside this file (pytest runs with importlib mode).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fault_server import FaultServer
-from reliability_kit import FakeClock, Scorecard, secret_leaks
+from reliability_kit import Scorecard, fake_server, secret_leaks
+
+from mparticle_feed.testing import FakeClock, FakeEventsServer
 
 _SCORECARD = Scorecard()
 
@@ -34,12 +35,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., FaultServer]]:
-    """Build fault servers that are closed when the test ends."""
-    servers: list[FaultServer] = []
+def make_server() -> Iterator[Callable[..., FakeEventsServer]]:
+    """Build fake servers (see :func:`reliability_kit.fake_server`), closed when the test ends."""
+    servers: list[FakeEventsServer] = []
 
-    def make(*args: Any, **kwargs: Any) -> FaultServer:
-        server = FaultServer(*args, **kwargs)
+    def make(**kwargs: Any) -> FakeEventsServer:
+        server = fake_server(**kwargs)
         servers.append(server)
         return server
 

@@ -1,4 +1,4 @@
-"""What every reliability scenario shares: a fake clock, the scorecard, the secret.
+"""What every reliability scenario shares: the fake server, the scorecard, the secret.
 
 A scenario runs, then calls :func:`Scorecard.record` with its :class:`Figures`; the
 session writes all rows to ``$MPF_SCORECARD`` (default ``scorecard.json`` at the repo
@@ -11,20 +11,22 @@ import base64
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fault_server import FaultServer
+from builders import NOW
+
+from mparticle_feed.testing import FakeClock, FakeEventsServer, Reply
 
 __all__ = [
     "API_KEY",
     "API_SECRET",
     "SECRET_FORMS",
-    "FakeClock",
     "Figures",
     "Scorecard",
+    "fake_server",
     "scorecard_path",
     "secret_leaks",
 ]
@@ -47,40 +49,18 @@ def secret_leaks(text: str) -> list[str]:
     return [form for form in SECRET_FORMS if form in text]
 
 
-class FakeClock:
-    """A monotonic clock that only moves when someone sleeps on it; records every sleep.
+def fake_server(
+    *, script: Sequence[Reply | int] = (), start: bool = True, **options: Any
+) -> FakeEventsServer:
+    """A fake Events API that knows the suite's credentials; ``script`` queues replies.
 
-    ``wall`` is the Unix time at the clock's zero, for clients that read the date.
+    Its ``now`` is the scenarios' fixed :data:`builders.NOW`. With ``start=False`` it
+    refuses connections until ``start()``.
     """
-
-    def __init__(self, start: float = 1_000.0, wall: float = 1_790_000_000.0) -> None:
-        self._now = start
-        self._wall_offset = wall - start
-        self._lock = threading.Lock()
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self._now
-
-    def time(self) -> float:
-        """Unix time, moving with the fake clock."""
-        with self._lock:
-            return self._now + self._wall_offset
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self._now += max(0.0, seconds)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-
-    @property
-    def slept(self) -> float:
-        with self._lock:
-            return sum(self.sleeps)
+    options.setdefault("now", lambda: NOW)
+    server = FakeEventsServer(api_key=API_KEY, api_secret=API_SECRET, **options)
+    server.script(*script)
+    return server.start() if start else server
 
 
 @dataclass
@@ -110,10 +90,10 @@ class Figures:
         """rows in = accepted + rejected + failed + pending."""
         return self.rows_in == self.accepted + self.rejected + self.failed + self.pending
 
-    def with_server(self, server: FaultServer) -> Figures:
+    def with_server(self, server: FakeEventsServer) -> Figures:
         """Fill the figures the server measured (requests, ids, sizes, connections)."""
         requests = server.requests
-        counts = server.id_counts()
+        counts = server.received_ids()
         self.requests_sent = len(requests)
         self.unique_ids_at_server = len(counts)
         self.ids_sent_more_than_once = sum(1 for n in counts.values() if n > 1)

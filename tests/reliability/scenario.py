@@ -1,4 +1,4 @@
-"""Running an upload against a fault server and turning what happened into figures."""
+"""Running an upload against the fake server and turning what happened into figures."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from fault_server import FaultServer
-from reliability_kit import API_KEY, API_SECRET, FakeClock, Figures, secret_leaks
+from reliability_kit import API_KEY, API_SECRET, Figures, secret_leaks
 
 from mparticle_feed._delivery.client import EventsClient
 from mparticle_feed._delivery.report import UploadReport
 from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed._mapping.provenance import RowRef, SourcedBatch
+from mparticle_feed.testing import FakeClock, FakeEventsServer
 
 __all__ = ["client_for", "figures_for", "non_server_threads", "row_statuses"]
 
@@ -20,7 +20,9 @@ __all__ = ["client_for", "figures_for", "non_server_threads", "row_statuses"]
 _SEVERITY = {"rejected": 3, "failed": 2, "pending": 1, "accepted": 0}
 
 
-def client_for(server: FaultServer, clock: FakeClock | None = None, **options: Any) -> EventsClient:
+def client_for(
+    server: FakeEventsServer, clock: FakeClock | None = None, **options: Any
+) -> EventsClient:
     """A client aimed at ``server``; with ``clock``, every wait is on the fake clock."""
     settings: dict[str, Any] = {
         "base_url": server.url,
@@ -57,7 +59,7 @@ def figures_for(
     scenario: str,
     rows: Iterable[SourcedBatch] | set[RowRef],
     report: UploadReport,
-    server: FaultServer | None = None,
+    server: FakeEventsServer | None = None,
     clock: FakeClock | None = None,
     note: str = "",
 ) -> Figures:
@@ -92,5 +94,5 @@ def figures_for(
 
 
 def non_server_threads() -> set[threading.Thread]:
-    """Live threads other than the fault servers' own."""
-    return {t for t in threading.enumerate() if not t.name.startswith("fault-server")}
+    """Live threads other than the fake servers' own."""
+    return {t for t in threading.enumerate() if not t.name.startswith("fake-events-server")}

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from builders import NOW
-from fault_server import FaultServer
 from reliability_kit import Figures
 
 from mparticle_feed._mapping.spec import CustomEventMapping
 from mparticle_feed._sync.report import SyncReport
+from mparticle_feed.testing import FakeEventsServer
 
 __all__ = [
     "EVENT_MS",
@@ -61,26 +61,21 @@ def sqlite_source(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     sqlite3.connect(path).close()
 
 
-def event_rows_at_server(server: FaultServer, *, accepted_only: bool = True) -> list[int]:
+def event_rows_at_server(server: FakeEventsServer, *, accepted_only: bool = True) -> list[int]:
     """The ``row_id`` of every event the server took (with a 2xx, by default), repeats kept."""
-    ok = {
-        r.request_index
-        for r in server.responses
-        if r.kind == "reply" and r.status is not None and 200 <= r.status < 300
-    }
     return [
-        int(event["data"]["custom_attributes"]["row_id"])
+        int(event.custom_attributes["row_id"])  # type: ignore[union-attr, index, arg-type]
         for request in server.requests
-        if not accepted_only or request.index in ok
-        for batch in request.batches
-        for event in batch.get("events", [])
+        if not accepted_only or request.accepted
+        for batch in request.batches or ()
+        for event in batch.events or ()
     ]
 
 
 def sync_figures(
     scenario: str,
     reports: Iterable[SyncReport],
-    server: FaultServer | None,
+    server: FakeEventsServer | None,
     rows_in: int,
     note: str = "",
 ) -> Figures:

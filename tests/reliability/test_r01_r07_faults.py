@@ -9,17 +9,17 @@ from collections.abc import Callable
 
 import pytest
 from builders import NOW, batch_for, batches
-from fault_server import Action, FaultServer, Hang, Partial, PerBody, RecordedRequest, Reply, Reset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_kit import FakeClock, Scorecard
+from reliability_kit import Scorecard, fake_server
 from scenario import client_for, figures_for
 
 from mparticle_feed._delivery.report import BatchOutcome
 from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed._errors import ConfigurationError, UploadConfigurationError
+from mparticle_feed.testing import FakeClock, FakeEventsServer, PerBody, ReceivedRequest, Reply
 
-MakeServer = Callable[..., FaultServer]
+MakeServer = Callable[..., FakeEventsServer]
 
 
 # --- R1 -------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def test_R1_transient_statuses_are_retried_once_each_then_accepted(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
     faults = [500, 502, 503, 504, 408]
-    server = make_server(PerBody([Reply(s) for s in faults]), clock=clock.monotonic)
+    server = make_server(responder=PerBody(*faults), clock=clock.monotonic)
     data = batches(6)
     with client_for(server, clock, max_workers=2, max_batches=2) as client:
         report = client.upload(data, now=NOW)
@@ -51,7 +51,7 @@ def test_R2_400_rejects_with_status_and_body_after_one_attempt(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
     body = b'{"errors":[{"code":"BAD_REQUEST","message":"Required event field is missing."}]}'
-    server = make_server([Reply(400, body=body)], clock=clock.monotonic)
+    server = make_server(script=[Reply(status=400, body=body)], clock=clock.monotonic)
     data = batches(1, rows_per_batch=3)
     with client_for(server, clock) as client:
         report = client.upload(data, now=NOW)
@@ -69,7 +69,7 @@ def test_R2_400_rejects_with_status_and_body_after_one_attempt(
 def test_R2_401_403_stop_the_run_with_a_configuration_error(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard, status: int
 ) -> None:
-    server = make_server(default=Reply(status), clock=clock.monotonic)
+    server = make_server(default=status, clock=clock.monotonic)
     data = batches(5)
     with (
         client_for(server, clock, max_batches=1) as client,
@@ -97,12 +97,14 @@ def _user_of(outcome: BatchOutcome) -> str:
     return identities.customer_id
 
 
-def _refuse_bad(status: int) -> Callable[[RecordedRequest], Action]:
-    def script(request: RecordedRequest) -> Action:
-        names = [b["user_identities"]["customer_id"] for b in request.batches]
+def _refuse_bad(status: int) -> Callable[[ReceivedRequest], Reply | None]:
+    def script(request: ReceivedRequest) -> Reply | None:
+        names = [
+            b.user_identities.customer_id or "" for b in request.batches or () if b.user_identities
+        ]
         if any(name.startswith("bad") for name in names):
-            return Reply(status, body=b'{"errors":[{"code":"BAD_REQUEST"}]}')
-        return Reply(202)
+            return Reply(status=status, body=b'{"errors":[{"code":"BAD_REQUEST"}]}')
+        return None  # the normal answer
 
     return script
 
@@ -120,7 +122,7 @@ def test_R3_a_4xx_on_many_batches_is_bisected_down_to_the_bad_ones(
     clock = FakeClock()
     data = [batch_for(f"bad{i}" if i in bad else f"good{i}", [i + 1]) for i in range(20)]
     with (
-        FaultServer(_refuse_bad(status), clock=clock.monotonic) as server,
+        fake_server(responder=_refuse_bad(status), clock=clock.monotonic) as server,
         client_for(server, clock) as client,
     ):
         report = client.upload(data, now=NOW)
@@ -131,9 +133,7 @@ def test_R3_a_4xx_on_many_batches_is_bisected_down_to_the_bad_ones(
     assert all(o.status == "accepted" for u, o in by_user.items() if u.startswith("good"))
     assert all(o.http_status == status for u, o in by_user.items() if u.startswith("bad"))
     # The identical body is never resent after a 4xx.
-    refused = [
-        r.body for r, s in zip(server.requests, server.responses, strict=True) if s.status == status
-    ]
+    refused = [r.body for r in server.requests if r.status == status]
     sent = Counter(r.body for r in server.requests)
     assert all(sent[body] == 1 for body in refused)
     assert figures.ids_sent_more_than_once <= len(data)  # only through bisection halves
@@ -167,13 +167,16 @@ def test_R4_429_waits_at_least_retry_after_on_the_server_clock(
 ) -> None:
     value = _http_date(6.5) if header is None else header
     headers = {"Retry-After": value} if value else {}
-    server = make_server(PerBody([Reply(429, headers)]), clock=clock.monotonic)
+    server = make_server(
+        responder=PerBody(Reply(status=429, headers=headers)), clock=clock.monotonic
+    )
     data = batches(3)
     with client_for(server, clock) as client:
         report = client.upload(data, now=NOW)
     first, second = server.requests
-    refused_at = server.responses[0].at
-    assert second.started_at - refused_at >= at_least  # measured by the server
+    refused_at = first.answered_at
+    assert refused_at is not None
+    assert second.received_at - refused_at >= at_least  # measured by the server
     assert second.body == first.body
     assert report.counts["accepted"] == 3
     assert report.retries == {"status 429": 1}
@@ -184,7 +187,7 @@ def test_R4_429_waits_at_least_retry_after_on_the_server_clock(
 def test_R4_a_retry_after_beyond_max_retry_after_stops_the_run_pending(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
-    server = make_server(default=Reply(429, {"Retry-After": "86400"}), clock=clock.monotonic)
+    server = make_server(default=Reply(status=429, retry_after="86400"), clock=clock.monotonic)
     data = batches(4)
     policy = RetryPolicy(max_retry_after=600)
     with client_for(server, clock, retry=policy, max_batches=2) as client:
@@ -201,7 +204,7 @@ def test_R4_waits_go_on_until_nothing_was_accepted_for_max_stall(
     make_server: MakeServer, clock: FakeClock
 ) -> None:
     """Several 429s of 200 s each and no acceptance: the run stops once 500 s passed."""
-    server = make_server(default=Reply(429, {"Retry-After": "200"}), clock=clock.monotonic)
+    server = make_server(default=Reply(status=429, retry_after="200"), clock=clock.monotonic)
     policy = RetryPolicy(max_stall=500)
     with client_for(server, clock, retry=policy) as client:
         report = client.upload(batches(1), now=NOW)
@@ -219,7 +222,7 @@ def test_R4_waits_go_on_until_nothing_was_accepted_for_max_stall(
 def test_R5_backoff_follows_the_documented_formula(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard, jitter: float
 ) -> None:
-    server = make_server(default=Reply(503), clock=clock.monotonic)
+    server = make_server(default=503, clock=clock.monotonic)
     policy = RetryPolicy(max_attempts=8, initial_backoff=0.5, max_backoff=10.0, deadline=300)
     data = batches(2)
     with client_for(server, clock, retry=policy, random=lambda: jitter) as client:
@@ -228,7 +231,7 @@ def test_R5_backoff_follows_the_documented_formula(
     expected = [jitter * min(10.0, 0.5 * 2 ** (n - 1)) for n in range(1, policy.max_attempts)]
     assert clock.sleeps == pytest.approx(expected)
     gaps = [
-        b.started_at - a.started_at
+        b.received_at - a.received_at
         for a, b in zip(server.requests, server.requests[1:], strict=False)
     ]
     assert gaps == pytest.approx(expected)  # the server saw the same schedule
@@ -252,7 +255,7 @@ def test_R5_jittered_waits_stay_in_bounds_and_the_deadline_holds(
     rng = random.Random(seed)
     policy = RetryPolicy(max_attempts=12, initial_backoff=0.5, max_backoff=8.0, deadline=deadline)
     with (
-        FaultServer(default=Reply(503), clock=clock.monotonic) as server,
+        fake_server(default=503, clock=clock.monotonic) as server,
         client_for(server, clock, retry=policy, random=rng.random) as client,
     ):
         report = client.upload(batches(1), now=NOW)
@@ -271,18 +274,15 @@ def test_R5_jittered_waits_stay_in_bounds_and_the_deadline_holds(
 @pytest.mark.parametrize(
     ("label", "fault"),
     [
-        ("hang past timeout", Hang(1.5)),
-        ("tcp reset", Reset()),
-        (
-            "partial 503 response",
-            Partial(raw=b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n0123"),
-        ),
+        ("hang past timeout", Reply(action="hang", hang_seconds=1.5)),
+        ("tcp reset", Reply(action="reset")),
+        ("partial 503 response", Reply(action="partial", status=503)),
     ],
 )
 def test_R6_a_broken_exchange_is_resent_byte_for_byte(
-    make_server: MakeServer, clock: FakeClock, scorecard: Scorecard, label: str, fault: Action
+    make_server: MakeServer, clock: FakeClock, scorecard: Scorecard, label: str, fault: Reply
 ) -> None:
-    server = make_server(PerBody([fault]), clock=clock.monotonic)
+    server = make_server(responder=PerBody(fault), clock=clock.monotonic)
     data = batches(5)
     with client_for(server, clock, max_batches=5) as client:
         report = client.upload(data, now=NOW)
@@ -290,9 +290,9 @@ def test_R6_a_broken_exchange_is_resent_byte_for_byte(
     assert second.body == first.body
     assert second.source_request_ids == first.source_request_ids
     assert len(set(first.source_request_ids)) == 5
-    assert set(server.accepted_id_counts().values()) == {1}  # each id accepted once
+    assert set(server.accepted_ids().values()) == {1}  # each id accepted once
     assert report.counts["accepted"] == 5
-    cause = "timeout" if isinstance(fault, Hang) else "connection"
+    cause = "timeout" if fault.action == "hang" else "connection"
     assert report.retries == {cause: 1}
     scorecard.record(figures_for(f"R6 {label}", data, report, server, clock))
 
@@ -301,7 +301,7 @@ def test_R6_a_202_cut_short_is_accepted_and_never_resent(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
     # Any 2xx means mParticle took the batches: resending would only risk doubles.
-    server = make_server(PerBody([Partial()]), clock=clock.monotonic)
+    server = make_server(responder=PerBody(Reply(action="partial")), clock=clock.monotonic)
     data = batches(5)
     with client_for(server, clock, max_batches=5) as client:
         report = client.upload(data, now=NOW)

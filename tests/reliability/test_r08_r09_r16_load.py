@@ -10,26 +10,16 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from builders import NOW, batch_for, batches, multibyte_text
-from fault_server import (
-    Action,
-    FaultServer,
-    Hang,
-    Partial,
-    PerBody,
-    RecordedRequest,
-    Reply,
-    Reset,
-    split_json_array,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_kit import FakeClock, Scorecard
+from reliability_kit import Scorecard, fake_server
 from scenario import client_for, figures_for, non_server_threads
 
 from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed._mapping.provenance import SourcedBatch, Stage
+from mparticle_feed.testing import FakeClock, FakeEventsServer, PerBody, ReceivedRequest, Reply
 
-MakeServer = Callable[..., FaultServer]
+MakeServer = Callable[..., FakeEventsServer]
 
 
 # --- R8 -------------------------------------------------------------------------------
@@ -40,23 +30,24 @@ def test_R8_one_429_pauses_every_worker(make_server: MakeServer, scorecard: Scor
     lock = threading.Lock()
     state = {"refused": False}
 
-    def script(request: RecordedRequest) -> Action:
+    def script(request: ReceivedRequest) -> Reply:
         with lock:
             if not state["refused"]:
                 state["refused"] = True
                 # Late, so the other workers' first requests are surely on the wire before it.
-                return Reply(429, {"Retry-After": "2"}, delay=0.3)
-        return Reply(202, delay=0.4)  # still busy when the 429 lands
+                return Reply(status=429, retry_after="2", delay=0.3)
+        return Reply(delay=0.4)  # still busy when the 429 lands
 
-    server = make_server(script)
+    server = make_server(responder=script)
     data = batches(16)
     # With the default pacing: the 429 pauses the workers and the shared limiter alike.
     with client_for(server, max_workers=4, max_batches=1, timeout=5.0, rate_limit=270.0) as client:
         report = client.upload(data, now=NOW)
-    refused_at = server.responses[0].at
+    refused_at = next(r.answered_at for r in server.requests if r.status == 429)
+    assert refused_at is not None
     # Requests already on the wire when the 429 went out may finish; none may start after.
     started_after = [
-        r.started_at - refused_at for r in server.requests if r.started_at > refused_at
+        r.received_at - refused_at for r in server.requests if r.received_at > refused_at
     ]
     assert started_after, "nothing was sent after the 429"
     assert min(started_after) >= 2.0
@@ -108,7 +99,7 @@ def test_R9_requests_and_batches_stay_within_limits_by_the_servers_count(
     clock = FakeClock()
     data = [_sized_batch(i, target, events) for i, (target, events) in enumerate(sizes)]
     with (
-        FaultServer(clock=clock.monotonic) as server,
+        fake_server(clock=clock.monotonic) as server,
         client_for(server, clock, max_workers=workers) as client,
     ):
         report = client.upload(data, now=NOW)
@@ -119,16 +110,16 @@ def test_R9_requests_and_batches_stay_within_limits_by_the_servers_count(
     requests = server.requests
     for request in requests:
         assert len(request.body) <= 256_000
-        parts = split_json_array(request.body)
-        assert len(parts) <= 100
-        assert all(len(part) <= 128_000 for part in parts)
+        assert len(request.batch_sizes) <= 100
+        assert all(size <= 128_000 for size in request.batch_sizes)
         assert json.loads(request.body)  # well-formed UTF-8 JSON by the server's reading
+        assert request.status == 202  # and valid by its rules
     # No event missing or doubled: every accepted row's event arrived exactly once.
     seen = Counter(
-        event["data"]["custom_attributes"]["row"]
+        event.custom_attributes["row"]  # type: ignore[union-attr]
         for request in requests
-        for batch in request.batches
-        for event in batch["events"]
+        for batch in request.batches or ()
+        for event in batch.events or ()
     )
     assert set(seen.values()) <= {1}
     accepted_rows = {
@@ -150,20 +141,20 @@ def test_R9_hundred_batch_cap(
     data = batches(250)
     with client_for(server, clock) as client:
         report = client.upload(data, now=NOW)
-    assert [len(r.batches) for r in server.requests] == [100, 100, 50]
+    assert [len(r.batches or ()) for r in server.requests] == [100, 100, 50]
     assert report.counts["accepted"] == 250
     scorecard.record(figures_for("R9 250 batches", data, report, server, clock))
 
 
 # --- R16 ------------------------------------------------------------------------------
 
-_FAULTS: dict[str, list[Action]] = {
-    "429": [Reply(429, {"Retry-After": "1"})],
-    "503": [Reply(503), Reply(503)],
-    "hang": [Hang(1.0)],
-    "reset": [Reset()],
-    "partial": [Partial()],
-    "huge body": [Reply(500, stream_size=5_000_000)],
+_FAULTS: dict[str, list[Reply | int]] = {
+    "429": [Reply(status=429, retry_after="1")],
+    "503": [503, 503],
+    "hang": [Reply(action="hang", hang_seconds=1.0)],
+    "reset": [Reply(action="reset")],
+    "partial": [Reply(action="partial")],
+    "huge body": [Reply(status=500, stream_size=5_000_000)],
 }
 
 
@@ -192,7 +183,7 @@ def test_R16_no_connection_or_thread_outlives_close(
             server.start()
 
     else:
-        server = make_server(PerBody(_FAULTS[fault]), clock=clock.monotonic)
+        server = make_server(responder=PerBody(*_FAULTS[fault]), clock=clock.monotonic)
         sleep = clock.sleep
     data = batches(8)
     client = client_for(server, clock, sleep=sleep, max_workers=3, max_batches=2)
@@ -208,7 +199,7 @@ def test_R16_no_connection_or_thread_outlives_close(
 def test_R16_a_policy_of_one_attempt_leaves_nothing_open(
     make_server: MakeServer, clock: FakeClock
 ) -> None:
-    server = make_server(default=Hang(1.0), clock=clock.monotonic)
+    server = make_server(default=Reply(action="hang", hang_seconds=1.0), clock=clock.monotonic)
     with client_for(server, clock, retry=RetryPolicy(max_attempts=1)) as client:
         report = client.upload(batches(2), now=NOW)
     assert report.count("failed") == 2
@@ -221,7 +212,7 @@ def test_R16_close_closes_pooled_connections_without_gc(make_server: MakeServer)
     EventsClient.close must close each pool; a TCP reset leaves a reference cycle that
     would otherwise keep a keep-alive socket open until the garbage collector runs.
     """
-    server = make_server(PerBody([Reset()]))
+    server = make_server(responder=PerBody(Reply(action="reset")))
     client = client_for(server, FakeClock())
     client.upload(batches(1), now=NOW)
     client.close()

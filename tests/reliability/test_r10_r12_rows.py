@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from builders import NOW
-from fault_server import Action, FaultServer, RecordedRequest, Reply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_kit import FakeClock, Scorecard
+from reliability_kit import Scorecard, fake_server
 from scenario import client_for
 from sync_support import (
     EVENT_MS,
@@ -33,8 +32,9 @@ from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed._mapping.provenance import Stage
 from mparticle_feed._mapping.run import map_rows
 from mparticle_feed._sync.run import sync
+from mparticle_feed.testing import FakeClock, FakeEventsServer, ReceivedRequest, Reply
 
-MakeServer = Callable[..., FaultServer]
+MakeServer = Callable[..., FakeEventsServer]
 
 # --- R10 ------------------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ def test_R11_ids_are_identical_across_chunk_sizes_and_worker_counts(
     batch_counts = []
     for chunk_size, workers, max_batches in [(1, 1, 100), (7, 4, 100), (1000, 3, 9), (64, 2, 1)]:
         clock = FakeClock()
-        with FaultServer(clock=clock.monotonic) as server:
+        with fake_server(clock=clock.monotonic) as server:
             connection = sqlite3.connect(db)
             try:
                 cursor = connection.execute("SELECT id, user, name, ts, v FROM events ORDER BY id")
@@ -195,7 +195,7 @@ def test_R11_ids_are_identical_across_chunk_sizes_and_worker_counts(
             finally:
                 connection.close()
             ids = [i for r in server.requests for i in r.source_request_ids]
-            batch_counts.append(sum(len(r.batches) for r in server.requests))
+            batch_counts.append(sum(len(r.batches or ()) for r in server.requests))
         assert report.accepted == 300
         runs.append(ids)
     first = runs[0]
@@ -239,13 +239,16 @@ def test_R11_distinct_batches_never_share_an_id(names: list[str]) -> None:
 # --- R12 ------------------------------------------------------------------------------
 
 
-def _mixed_server(request: RecordedRequest) -> Action:
-    users = {b.get("user_identities", {}).get("customer_id", "") for b in request.batches}
+def _mixed_server(request: ReceivedRequest) -> Reply | None:
+    users = {
+        b.user_identities.customer_id or "" if b.user_identities else ""
+        for b in request.batches or ()
+    }
     if any(u.startswith("refuse") for u in users):
-        return Reply(400, body=b'{"errors":[{"code":"BAD_REQUEST","message":"no"}]}')
+        return Reply(status=400, body=b'{"errors":[{"code":"BAD_REQUEST","message":"no"}]}')
     if any(u.startswith("flaky") for u in users):
-        return Reply(503)
-    return Reply(202)
+        return Reply(status=503)
+    return None  # the normal answer
 
 
 def test_R12_one_rejects_record_per_row_reconciling_with_the_invariant(
@@ -264,7 +267,7 @@ def test_R12_one_rejects_record_per_row_reconciling_with_the_invariant(
     rows += [
         {"id": 400, "user": "flaky0", "name": "x", "ts": EVENT_MS, "v": 1}
     ]  # exhausted retries
-    server = make_server(_mixed_server, clock=clock.monotonic)
+    server = make_server(responder=_mixed_server, clock=clock.monotonic)
     with client_for(server, clock, max_batches=4, retry=RetryPolicy(max_attempts=3)) as client:
         report = sync(rows, MAPPING, client, now=NOW)
     out = io.StringIO()
@@ -307,7 +310,7 @@ def test_R12_rejects_records_name_row_and_reason(
             "v": 1,
         }
     ]
-    server = make_server(_mixed_server, clock=clock.monotonic)
+    server = make_server(responder=_mixed_server, clock=clock.monotonic)
     with client_for(server, clock) as client:
         report = sync(rows, MAPPING, client, now=NOW)
     (record,) = report.problem_records()

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 from builders import NOW
-from fault_server import FaultServer, Reply
-from reliability_kit import API_KEY, API_SECRET, FakeClock, Scorecard, secret_leaks
+from reliability_kit import API_KEY, API_SECRET, Scorecard, secret_leaks
 from scenario import client_for
 from sync_support import MAPPING, event_rows_at_server, good_rows, sqlite_source, sync_figures
 
@@ -26,12 +25,13 @@ from mparticle_feed._delivery.packing import Request
 from mparticle_feed._delivery.report import BatchOutcome, UploadReport
 from mparticle_feed._sync.run import sync as _sync
 from mparticle_feed._sync.state import StateStore
+from mparticle_feed.testing import FakeClock, FakeEventsServer, Reply
 
 # These scenarios crash and stop mid-run after a few of many small requests: consecutive
 # grouping (no regroup window) keeps the request count they were written for.
 sync = functools.partial(_sync, group_window=0)
 
-MakeServer = Callable[..., FaultServer]
+MakeServer = Callable[..., FakeEventsServer]
 HERE = Path(__file__).resolve().parent
 
 
@@ -100,7 +100,7 @@ def test_R13_crash_then_resume_loses_nothing_and_resends_only_what_was_in_flight
     assert report.resent_in_flight == len(in_flight)
     # Nothing missing at the server.
     assert set(event_rows_at_server(server)) == {r["id"] for r in rows}
-    counts = server.id_counts()
+    counts = server.received_ids()
     resent = {i for i, n in counts.items() if n > 1}
     if when == "before send":
         assert resent == set()  # the crashed request never left; nothing doubled
@@ -159,7 +159,7 @@ def _start_sync_process(
 
 
 def _wait_for_requests(
-    server: FaultServer, n: int, proc: subprocess.Popen[str], limit: float = 20
+    server: FakeEventsServer, n: int, proc: subprocess.Popen[str], limit: float = 20
 ) -> None:
     deadline = time.monotonic() + limit
     while len(server.requests) < n:
@@ -175,7 +175,7 @@ def test_R13_kill_9_mid_run_then_resume(
     db = tmp_path / "warehouse.db"
     sqlite_source(db, rows)
     state = tmp_path / "state.db"
-    server = make_server(default=Reply(202, delay=0.02))
+    server = make_server(default=Reply(delay=0.02))
     proc = _start_sync_process(tmp_path, server.url, state, db, "plain")
     try:
         _wait_for_requests(server, 6, proc)
@@ -184,7 +184,7 @@ def test_R13_kill_9_mid_run_then_resume(
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == -signal.SIGKILL
     assert not secret_leaks(out + err)
-    first_run_ids = set(server.id_counts())
+    first_run_ids = set(server.received_ids())
     with StateStore(state) as store:
         in_flight = store.in_flight("custom_event")
     with client_for(server, max_workers=2, max_batches=5, timeout=5) as client:
@@ -192,7 +192,7 @@ def test_R13_kill_9_mid_run_then_resume(
     assert report.resumed
     assert report.accepted == 200
     assert set(event_rows_at_server(server)) == {r["id"] for r in rows}  # nothing missing
-    resent = {i for i, n in server.id_counts().items() if n > 1}
+    resent = {i for i, n in server.received_ids().items() if n > 1}
     # Resends are bounded by what was in flight (2 workers, one queued; 5 batches each).
     assert resent <= {f.source_request_id for f in in_flight} | first_run_ids
     assert len(resent) <= 3 * 5
@@ -248,7 +248,7 @@ def test_R15_stop_with_work_queued_leaves_the_rest_pending_then_resumes(
 def test_R15_close_during_an_upload_drains_within_a_deadline(
     make_server: MakeServer, scorecard: Scorecard
 ) -> None:
-    server = make_server(default=Reply(202, delay=0.05))
+    server = make_server(default=Reply(delay=0.05))
     rows = good_rows(120, users=17)
     client = client_for(server, max_workers=2, max_batches=3, timeout=5)
     closer = threading.Timer(0.2, client.close)
@@ -282,7 +282,7 @@ def test_R15_sigterm_stops_gracefully_and_the_rest_resumes(
     db = tmp_path / "warehouse.db"
     sqlite_source(db, rows)
     state = tmp_path / "state.db"
-    server = make_server(default=Reply(202, delay=0.02))
+    server = make_server(default=Reply(delay=0.02))
     proc = _start_sync_process(tmp_path, server.url, state, db, "sigterm")
     try:
         _wait_for_requests(server, 4, proc)

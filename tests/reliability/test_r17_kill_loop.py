@@ -13,7 +13,6 @@ user's attributes equal the warehouse's last values.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
@@ -21,17 +20,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_kit import Figures, Scorecard
+from reliability_kit import API_KEY, API_SECRET, Figures, Scorecard
 
+from mparticle_feed import Batch
 from mparticle_feed._sync.state import StateStore
+from mparticle_feed.testing import FakeEventsServer, ReceivedRequest, Reply
 
 pytestmark = pytest.mark.slow
 
@@ -74,65 +73,50 @@ columns = { plan = "plan", city = "city" }
 """
 
 
-class Sink(ThreadingHTTPServer):
-    """mParticle as a sync sees it: slow, and de-duplicating by source_request_id."""
+class Sink:
+    """mParticle as a sync sees it: slow, and de-duplicating by source_request_id.
 
-    daemon_threads = True
+    The fake Events API answers every request after 20 ms (slow enough that kills land
+    mid-flight) and keeps what it accepted; the sink kills the CLI while it holds the
+    request numbered in ``kill_at`` ("hold": no answer) or right after answering it ("after").
+    """
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
-        self.held: dict[str, dict[str, Any]] = {}  # id → batch, first arrival only
-        self.order: list[str] = []
-        self.received = Counter[str]()
         self.target: int | None = None
-        self.kill_at: tuple[int, str] | None = None  # (request number, "hold" | "after")
-        self.seen_requests = 0
+        self.kill_at: tuple[int, str] | None = None  # (request index, "hold" | "after")
+        self.server = FakeEventsServer(
+            api_key=API_KEY,
+            api_secret=API_SECRET,
+            default=Reply(delay=0.02),
+            responder=self._respond,
+            on_answer=self._answered,
+        ).start()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a killed client resets its connections: expected here
+    def next_request(self) -> int:
+        return len(self.server.requests)
+
+    def held(self) -> list[Batch]:
+        """The accepted batches, once per source_request_id, in arrival order."""
+        return self.server.accepted_batches()
+
+    def _respond(self, request: ReceivedRequest) -> Reply | None:
+        with self.lock:
+            hold = self.kill_at == (request.index, "hold")
+            if hold:
+                self.kill_target()  # dies while this request is in flight: no answer
+        return Reply(action="close", delay=0.02) if hold else None
+
+    def _answered(self, request: ReceivedRequest) -> None:
+        with self.lock:
+            if self.kill_at == (request.index, "after"):
+                self.kill_target()  # between mParticle's 202 and the state's settle
 
     def kill_target(self) -> None:
         if self.target is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.target, signal.SIGKILL)
             self.target = None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Sink
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        time.sleep(0.02)  # slow enough that kills land mid-flight
-        sink = self.server
-        with sink.lock:
-            sink.seen_requests += 1
-            number = sink.seen_requests
-            plan = sink.kill_at
-        if plan is not None and plan == (number, "hold"):
-            with sink.lock:
-                sink.kill_target()  # dies while this request is in flight: no answer
-            self.close_connection = True
-            return
-        with sink.lock:
-            for batch in json.loads(body):
-                rid = batch["source_request_id"]
-                sink.received[rid] += 1
-                if rid not in sink.held:
-                    sink.held[rid] = batch
-                    sink.order.append(rid)
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        self.wfile.flush()
-        if plan is not None and plan == (number, "after"):
-            with sink.lock:
-                sink.kill_target()  # between mParticle's 202 and the state's settle
 
 
 class Warehouse:
@@ -214,7 +198,7 @@ def _command(folder: Path, sink: Sink, which: str) -> list[str]:
         "--name",
         which,
         "--base-url",
-        f"http://127.0.0.1:{sink.server_address[1]}",
+        sink.server.url,
         "--workers",
         "2",
         "--quiet",
@@ -224,8 +208,8 @@ def _command(folder: Path, sink: Sink, which: str) -> list[str]:
 def _environment(now: datetime) -> dict[str, str]:
     return {
         **os.environ,
-        "MPARTICLE_API_KEY": "kill-loop-key",
-        "MPARTICLE_API_SECRET": "kill-loop-secret",
+        "MPARTICLE_API_KEY": API_KEY,
+        "MPARTICLE_API_SECRET": API_SECRET,
         "MPARTICLE_FEED_TEST_NOW": now.isoformat(),
     }
 
@@ -240,8 +224,6 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
     warehouse.add_events(START, FIRST_EVENTS)
     warehouse.set_profiles(600)
     sink = Sink()
-    serving = threading.Thread(target=sink.serve_forever, daemon=True)
-    serving.start()
     kills = unsettled_at_kill = between_202_and_settle = runs = 0
     now = START
     try:
@@ -251,7 +233,7 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
             runs += 1
             mode = rng.choice(["hold", "after", "timer"])
             with sink.lock:
-                sink.kill_at = None if mode == "timer" else (sink.seen_requests + 1, mode)
+                sink.kill_at = None if mode == "timer" else (sink.next_request(), mode)
             proc = subprocess.Popen(
                 _command(tmp_path, sink, which),
                 env=_environment(now),
@@ -275,8 +257,8 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
                 with StateStore(tmp_path / "state.sqlite") as state:
                     left = {f.source_request_id for f in state.in_flight(which)}
                 unsettled_at_kill += bool(left)
-                with sink.lock:
-                    between_202_and_settle += bool(left & set(sink.held))
+                held_ids = {b.source_request_id for b in sink.held()}
+                between_202_and_settle += bool(left & held_ids)
             else:
                 assert code in (0, 3), f"the CLI exited {code}"  # 3: a kill left rows pending
             # Between runs: the clock moves on, rows arrive, values flip back.
@@ -294,28 +276,27 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
             )
             assert finished.returncode == 0, finished.stdout + finished.stderr
     finally:
-        sink.shutdown()
-        sink.server_close()
+        sink.server.close()
 
     # Every event held exactly once (after de-duplication by id), none missing.
+    held_batches = sink.held()
     held = Counter(
-        str(e["data"]["custom_attributes"]["row_id"])
-        for rid in sink.order
-        for e in sink.held[rid].get("events", [])
+        str(e.custom_attributes["row_id"])  # type: ignore[union-attr, index]
+        for batch in held_batches
+        for e in batch.events or ()
     )
     expected = {row[0] for row in warehouse.db.execute("SELECT id FROM events")}
     lost = expected - set(held)
     doubled = {key for key, count in held.items() if count > 1}
     # Every user's attributes as mParticle applies them: held batches in arrival order.
     profiles: dict[str, dict[str, Any]] = {}
-    for rid in sink.order:
-        batch = sink.held[rid]
-        user = (batch.get("user_identities") or {}).get("customer_id")
+    for batch in held_batches:
+        user = batch.user_identities.customer_id if batch.user_identities else None
         if user is None or not user.startswith("p"):
             continue
         profile = profiles.setdefault(user, {})
-        profile.update(batch.get("user_attributes") or {})
-        for name in batch.get("deleted_user_attributes") or ():
+        profile.update(batch.user_attributes or {})
+        for name in batch.deleted_user_attributes or ():
             profile.pop(name, None)
     wrong = [
         user
@@ -339,8 +320,8 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
         scenario="R17 kill loop (CLI, SIGKILL)",
         rows_in=rows,
         accepted=rows,
-        unique_ids_at_server=len(sink.held),
-        ids_sent_more_than_once=sum(1 for n in sink.received.values() if n > 1),
+        unique_ids_at_server=len(held_batches),
+        ids_sent_more_than_once=sum(1 for n in sink.server.accepted_ids().values() if n > 1),
         note=(
             f"{kills} SIGKILLs in {runs} runs; {unsettled_at_kill} left the outbox unsettled, "
             f"{between_202_and_settle} between a 202 and its settle; 0 lost, 0 doubled, "

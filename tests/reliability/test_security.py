@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 import trustme
 from builders import NOW, batches
-from fault_server import FaultServer, Hang, PerBody, Reply, Reset
-from reliability_kit import API_KEY, API_SECRET, SECRET_FORMS, FakeClock, Scorecard, secret_leaks
+from reliability_kit import API_KEY, API_SECRET, SECRET_FORMS, Scorecard, fake_server, secret_leaks
 from scenario import client_for, figures_for
 
 from mparticle_feed import EventsClient, load_mapping, map_rows
 from mparticle_feed._delivery.retry import RetryPolicy
 from mparticle_feed._errors import ConfigurationError, MappingError, UploadConfigurationError
+from mparticle_feed.testing import FakeClock, FakeEventsServer, PerBody, Reply
 
-MakeServer = Callable[..., FaultServer]
+MakeServer = Callable[..., FakeEventsServer]
 
 
 def _texts(*objects: object) -> list[str]:
@@ -54,15 +54,21 @@ def test_the_secret_never_appears_across_a_tour_of_faults(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
     """Every outcome kind, with DEBUG logs: reprs, reasons, bodies and errors stay clean."""
-    script = PerBody([Reply(503), Hang(1.0), Reset(), Reply(429, {"Retry-After": "1"})])
-    server = make_server(script, clock=clock.monotonic)
+    script = PerBody(
+        503,
+        Reply(action="hang", hang_seconds=1.0),
+        Reply(action="reset"),
+        Reply(status=429, retry_after="1"),
+    )
+    server = make_server(responder=script, clock=clock.monotonic)
     seen: list[object] = []
     with client_for(server, clock, max_batches=2, max_workers=2) as client:
         seen.append(client)
         report = client.upload(batches(6), now=NOW, on_outcome=seen.append)
         seen += [report, *report.outcomes]
     refusing = make_server(
-        default=Reply(401, body=b'{"errors":[{"code":"UNAUTHORIZED"}]}'), clock=clock.monotonic
+        default=Reply(status=401, body=b'{"errors":[{"code":"UNAUTHORIZED"}]}'),
+        clock=clock.monotonic,
     )
     with client_for(refusing, clock) as client, pytest.raises(ConfigurationError) as caught:
         client.upload(batches(2), now=NOW)
@@ -78,10 +84,11 @@ def test_the_secret_never_appears_across_a_tour_of_faults(
     seen.append(url_error.value)
     for text in _texts(*seen):
         assert not secret_leaks(text), f"secret in: {text[:80]}..."
-    # The secret does go where it must: the Authorization header, and only there.
-    raw = b"".join(r.raw for r in server.requests)
-    assert SECRET_FORMS[1].encode() in raw
+    # The secret does go where it must: the Authorization header (the server decodes the
+    # key only from a header holding exactly key and secret), and only there.
+    assert {r.api_key for r in server.requests} == {API_KEY}
     assert all(API_SECRET.encode() not in r.body for r in server.requests)
+    assert not secret_leaks(repr(server.requests))  # the fake's records redact it
     assert not secret_leaks(scorecard.to_json())
 
 
@@ -113,7 +120,8 @@ def test_plain_http_is_refused_except_to_loopback(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9"])
 def test_plain_http_to_loopback_is_allowed(url: str) -> None:
-    EventsClient(API_KEY, API_SECRET, base_url=url).close()
+    with EventsClient(API_KEY, API_SECRET, base_url=url) as client:
+        assert client.base_url == url
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +130,15 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[FaultServer]:
+def tls_server(ca: trustme.CA) -> Iterator[FakeEventsServer]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    with FaultServer(tls=context) as server:
+    with fake_server(tls=context) as server:
         yield server
 
 
 def test_a_self_signed_certificate_fails_verification(
-    tls_server: FaultServer, scorecard: Scorecard
+    tls_server: FakeEventsServer, scorecard: Scorecard
 ) -> None:
     data = batches(3)
     with (
@@ -152,7 +160,7 @@ def test_a_self_signed_certificate_fails_verification(
 
 
 def test_the_tests_ca_makes_the_same_server_trusted(
-    tls_server: FaultServer, ca: trustme.CA, tmp_path: Path
+    tls_server: FakeEventsServer, ca: trustme.CA, tmp_path: Path
 ) -> None:
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
@@ -161,7 +169,7 @@ def test_the_tests_ca_makes_the_same_server_trusted(
     ) as client:
         report = client.upload(batches(3), now=NOW)
     assert report.counts["accepted"] == 3
-    assert tls_server.requests[0].headers["authorization"].startswith("Basic ")
+    assert tls_server.requests[0].api_key == API_KEY  # Basic auth arrived through TLS
 
 
 # --- response bodies are read with a cap ------------------------------------------------
@@ -171,7 +179,7 @@ def test_a_response_body_of_tens_of_megabytes_is_read_with_a_cap(
     make_server: MakeServer, clock: FakeClock, scorecard: Scorecard
 ) -> None:
     size = 40_000_000
-    server = make_server(default=Reply(400, stream_size=size), clock=clock.monotonic)
+    server = make_server(default=Reply(status=400, stream_size=size), clock=clock.monotonic)
     data = batches(1)
     tracemalloc.start()
     try:
@@ -312,7 +320,7 @@ def test_one_attempt_policy_is_respected_for_hostile_servers(
     make_server: MakeServer, clock: FakeClock
 ) -> None:
     """A server that never answers cannot hold a run forever: the deadline bounds it."""
-    server = make_server(default=Hang(0.5), clock=clock.monotonic)
+    server = make_server(default=Reply(action="hang", hang_seconds=0.5), clock=clock.monotonic)
     policy = RetryPolicy(max_attempts=3, deadline=10)
     with client_for(server, clock, retry=policy) as client:
         report = client.upload(batches(1), now=NOW)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -10,28 +9,10 @@ import pytest
 from mparticle_feed import Batch, CustomEvent, UserIdentities
 from mparticle_feed._delivery.client import EventsClient
 from mparticle_feed._delivery.retry import RetryPolicy
-from mparticle_feed.testing import FakeEventsServer
+from mparticle_feed.testing import FakeClock, FakeEventsServer
 
 KEY = "test-key"
 SECRET = "s3cr3t-never-shown"
-
-
-class FakeClock:
-    """A monotonic clock that only moves when someone sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += max(seconds, 0.0)
 
 
 @pytest.fixture

@@ -53,8 +53,8 @@ def test_plain_http_only_to_loopback(url: str) -> None:
     "url", ["http://127.0.0.1:1", "http://127.5.5.5", "http://localhost:9", "http://[::1]:80"]
 )
 def test_loopback_http_is_allowed(url: str) -> None:
-    with EventsClient("k", SECRET, base_url=url):
-        pass
+    with EventsClient("k", SECRET, base_url=url) as client:
+        assert client.base_url == url.rstrip("/")
 
 
 def test_repr_hides_the_secret() -> None:

@@ -8,29 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from mparticle_feed import ConfigurationError, EventsClient, RetryPolicy, TokenBucket
-from mparticle_feed.testing import FakeEventsServer, Reply
+from mparticle_feed.testing import FakeClock, FakeEventsServer, Reply
 
-from .conftest import KEY, SECRET, FakeClock, batches
+from .conftest import KEY, SECRET, batches
 
 MakeClient = Callable[..., EventsClient]
-
-
-def test_the_fake_answers_429_with_retry_after_and_rate_limit_headers() -> None:
-    with FakeEventsServer(api_key=KEY, api_secret=SECRET, rate_limit=10) as server:
-        policy = RetryPolicy(max_retry_after=5)
-        with EventsClient(
-            KEY, SECRET, base_url=server.url, max_workers=1, rate_limit=None, retry=policy
-        ) as client:
-            report = client.upload(batches(200))
-    first, second = server.requests
-    assert first.status == 202  # the burst: 100 batches (one request) at once
-    assert second.status == 429
-    assert report.rate_limit_headers["x-mp-rate-limit-percentage-used"] == ("100",)
-    assert report.rate_limit_headers["x-mp-rate-limit-exceeded"] == ("app",)
-    # 100 batches at 10 a second: mParticle's whole seconds, beyond max_retry_after.
-    assert report.stopped is not None
-    assert "10 s wait" in report.stopped
-    assert report.counts == {"accepted": 100, "rejected": 0, "failed": 0, "pending": 100}
 
 
 def test_a_paced_client_stays_under_the_servers_limit_and_delivers_once() -> None:
@@ -118,8 +100,3 @@ def test_no_acceptance_for_max_stall_stops_the_run_pending(
 def test_rate_limit_must_be_a_number_a_limiter_or_none(bad: object) -> None:
     with pytest.raises(ConfigurationError, match="rate_limit"):
         EventsClient(KEY, SECRET, rate_limit=bad)  # type: ignore[arg-type]
-
-
-def test_the_fakes_rate_limit_must_be_positive() -> None:
-    with pytest.raises(ConfigurationError):
-        FakeEventsServer(rate_limit=0)
