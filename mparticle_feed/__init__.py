@@ -72,6 +72,7 @@ from ._source.rows import Cursor, Rows, RowSource, rows_from_cursor
 from ._source.sources import rows_from
 from ._sync.partition import DistributedReport
 from ._sync.planfile import Plan, PlannedRequest
+from ._sync.protocol import SyncState
 from ._sync.report import SyncReport
 from ._sync.run import plan, sync
 from ._sync.send import Progress, Sender
@@ -251,6 +252,7 @@ __all__ = [
     "Struct",
     "SyncKind",
     "SyncReport",
+    "SyncState",
     "SystemNotificationType",
     "TokenBucket",
     "UninstallEvent",
