@@ -77,6 +77,7 @@ from ._sync.report import SyncReport
 from ._sync.run import plan, sync
 from ._sync.send import Progress, Sender
 from ._sync.state import MappingChange, StateStore
+from ._sync.tablestate import TableState
 from ._wire.codec import dumps, from_dict, loads, to_dict
 from ._wire.commerce import (
     Product,
@@ -254,6 +255,7 @@ __all__ = [
     "SyncReport",
     "SyncState",
     "SystemNotificationType",
+    "TableState",
     "TokenBucket",
     "UninstallEvent",
     "UploadConfigurationError",

@@ -46,7 +46,7 @@ CONTRACT = frozenset(
         # distributed runs (the engines are the optional modules mparticle_feed.spark/.dask)
         "DistributedReport",
         # pluggable state (issue 17): the protocol the sync core calls
-        "SyncState",
+        "SyncState", "TableState",
         # errors
         "MParticleFeedError",
         # the protocols and aliases of the public signatures

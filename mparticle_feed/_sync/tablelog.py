@@ -1,0 +1,216 @@
+"""Outbox logs of a table state (sync stage): one append-only file per task, beside the table.
+
+A task of a distributed sync cannot write the table (the driver commits it after the job),
+so it keeps its outbox in a file of its own: JSON lines, each write flushed to disk
+(``fsync``) before the call returns, so a request is durable before it is sent. Three kinds
+of line:
+
+* ``{"t": "request", ...}``: a request about to be sent (endpoint, and per batch its id,
+  exact body, rows and the state entries to record once it is accepted);
+* ``{"t": "settle", "id": ..., "o": ...}``: a batch's outcome;
+* ``{"t": "seq", "next": ...}``: the first id sequence number not used yet.
+
+:func:`read_logs` folds any number of logs into what they add up to: the entries of every
+accepted batch, the batches still unsettled (to replay), and the next sequence number. A
+last line cut short by a crash is ignored: its request was never sent (the write comes
+first).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from .._errors import StateError
+from .records import OutboxBatch, OutboxRequest, StateEntry
+
+__all__ = ["LogSummary", "OutboxLog", "read_logs"]
+
+_FINAL = ("accepted", "rejected")
+
+
+def _entry_json(entry: StateEntry) -> list[Any]:
+    attributes = None if entry.attributes is None else dict(entry.attributes)
+    return [entry.key, entry.hash, attributes]
+
+
+def _batch_json(batch: OutboxBatch) -> dict[str, Any]:
+    return {
+        "id": batch.source_request_id,
+        "body": batch.body.decode("utf-8"),
+        "rows": [list(row) for row in batch.rows],
+        "event_rows": [list(row) for row in batch.event_rows],
+        "entries": [_entry_json(entry) for entry in batch.entries],
+    }
+
+
+def request_line(endpoint: str, batches: Sequence[OutboxBatch], created: float) -> bytes:
+    """One request of the outbox as a log line."""
+    record = {
+        "t": "request",
+        "endpoint": str(endpoint),
+        "created": created,
+        "batches": [_batch_json(batch) for batch in batches],
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+class OutboxLog:
+    """One task's outbox log, opened for appending (created readable by its owner only)."""
+
+    def __init__(self, path: str, *, clock: Any) -> None:
+        self.path = path
+        self._clock = clock
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            msg = f"cannot create the outbox log {path}: {exc.strerror or exc}"
+            raise StateError(msg) from exc
+
+    def _write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            msg = f"cannot write the outbox log {self.path}: {exc.strerror or exc}"
+            raise StateError(msg) from exc
+
+    def add(
+        self,
+        requests: Iterable[tuple[str, Sequence[OutboxBatch]]],
+        *,
+        next_seq: int,
+        settled: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Write outcomes received so far, then the requests, in one durable write."""
+        lines = [self._settle_lines(settled)]
+        created = float(self._clock())
+        for endpoint, batches in requests:
+            lines.append(request_line(endpoint, batches, created))
+        lines.append(orjson.dumps({"t": "seq", "next": int(next_seq)}) + b"\n")
+        self._write(b"".join(lines))
+
+    def _settle_lines(self, outcomes: Sequence[tuple[str, str]]) -> bytes:
+        lines = []
+        for rid, outcome in outcomes:
+            if outcome in _FINAL:
+                lines.append(orjson.dumps({"t": "settle", "id": rid, "o": outcome}) + b"\n")
+        return b"".join(lines)
+
+    def settle(self, outcomes: Sequence[tuple[str, str]], *, known: set[str]) -> int:
+        """Record final outcomes (``accepted``/``rejected``) of ids in ``known``; how many."""
+        final = [(rid, o) for rid, o in outcomes if o in _FINAL and rid in known]
+        if final:
+            self._write(self._settle_lines(final))
+            known.difference_update(rid for rid, _ in final)
+        return len(final)
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@attrs.frozen(kw_only=True)
+class LogSummary:
+    """What a set of outbox logs adds up to."""
+
+    #: Entries of accepted batches, oldest first: a later entry of a key wins.
+    accepted: tuple[StateEntry, ...]
+    #: Requests with batches still unsettled, oldest first, each batch once.
+    unsettled: tuple[OutboxRequest, ...]
+    next_seq: int
+
+
+def _read_lines(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        msg = f"cannot read the outbox log {path}: {exc.strerror or exc}"
+        raise StateError(msg) from exc
+    lines = data.split(b"\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            if number == len(lines):
+                break  # cut short by a crash while writing: never sent
+            msg = f"outbox log {path} line {number} is not readable: {exc}"
+            raise StateError(msg) from exc
+    return records
+
+
+def _batch(record: dict[str, Any]) -> OutboxBatch:
+    return OutboxBatch(
+        source_request_id=str(record["id"]),
+        body=str(record["body"]).encode("utf-8"),
+        rows=tuple((int(n), None if k is None else str(k)) for n, k in record["rows"]),
+        event_rows=tuple((int(n), None if k is None else str(k)) for n, k in record["event_rows"]),
+        entries=tuple(
+            StateEntry(key=str(k), hash=str(h), attributes=a) for k, h, a in record["entries"]
+        ),
+    )
+
+
+def read_logs(paths: Iterable[str], *, replay: Iterable[str] | None = None) -> LogSummary:
+    """Fold outbox logs, in the order given, into a :class:`LogSummary`.
+
+    An outcome settles a batch id in whichever log it was written (a retried task resends
+    the same ids). Only batches of logs in ``replay`` (default: all) are kept unsettled;
+    the others' unsettled batches were sent again by a later attempt.
+    """
+    ordered = list(paths)
+    keep = set(ordered if replay is None else replay)
+    outcomes: dict[str, str] = {}
+    requests: list[tuple[str, dict[str, Any], list[OutboxBatch]]] = []
+    next_seq = 0
+    try:
+        for path in ordered:
+            for record in _read_lines(path):
+                kind = record.get("t")
+                if kind == "settle":
+                    outcomes[str(record["id"])] = str(record["o"])
+                elif kind == "seq":
+                    next_seq = max(next_seq, int(record["next"]))
+                elif kind == "request":
+                    batches = [_batch(b) for b in record["batches"]]
+                    requests.append((path, record, batches))
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"an outbox log holds a record of the wrong shape: {exc}"
+        raise StateError(msg) from exc
+    accepted: list[StateEntry] = []
+    unsettled: list[OutboxRequest] = []
+    seen: set[str] = set()
+    for path, record, batches in requests:
+        left = []
+        for batch in batches:
+            rid = batch.source_request_id
+            if outcomes.get(rid) == "accepted" and rid not in seen:
+                accepted.extend(batch.entries)
+            elif rid not in outcomes and path in keep and rid not in seen:
+                left.append(batch)
+            seen.add(rid)
+        if left:
+            unsettled.append(
+                OutboxRequest(
+                    request_no=len(unsettled) + 1,
+                    endpoint=str(record["endpoint"]),
+                    created_at=float(record["created"]),
+                    batches=tuple(left),
+                )
+            )
+    return LogSummary(accepted=tuple(accepted), unsettled=tuple(unsettled), next_seq=next_seq)
