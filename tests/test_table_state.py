@@ -194,9 +194,13 @@ def test_accepted_outcomes_of_a_dead_run_are_kept_without_resending(
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(tmp_path: Path) -> None:
     state = TableState(tmp_path / "state")
-    with state.run_lock("custom_event"), pytest.raises(StateLockedError):
-        with TableState(tmp_path / "state").run_lock("custom_event"):
-            pass
+    other = TableState(tmp_path / "state")
+    with (
+        state.run_lock("custom_event"),
+        pytest.raises(StateLockedError),
+        other.run_lock("custom_event"),
+    ):
+        pass
 
 
 def test_changed_mapping_fails_unless_told(

@@ -39,6 +39,7 @@ from .._errors import ConfigurationError, StateError
 from .lock import hold_lock
 from .records import InFlightRequest, OutboxBatch, OutboxRequest, StateEntry, SyncStart
 from .state import MappingChange
+from .tablefiles import ENTRY_COLUMNS, count_entries, load_entry, merge_entries, write_atomic
 from .tablelog import LogSummary, OutboxLog, read_logs, request_line
 
 __all__ = ["TableState"]
@@ -46,7 +47,6 @@ __all__ = ["TableState"]
 logger = logging.getLogger(__name__)
 
 _FORMAT = "mparticle-feed-table-state"
-_ENTRY_COLUMNS = ("key", "hash", "attributes")
 
 
 def _sync_folder(name: str) -> str:
@@ -55,58 +55,24 @@ def _sync_folder(name: str) -> str:
     return f"{slug}-{digest}"
 
 
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):  # not every file system syncs a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """``data`` into ``path`` whole or not at all: a new file, synced, renamed over."""
-    temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        msg = f"cannot write {path}: {exc.strerror or exc}"
-        raise StateError(msg) from exc
-    _fsync_dir(os.path.dirname(path))
-
-
-def _entries_table(entries: Iterable[StateEntry]) -> Any:
-    import pyarrow as pa
-
-    keys, hashes, attributes = [], [], []
-    for entry in entries:
-        keys.append(entry.key)
-        hashes.append(entry.hash)
-        attributes.append(
-            None
-            if entry.attributes is None
-            else orjson.dumps(dict(entry.attributes), option=orjson.OPT_SORT_KEYS).decode()
-        )
-    return pa.table(
-        {
-            "key": pa.array(keys, pa.string()),
-            "hash": pa.array(hashes, pa.string()),
-            "attributes": pa.array(attributes, pa.string()),
-        }
-    )
-
-
-def _entry(key: str, digest: str, attributes: str | None) -> StateEntry:
-    loaded = None if attributes is None else orjson.loads(attributes)
-    return StateEntry(key=key, hash=digest, attributes=loaded)
+def _started(
+    name: str, manifest: dict[str, Any] | None, *, kind: str, fingerprint: str
+) -> dict[str, Any]:
+    """The manifest of a run under way: the last one's, marked running, one run more."""
+    old = manifest or {}
+    return {
+        "format": _FORMAT,
+        "name": name,
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "runs": int(old.get("runs", 0)) + 1,
+        "next_seq": int(old.get("next_seq", 0)),
+        "entries": old.get("entries"),
+        "count": int(old.get("count", 0)),
+        "outbox": list(old.get("outbox", [])),
+        "consumed_jobs": [],
+        "last_status": "running",
+    }
 
 
 @attrs.define
@@ -182,7 +148,7 @@ class TableState:
 
     def _save(self, name: str, manifest: dict[str, Any]) -> None:
         os.makedirs(self.folder(name), mode=0o700, exist_ok=True)
-        _write_atomic(self._manifest_path(name), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        write_atomic(self._manifest_path(name), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
     def sync_names(self) -> list[str]:
         """Every sync name the state knows, sorted."""
@@ -232,10 +198,10 @@ class TableState:
             return
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=list(_ENTRY_COLUMNS))
-        columns = [table.column(c).to_pylist() for c in _ENTRY_COLUMNS]
+        table = pq.read_table(path, columns=list(ENTRY_COLUMNS))
+        columns = [table.column(c).to_pylist() for c in ENTRY_COLUMNS]
         for key, digest, attributes in zip(*columns, strict=True):
-            yield _entry(key, digest, attributes)
+            yield load_entry(key, digest, attributes)
 
     # --- one run per sync ----------------------------------------------------------------
 
@@ -286,20 +252,8 @@ class TableState:
             pending_jobs=self._job_folders(name),
         )
         previous = None if manifest is None else str(manifest.get("last_status"))
-        fresh: dict[str, Any] = {
-            "format": _FORMAT,
-            "name": name,
-            "kind": kind,
-            "fingerprint": fingerprint,
-            "runs": 1 if manifest is None else int(manifest["runs"]) + 1,
-            "next_seq": 0 if manifest is None else int(manifest["next_seq"]),
-            "entries": None if manifest is None else manifest.get("entries"),
-            "count": 0 if manifest is None else int(manifest["count"]),
-            "outbox": [] if manifest is None else list(manifest.get("outbox", [])),
-            "consumed_jobs": [],
-            "last_status": "running",
-            "last_started": float(self._clock()),
-        }
+        fresh = _started(name, manifest, kind=kind, fingerprint=fingerprint)
+        fresh["last_started"] = float(self._clock())
         if run.cleared:
             fresh.update(entries=None, count=0)
         self._save(name, fresh)
@@ -491,11 +445,14 @@ class TableState:
         summary = read_logs([p for p in logs if p not in keep] + keep, replay=keep)
         folder = self.folder(name)
         old_files = [manifest.get("entries"), *manifest.get("outbox", [])]
-        entries_file = self._merge_entries(name, manifest, summary.accepted)
+        current = manifest.get("entries")
+        entries_file = merge_entries(
+            folder, None if current is None else str(current), summary.accepted
+        )
         outbox_files = []
         if summary.unsettled:
             outbox_name = f"outbox-{uuid.uuid4().hex}.jsonl"
-            _write_atomic(
+            write_atomic(
                 os.path.join(folder, outbox_name),
                 b"".join(
                     request_line(r.endpoint, r.batches, r.created_at) for r in summary.unsettled
@@ -505,7 +462,7 @@ class TableState:
         consumed = [os.path.basename(job) for job in [*run.pending_jobs, self.job_folder(name)]]
         manifest.update(
             entries=entries_file,
-            count=self._count(folder, entries_file),
+            count=count_entries(folder, entries_file),
             outbox=outbox_files,
             next_seq=max(int(manifest["next_seq"]), summary.next_seq),
             consumed_jobs=consumed,
@@ -523,47 +480,6 @@ class TableState:
         run.known = None
         run.job = uuid.uuid4().hex
         return summary
-
-    def _merge_entries(
-        self, name: str, manifest: dict[str, Any], accepted: Sequence[StateEntry]
-    ) -> str | None:
-        """The new entries file's name: the committed entries with ``accepted`` over them."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        current = manifest.get("entries")
-        if not accepted:
-            return None if current is None else str(current)
-        latest: dict[str, StateEntry] = {}
-        for entry in accepted:
-            latest[entry.key] = entry
-        new = _entries_table(latest.values())
-        if current is not None:
-            old = pq.read_table(os.path.join(self.folder(name), str(current)))
-            kept = old.filter(pc.invert(pc.is_in(old.column("key"), value_set=new.column("key"))))
-            new = pa.concat_tables([kept.select(list(_ENTRY_COLUMNS)), new])
-        new = new.sort_by("key")
-        file_name = f"entries-{uuid.uuid4().hex}.parquet"
-        path = os.path.join(self.folder(name), file_name)
-        temporary = f"{path}.tmp"
-        try:
-            pq.write_table(new, temporary)
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except OSError as exc:
-            msg = f"cannot write {path}: {exc.strerror or exc}"
-            raise StateError(msg) from exc
-        return file_name
-
-    @staticmethod
-    def _count(folder: str, entries_file: str | None) -> int:
-        if entries_file is None:
-            return 0
-        import pyarrow.parquet as pq
-
-        return int(pq.read_metadata(os.path.join(folder, entries_file)).num_rows)
 
     def close(self) -> None:
         """Close the outbox logs of runs under way (idempotent)."""

@@ -22,8 +22,8 @@ import attrs
 
 from .records import InFlightRequest, OutboxBatch, OutboxRequest, StateEntry, SyncStart
 from .state import MappingChange
+from .tablefiles import load_entry
 from .tablelog import OutboxLog
-from .tablestate import _entry
 
 __all__ = ["STATE_COLUMNS", "TableJob", "TaskState"]
 
@@ -89,7 +89,7 @@ class TaskState:
         attributes = batch.column(STATE_ATTRIBUTES).to_pylist()
         for key, digest, attrs_text in zip(keys, hashes, attributes, strict=True):
             if key is not None and digest is not None:
-                self._known[key] = _entry(key, digest, attrs_text)
+                self._known[key] = load_entry(key, digest, attrs_text)
 
     # --- the protocol --------------------------------------------------------------------
 
