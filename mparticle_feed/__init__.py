@@ -70,6 +70,7 @@ from ._mapping.spec import (
 from ._source.coerce import EpochUnit
 from ._source.rows import Cursor, Rows, RowSource, rows_from_cursor
 from ._source.sources import rows_from
+from ._sync.convert import sqlite_to_table, table_to_sqlite
 from ._sync.partition import DistributedReport
 from ._sync.planfile import Plan, PlannedRequest
 from ._sync.protocol import SyncState
@@ -281,6 +282,8 @@ __all__ = [
     "plan",
     "rows_from",
     "rows_from_cursor",
+    "sqlite_to_table",
     "sync",
+    "table_to_sqlite",
     "to_dict",
 ]

@@ -46,7 +46,7 @@ CONTRACT = frozenset(
         # distributed runs (the engines are the optional modules mparticle_feed.spark/.dask)
         "DistributedReport",
         # pluggable state (issue 17): the protocol the sync core calls
-        "SyncState", "TableState",
+        "SyncState", "TableState", "sqlite_to_table", "table_to_sqlite",
         # errors
         "MParticleFeedError",
         # the protocols and aliases of the public signatures

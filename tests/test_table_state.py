@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pyarrow")
 
@@ -24,10 +26,13 @@ from mparticle_feed import (
     SyncState,
     TableState,
     UserAttributeMapping,
+    sqlite_to_table,
     sync,
+    table_to_sqlite,
 )
 from mparticle_feed._delivery.report import BatchOutcome, UploadReport
 from mparticle_feed._errors import StateLockedError
+from mparticle_feed._sync.records import StateEntry
 from mparticle_feed._sync.tablelog import read_logs
 from mparticle_feed.testing import FakeEventsServer
 
@@ -236,3 +241,79 @@ def test_files_are_private(tmp_path: Path, client: EventsClient) -> None:
     sync(rows(), EVENTS, client, state=state, now=NOW)
     manifest = os.path.join(state.folder("custom_event"), "manifest.json")
     assert os.stat(manifest).st_mode & 0o077 == 0
+
+
+def test_conversion_refuses_unsettled_batches(tmp_path: Path, client: EventsClient) -> None:
+    state = TableState(tmp_path / "state")
+    with pytest.raises(KeyboardInterrupt):
+        sync(rows(), EVENTS, DieAfterSending(client), state=state, now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(StateError, match="unsettled"):
+        table_to_sqlite(TableState(tmp_path / "state"), tmp_path / "s.sqlite")
+
+
+def test_converted_state_sends_exactly_the_changed_rows(
+    tmp_path: Path, server: FakeEventsServer, client: EventsClient
+) -> None:
+    with StateStore(tmp_path / "first.sqlite") as store:
+        sync(rows(), EVENTS, client, state=store, now=NOW)
+    assert sqlite_to_table(tmp_path / "first.sqlite", tmp_path / "table") == {"custom_event": 60}
+    server.clear()
+    report = sync(
+        rows(changed=frozenset({7})), EVENTS, client, state=TableState(tmp_path / "table"), now=NOW
+    )
+    assert (report.sent, report.unchanged) == (1, 59)
+    assert table_to_sqlite(tmp_path / "table", tmp_path / "back.sqlite") == {"custom_event": 60}
+    server.clear()
+    report = sync(
+        rows(changed=frozenset({7, 8})), EVENTS, client, state=tmp_path / "back.sqlite", now=NOW
+    )
+    assert event_keys(server) == ["r008"]
+    assert report.unchanged == 59
+
+
+keys = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=12)
+digests = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
+entry_lists = st.dictionaries(
+    keys,
+    st.tuples(digests, st.none() | st.dictionaries(keys, digests, max_size=3)),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entries=entry_lists, next_seq=st.integers(0, 2**40), user_attributes=st.booleans())
+def test_conversion_round_trips(
+    tmp_path_factory: pytest.TempPathFactory,
+    entries: dict[str, tuple[str, dict[str, str] | None]],
+    next_seq: int,
+    user_attributes: bool,
+) -> None:
+    folder = tmp_path_factory.mktemp("convert")
+    wanted = sorted(
+        (
+            StateEntry(key=k, hash=h, attributes=a if user_attributes else None)
+            for k, (h, a) in entries.items()
+        ),
+        key=lambda e: e.key,
+    )
+    with StateStore(folder / "a.sqlite") as store:
+        kind = "user_attributes" if user_attributes else "custom_event"
+        store.begin_sync("s", kind=kind, fingerprint="f" * 64)
+        store.outbox_add("s", [], next_seq=next_seq)
+        store.record_accepted("s", wanted)
+        store.finish_sync("s", status="finished")
+    sqlite_to_table(folder / "a.sqlite", folder / "t")
+    table = TableState(folder / "t")
+    assert sorted(table.entries("s"), key=lambda e: e.key) == wanted
+    assert (table.kind("s"), table.fingerprint("s"), table.version("s")[1]) == (
+        kind,
+        "f" * 64,
+        next_seq,
+    )
+    table_to_sqlite(table, folder / "b.sqlite")
+    with StateStore(folder / "b.sqlite") as back:
+        assert sorted(back.entries("s"), key=lambda e: e.key) == wanted
+        assert back.version("s")[1] == next_seq
+        assert back.fingerprint("s") == "f" * 64

@@ -311,7 +311,11 @@ class TableState:
         manifest = self._manifest(name) or {}
         folder = self.folder(name)
         paths = [os.path.join(folder, str(p)) for p in manifest.get("outbox", [])]
-        jobs = [] if run is None else [*run.pending_jobs, os.path.join(folder, "jobs", run.job)]
+        if run is None:  # no run under way here: every job folder a commit did not fold in
+            done = {str(job) for job in manifest.get("consumed_jobs", [])}
+            jobs = [j for j in self._job_folders(name) if os.path.basename(j) not in done]
+        else:
+            jobs = [*run.pending_jobs, os.path.join(folder, "jobs", run.job)]
         for job in jobs:
             if os.path.isdir(job):
                 files = sorted(os.listdir(job), key=lambda f: (f != "driver.jsonl", f))
