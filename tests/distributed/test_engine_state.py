@@ -1,0 +1,189 @@
+"""Spark and Dask syncs against a TableState (issue 17): incremental runs, dead jobs.
+
+"Held" is what mParticle keeps: the accepted batches de-duplicated by id. Acceptance:
+the second run from table state sends exactly the changed rows; a job that dies after its
+tasks sent (the commit never happens) is neither lost nor doubled by the next run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pyarrow")
+
+from engine_support import MAPPING, NOW, SPARK_SCHEMA, FailOnceAfterSending, rows, sort_key
+
+from mparticle_feed import EventsClient, StateStore, TableState, sync, table_to_sqlite
+from mparticle_feed._sync import tablerun
+from mparticle_feed.testing import FakeEventsServer
+
+pytestmark = pytest.mark.slow
+
+NAME = "custom_event"
+
+
+class KilledError(Exception):
+    """The driver dying between the job and its commit."""
+
+
+@pytest.fixture(scope="module")
+def data() -> list[dict[str, Any]]:
+    return rows(1500, users=200)
+
+
+@pytest.fixture(scope="module")
+def single_entries(data: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The entries one process with a SQLite state records for the same rows."""
+    path = tmp_path_factory.mktemp("single") / "state.sqlite"
+    with (
+        FakeEventsServer(now=lambda: NOW) as server,
+        EventsClient("test-key", "test-secret", base_url=server.url) as client,
+        StateStore(path) as store,
+    ):
+        sync(sorted(data, key=sort_key), MAPPING, client, state=store, now=NOW)
+        return list(store.entries(NAME))
+
+
+@pytest.fixture
+def server() -> Iterator[FakeEventsServer]:
+    with FakeEventsServer(now=lambda: NOW) as fake:
+        yield fake
+
+
+def changed(data: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+    """Every 37th mappable row with a new amount; the ids of the rows changed."""
+    out, ids = [], set()
+    for n, row in enumerate(data):
+        if n % 37 == 1 and row["name"] is not None:
+            ids.add(row["id"])
+            out.append({**row, "amount": 777_777})
+        else:
+            out.append(row)
+    return out, ids
+
+
+def held_row_ids(server: FakeEventsServer) -> list[str]:
+    """The row id of every event mParticle holds, once per batch id."""
+    return sorted(
+        str(event.custom_attributes["row_id"])  # type: ignore[union-attr,index]
+        for batch in server.accepted_batches()
+        for event in batch.events or ()
+    )
+
+
+def spark_run(spark: Any) -> Callable[..., Any]:
+    import mparticle_feed.spark
+
+    def run(data: list[dict[str, Any]], client: Any, **options: Any) -> Any:
+        frame = spark.createDataFrame(data, SPARK_SCHEMA)
+        return mparticle_feed.spark.sync(frame, MAPPING, client, now=NOW, **options)
+
+    return run
+
+
+def dask_run(dask_client: Any) -> Callable[..., Any]:
+    import dask.dataframe as dd
+    import pandas as pd
+    import pyarrow as pa
+
+    import mparticle_feed.dask
+
+    del dask_client  # the fixture makes the LocalCluster the active scheduler
+
+    def run(data: list[dict[str, Any]], client: Any, **options: Any) -> Any:
+        table = pa.Table.from_pylist(data)
+        frame = dd.from_pandas(table.to_pandas(types_mapper=pd.ArrowDtype), npartitions=3)
+        if isinstance(client, FailOnceAfterSending):
+            options["retries"] = 1
+        return mparticle_feed.dask.sync(frame, MAPPING, client, now=NOW, **options)
+
+    return run
+
+
+@pytest.fixture(params=["spark", "dask"])
+def engine(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    if request.param == "spark":
+        pytest.importorskip("pyspark")
+        return spark_run(request.getfixturevalue("spark"))
+    pytest.importorskip("distributed")
+    return dask_run(request.getfixturevalue("dask_client"))
+
+
+def test_the_second_run_from_table_state_sends_exactly_the_changed_rows(
+    engine: Callable[..., Any],
+    data: list[dict[str, Any]],
+    single_entries: Any,
+    server: FakeEventsServer,
+    tmp_path: Path,
+) -> None:
+    state = TableState(tmp_path / "state")
+    marker = tmp_path / "failed-once"
+    with EventsClient("test-key", "test-secret", base_url=server.url) as client:
+        # A task dies after sending and is retried: its failed attempt's log is superseded.
+        first = engine(data, FailOnceAfterSending(client, str(marker)), partitions=4, state=state)
+        assert marker.exists()
+        assert list(state.entries(NAME)) == single_entries
+        accepted = first.report.accepted
+        assert first.report.sent == accepted == state.count(NAME)
+
+        server.clear()
+        second_data, ids = changed(data)
+        second = engine(second_data, client, partitions=3, state=state)
+    assert held_row_ids(server) == sorted(ids)
+    assert (second.report.sent, second.report.unchanged) == (len(ids), accepted - len(ids))
+    assert state.count(NAME) == accepted
+    jobs = os.path.join(state.folder(NAME), "jobs")
+    assert not os.path.isdir(jobs) or os.listdir(jobs) == []
+
+    # The state converts to a SQLite file from which one process sees nothing changed.
+    table_to_sqlite(state, tmp_path / "back.sqlite")
+    server.clear()
+    with EventsClient("test-key", "test-secret", base_url=server.url) as client:
+        again = sync(second_data, MAPPING, client, state=tmp_path / "back.sqlite", now=NOW)
+    assert (again.sent, again.unchanged) == (0, accepted)
+
+
+def test_a_job_killed_before_its_commit_is_neither_lost_nor_doubled(
+    engine: Callable[..., Any],
+    data: list[dict[str, Any]],
+    server: FakeEventsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = TableState(tmp_path / "state")
+
+    def kill(*args: Any, **kwargs: Any) -> Any:
+        raise KilledError
+
+    with EventsClient("test-key", "test-secret", base_url=server.url) as client:
+        with monkeypatch.context() as patch:
+            patch.setattr(tablerun, "_superseded", kill)
+            with pytest.raises(KilledError):
+                engine(data, client, partitions=3, state=state)
+        assert state.count(NAME) == 0
+        sent = held_row_ids(server)
+        # One task also died between sending and recording its outcomes.
+        logs = sorted(glob.glob(os.path.join(state.folder(NAME), "jobs", "*", "p*.jsonl")))
+        lines = Path(logs[0]).read_bytes().splitlines(keepends=True)
+        Path(logs[0]).write_bytes(b"".join(line for line in lines if b'"t":"settle"' not in line))
+        unsettled = sum(line.count(b'"body"') for line in lines)
+        assert unsettled > 0
+
+        again = engine(data, client, partitions=2, state=TableState(tmp_path / "state"))
+    report = again.report
+    # The unsettled batches went again under their ids (held once); nothing else was sent.
+    assert report.resent_in_flight == unsettled
+    assert (report.sent, report.unchanged) == (0, report.accepted)
+    assert (
+        sorted(n for n in server.accepted_ids().values())
+        == [1] * (len(server.accepted_ids()) - unsettled) + [2] * unsettled
+    )
+    assert held_row_ids(server) == sent
+    assert len(set(sent)) == len(sent) == report.accepted
+    assert TableState(tmp_path / "state").count(NAME) == report.accepted
