@@ -317,3 +317,72 @@ def test_conversion_round_trips(
         assert sorted(back.entries("s"), key=lambda e: e.key) == wanted
         assert back.version("s")[1] == next_seq
         assert back.fingerprint("s") == "f" * 64
+
+
+class DiesAfterSendingError(RuntimeError):
+    """A task attempt lost after it sent (its outcomes were never written)."""
+
+
+def test_tasks_commit_after_the_job_and_a_failed_attempt_is_superseded(
+    tmp_path: Path, server: FakeEventsServer, client: EventsClient
+) -> None:
+    import pyarrow as pa
+
+    from mparticle_feed._sync.partition import PartitionTask
+    from mparticle_feed._sync.tablerun import table_run
+    from mparticle_feed._sync.tabletask import STATE_ATTRIBUTES, STATE_HASH, STATE_KEY
+
+    state = TableState(tmp_path / "state")
+    data = sorted(rows(), key=lambda row: (row["user"], row["id"]))
+
+    def reader(extra: dict[str, list[Any]] | None = None, source: Any = None) -> Any:
+        table = pa.Table.from_pylist(data if source is None else source)
+        for column, values in (extra or {}).items():
+            table = table.append_column(column, pa.array(values, pa.string()))
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=16))
+
+    class Dies(DieAfterSending):
+        def send(self, requests: Any, *, on_outcome: Any = None) -> UploadReport:
+            self.client.send(requests, on_outcome=lambda outcome: None)
+            raise DiesAfterSendingError
+
+    with table_run(
+        state, name="custom_event", mapping=EVENTS, client=client, on_mapping_change="fail"
+    ) as (run, succeeded):
+        failing = PartitionTask(
+            mapping=EVENTS, client=Dies(client), now=NOW, name="custom_event", state=run.job
+        )
+        # The lost attempt read other content (input that changed between attempts): its
+        # batches have ids no later attempt settles.
+        other = [{**row, "name": "Earlier"} for row in data]
+        with pytest.raises(DiesAfterSendingError):
+            failing(reader(source=other), partition=0, attempt=0)
+        task = PartitionTask(
+            mapping=EVENTS, client=client, now=NOW, name="custom_event", state=run.job
+        )
+        part = task(reader(), partition=0, attempt=1)
+        assert part.state_log is not None
+        succeeded.add(part.state_log)
+    assert part.report.sent == 60
+    # The failed attempt's unsettled batches are not kept for a replay: the retry sent them.
+    assert state.in_flight("custom_event") == []
+    assert state.count("custom_event") == 60
+
+    server.clear()
+    entries = {e.key: e for e in state.entries("custom_event")}
+    data[10] = {**data[10], "name": "Changed"}
+    joined = {
+        STATE_KEY: [row["id"] for row in data],
+        STATE_HASH: [entries[row["id"]].hash for row in data],
+        STATE_ATTRIBUTES: [None for _ in data],
+    }
+    with table_run(
+        state, name="custom_event", mapping=EVENTS, client=client, on_mapping_change="fail"
+    ) as (run, succeeded):
+        task = PartitionTask(
+            mapping=EVENTS, client=client, now=NOW, name="custom_event", state=run.job
+        )
+        part = task(reader(joined), partition=0)
+        succeeded.add(str(part.state_log))
+    assert (part.report.sent, part.report.unchanged) == (1, 59)
+    assert event_keys(server) == [data[10]["id"]]

@@ -19,6 +19,7 @@ first).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -60,11 +61,15 @@ def request_line(endpoint: str, batches: Sequence[OutboxBatch], created: float) 
 
 
 class OutboxLog:
-    """One task's outbox log, opened for appending (created readable by its owner only)."""
+    """One task's outbox log, opened for appending (created readable by its owner only).
+
+    Safe to share between threads: the client reports outcomes from its workers.
+    """
 
     def __init__(self, path: str, *, clock: Any) -> None:
         self.path = path
         self._clock = clock
+        self._lock = threading.Lock()
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -72,6 +77,7 @@ class OutboxLog:
             raise StateError(msg) from exc
 
     def _write(self, data: bytes) -> None:
+        # One line is never split between writers: each write holds the lock.
         try:
             view = memoryview(data)
             while view:
@@ -88,14 +94,20 @@ class OutboxLog:
         *,
         next_seq: int,
         settled: Sequence[tuple[str, str]] = (),
+        track: set[str],
     ) -> None:
-        """Write outcomes received so far, then the requests, in one durable write."""
+        """Write outcomes received so far, then the requests, in one durable write;
+        ``track`` (the ids still open) loses the settled ids and gains the new ones."""
         lines = [self._settle_lines(settled)]
         created = float(self._clock())
-        for endpoint, batches in requests:
+        items = list(requests)
+        for endpoint, batches in items:
             lines.append(request_line(endpoint, batches, created))
         lines.append(orjson.dumps({"t": "seq", "next": int(next_seq)}) + b"\n")
-        self._write(b"".join(lines))
+        with self._lock:
+            self._write(b"".join(lines))
+            track.difference_update(rid for rid, o in settled if o in _FINAL)
+            track.update(b.source_request_id for _, batches in items for b in batches)
 
     def _settle_lines(self, outcomes: Sequence[tuple[str, str]]) -> bytes:
         lines = []
@@ -106,17 +118,19 @@ class OutboxLog:
 
     def settle(self, outcomes: Sequence[tuple[str, str]], *, known: set[str]) -> int:
         """Record final outcomes (``accepted``/``rejected``) of ids in ``known``; how many."""
-        final = [(rid, o) for rid, o in outcomes if o in _FINAL and rid in known]
-        if final:
-            self._write(self._settle_lines(final))
-            known.difference_update(rid for rid, _ in final)
-        return len(final)
+        with self._lock:
+            final = [(rid, o) for rid, o in outcomes if o in _FINAL and rid in known]
+            if final:
+                self._write(self._settle_lines(final))
+                known.difference_update(rid for rid, _ in final)
+            return len(final)
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 @attrs.frozen(kw_only=True)

@@ -362,10 +362,7 @@ class TableState:
     ) -> None:
         """Write requests to this run's outbox log, durably, before they are sent."""
         run = self._run(name)
-        items = list(requests)
-        log = self._driver_log(name)
-        log.add(items, next_seq=next_seq, settled=settled)
-        run.open_ids.update(b.source_request_id for _, batches in items for b in batches)
+        self._driver_log(name).add(requests, next_seq=next_seq, settled=settled, track=run.open_ids)
 
     def outbox(self, name: str) -> list[OutboxRequest]:
         """Requests earlier runs (and this one) left unsettled, oldest first."""

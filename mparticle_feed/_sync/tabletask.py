@@ -153,10 +153,7 @@ class TaskState:
         if self._log is None:
             os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
             self._log = OutboxLog(self.log_path, clock=time.time)
-        items = list(requests)
-        self._open.difference_update(r for r, o in settled if o in ("accepted", "rejected"))
-        self._log.add(items, next_seq=next_seq, settled=settled)
-        self._open.update(b.source_request_id for _, batches in items for b in batches)
+        self._log.add(requests, next_seq=next_seq, settled=settled, track=self._open)
 
     def outbox(self, name: str) -> list[OutboxRequest]:
         """Nothing: the driver replayed what earlier jobs left before this one started."""
