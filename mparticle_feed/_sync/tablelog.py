@@ -8,7 +8,9 @@ of line:
 * ``{"t": "request", ...}``: a request about to be sent (endpoint, and per batch its id,
   exact body, rows and the state entries to record once it is accepted);
 * ``{"t": "settle", "id": ..., "o": ...}``: a batch's outcome;
-* ``{"t": "seq", "next": ...}``: the first id sequence number not used yet.
+* ``{"t": "seq", "next": ...}``: the first id sequence number not used yet;
+* ``{"t": "entries", ...}``: entries of accepted batches, written when a finished task's
+  log is compacted (:func:`compact`: the bodies of settled batches are dropped).
 
 :func:`read_logs` folds any number of logs into what they add up to: the entries of every
 accepted batch, the batches still unsettled (to replay), and the next sequence number. A
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -29,7 +31,7 @@ import orjson
 from .._errors import StateError
 from .records import OutboxBatch, OutboxRequest, StateEntry
 
-__all__ = ["LogSummary", "OutboxLog", "read_logs"]
+__all__ = ["LogSummary", "OutboxLog", "compact", "read_logs"]
 
 _FINAL = ("accepted", "rejected")
 
@@ -144,28 +146,34 @@ class LogSummary:
     next_seq: int
 
 
-def _read_lines(path: str) -> list[dict[str, Any]]:
+def _records(path: str, kinds: tuple[bytes, ...] | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a log, streamed; with ``kinds``, only lines of those kinds are
+    parsed (every line starts with its kind: the writer puts ``t`` first)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; a missing log is empty
     except FileNotFoundError:
-        return []
+        return
     except OSError as exc:
         msg = f"cannot read the outbox log {path}: {exc.strerror or exc}"
         raise StateError(msg) from exc
-    lines = data.split(b"\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line:
-            continue
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            if number == len(lines):
-                break  # cut short by a crash while writing: never sent
-            msg = f"outbox log {path} line {number} is not readable: {exc}"
-            raise StateError(msg) from exc
-    return records
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if kinds is not None and not line.startswith(kinds) and line.endswith(b"\n"):
+                continue
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                if not line.endswith(b"\n"):
+                    return  # the last line, cut short by a crash while writing: never sent
+                msg = f"outbox log {path} line {number} is not readable: {exc}"
+                raise StateError(msg) from exc
+
+
+def _kind(name: str) -> bytes:
+    return b'{"t":"' + name.encode() + b'"'
+
+
+_SETTLE, _SEQ, _REQUEST, _ENTRIES = (_kind(k) for k in ("settle", "seq", "request", "entries"))
 
 
 def _batch(record: dict[str, Any]) -> OutboxBatch:
@@ -174,10 +182,12 @@ def _batch(record: dict[str, Any]) -> OutboxBatch:
         body=str(record["body"]).encode("utf-8"),
         rows=tuple((int(n), None if k is None else str(k)) for n, k in record["rows"]),
         event_rows=tuple((int(n), None if k is None else str(k)) for n, k in record["event_rows"]),
-        entries=tuple(
-            StateEntry(key=str(k), hash=str(h), attributes=a) for k, h, a in record["entries"]
-        ),
+        entries=_entries(record["entries"]),
     )
+
+
+def _entries(values: Any) -> tuple[StateEntry, ...]:
+    return tuple(StateEntry(key=str(k), hash=str(h), attributes=a) for k, h, a in values)
 
 
 def read_logs(paths: Iterable[str], *, replay: Iterable[str] | None = None) -> LogSummary:
@@ -185,46 +195,88 @@ def read_logs(paths: Iterable[str], *, replay: Iterable[str] | None = None) -> L
 
     An outcome settles a batch id in whichever log it was written (a retried task resends
     the same ids). Only batches of logs in ``replay`` (default: all) are kept unsettled;
-    the others' unsettled batches were sent again by a later attempt.
+    the others' unsettled batches were sent again by a later attempt. Reads each log
+    twice, streaming: outcomes first, then requests, keeping only what the summary holds.
     """
     ordered = list(paths)
     keep = set(ordered if replay is None else replay)
     outcomes: dict[str, str] = {}
-    requests: list[tuple[str, dict[str, Any], list[OutboxBatch]]] = []
     next_seq = 0
-    try:
-        for path in ordered:
-            for record in _read_lines(path):
-                kind = record.get("t")
-                if kind == "settle":
-                    outcomes[str(record["id"])] = str(record["o"])
-                elif kind == "seq":
-                    next_seq = max(next_seq, int(record["next"]))
-                elif kind == "request":
-                    batches = [_batch(b) for b in record["batches"]]
-                    requests.append((path, record, batches))
-    except (KeyError, TypeError, ValueError) as exc:
-        msg = f"an outbox log holds a record of the wrong shape: {exc}"
-        raise StateError(msg) from exc
     accepted: list[StateEntry] = []
     unsettled: list[OutboxRequest] = []
     seen: set[str] = set()
-    for path, record, batches in requests:
-        left = []
-        for batch in batches:
-            rid = batch.source_request_id
-            if outcomes.get(rid) == "accepted" and rid not in seen:
-                accepted.extend(batch.entries)
-            elif rid not in outcomes and path in keep and rid not in seen:
-                left.append(batch)
-            seen.add(rid)
-        if left:
-            unsettled.append(
-                OutboxRequest(
-                    request_no=len(unsettled) + 1,
-                    endpoint=str(record["endpoint"]),
-                    created_at=float(record["created"]),
-                    batches=tuple(left),
-                )
-            )
+    try:
+        for path in ordered:
+            for record in _records(path, (_SETTLE, _SEQ)):
+                if record.get("t") == "settle":
+                    outcomes[str(record["id"])] = str(record["o"])
+                elif record.get("t") == "seq":
+                    next_seq = max(next_seq, int(record["next"]))
+        for path in ordered:
+            for record in _records(path, (_REQUEST, _ENTRIES)):
+                if record.get("t") == "entries":
+                    accepted.extend(_entries(record["entries"]))
+                elif record.get("t") == "request":
+                    left = _fold(record, outcomes, seen, accepted, replay=path in keep)
+                    if left:
+                        unsettled.append(
+                            OutboxRequest(
+                                request_no=len(unsettled) + 1,
+                                endpoint=str(record["endpoint"]),
+                                created_at=float(record["created"]),
+                                batches=tuple(left),
+                            )
+                        )
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"an outbox log holds a record of the wrong shape: {exc}"
+        raise StateError(msg) from exc
     return LogSummary(accepted=tuple(accepted), unsettled=tuple(unsettled), next_seq=next_seq)
+
+
+def _fold(
+    record: dict[str, Any],
+    outcomes: dict[str, str],
+    seen: set[str],
+    accepted: list[StateEntry],
+    *,
+    replay: bool,
+) -> list[OutboxBatch]:
+    """One request line: its accepted batches' entries into ``accepted``; its batches
+    still unsettled (each id once) returned, when its log is replayed."""
+    left = []
+    for item in record["batches"]:
+        rid = str(item["id"])
+        if rid in seen:
+            continue
+        seen.add(rid)
+        outcome = outcomes.get(rid)
+        if outcome == "accepted":
+            accepted.extend(_entries(item["entries"]))
+        elif outcome is None and replay:
+            left.append(_batch(item))
+    return left
+
+
+def compact(path: str) -> None:
+    """Rewrite a finished task's log to what a commit needs: its outcomes, the entries of
+    its accepted batches and its unsettled requests (bodies of settled batches go).
+    Atomic: a crash leaves the old log or the new one."""
+    summary = read_logs([path])
+    outcomes = [r for r in _records(path, (_SETTLE,)) if r.get("t") == "settle"]
+    lines = [orjson.dumps(record) + b"\n" for record in outcomes]
+    entries = [_entry_json(entry) for entry in summary.accepted]
+    for start in range(0, len(entries), 10_000):
+        lines.append(orjson.dumps({"t": "entries", "entries": entries[start : start + 10_000]}))
+        lines.append(b"\n")
+    lines.extend(request_line(r.endpoint, r.batches, r.created_at) for r in summary.unsettled)
+    lines.append(orjson.dumps({"t": "seq", "next": summary.next_seq}) + b"\n")
+    temporary = f"{path}.compact"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        msg = f"cannot compact the outbox log {path}: {exc.strerror or exc}"
+        raise StateError(msg) from exc

@@ -23,7 +23,7 @@ import attrs
 from .records import InFlightRequest, OutboxBatch, OutboxRequest, StateEntry, SyncStart
 from .state import MappingChange
 from .tablefiles import load_entry
-from .tablelog import OutboxLog
+from .tablelog import OutboxLog, compact
 
 __all__ = ["STATE_COLUMNS", "TableJob", "TaskState"]
 
@@ -122,8 +122,10 @@ class TaskState:
         )
 
     def finish_sync(self, name: str, *, status: Literal["finished", "stopped"]) -> None:
-        """Close the log: the driver commits after the job."""
+        """Close the log and compact it: the driver commits after the job."""
         self.close()
+        if os.path.exists(self.log_path):
+            compact(self.log_path)
 
     def fingerprint(self, name: str) -> str | None:
         """Not known in a task (the driver checked it)."""
