@@ -362,6 +362,8 @@ def test_tasks_commit_after_the_job_and_a_failed_attempt_is_superseded(
         )
         part = task(reader(), partition=0, attempt=1)
         assert part.state_log is not None
+        # The finished task compacted its log: no body of a settled batch is left.
+        assert b'"body"' not in Path(part.state_log).read_bytes()
         succeeded.add(part.state_log)
     assert part.report.sent == 60
     # The failed attempt's unsettled batches are not kept for a replay: the retry sent them.
@@ -386,3 +388,35 @@ def test_tasks_commit_after_the_job_and_a_failed_attempt_is_superseded(
         succeeded.add(str(part.state_log))
     assert (part.report.sent, part.report.unchanged) == (1, 59)
     assert event_keys(server) == [data[10]["id"]]
+
+
+def test_compacting_a_log_keeps_what_it_adds_up_to(tmp_path: Path) -> None:
+    from mparticle_feed._sync.records import OutboxBatch
+    from mparticle_feed._sync.tablelog import OutboxLog, compact
+
+    def batch(n: int) -> OutboxBatch:
+        return OutboxBatch(
+            source_request_id=f"id-{n}",
+            body=b'{"n":%d}' % n,
+            rows=((n, f"k{n}"),),
+            event_rows=((n, f"k{n}"),),
+            entries=(StateEntry(key=f"k{n}", hash=f"{n:032x}"),),
+        )
+
+    path = str(tmp_path / "p.jsonl")
+    log = OutboxLog(path, clock=lambda: 1.0)
+    open_ids: set[str] = set()
+    log.add([("/v2/bulkevents", [batch(1), batch(2)])], next_seq=3, track=open_ids)
+    log.add(
+        [("/v2/bulkevents", [batch(3)])], next_seq=4, settled=[("id-1", "accepted")], track=open_ids
+    )
+    log.settle([("id-3", "rejected"), ("id-9", "accepted")], known=open_ids)
+    log.close()
+    assert open_ids == {"id-2"}
+    before = read_logs([path])
+    compact(path)
+    assert read_logs([path]) == before
+    assert [e.key for e in before.accepted] == ["k1"]
+    assert [b.source_request_id for r in before.unsettled for b in r.batches] == ["id-2"]
+    assert before.next_seq == 4
+    assert b'{"n":1}' not in Path(path).read_bytes()
