@@ -35,9 +35,17 @@ from typing import Any, Literal
 import attrs
 import orjson
 
+from .._delivery.status import OutcomeStatus, StatusName
 from .._errors import ConfigurationError, StateError
 from .lock import hold_lock
-from .records import InFlightRequest, OutboxBatch, OutboxRequest, StateEntry, SyncStart
+from .records import (
+    InFlightRequest,
+    OutboxBatch,
+    OutboxRequest,
+    StateEntry,
+    SyncStart,
+    mapping_changed,
+)
 from .state import MappingChange
 from .tablefiles import ENTRY_COLUMNS, count_entries, load_entry, merge_entries, write_atomic
 from .tablelog import LogSummary, OutboxLog, read_logs, request_line
@@ -165,6 +173,11 @@ class TableState:
         manifest = self._manifest(name)
         return None if manifest is None else str(manifest["fingerprint"])
 
+    def last_mapping(self, name: str) -> tuple[str, str] | None:
+        """The sync kind and mapping fingerprint ``name`` last ran with (None: never ran)."""
+        manifest = self._manifest(name)
+        return None if manifest is None else (str(manifest["kind"]), str(manifest["fingerprint"]))
+
     def kind(self, name: str) -> str | None:
         """The kind of sync ``name`` (``custom_event``, ...), or None if it never ran."""
         manifest = self._manifest(name)
@@ -229,22 +242,14 @@ class TableState:
         if plan is not None or outbox:
             msg = "a TableState does not send plans; send them with a StateStore"
             raise ConfigurationError(msg)
-        if on_mapping_change not in ("fail", "resend", "keep"):
-            msg = f"on_mapping_change must be 'fail', 'resend' or 'keep', not {on_mapping_change!r}"
-            raise ConfigurationError(msg)
         manifest = self._manifest(name)
-        changed = manifest is not None and (
-            manifest["kind"] != kind or manifest["fingerprint"] != fingerprint
+        changed = mapping_changed(
+            name,
+            None if manifest is None else (str(manifest["kind"]), str(manifest["fingerprint"])),
+            kind=kind,
+            fingerprint=fingerprint,
+            on_mapping_change=on_mapping_change,
         )
-        if changed and on_mapping_change == "fail":
-            assert manifest is not None
-            msg = (
-                f"sync {name!r} was last run with a different mapping (kind {manifest['kind']}, "
-                f"fingerprint {str(manifest['fingerprint'])[:12]}; now kind {kind}, fingerprint "
-                f"{fingerprint[:12]}). Choose what to resend: on_mapping_change='resend' sends "
-                "every row again, 'keep' sends only rows whose output changed."
-            )
-            raise StateError(msg)
         self._clean(name, manifest)
         run = _Run(
             job=uuid.uuid4().hex,
@@ -390,7 +395,7 @@ class TableState:
         name: str,
         *,
         source_request_id: str,
-        outcome: Literal["accepted", "rejected", "failed", "pending"],
+        outcome: OutcomeStatus | StatusName,
     ) -> bool:
         """Record an outbox batch's outcome; False when it was not in the outbox."""
         run = self._run(name)

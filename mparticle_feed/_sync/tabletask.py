@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._delivery.status import OutcomeStatus, StatusName
 from .records import InFlightRequest, OutboxBatch, OutboxRequest, StateEntry, SyncStart
 from .state import MappingChange
 from .tablefiles import load_entry
@@ -131,6 +132,10 @@ class TaskState:
         """Not known in a task (the driver checked it)."""
         return None
 
+    def last_mapping(self, name: str) -> tuple[str, str] | None:
+        """Not known in a task (the driver checked it)."""
+        return None
+
     def version(self, name: str) -> tuple[int, int]:
         """The job's version and first id sequence number."""
         return self.job.version, self.job.next_seq
@@ -166,7 +171,7 @@ class TaskState:
         name: str,
         *,
         source_request_id: str,
-        outcome: Literal["accepted", "rejected", "failed", "pending"],
+        outcome: OutcomeStatus | StatusName,
     ) -> bool:
         """Record one batch's outcome in the log; False when it is not open."""
         if outcome not in ("accepted", "rejected"):
