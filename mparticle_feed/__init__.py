@@ -70,12 +70,15 @@ from ._mapping.spec import (
 from ._source.coerce import EpochUnit
 from ._source.rows import Cursor, Rows, RowSource, rows_from_cursor
 from ._source.sources import rows_from
+from ._sync.convert import sqlite_to_table, table_to_sqlite
 from ._sync.partition import DistributedReport
 from ._sync.planfile import Plan, PlannedRequest
+from ._sync.protocol import SyncState
 from ._sync.report import SyncReport
 from ._sync.run import plan, sync
 from ._sync.send import Progress, Sender
 from ._sync.state import MappingChange, StateStore
+from ._sync.tablestate import TableState
 from ._wire.codec import dumps, from_dict, loads, to_dict
 from ._wire.commerce import (
     Product,
@@ -251,7 +254,9 @@ __all__ = [
     "Struct",
     "SyncKind",
     "SyncReport",
+    "SyncState",
     "SystemNotificationType",
+    "TableState",
     "TokenBucket",
     "UninstallEvent",
     "UploadConfigurationError",
@@ -277,6 +282,8 @@ __all__ = [
     "plan",
     "rows_from",
     "rows_from_cursor",
+    "sqlite_to_table",
     "sync",
+    "table_to_sqlite",
     "to_dict",
 ]

@@ -349,6 +349,19 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.failed == 0 and r.pending == 0 for r in reports) else EXIT_UNDELIVERED
 
 
+def _run_convert(args: argparse.Namespace) -> int:
+    from ._sync.convert import sqlite_to_table, table_to_sqlite
+
+    source: Path = args.source
+    if not source.exists():
+        raise _UsageError(f"no state at {source}")
+    convert = table_to_sqlite if source.is_dir() else sqlite_to_table
+    copied = convert(source, args.target, names=args.name)
+    for name, count in sorted(copied.items()):
+        _say(f"sync {name!r}: {count} entries copied to {args.target}", sys.stdout)
+    return EXIT_OK
+
+
 _CONFIGURATION_ERRORS = (
     ConfigurationError, MappingError, StateError, PlanFileError, PlanRefusedError, DataPlanError
 )  # fmt: skip
@@ -367,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger = logging.getLogger("mparticle_feed")
     level_before = package_logger.level
     package_logger.setLevel(args.log_level)
-    runners = {"sync": _run_sync, "plan": _run_plan, "send": _run_send, "demo": _run_demo}
+    runners = {
+        "sync": _run_sync,
+        "plan": _run_plan,
+        "send": _run_send,
+        "demo": _run_demo,
+        "convert-state": _run_convert,
+    }
     try:
         return runners[args.command](args)
     except (_UsageError, *_CONFIGURATION_ERRORS) as exc:

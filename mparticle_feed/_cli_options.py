@@ -201,6 +201,14 @@ def _add_demo_options(parser: argparse.ArgumentParser) -> None:
     _add(parser, "quiet", "no progress display")
 
 
+def _add_convert_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="a SQLite state file or a table-state folder")
+    parser.add_argument("target", type=Path, help="the folder or file to copy to")
+    parser.add_argument(
+        "--name", action="append", help="copy only this sync (repeatable; default: every sync)"
+    )
+
+
 #: Each command's line in the command list and the description its ``--help`` opens with.
 _COMMANDS = {
     "sync": (
@@ -225,12 +233,19 @@ _COMMANDS = {
         "some events older than 28 days), start FakeEventsServer on 127.0.0.1, and run "
         "custom-event, commerce and user-attribute syncs through the same code as a real sync.",
     ),
+    "convert-state": (
+        "copy incremental state between a SQLite file and a table-state folder",
+        "Copy syncs' state from a SQLite state file to a table-state folder (for Spark and "
+        "Dask), or from a folder to a SQLite file: the direction follows SOURCE. A sync with "
+        "unsettled batches, or one the target already holds, is refused.",
+    ),
 }
 _COMMAND_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "sync": _add_sync_options,
     "plan": _add_plan_options,
     "send": _add_send_options,
     "demo": _add_demo_options,
+    "convert-state": _add_convert_options,
 }
 
 

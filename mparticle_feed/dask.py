@@ -14,10 +14,12 @@ can undo.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 import dask
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +39,10 @@ from ._sync.partition import (
     utc,
 )
 from ._sync.send import Sender
+from ._sync.state import MappingChange
+from ._sync.tablerun import table_run
+from ._sync.tablestate import TableState
+from ._sync.tabletask import STATE_ATTRIBUTES, STATE_HASH, STATE_KEY, TableJob
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -66,6 +72,8 @@ def sync(
     budget: Literal["shared", "split"] = "shared",
     limiter_host: str = "127.0.0.1",
     retries: int = 0,
+    state: TableState | None = None,
+    on_mapping_change: MappingChange = "fail",
 ) -> DistributedReport:
     """Sync ``ddf``'s rows with ``mapping``, each Dask task delivering its own partition.
 
@@ -87,6 +95,14 @@ def sync(
     Runs on the active scheduler (a ``distributed.Client`` when one is open) and returns a
     :class:`~mparticle_feed.DistributedReport` whose ``partitions`` and ``problems`` are
     pandas DataFrames.
+
+    With ``state`` (a :class:`~mparticle_feed.TableState`) only rows whose content changed
+    since mParticle accepted them are sent: ``ddf`` is merged with the committed entries on
+    the primary key (as text), each task logs its outbox beside the table before it sends,
+    and the accepted entries are committed here after the job, under the sync's lock.
+    ``name`` keys the state (default: the mapping's kind); ``on_mapping_change`` is as for
+    :func:`~mparticle_feed.sync`. A job that fails commits nothing: the next run sends what
+    it left unsettled again (same bytes, same ids) and records what was accepted first.
     """
     if retries < 0:
         msg = f"retries must be 0 or more, got {retries}"
@@ -95,6 +111,67 @@ def sync(
         mapping, list(ddf.columns), by=by, partitions=partitions, budget=budget
     )
     fixed_now = utc(now)
+    run_job = functools.partial(
+        _job,
+        mapping=mapping,
+        client=client,
+        users=users,
+        ordering=ordering,
+        fixed_now=fixed_now,
+        partitions=partitions,
+        historical_only=historical_only,
+        chunk_size=chunk_size,
+        budget=budget,
+        limiter_host=limiter_host,
+        retries=retries,
+    )
+    if state is None:
+        return run_job(ddf, name=name, job=None)
+    sync_name = name or mapping.kind.value
+    with table_run(
+        state, name=sync_name, mapping=mapping, client=client, on_mapping_change=on_mapping_change
+    ) as (run, succeeded):
+        result = run_job(
+            _with_state(ddf, str(mapping.key_column), run.job), name=sync_name, job=run.job
+        )
+        succeeded.update(part.state_log for part in result.parts if part.state_log)
+    return attrs.evolve(result, report=run.report(result.report))
+
+
+_JOIN = "__mparticle_feed_join_key"
+
+
+def _with_state(ddf: dd.DataFrame, key: str, job: TableJob) -> dd.DataFrame:
+    """``ddf`` left-merged with the committed entries on the primary key (as text)."""
+    if job.entries is None:
+        return ddf
+    import dask.dataframe as dd
+
+    entries = dd.read_parquet(job.entries, dtype_backend="pyarrow").rename(
+        columns={"key": STATE_KEY, "hash": STATE_HASH, "attributes": STATE_ATTRIBUTES}
+    )
+    keyed = ddf.assign(**{_JOIN: ddf[key].astype("string[pyarrow]")})
+    joined = keyed.merge(entries, how="left", left_on=_JOIN, right_on=STATE_KEY)
+    return joined.drop(columns=[_JOIN])
+
+
+def _job(
+    ddf: dd.DataFrame,
+    *,
+    mapping: RowMapping,
+    client: Sender,
+    users: tuple[str, ...],
+    ordering: tuple[str, ...],
+    fixed_now: datetime,
+    name: str | None,
+    job: TableJob | None,
+    partitions: int | None,
+    historical_only: bool,
+    chunk_size: int,
+    budget: str,
+    limiter_host: str,
+    retries: int,
+) -> DistributedReport:
     shuffled = ddf.shuffle(on=list(users), npartitions=partitions)
     run = dask.delayed(_run_partition, pure=False)
     pieces = shuffled.to_delayed()
@@ -110,6 +187,7 @@ def sync(
             historical_only=historical_only,
             chunk_size=chunk_size,
             limiter=limiter,
+            state=job,
         )
         tasks = [run(piece, task, list(ordering), n) for n, piece in enumerate(pieces)]
         parts: list[PartitionReport] = list(dask.compute(*tasks, **options))

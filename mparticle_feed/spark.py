@@ -13,11 +13,13 @@ The events and ids equal those of one process syncing the same rows in that orde
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 import pyarrow as pa
 from pyspark import TaskContext
 from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
@@ -37,6 +39,10 @@ from ._sync.partition import (
     utc,
 )
 from ._sync.send import Sender
+from ._sync.state import MappingChange
+from ._sync.tablerun import table_run
+from ._sync.tablestate import TableState
+from ._sync.tabletask import STATE_ATTRIBUTES, STATE_HASH, STATE_KEY, TableJob
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -94,6 +100,8 @@ def sync(
     chunk_size: int = 1000,
     budget: Literal["shared", "split"] = "shared",
     limiter_host: str = "127.0.0.1",
+    state: TableState | None = None,
+    on_mapping_change: MappingChange = "fail",
 ) -> DistributedReport:
     """Sync ``df``'s rows with ``mapping``, each Spark task delivering its own partition.
 
@@ -118,11 +126,73 @@ def sync(
     or failed row with stage, field and reason). A task that fails is retried by Spark;
     its retry resends the same bodies under the same ids (mParticle de-duplicates them),
     and only the successful attempt's report counts.
+
+    With ``state`` (a :class:`~mparticle_feed.TableState`) only rows whose content changed
+    since mParticle accepted them are sent: ``df`` is joined with the committed entries on
+    the primary key (cast to text), each task logs its outbox beside the table before it
+    sends, and the driver commits the accepted entries after the job, under the sync's
+    lock. ``name`` keys the state (default: the mapping's kind); ``on_mapping_change`` is
+    as for :func:`~mparticle_feed.sync`. A job that fails commits nothing: the next run
+    sends what it left unsettled again (same bytes, same ids) and records what was
+    accepted before it reads a row.
     """
     users, ordering = check_run(
         mapping, list(df.columns), by=by, partitions=partitions, budget=budget
     )
     fixed_now = utc(now)
+    run_job = functools.partial(
+        _job,
+        mapping=mapping,
+        client=client,
+        users=users,
+        ordering=ordering,
+        fixed_now=fixed_now,
+        partitions=partitions,
+        historical_only=historical_only,
+        chunk_size=chunk_size,
+        budget=budget,
+        limiter_host=limiter_host,
+    )
+    if state is None:
+        return run_job(df, name=name, job=None)
+    sync_name = name or mapping.kind.value
+    with table_run(
+        state, name=sync_name, mapping=mapping, client=client, on_mapping_change=on_mapping_change
+    ) as (run, succeeded):
+        joined = _with_state(df, str(mapping.key_column), run.job)
+        result = run_job(joined, name=sync_name, job=run.job)
+        succeeded.update(part.state_log for part in result.parts if part.state_log)
+    return attrs.evolve(result, report=run.report(result.report))
+
+
+def _with_state(df: DataFrame, key: str, job: TableJob) -> DataFrame:
+    """``df`` left-joined with the committed entries on the primary key (as text)."""
+    if job.entries is None:
+        return df
+    entries = df.sparkSession.read.parquet(job.entries).select(
+        F.col("key").alias(STATE_KEY),
+        F.col("hash").alias(STATE_HASH),
+        F.col("attributes").alias(STATE_ATTRIBUTES),
+    )
+    return df.join(entries, df[key].cast("string") == entries[STATE_KEY], "left")
+
+
+def _job(
+    df: DataFrame,
+    *,
+    mapping: RowMapping,
+    client: Sender,
+    users: tuple[str, ...],
+    ordering: tuple[str, ...],
+    fixed_now: datetime,
+    name: str | None,
+    job: TableJob | None,
+    partitions: int | None,
+    historical_only: bool,
+    chunk_size: int,
+    budget: str,
+    limiter_host: str,
+) -> DistributedReport:
     user_columns = [F.col(c) for c in users]
     # Without a number Spark chooses (Spark Connect has no df.rdd to count partitions with).
     grouped = (
@@ -143,6 +213,7 @@ def sync(
             historical_only=historical_only,
             chunk_size=chunk_size,
             limiter=limiter,
+            state=job,
         )
         rows = ordered.mapInArrow(_task_function(task), "partition long, report binary").collect()
     parts: list[PartitionReport] = [pickle.loads(row["report"]) for row in rows]  # noqa: S301 - written by our own tasks

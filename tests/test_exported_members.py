@@ -45,6 +45,8 @@ CONTRACT = frozenset(
         "DataPlanPolicy", "DataPlanError", "DataPlanViolationError",
         # distributed runs (the engines are the optional modules mparticle_feed.spark/.dask)
         "DistributedReport",
+        # pluggable state (issue 17): the protocol the sync core calls
+        "SyncState", "TableState", "sqlite_to_table", "table_to_sqlite",
         # errors
         "MParticleFeedError",
         # the protocols and aliases of the public signatures

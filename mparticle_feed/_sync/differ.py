@@ -17,9 +17,10 @@ from .._mapping.provenance import RowRef, SourcedBatch, events_part
 from .._mapping.sources import SyncKind
 from .._wire.codec import _json_default, to_dict
 from .._wire.models import Batch
+from .protocol import SyncState
 from .records import _digest
 from .send import _Statuses
-from .state import StateEntry, StateStore, content_hash
+from .state import StateEntry, content_hash
 from .status import _UNCHANGED
 
 __all__: list[str] = []
@@ -35,7 +36,7 @@ class _Differ:
     def __init__(
         self,
         kind: str,
-        state: StateStore | None,
+        state: SyncState | None,
         name: str,
         statuses: _Statuses,
     ) -> None:

@@ -37,9 +37,11 @@ from .._mapping.columns import check_columns
 from .._mapping.provenance import RowProblem
 from .._mapping.sources import Column, Computed, ListOf, Source, Struct
 from .._mapping.spec import RowMapping
+from .protocol import SyncState
 from .report import SyncReport, problem_record
 from .run import sync
 from .send import Sender
+from .tabletask import TableJob
 
 __all__ = [
     "PartitionReport",
@@ -198,6 +200,8 @@ class PartitionReport:
     partition: int
     attempt: int = 0
     report: SyncReport
+    #: The task's outbox log when it ran against a table state (the driver commits it).
+    state_log: str | None = None
 
     def counts_record(self) -> dict[str, Any]:
         """One row of the per-partition counts table (:data:`PARTITION_COLUMNS`)."""
@@ -250,6 +254,7 @@ def sync_partition(
     name: str | None = None,
     historical_only: bool = False,
     chunk_size: int = 1000,
+    state: SyncState | None = None,
 ) -> PartitionReport:
     """Sync one partition's rows; the engine-independent body of a Spark or Dask task.
 
@@ -257,7 +262,8 @@ def sync_partition(
     (:func:`order_columns`). ``now`` is required: every task measures events' ages from the
     same instant, fixed on the driver, so routing (live or historical) and therefore the
     batches do not depend on when a task ran. ``client`` is used as given; a task that
-    received a pickled :class:`~mparticle_feed.EventsClient` owns that copy.
+    received a pickled :class:`~mparticle_feed.EventsClient` owns that copy. ``state``
+    (a task's view of a table state) makes the run incremental.
     """
     if now.tzinfo is None:
         msg = "now must be timezone-aware (UTC), fixed once on the driver"
@@ -270,6 +276,7 @@ def sync_partition(
         now=now,
         historical_only=historical_only,
         chunk_size=chunk_size,
+        state=state,
     )
     return PartitionReport(partition=partition, attempt=attempt, report=report)
 
@@ -282,7 +289,9 @@ class PartitionTask:
     call opens its own connections and closes them when done) or any picklable
     :class:`Sender`. ``limiter``, when given, makes (once per call) the limiter that paces
     the task's copy of the client instead of its own ``rate_limit``; it must pickle
-    (:func:`shared_budget` gives one).
+    (:func:`shared_budget` gives one). ``state``, when given, is the job of a
+    :class:`~mparticle_feed.TableState`: the rows carry their committed entries (the
+    engine joined them) and the task logs its outbox beside the table.
     """
 
     mapping: RowMapping
@@ -292,6 +301,7 @@ class PartitionTask:
     historical_only: bool = False
     chunk_size: int = 1000
     limiter: Callable[[], RateLimiter] | None = attrs.field(default=None, repr=False)
+    state: TableJob | None = None
 
     def __call__(
         self, rows: Iterable[Mapping[str, Any]], *, partition: int, attempt: int = 0
@@ -306,9 +316,10 @@ class PartitionTask:
                 if limiter is not None
                 else self.client._copy()
             )
+        task_state = None if self.state is None else self.state.task_state(partition, attempt)
         try:
-            return sync_partition(
-                rows,
+            report = sync_partition(
+                rows if task_state is None else task_state.rows(rows),
                 self.mapping,
                 own if own is not None else self.client,
                 now=self.now,
@@ -317,8 +328,14 @@ class PartitionTask:
                 name=self.name,
                 historical_only=self.historical_only,
                 chunk_size=self.chunk_size,
+                state=task_state,
             )
+            if task_state is None:
+                return report
+            return attrs.evolve(report, state_log=task_state.log_path)
         finally:
+            if task_state is not None:
+                task_state.close()
             if own is not None:
                 own.close()
             if isinstance(limiter, RemoteLimiter):

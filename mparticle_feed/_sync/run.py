@@ -47,6 +47,7 @@ from .._mapping.regroup import DEFAULT_GROUP_WINDOW
 from .._mapping.run import map_rows, ordering_advice
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
+from .protocol import SyncState
 from .records import mapping_changed
 from .report import SyncReport
 from .state import MappingChange, StateStore
@@ -82,7 +83,7 @@ class _Pipeline:
 
     mapping: RowMapping
     name: str
-    state: StateStore | None
+    state: SyncState | None
     now: datetime
     historical_after: timedelta
     historical_min_age: timedelta
@@ -164,7 +165,7 @@ class _Pipeline:
     def events_per_batch(self) -> float:
         return float(self.mapping_run.events_per_batch) if self.mapping_run is not None else 0.0
 
-    def finish(self, report: SyncReport, store: StateStore | None) -> SyncReport:
+    def finish(self, report: SyncReport, store: SyncState | None) -> SyncReport:
         """The report with the mapping's figures; the run recorded in the state and logged."""
         return finish_run(
             report,
@@ -262,7 +263,7 @@ def plan(
             store.close()
 
 
-def _read_only_state(state: StateArg) -> tuple[StateStore | None, bool]:
+def _read_only_state(state: StateArg) -> tuple[SyncState | None, bool]:
     """The store a plan reads, and whether plan owns it (then plan closes it)."""
     if isinstance(state, (str, os.PathLike)):
         # plan only reads, takes no lock and works on a read-only file system. A missing
@@ -275,7 +276,7 @@ def _read_only_state(state: StateArg) -> tuple[StateStore | None, bool]:
 
 
 def _plan_ids(
-    store: StateStore | None, name: str, mapping: RowMapping, on_mapping_change: MappingChange
+    store: SyncState | None, name: str, mapping: RowMapping, on_mapping_change: MappingChange
 ) -> tuple[int | None, IdSequence | None]:
     """The state version a plan is made against, and the ids its new batches get."""
     if store is None:
@@ -286,7 +287,7 @@ def _plan_ids(
 
 
 def _check_mapping(
-    store: StateStore, name: str, mapping: RowMapping, on_mapping_change: MappingChange
+    store: SyncState, name: str, mapping: RowMapping, on_mapping_change: MappingChange
 ) -> None:
     """For plan(): refuse a changed mapping by sync's rule, without writing."""
     mapping_changed(
@@ -321,7 +322,7 @@ def sync(
 
     ``source`` is a DB-API cursor or any iterable of dict rows. ``client`` is an
     :class:`~mparticle_feed.EventsClient` (its routing and size settings apply).
-    With ``state`` (a :class:`StateStore` or a file path) only rows whose content changed
+    With ``state`` (a :class:`StateStore`, a file path, or another :class:`SyncState`) only rows whose content changed
     since mParticle last accepted them are sent; ``name`` keys the state (default: the
     mapping's kind). When the mapping changed since the last run, ``on_mapping_change``
     decides: ``"fail"`` (default) raises :class:`StateError`, ``"resend"`` sends every
@@ -380,7 +381,7 @@ def _sync_locked(
     mapping: RowMapping,
     client: Sender,
     *,
-    store: StateStore | None,
+    store: SyncState | None,
     sync_name: str,
     now: datetime | None,
     on_mapping_change: MappingChange,
@@ -455,7 +456,7 @@ def _sync_locked(
 
 
 def _replay_first(
-    store: StateStore,
+    store: SyncState,
     name: str,
     *,
     mapping: RowMapping,
@@ -477,7 +478,7 @@ def _replay_first(
 
 
 def _unsettled_report(
-    store: StateStore,
+    store: SyncState,
     name: str,
     *,
     mapping: RowMapping,
@@ -509,7 +510,7 @@ def _unsettled_report(
 
 
 def _replay(
-    store: StateStore, name: str, client: Sender, stop: threading.Event | None
+    store: SyncState, name: str, client: Sender, stop: threading.Event | None
 ) -> tuple[Counter[str], int]:
     counts: Counter[str] = Counter()
 

@@ -30,6 +30,7 @@ from .._errors import PayloadError, PlanRefusedError, StateError
 from .._mapping.dataplan_step import RowViolation
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.codec import from_dict
+from .protocol import SyncState
 from .report import SyncReport
 from .state import MappingChange, OutboxBatch, OutboxRequest, StateEntry, StateStore, SyncStart
 from .status import _ACCEPTED, _FAILED, _PENDING, _REJECTED, _UNCHANGED, _UNSEEN
@@ -45,7 +46,7 @@ DEFAULT_MAX_PLAN_AGE = timedelta(hours=1)
 logger = logging.getLogger(__name__)
 
 
-StateArg = StateStore | str | os.PathLike[str] | None
+StateArg = SyncState | str | os.PathLike[str] | None
 
 
 @attrs.frozen(kw_only=True)
@@ -59,14 +60,14 @@ class Progress:
     elapsed_seconds: float
 
 
-def _open_state(state: StateArg) -> tuple[StateStore | None, bool]:
-    if state is None or isinstance(state, StateStore):
-        return state, False
-    return StateStore(state), True
+def _open_state(state: StateArg) -> tuple[SyncState | None, bool]:
+    if isinstance(state, (str, os.PathLike)):
+        return StateStore(state), True
+    return state, False
 
 
 @contextmanager
-def held_state(state: StateArg, name: str) -> Iterator[StateStore | None]:
+def held_state(state: StateArg, name: str) -> Iterator[SyncState | None]:
     """The run's store, locked for sync ``name``; opened and closed here when given a path."""
     store, owned = _open_state(state)
     try:
@@ -79,7 +80,7 @@ def held_state(state: StateArg, name: str) -> Iterator[StateStore | None]:
 
 def finish_run(
     report: SyncReport,
-    store: StateStore | None,
+    store: SyncState | None,
     *,
     violations: tuple[RowViolation, ...],
     events_per_batch: float,
@@ -122,7 +123,7 @@ class _Delivery:
         *,
         name: str,
         kind: str,
-        store: StateStore | None,
+        store: SyncState | None,
         statuses: _Statuses,
         entries: dict[int, StateEntry],
         stop: threading.Event | None,
@@ -321,7 +322,7 @@ def outbox_request(request: OutboxRequest) -> Request:
 
 
 def replay_outbox(
-    store: StateStore,
+    store: SyncState,
     name: str,
     client: Sender,
     *,
@@ -358,7 +359,7 @@ def replay_outbox(
 def check_plan(
     plan: Plan,
     client: Sender,
-    store: StateStore | None,
+    store: SyncState | None,
     *,
     now: datetime,
     max_plan_age: timedelta,
@@ -491,7 +492,7 @@ def send_plan(
 
 
 def _begin_plan(
-    store: StateStore,
+    store: SyncState,
     plan: Plan,
     delivery: _Delivery,
     resuming: bool,
@@ -518,7 +519,7 @@ def _deliver_plan(
     plan: Plan,
     client: Sender,
     *,
-    store: StateStore | None,
+    store: SyncState | None,
     delivery: _Delivery,
     resuming: bool,
     stop: threading.Event | None,

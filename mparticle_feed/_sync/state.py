@@ -314,6 +314,13 @@ class StateStore:
                 )
         return found
 
+    def entries(self, name: str) -> Iterator[StateEntry]:
+        """Every accepted entry of sync ``name``, in key order (for conversions)."""
+        for key, digest, attributes in self._read(
+            "SELECT key, hash, attributes FROM accepted WHERE name = ? ORDER BY key", (name,)
+        ):
+            yield StateEntry(key=key, hash=digest, attributes=_load_attributes(attributes))
+
     def record_accepted(self, name: str, entries: Iterable[StateEntry]) -> int:
         """Store what mParticle accepted, in one transaction; return how many entries."""
         values = self._accepted_rows(name, entries)

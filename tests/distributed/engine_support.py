@@ -116,7 +116,22 @@ class FailOnceAfterSending:
         raise RuntimeError("injected failure: the task died after sending")
 
 
+class DiesAfterSending(FailOnceAfterSending):
+    """A sender whose task dies after every send, before any outcome is recorded: the
+    answers are lost with it, as when an executor is killed mid-task."""
+
+    def send(
+        self,
+        requests: Iterable[Any],
+        *,
+        on_outcome: Callable[[BatchOutcome], None] | None = None,
+    ) -> UploadReport:
+        self.client.send(requests, on_outcome=lambda outcome: None)
+        raise RuntimeError("injected failure: the task died after sending")
+
+
 __all__ = [
+    "DiesAfterSending",
     "MAPPING",
     "NOW",
     "SPARK_SCHEMA",

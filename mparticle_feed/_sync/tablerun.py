@@ -1,0 +1,118 @@
+"""A distributed sync's run against a :class:`TableState`, on the driver (sync stage).
+
+Before the job: take the sync's lock, check the mapping, replay what an earlier job left
+unsettled (same bytes, same ids) and commit it, so the job joins its input with current
+entries. After the job: fold the tasks' outbox logs into the table, atomically. A job that
+fails commits nothing; its logs stay, and the next run replays and records them first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from .._delivery.report import BatchOutcome
+from .._errors import ConfigurationError, StateError
+from .._mapping.spec import RowMapping
+from .records import SyncStart
+from .report import SyncReport
+from .send import Sender, replay_outbox
+from .state import MappingChange
+from .tablestate import TableState
+from .tabletask import TableJob
+
+__all__ = ["TableRun", "table_run"]
+
+
+@attrs.define
+class TableRun:
+    """The driver's side of a job: the picklable :class:`TableJob` for the tasks, and what
+    the run found before it."""
+
+    job: TableJob
+    start: SyncStart
+    replayed: Counter[str]
+
+    def report(self, report: SyncReport) -> SyncReport:
+        """``report`` (the tasks' combined report) with what the replay before the job did."""
+        return attrs.evolve(
+            report,
+            resumed=report.resumed or self.start.resumed,
+            resent_in_flight=report.resent_in_flight + len(self.start.in_flight),
+        )
+
+
+@contextmanager
+def table_run(
+    state: TableState,
+    *,
+    name: str,
+    mapping: RowMapping,
+    client: Sender,
+    on_mapping_change: MappingChange,
+) -> Iterator[tuple[TableRun, set[str]]]:
+    """Hold sync ``name``'s run: yields the run and a set to put the logs of the tasks
+    whose reports the engine returned in; commits when the block ends without error."""
+    if mapping.key_column is None:
+        msg = "a table state needs the mapping's primary_key (the column it joins on)"
+        raise ConfigurationError(msg)
+    with state.run_lock(name):
+        start = state.begin_sync(
+            name,
+            kind=mapping.kind.value,
+            fingerprint=mapping.fingerprint(),
+            on_mapping_change=on_mapping_change,
+        )
+        replayed: Counter[str] = Counter()
+
+        def settle(outcome: BatchOutcome) -> None:
+            replayed[outcome.status] += 1
+            state.settle(name, source_request_id=outcome.source_request_id, outcome=outcome.status)
+
+        replay_outbox(state, name, client, on_outcome=settle)
+        left = state.commit(name).unsettled
+        if left:
+            state.finish_sync(name, status="stopped")
+            count = sum(len(request.batches) for request in left)
+            msg = (
+                f"sync {name!r}: {count} batch(es) an earlier job left unsettled are still "
+                "unsettled after sending them again; no row was read. Run again: they are "
+                "replayed first"
+            )
+            raise StateError(msg)
+        version, next_seq = state.version(name)
+        run = TableRun(
+            job=TableJob(
+                name=name,
+                folder=state.job_folder(name),
+                entries=state.entries_path(name),
+                version=version,
+                next_seq=next_seq,
+            ),
+            start=start,
+            replayed=replayed,
+        )
+        succeeded: set[str] = set()
+        try:
+            yield run, succeeded
+            state.commit(name, status="finished", superseded=_superseded(run.job, succeeded))
+        finally:
+            state._end_run(name)
+
+
+def _superseded(job: TableJob, succeeded: set[str]) -> list[str]:
+    """The job's task logs whose reports the engine did not return: failed (or losing
+    speculative) attempts of tasks another attempt completed."""
+    folder = job.folder
+    logs = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [
+        os.path.join(folder, log)
+        for log in logs
+        if log.endswith(".jsonl")
+        and log != "driver.jsonl"
+        and os.path.join(folder, log) not in succeeded
+    ]
