@@ -73,6 +73,20 @@ _UPSERT_ACCEPTED = (
     "accepted_at = excluded.accepted_at"
 )
 
+# The same upsert for every entry of some outbox batches, read from their stored JSON
+# (``[[key, hash, attributes or null], ...]``, written by ``_dump_entries``). ``{marks}``:
+# one ``?`` per source_request_id.
+_UPSERT_FROM_OUTBOX = (
+    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
+    "SELECT ?, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), "
+    "json_extract(e.value, '$[2]'), ? "
+    "FROM outbox_batches AS b, json_each(b.entries) AS e "
+    "WHERE b.name = ? AND b.source_request_id IN ({marks}) "
+    "ON CONFLICT (name, key) DO UPDATE SET "
+    "hash = excluded.hash, attributes = excluded.attributes, "
+    "accepted_at = excluded.accepted_at"
+)
+
 #: What to do when a sync's mapping is not the one its state was written with.
 #: ``"fail"`` raises :class:`StateError`; ``"resend"`` forgets the sync's state, so every
 #: row is sent again; ``"keep"`` keeps it, so only rows whose output changed are sent.
@@ -107,6 +121,8 @@ class StateStore:
         opened = StateFile(self._path, read_only=read_only)
         self._conn = opened.conn
         self._schema = opened.schema
+        # Without SQLite's JSON functions, accepted entries are parsed in Python instead.
+        self._json = _has_json(self._conn)
 
     @property
     def path(self) -> str:
@@ -496,12 +512,8 @@ class StateStore:
                 f"WHERE name = ? AND source_request_id IN ({marks})",
                 [name, *(rid for rid, _ in chunk)],
             ).fetchall()
-            entries = [
-                entry for rid, _, text in found if rid in accepted for entry in _load_entries(text)
-            ]
-            values = self._accepted_rows(name, entries)
-            if values:
-                conn.executemany(_UPSERT_ACCEPTED, values)
+            if accepted:
+                self._store_entries(conn, name, found, accepted)
             conn.execute(
                 f"DELETE FROM outbox_batches WHERE name = ? AND source_request_id IN ({marks})",  # noqa: S608
                 [name, *(rid for rid, _ in chunk)],
@@ -514,6 +526,30 @@ class StateStore:
             )
             settled += len(found)
         return settled
+
+    def _store_entries(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        found: list[tuple[str, int, str]],
+        accepted: set[str],
+    ) -> None:
+        """Upsert the entries of the ``accepted`` batches among ``found`` into ``accepted``."""
+        ids = [rid for rid, _, _ in found if rid in accepted]
+        if not ids:
+            return
+        if self._json and not any(rid in accepted and "\\u0000" in text for rid, _, text in found):
+            # Straight from the stored JSON, inside SQLite: no entry is parsed in Python.
+            # (SQLite's JSON functions cut text at a NUL: such keys are parsed in Python.)
+            marks = ",".join("?" * len(ids))
+            conn.execute(
+                _UPSERT_FROM_OUTBOX.format(marks=marks), [name, float(self._clock()), name, *ids]
+            )
+            return
+        entries = [
+            entry for rid, _, text in found if rid in accepted for entry in _load_entries(text)
+        ]
+        conn.executemany(_UPSERT_ACCEPTED, self._accepted_rows(name, entries))
 
     def _in_flight(self, conn: sqlite3.Connection, name: str) -> tuple[InFlightRequest, ...]:
         return tuple(
@@ -555,6 +591,15 @@ class StateStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite has its JSON functions (built in since 3.38, in most earlier builds)."""
+    try:
+        conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def _load_attributes(text: str | None) -> dict[str, str] | None:
