@@ -413,8 +413,8 @@ class StateStore:
                         number,
                         position,
                         batch.body,
-                        _dump_rows(batch.rows),
-                        _dump_rows(batch.event_rows),
+                        rows := _dump_rows(batch.rows),
+                        rows if batch.event_rows is batch.rows else _dump_rows(batch.event_rows),
                         _dump_entries(batch.entries),
                     )
                     for position, batch in enumerate(batches)
