@@ -13,11 +13,12 @@ import sqlite3
 
 __all__ = ["SeenKeys"]
 
-#: Keys held in memory before they move to disk (about 15 MB of typical keys).
-_MEMORY_KEYS = 100_000
-#: Bits of the filter in front of the keys on disk (a power of two: 16 MB). With 10
-#: million keys on disk about 2% of new keys cost a lookup.
-_FILTER_BITS = 1 << 27
+#: Keys held in memory before they move to disk (a few MB of typical keys).
+_MEMORY_KEYS = 50_000
+#: Bits of the filter in front of the keys on disk (a power of two: 8 MB, allocated at the
+#: first move). With 1 million keys on disk about 1 new key in 1,000 costs a lookup, with
+#: 10 million about 1 in 15.
+_FILTER_BITS = 1 << 26
 
 
 class SeenKeys:
