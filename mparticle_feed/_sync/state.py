@@ -51,7 +51,7 @@ from .records import (
     content_hash,
     mapping_changed,
 )
-from .statefile import StateFile, _cause
+from .statefile import _UPSERT_FROM_OUTBOX, StateFile, _cause
 
 __all__ = [
     "MappingChange",
@@ -69,20 +69,6 @@ logger = logging.getLogger(__name__)
 _UPSERT_ACCEPTED = (
     "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET "
-    "hash = excluded.hash, attributes = excluded.attributes, "
-    "accepted_at = excluded.accepted_at"
-)
-
-# The same upsert for every entry of some outbox batches, read from their stored JSON
-# (``[[key, hash, attributes or null], ...]``, written by ``_dump_entries``). ``{marks}``:
-# one ``?`` per source_request_id.
-_UPSERT_FROM_OUTBOX = (
-    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
-    "SELECT ?, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), "
-    "json_extract(e.value, '$[2]'), ? "
-    "FROM outbox_batches AS b, json_each(b.entries) AS e "
-    "WHERE b.name = ? AND b.source_request_id IN ({marks}) "
-    "ON CONFLICT (name, key) DO UPDATE SET "
     "hash = excluded.hash, attributes = excluded.attributes, "
     "accepted_at = excluded.accepted_at"
 )
@@ -122,7 +108,7 @@ class StateStore:
         self._conn = opened.conn
         self._schema = opened.schema
         # Without SQLite's JSON functions, accepted entries are parsed in Python instead.
-        self._json = _has_json(self._conn)
+        self._json = opened.json
 
     @property
     def path(self) -> str:
@@ -591,15 +577,6 @@ class StateStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _has_json(conn: sqlite3.Connection) -> bool:
-    """Whether SQLite has its JSON functions (built in since 3.38, in most earlier builds)."""
-    try:
-        conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
-    except sqlite3.Error:
-        return False
-    return True
 
 
 def _load_attributes(text: str | None) -> dict[str, str] | None:
