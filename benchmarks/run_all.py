@@ -636,6 +636,11 @@ def sync_cost_section(options: Options) -> SectionResult:
                 f"({label}) {in_gc[label]:.3f} s, {in_gc[label] / seconds[label]:.0%}"
                 for label, _ in described
             ),
+            "the client's worker threads (process CPU less the calling thread's): "
+            + ", ".join(
+                f"({label}) {max(seconds[label] - result['main_seconds'][label], 0.0):.3f} s"
+                for label, _ in described
+            ),
         ],
     )
 

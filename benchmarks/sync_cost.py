@@ -10,8 +10,9 @@ The rows of (e) (custom events and purchases, in a SQLite file) go through
   ``FakeEventsServer`` that runs in a child process, so its CPU is not counted;
 - (n2) a second ``sync`` against the same state file: every row unchanged, nothing sent.
 
-Each figure is the CPU time of this process (the client's threads included), median of
-``--repeat``, the three interleaved. Garbage collection's share is timed with
+Each figure is the CPU time of this process (the client's threads included: delivery is
+part of a sync; the sink's is not), median of ``--repeat``, the three interleaved; the
+calling thread's share is printed beside it (the rest is the client's worker threads). Garbage collection's share is timed with
 ``gc.callbacks`` around the same runs. ``--profile`` prints a cProfile of one run instead.
 """
 
@@ -131,13 +132,19 @@ def syncing(db_path: Path, state: Path, url: str, now: datetime) -> Callable[[],
     return run
 
 
-def _cpu(run: Callable[[], int], timer: GcTimer) -> tuple[float, float, int]:
-    """CPU seconds of one run, the part spent collecting garbage, and the run's result."""
+def _cpu(run: Callable[[], int], timer: GcTimer) -> tuple[float, float, float, int]:
+    """CPU seconds of one run, the part spent collecting garbage, the part of this (the
+    calling) thread, and the run's result. The rest is the client's worker threads."""
     gc.collect()
     before_gc = timer.seconds
-    start = time.process_time()
+    start, start_thread = time.process_time(), time.thread_time()
     result = run()
-    return time.process_time() - start, timer.seconds - before_gc, result
+    return (
+        time.process_time() - start,
+        timer.seconds - before_gc,
+        time.thread_time() - start_thread,
+        result,
+    )
 
 
 def measure(batches: int, repeat: int) -> dict[str, Any]:
@@ -149,6 +156,7 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
             rows = pipeline.row_count(db)
         seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
         gc_seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
+        main_seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
         sent = {"n1": 0, "n2": 0}
         timer = GcTimer()
         with running_sink() as url, timer.installed():
@@ -160,17 +168,20 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
                     ("n1", syncing(db_path, state, url, now)),
                     ("n2", syncing(db_path, state, url, now)),
                 ):
-                    cpu, in_gc, result = _cpu(run, timer)
+                    cpu, in_gc, in_main, result = _cpu(run, timer)
                     seconds[label].append(cpu)
                     gc_seconds[label].append(in_gc)
+                    main_seconds[label].append(in_main)
                     if label in sent:
                         sent[label] = result
     medians = {label: statistics.median(values) for label, values in seconds.items()}
     gc_medians = {label: statistics.median(values) for label, values in gc_seconds.items()}
+    main_medians = {label: statistics.median(values) for label, values in main_seconds.items()}
     return {
         "rows": rows,
         "seconds": medians,
         "gc_seconds": gc_medians,
+        "main_seconds": main_medians,
         "requests_first": sent["n1"],
         "requests_second": sent["n2"],
         "first_ratio": medians["n1"] / medians["n0"],
@@ -205,14 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.batches, args.profile, args.top)
         return 0
     result = measure(args.batches, args.repeat)
-    s, g = result["seconds"], result["gc_seconds"]
+    s, g, m = result["seconds"], result["gc_seconds"], result["main_seconds"]
     print(
         f"rows: {result['rows']:,}; requests: first run {result['requests_first']:,}, "
         f"second run {result['requests_second']:,}"
     )
     for label, what in (("n0", "bare pipeline"), ("n1", "first sync"), ("n2", "second sync")):
         print(
-            f"({label}) {what}: {s[label]:.3f} CPU s, gc {g[label]:.3f} s "
+            f"({label}) {what}: {s[label]:.3f} CPU s (calling thread {m[label]:.3f} s, "
+            f"client workers {max(s[label] - m[label], 0.0):.3f} s), gc {g[label]:.3f} s "
             f"({g[label] / s[label]:.0%})"
         )
     print(f"(n1)/(n0) = {result['first_ratio']:.2f} (target <= 1.5)")

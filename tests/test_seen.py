@@ -1,8 +1,10 @@
-"""mparticle_feed._sync.seen: the primary keys one run has seen, and the row of each."""
+"""mparticle_feed._sync.seen: the primary keys one run has seen, and the row of each (in
+memory up to a bound, then on disk behind a filter)."""
 
 from __future__ import annotations
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mparticle_feed._sync.seen import SeenKeys
@@ -31,3 +33,50 @@ def test_keys_are_compared_exactly() -> None:
         ]
     finally:
         seen.close()
+
+
+def _model_answers(keys: list[str]) -> list[int | None]:
+    first: dict[str, int] = {}
+    answers: list[int | None] = []
+    for row, key in enumerate(keys, start=1):
+        answers.append(first.get(key))
+        first.setdefault(key, row)
+    return answers
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.text(max_size=4), max_size=60),
+    memory_keys=st.integers(1, 8),
+    filter_bits=st.sampled_from([8, 64, 1 << 12]),
+)
+def test_answers_as_a_dict_would_across_spills(
+    keys: list[str], memory_keys: int, filter_bits: int
+) -> None:
+    seen = SeenKeys(memory_keys=memory_keys, filter_bits=filter_bits)
+    try:
+        answers = [seen.first_seen(key, row) for row, key in enumerate(keys, start=1)]
+    finally:
+        seen.close()
+    assert answers == _model_answers(keys)
+
+
+def test_memory_stays_bounded_and_keys_on_disk_are_found() -> None:
+    seen = SeenKeys(memory_keys=100, filter_bits=1 << 10)
+    try:
+        for row in range(1, 1_001):
+            assert seen.first_seen(f"key-{row}", row) is None
+            assert len(seen._recent) < 100
+        assert seen.spilled == 1_000 - len(seen._recent)
+        assert seen.first_seen("key-1", 5_000) == 1  # on disk
+        assert seen.first_seen("key-999", 5_001) == 999
+        assert seen.first_seen("key-new", 5_002) is None
+        assert seen.first_seen("key-new", 5_003) == 5_002
+    finally:
+        seen.close()
+
+
+@pytest.mark.parametrize(("memory_keys", "filter_bits"), [(0, 64), (1, 4), (1, 48)])
+def test_bad_bounds_are_refused(memory_keys: int, filter_bits: int) -> None:
+    with pytest.raises(ValueError, match="memory_keys"):
+        SeenKeys(memory_keys=memory_keys, filter_bits=filter_bits)

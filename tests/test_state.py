@@ -159,17 +159,19 @@ def test_stopped_run_is_resumed(path: Path) -> None:
         assert store.begin_sync("s", kind="k", fingerprint="f").resumed
 
 
-def test_settle_is_atomic(path: Path) -> None:
+@pytest.mark.parametrize("in_sqlite", [True, False])
+def test_settle_is_atomic(path: Path, in_sqlite: bool) -> None:
     with StateStore(path) as store:
+        store._json = in_sqlite  # entries upserted from their JSON inside SQLite, or in Python
         store.begin_sync("s", kind="k", fingerprint="f")
         store.outbox_add("s", [("/v2/bulkevents", [_outbox_batch("r", ["1"])])])
-        real = store._accepted_rows
+        real = store._store_entries
 
         def exploding(*args: object) -> object:
             real(*args)  # type: ignore[arg-type]
             raise RuntimeError("boom")
 
-        store._accepted_rows = exploding  # type: ignore[method-assign,assignment]
+        store._store_entries = exploding  # type: ignore[method-assign,assignment]
         with pytest.raises(RuntimeError):
             store.settle("s", source_request_id="r", outcome="accepted")
         assert store.get("s", "1") is None

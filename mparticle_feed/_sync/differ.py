@@ -108,8 +108,9 @@ class _Differ:
         kept_set = set(kept)
         skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in kept_set]
         if not kept:
-            # Rows that gave only user fields travel with the events; none are left.
-            self._skip(dict.fromkeys([*skipped, *sourced.rows]))
+            # Rows that gave only user fields travel with the events; none are left. Every
+            # event row is among ``rows``, once.
+            self._skip(sourced.rows)
             return None
         self._skip(skipped)
         return events_part(sourced, kept)

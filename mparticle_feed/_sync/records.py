@@ -161,7 +161,8 @@ def _json_text(value: Any, *, sort_keys: bool = False) -> str:
 
 
 def _dump_rows(rows: Iterable[tuple[int, str | None]]) -> str:
-    return _json_text([[number, key] for number, key in rows])
+    # A tuple of pairs is written as a list of lists, with no copy.
+    return _json_text(rows if isinstance(rows, tuple) else [list(pair) for pair in rows])
 
 
 def _load_rows(text: str) -> tuple[tuple[int, str | None], ...]:

@@ -15,7 +15,8 @@ run left unsettled there, byte for byte with the same ids, and only then maps ro
 :mod:`.send`). New batches get ids unique to the change (:class:`IdSequence`).
 
 A primary key seen twice in one run rejects the later rows ("duplicate primary key, first
-seen at row N"); the keys seen are kept in a temporary SQLite file, not in memory.
+seen at row N"); the keys seen are held in memory up to a bound, then in a temporary
+SQLite file.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ outbox, then replays them.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import threading
 import time
@@ -155,8 +156,8 @@ class _Delivery:
                 self.stopped = "stop was requested"
                 logger.info("sync %r: stop requested; remaining rows stay pending", self.name)
                 return
-            batches = [self.outbox_batch(packed) for packed in request.batches]
             if self.store is not None:
+                batches = [self.outbox_batch(packed) for packed in request.batches]
                 # The outcomes received so far are settled in the transaction that commits
                 # this request: one state write per request.
                 outcomes, self.unsettled = self.unsettled, []
@@ -181,17 +182,23 @@ class _Delivery:
 
     def outbox_batch(self, packed: PackedBatch) -> OutboxBatch:
         """The batch as the outbox keeps it; its rows' entries leave memory here."""
-        entries = []
-        for row in _owned_rows(packed.sourced):
-            entry = self.entries.pop(row.row_number, None)
-            if entry is not None:
-                entries.append(entry)
+        sourced = packed.sourced
+        pop = self.entries.pop
+        owned = _owned_rows(sourced)
+        found = [pop(row.row_number, None) for row in owned] if self.entries else []
+        rows = tuple([(r.row_number, r.primary_key) for r in sourced.rows])
+        # One event per row (the usual batch): the same refs, so the same pairs, shared.
+        same = len(sourced.event_rows) == len(rows) and all(
+            map(operator.is_, sourced.event_rows, sourced.rows)
+        )
         return OutboxBatch(
             source_request_id=packed.source_request_id,
             body=packed.body,
-            rows=tuple((r.row_number, r.primary_key) for r in packed.sourced.rows),
-            event_rows=tuple((r.row_number, r.primary_key) for r in packed.sourced.event_rows),
-            entries=tuple(entries),
+            rows=rows,
+            event_rows=rows
+            if same
+            else tuple([(r.row_number, r.primary_key) for r in sourced.event_rows]),
+            entries=tuple([entry for entry in found if entry is not None]),
         )
 
     def on_outcome(self, outcome: BatchOutcome) -> None:

@@ -51,7 +51,7 @@ from .records import (
     content_hash,
     mapping_changed,
 )
-from .statefile import StateFile, _cause
+from .statefile import _UPSERT_FROM_OUTBOX, StateFile, _cause
 
 __all__ = [
     "MappingChange",
@@ -107,6 +107,8 @@ class StateStore:
         opened = StateFile(self._path, read_only=read_only)
         self._conn = opened.conn
         self._schema = opened.schema
+        # Without SQLite's JSON functions, accepted entries are parsed in Python instead.
+        self._json = opened.json
 
     @property
     def path(self) -> str:
@@ -397,8 +399,8 @@ class StateStore:
                         number,
                         position,
                         batch.body,
-                        _dump_rows(batch.rows),
-                        _dump_rows(batch.event_rows),
+                        rows := _dump_rows(batch.rows),
+                        rows if batch.event_rows is batch.rows else _dump_rows(batch.event_rows),
                         _dump_entries(batch.entries),
                     )
                     for position, batch in enumerate(batches)
@@ -496,12 +498,8 @@ class StateStore:
                 f"WHERE name = ? AND source_request_id IN ({marks})",
                 [name, *(rid for rid, _ in chunk)],
             ).fetchall()
-            entries = [
-                entry for rid, _, text in found if rid in accepted for entry in _load_entries(text)
-            ]
-            values = self._accepted_rows(name, entries)
-            if values:
-                conn.executemany(_UPSERT_ACCEPTED, values)
+            if accepted:
+                self._store_entries(conn, name, found, accepted)
             conn.execute(
                 f"DELETE FROM outbox_batches WHERE name = ? AND source_request_id IN ({marks})",  # noqa: S608
                 [name, *(rid for rid, _ in chunk)],
@@ -514,6 +512,30 @@ class StateStore:
             )
             settled += len(found)
         return settled
+
+    def _store_entries(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        found: list[tuple[str, int, str]],
+        accepted: set[str],
+    ) -> None:
+        """Upsert the entries of the ``accepted`` batches among ``found`` into ``accepted``."""
+        ids = [rid for rid, _, _ in found if rid in accepted]
+        if not ids:
+            return
+        if self._json and not any(rid in accepted and "\\u0000" in text for rid, _, text in found):
+            # Straight from the stored JSON, inside SQLite: no entry is parsed in Python.
+            # (SQLite's JSON functions cut text at a NUL: such keys are parsed in Python.)
+            marks = ",".join("?" * len(ids))
+            conn.execute(
+                _UPSERT_FROM_OUTBOX.format(marks=marks), [name, float(self._clock()), name, *ids]
+            )
+            return
+        entries = [
+            entry for rid, _, text in found if rid in accepted for entry in _load_entries(text)
+        ]
+        conn.executemany(_UPSERT_ACCEPTED, self._accepted_rows(name, entries))
 
     def _in_flight(self, conn: sqlite3.Connection, name: str) -> tuple[InFlightRequest, ...]:
         return tuple(

@@ -63,6 +63,20 @@ CREATE TRIGGER accepted_delete AFTER DELETE ON accepted BEGIN
 END;
 """
 
+# The same upsert for every entry of some outbox batches, read from their stored JSON
+# (``[[key, hash, attributes or null], ...]``, written by ``_dump_entries``). ``{marks}``:
+# one ``?`` per source_request_id.
+_UPSERT_FROM_OUTBOX = (
+    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
+    "SELECT ?, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), "
+    "json_extract(e.value, '$[2]'), ? "
+    "FROM outbox_batches AS b, json_each(b.entries) AS e "
+    "WHERE b.name = ? AND b.source_request_id IN ({marks}) "
+    "ON CONFLICT (name, key) DO UPDATE SET "
+    "hash = excluded.hash, attributes = excluded.attributes, "
+    "accepted_at = excluded.accepted_at"
+)
+
 _SCHEMA_V1 = """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
@@ -125,7 +139,8 @@ def _cause(exc: BaseException) -> str:
 
 
 class StateFile:
-    """An opened state file: ``conn`` (autocommit; transactions are explicit) and ``schema``.
+    """An opened state file: ``conn`` (autocommit; transactions are explicit), ``schema``
+    and ``json`` (whether SQLite has its JSON functions).
 
     A missing file is created atomically (built aside, then linked into place), readable
     by its owner only; a schema-1 file is migrated unless ``read_only``; a file that is not
@@ -136,6 +151,7 @@ class StateFile:
         self._read_only = read_only
         self.schema = SCHEMA_VERSION
         self.conn = self._open(path)
+        self.json = _has_json(self.conn)
 
     @staticmethod
     def _check_header(path: str) -> bool:
@@ -392,3 +408,12 @@ class StateFile:
             )
         else:
             logger.info("state file %s: migrated from schema 1 to %d", path, SCHEMA_VERSION)
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """Whether SQLite has its JSON functions (built in since 3.38, in most earlier builds)."""
+    try:
+        conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
