@@ -79,5 +79,6 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory figures, side by side with the official SDK, in one run."""
-    session.install(".[bench,dataplans]")
+    # spark: section (o), the shared budget of a 4-task Spark run (skipped without Java).
+    session.install(".[bench,dataplans,spark]")
     session.run("python", "benchmarks/run_all.py", *session.posargs)
