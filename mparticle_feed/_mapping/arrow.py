@@ -24,14 +24,16 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import attrs
+import orjson
 
 from .._errors import ModelError
 from .._source.rows import _column_names
 from .._source.sources import arrow_reader, is_cursor
+from .._wire.models import CustomEvent
 from .arrow_columns import (
     FLAG,
     Columns,
@@ -51,6 +53,7 @@ from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
+from .written import CUSTOM_EVENT_TYPE, written_order
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
@@ -96,6 +99,58 @@ _KNOWN_FIELDS = frozenset(
         "data_plan",
     }
 )
+
+#: Custom event fields written as data, with the model's converter for each (their outputs
+#: are ints and text, written as the model writes them).
+_WRITTEN_FIELDS: dict[str, Callable[[Any], Any]] = {
+    name: cast("Callable[[Any], Any]", field.converter)
+    for name, field in attrs.fields_dict(CustomEvent).items()
+    if name in ("timestamp_unixtime_ms", "source_message_id", "session_uuid")
+}
+
+
+def _same_as_before(columns: Columns, names: list[str], rows: int) -> list[bool] | None:
+    """Per row after the first, whether its source values in ``names`` equal the row
+    before's (nulls equal), compared as Arrow columns; None where Arrow cannot compare.
+
+    Equal source values convert to equal values, so such rows share their user part. (Rows
+    whose values differ but convert alike are taken one by one: the batching then finds
+    them the same user, as the row path does.)
+    """
+    pa = columns.pa
+    compute = importlib.import_module("pyarrow.compute")
+    result = pa.array([True] * max(rows - 1, 0), pa.bool_())
+    try:
+        for name in dict.fromkeys(names):
+            column = columns.batch.column(name)
+            later, earlier = column.slice(1), column.slice(0, rows - 1)
+            equal = compute.or_(
+                compute.fill_null(compute.equal(later, earlier), False),
+                compute.and_(compute.is_null(later), compute.is_null(earlier)),
+            )
+            result = compute.and_(result, equal)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    same: list[bool] = result.to_pylist()
+    return same
+
+
+def _plain_type(pa: Any, tp: Any) -> bool:
+    """Arrow types whose attribute values are str, int (64-bit), bool or a finite float."""
+    if pa.types.is_unsigned_integer(tp):
+        return bool(tp.bit_width < 64)
+    return bool(
+        pa.types.is_boolean(tp)
+        or is_text(pa, tp)
+        or pa.types.is_signed_integer(tp)
+        or pa.types.is_floating(tp)
+    )
+
+
+_STAMP = "timestamp_unixtime_ms"
+#: A written key: its name, the attribute names (None for a scalar), the values per row
+#: (a scalar's) or per attribute (a map's).
+_Field = tuple[str, "tuple[str, ...] | None", list[Any]]
 
 #: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
 _KNOWN_KINDS = frozenset({SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT, SyncKind.USER_ATTRIBUTES})
@@ -230,6 +285,8 @@ class ArrowEngine:
     def __init__(self, compiled: CompiledMapping) -> None:
         self.compiled = compiled
         self.fallback = unvectorised(compiled)
+        self.writes = False
+        self.order: dict[str, int] = {}
         mapping = compiled.mapping
         self.needed = frozenset(
             compiled.used_columns | ({compiled.key_column} if compiled.key_column else set())
@@ -254,6 +311,16 @@ class ArrowEngine:
         self.event_fields = [
             (name, sources[name], get, coerce) for name, get, coerce in compiled.event_fields
         ]
+        #: Custom events are written as data, without models (see :mod:`.written`), when
+        #: every event field is one whose converter's output orjson writes as the model's
+        #: hook does; the order of the data's keys is the codec's, taken from a model.
+        self.writes = (
+            mapping.kind is SyncKind.CUSTOM_EVENT
+            and mapping.data_plan is None
+            and all(name in _WRITTEN_FIELDS for name, _, _, _ in self.event_fields)
+        )
+        if self.writes:
+            self.order = written_order()
 
     # --- driving ---------------------------------------------------------------------------
 
@@ -348,6 +415,7 @@ class _Converted:
         joinable = not engine.per_row_user
         self.zeros: set[int] = set()
         pa = columns.pa
+        plain = engine.writes
         for field, builder, attr_names, attr_columns in engine.attribute_maps:
             lists = [
                 attribute_values(columns, builder, attr, column)
@@ -355,6 +423,9 @@ class _Converted:
             ]
             if field != "user_attributes":
                 event_attributes.append((field, attr_names, lists))
+                # Values orjson writes as the model's hook does: their converter
+                # (optional_scalar_map) hands them back unchanged.
+                plain = plain and all(_plain_type(pa, columns.type_of(c)) for c in attr_columns)
                 continue
             self.has_user_attributes = True
             self.user_names, user_lists = attr_names, lists
@@ -390,20 +461,111 @@ class _Converted:
             if FLAG in values:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
         self.identity_count = len(identity_lists)
-        self.user_rows = by_row([*identity_lists, *user_lists], rows)
-        pairs = itertools.pairwise(self.user_rows)
-        self.same = [a == b for a, b in pairs] if joinable else [False] * rows
+        self.user_lists = [*identity_lists, *user_lists]
+        self.same = [False] * rows
+        if joinable:
+            user_columns = [column for _, column in engine.identity_columns]
+            user_columns += [
+                c for f, _, _, cs in engine.attribute_maps if f == "user_attributes" for c in cs
+            ]
+            self.same = _same_as_before(columns, user_columns, rows) or [
+                a == b for a, b in itertools.pairwise(by_row(self.user_lists, rows))
+            ]
         # Read by index, row by row: no tuple per row for the event's fields.
         self.event_columns = event_columns
         self.attribute_columns = [
             (field, list(zip(attr_names, lists, strict=True)))
             for field, attr_names, lists in event_attributes
         ]
+        #: Per row, the event written as JSON: (its timestamp, its bytes); None where the
+        #: row's event is a model (or the row path maps the row).
+        self.written: list[tuple[int | None, bytes] | None] | None = None
+        if plain:
+            self.written = self._write(self._written_fields(engine, rows, event_attributes))
+
+    def _write(self, fields: list[_Field]) -> list[tuple[int | None, bytes] | None]:
+        """Each row's event as the codec writes it, from the columns, without a model.
+
+        An attribute map's dict is built for its row only and dropped once written: few
+        containers live at once, so the garbage collector has little to walk.
+        """
+        spec = [(key, names) for key, names, _ in fields]
+        columns = [
+            values if names is None else zip(*values, strict=True) for _, names, values in fields
+        ]
+        stamps = next((values for key, _, values in fields if key == _STAMP), None)
+        flagged = self.flagged
+        dumps = orjson.dumps
+        out: list[tuple[int | None, bytes] | None] = []
+        append = out.append
+        for index, values in enumerate(zip(*columns, strict=True)):
+            if index in flagged:
+                append(None)
+                continue
+            data = {}
+            for (key, names), item in zip(spec, values, strict=True):
+                value = (
+                    item
+                    if names is None
+                    else {n: v for n, v in zip(names, item, strict=True) if v is not None} or None
+                )
+                if value is not None:
+                    data[key] = value
+            try:
+                written = dumps({"event_type": CUSTOM_EVENT_TYPE, "data": data})
+            except orjson.JSONEncodeError:
+                # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
+                append(None)
+                continue
+            append((None if stamps is None else stamps[index], written))
+        return out
+
+    def _written_fields(
+        self,
+        engine: ArrowEngine,
+        rows: int,
+        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
+    ) -> list[_Field]:
+        """Each written key's values (None: left out), in the codec's key order; an attribute
+        map's are its names and its columns' values."""
+        fields: list[_Field] = [
+            ("event_name", None, self.names),
+            (
+                "custom_event_type",
+                None,
+                [self.fixed_type] * rows if self.types is None else self.types,
+            ),
+        ]
+        flagged = self.flagged
+        for name, values in self.event_columns:
+            convert = _WRITTEN_FIELDS[name]
+            converted: list[Any] = []
+            for index, value in enumerate(values):
+                if value is None or value is FLAG:
+                    converted.append(value)
+                    continue
+                try:
+                    converted.append(convert(value))
+                except ModelError:
+                    flagged.add(index)  # the row path rejects it, with the reason
+                    converted.append(FLAG)
+            fields.append((name, None, converted))
+        for field, attr_names, lists in event_attributes:
+            if lists:  # no attributes: the key is left out, as the model leaves it
+                fields.append((field, attr_names, lists))
+        order = engine.order
+        fields.sort(key=lambda item: order[item[0]])
+        return fields
 
     def event(self, index: int) -> Any:
         """The row's event (None for a user-attribute mapping); raises ModelError."""
         if self.event_cls is None:
             return None
+        written = self.written
+        if written is not None:
+            event = written[index]
+            if event is not None:
+                return event
         kwargs: dict[str, Any] = {}
         for name, values in self.event_columns:
             value = values[index]
@@ -427,7 +589,7 @@ class _Converted:
 
     def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
         """What the row path maps the row to; None when it has no identity."""
-        user = self.user_rows[index]
+        user = tuple(values[index] for values in self.user_lists)
         count = self.identity_count
         identity_pairs = tuple(
             (name, text)
