@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import attrs
-import orjson
 
 from .._errors import ModelError
 from .._source.rows import _column_names
@@ -47,13 +46,15 @@ from .arrow_columns import (
     is_text,
     keys,
     normalised,
+    plain_type,
+    same_as_before,
 )
 from .attributes import _AttributeBuilder
 from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
-from .written import CUSTOM_EVENT_TYPE, written_order
+from .written import WrittenField, write_events, written_order
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
@@ -109,48 +110,19 @@ _WRITTEN_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _same_as_before(columns: Columns, names: list[str], rows: int) -> list[bool] | None:
-    """Per row after the first, whether its source values in ``names`` equal the row
-    before's (nulls equal), compared as Arrow columns; None where Arrow cannot compare.
-
-    Equal source values convert to equal values, so such rows share their user part. (Rows
-    whose values differ but convert alike are taken one by one: the batching then finds
-    them the same user, as the row path does.)
-    """
-    pa = columns.pa
-    compute = importlib.import_module("pyarrow.compute")
-    result = pa.array([True] * max(rows - 1, 0), pa.bool_())
-    try:
-        for name in dict.fromkeys(names):
-            column = columns.batch.column(name)
-            later, earlier = column.slice(1), column.slice(0, rows - 1)
-            equal = compute.or_(
-                compute.fill_null(compute.equal(later, earlier), False),
-                compute.and_(compute.is_null(later), compute.is_null(earlier)),
-            )
-            result = compute.and_(result, equal)
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    same: list[bool] = result.to_pylist()
+def _sameness(
+    engine: ArrowEngine, columns: Columns, user_lists: list[list[Any]], rows: int
+) -> list[bool]:
+    """Per row after the first, whether it shares the row before's user part."""
+    names = [column for _, column in engine.identity_columns]
+    for field, _, _, attr_columns in engine.attribute_maps:
+        if field == "user_attributes":
+            names.extend(attr_columns)
+    same = same_as_before(columns, names, rows)
+    if same is None:
+        same = [a == b for a, b in itertools.pairwise(by_row(user_lists, rows))]
     return same
 
-
-def _plain_type(pa: Any, tp: Any) -> bool:
-    """Arrow types whose attribute values are str, int (64-bit), bool or a finite float."""
-    if pa.types.is_unsigned_integer(tp):
-        return bool(tp.bit_width < 64)
-    return bool(
-        pa.types.is_boolean(tp)
-        or is_text(pa, tp)
-        or pa.types.is_signed_integer(tp)
-        or pa.types.is_floating(tp)
-    )
-
-
-_STAMP = "timestamp_unixtime_ms"
-#: A written key: its name, the attribute names (None for a scalar), the values per row
-#: (a scalar's) or per attribute (a map's).
-_Field = tuple[str, "tuple[str, ...] | None", list[Any]]
 
 #: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
 _KNOWN_KINDS = frozenset({SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT, SyncKind.USER_ATTRIBUTES})
@@ -425,7 +397,7 @@ class _Converted:
                 event_attributes.append((field, attr_names, lists))
                 # Values orjson writes as the model's hook does: their converter
                 # (optional_scalar_map) hands them back unchanged.
-                plain = plain and all(_plain_type(pa, columns.type_of(c)) for c in attr_columns)
+                plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
                 continue
             self.has_user_attributes = True
             self.user_names, user_lists = attr_names, lists
@@ -462,15 +434,9 @@ class _Converted:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
         self.identity_count = len(identity_lists)
         self.user_lists = [*identity_lists, *user_lists]
-        self.same = [False] * rows
-        if joinable:
-            user_columns = [column for _, column in engine.identity_columns]
-            user_columns += [
-                c for f, _, _, cs in engine.attribute_maps if f == "user_attributes" for c in cs
-            ]
-            self.same = _same_as_before(columns, user_columns, rows) or [
-                a == b for a, b in itertools.pairwise(by_row(self.user_lists, rows))
-            ]
+        self.same = (
+            _sameness(engine, columns, self.user_lists, rows) if joinable else [False] * rows
+        )
         # Read by index, row by row: no tuple per row for the event's fields.
         self.event_columns = event_columns
         self.attribute_columns = [
@@ -481,54 +447,19 @@ class _Converted:
         #: row's event is a model (or the row path maps the row).
         self.written: list[tuple[int | None, bytes] | None] | None = None
         if plain:
-            self.written = self._write(self._written_fields(engine, rows, event_attributes))
-
-    def _write(self, fields: list[_Field]) -> list[tuple[int | None, bytes] | None]:
-        """Each row's event as the codec writes it, from the columns, without a model.
-
-        An attribute map's dict is built for its row only and dropped once written: few
-        containers live at once, so the garbage collector has little to walk.
-        """
-        spec = [(key, names) for key, names, _ in fields]
-        columns = [
-            values if names is None else zip(*values, strict=True) for _, names, values in fields
-        ]
-        stamps = next((values for key, _, values in fields if key == _STAMP), None)
-        flagged = self.flagged
-        dumps = orjson.dumps
-        out: list[tuple[int | None, bytes] | None] = []
-        append = out.append
-        for index, values in enumerate(zip(*columns, strict=True)):
-            if index in flagged:
-                append(None)
-                continue
-            data = {}
-            for (key, names), item in zip(spec, values, strict=True):
-                value = (
-                    item
-                    if names is None
-                    else {n: v for n, v in zip(names, item, strict=True) if v is not None} or None
-                )
-                if value is not None:
-                    data[key] = value
-            try:
-                written = dumps({"event_type": CUSTOM_EVENT_TYPE, "data": data})
-            except orjson.JSONEncodeError:
-                # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
-                append(None)
-                continue
-            append((None if stamps is None else stamps[index], written))
-        return out
+            self.written = write_events(
+                self._written_fields(engine, rows, event_attributes), self.flagged
+            )
 
     def _written_fields(
         self,
         engine: ArrowEngine,
         rows: int,
         event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
-    ) -> list[_Field]:
+    ) -> list[WrittenField]:
         """Each written key's values (None: left out), in the codec's key order; an attribute
         map's are its names and its columns' values."""
-        fields: list[_Field] = [
+        fields: list[WrittenField] = [
             ("event_name", None, self.names),
             (
                 "custom_event_type",

@@ -28,9 +28,11 @@ from .provenance import RowRef, SourcedBatch
 __all__ = [
     "CUSTOM_EVENT_TYPE",
     "WrittenBatch",
+    "WrittenField",
     "event_bytes",
     "event_data",
     "event_stamp",
+    "write_events",
     "written_order",
 ]
 
@@ -51,9 +53,54 @@ CUSTOM_EVENT_TYPE: Any = _PROBE["event_type"]
 _ORDER = {key: rank for rank, key in enumerate(_PROBE["data"])}
 
 
+#: A key of a written custom event: its name, the attribute names (None for a scalar), the
+#: values per row (a scalar's) or per attribute (a map's).
+WrittenField = tuple[str, "tuple[str, ...] | None", list[Any]]
+
+
 def written_order() -> dict[str, int]:
     """The rank of each key of a custom event's ``data`` in what the codec writes."""
     return _ORDER
+
+
+def write_events(
+    fields: list[WrittenField], flagged: set[int]
+) -> list[tuple[int | None, bytes] | None]:
+    """Each row's event as the codec writes it, from the columns, without a model (None for
+    the rows in ``flagged``, and where JSON cannot carry a value).
+
+    An attribute map's dict is built for its row only and dropped once written: few
+    containers live at once, so the garbage collector has little to walk.
+    """
+    spec = [(key, names) for key, names, _ in fields]
+    columns = [
+        values if names is None else zip(*values, strict=True) for _, names, values in fields
+    ]
+    stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
+    dumps = orjson.dumps
+    out: list[tuple[int | None, bytes] | None] = []
+    append = out.append
+    for index, values in enumerate(zip(*columns, strict=True)):
+        if index in flagged:
+            append(None)
+            continue
+        data = {}
+        for (key, names), item in zip(spec, values, strict=True):
+            value = (
+                item
+                if names is None
+                else {n: v for n, v in zip(names, item, strict=True) if v is not None} or None
+            )
+            if value is not None:
+                data[key] = value
+        try:
+            written = dumps({"event_type": CUSTOM_EVENT_TYPE, "data": data})
+        except orjson.JSONEncodeError:
+            # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
+            append(None)
+            continue
+        append((None if stamps is None else stamps[index], written))
+    return out
 
 
 def event_stamp(event: Any) -> int | None:
