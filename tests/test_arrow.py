@@ -876,3 +876,31 @@ def test_written_path_is_taken_only_where_it_is_proven() -> None:
     for sourced in batches:
         assert isinstance(sourced, WrittenBatch)
         assert all(isinstance(event, mpf.CustomEvent) for event in sourced.written)
+
+
+def test_routing_packing_and_the_differ_read_written_events_without_models(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    table = example_table()
+    with StateStore(tmp_path / "first.sqlite") as state:
+        first = plan(reference_rows(table, 1000), MAPPING, state=state, name="things", now=NOW)
+    expected = second_plan(reference_rows(table, 1000), MAPPING, first, tmp_path / "rows.sqlite")
+
+    def no_models(self: WrittenBatch) -> Any:
+        raise AssertionError("a written batch built its models")
+
+    monkeypatch.setattr(WrittenBatch, "batch", property(no_models))
+    # Routed (all historical, 29 days on) and packed with splits by size, then planned over
+    # an empty state and over the first run's (the differ's hashes).
+    later = NOW + timedelta(days=29)
+    split = list(
+        pipeline.pack(pipeline.route(mpf.map_rows(table, MAPPING), now=later), max_batch_bytes=600)
+    )
+    requests = [item for item in split if isinstance(item, pipeline.Request)]
+    assert {request.endpoint for request in requests} == {mpf.Endpoint.HISTORICAL}
+    assert sum(len(request.batches) for request in requests) > len(
+        list(mpf.map_rows(table, MAPPING))
+    )
+    with StateStore(tmp_path / "arrow-first.sqlite") as state:
+        plan(table, MAPPING, state=state, name="things", now=NOW)
+    assert second_plan(table, MAPPING, first, tmp_path / "arrow.sqlite") == expected
