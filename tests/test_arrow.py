@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 import tempfile
 from datetime import date, datetime, timedelta, timezone
@@ -25,6 +26,7 @@ pa = pytest.importorskip("pyarrow")
 import mparticle_feed as mpf  # noqa: E402
 from mparticle_feed import pipeline  # noqa: E402
 from mparticle_feed._mapping import arrow, arrow_columns  # noqa: E402
+from mparticle_feed._mapping.provenance import events_part  # noqa: E402
 from mparticle_feed._mapping.sources import Attributes, Computed, Constant  # noqa: E402
 from mparticle_feed._mapping.spec import (  # noqa: E402
     CommerceEventMapping,
@@ -34,6 +36,7 @@ from mparticle_feed._mapping.spec import (  # noqa: E402
     ScreenViewEventMapping,
     UserAttributeMapping,
 )
+from mparticle_feed._mapping.written import WrittenBatch  # noqa: E402
 from mparticle_feed._sync.run import plan  # noqa: E402
 from mparticle_feed._sync.state import StateStore  # noqa: E402
 from mparticle_feed.testing import FakeEventsServer  # noqa: E402
@@ -50,19 +53,35 @@ def reference_rows(table: Any, chunk: int) -> list[dict[str, Any]]:
     return rows
 
 
+#: A clock under which part of the generated events (up to ~11.6 days before NOW) are 28
+#: days old or more: routing splits batches between the endpoints.
+LATER = NOW + timedelta(days=23)
+
+
+def requests_of(items: Any) -> list[Any]:
+    return [
+        (item.endpoint, item.body, [b.sourced.rows for b in item.batches])
+        if isinstance(item, pipeline.Request)
+        else item
+        for item in items
+    ]
+
+
 def outcome(source: Any, mapping: RowMapping, *, limit: int = 100) -> dict[str, Any]:
     run = mpf.map_rows(source, mapping, max_events_per_batch=limit)
     batches = list(run)
     requests = list(pipeline.pack(pipeline.route(iter(batches), now=NOW)))
+    # Routing splits, and packing splits batches over 1,500 bytes (or refuses an event
+    # alone over it): both cut written batches (events_part, on written events) as they cut models.
+    split = pipeline.pack(pipeline.route(iter(batches), now=LATER), max_batch_bytes=1_500)
     return {
         "engine": run.engine,
+        "written": sum(isinstance(sourced, WrittenBatch) for sourced in batches),
         "batches": [
             (mpf.dumps(sourced.batch), sourced.event_rows, sourced.rows) for sourced in batches
         ],
-        "requests": [
-            (item.endpoint, item.body) if isinstance(item, pipeline.Request) else item
-            for item in requests
-        ],
+        "requests": requests_of(requests),
+        "split": requests_of(split),
         "rejected": run.rejected,
         "counts": (run.rows_in, run.rows_mapped, run.rows_rejected, run.values_truncated),
     }
@@ -74,8 +93,12 @@ def assert_same(table: Any, mapping: RowMapping, *, chunk: int = 1000, limit: in
     got = outcome(table.to_reader(max_chunksize=chunk), mapping, limit=limit)
     assert got["engine"] == "arrow"
     assert expected["engine"] == "rows"
-    for key in ("batches", "requests", "rejected", "counts"):
+    assert expected["written"] == 0
+    for key in ("batches", "requests", "split", "rejected", "counts"):
         assert got[key] == expected[key], key
+    engine = arrow.ArrowEngine(mapping._compiled)
+    if engine.fallback is None and engine.writes and got["batches"]:
+        assert got["written"] == len(got["batches"])  # the written path was taken
     return str(got["engine"])
 
 
@@ -746,3 +769,138 @@ def test_product_actions_built_column_by_column_are_byte_identical(case: Any) ->
     assert arrow.unvectorised(mapping._compiled) is None
     assert "product_action" in mapping._compiled.struct_plans
     assert_same(table, mapping, chunk=chunk)
+
+
+# --- events written as data (WrittenBatch) ------------------------------------------------------
+
+
+def second_plan(source: Any, mapping: RowMapping, first: Any, path: Path) -> tuple[Any, ...]:
+    """A plan over a state holding the first run's entries, accepted (the row path's)."""
+    with StateStore(path) as state:
+        state.record_accepted("things", first.entries.values())
+        result = plan(source, mapping, state=state, name="things", now=NOW)
+    return (
+        [(r.endpoint, r.body) for r in result.requests],
+        result.rejects,
+        dict(result.entries),
+        result.settled,
+        result.unchanged,
+        result.rows_in,
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables("custom_event"), st.integers(2, 4))
+def test_a_second_run_compares_written_events_with_the_state_as_the_row_path(
+    case: Any, every: int
+) -> None:
+    table, mapping, chunk, _ = case
+    # The second run moves every few rows' timestamp: the differ keeps those events and
+    # cuts the rest out of their batches (events_part, on written events), hashing each event.
+    stamps = table.column("ts")
+    values = stamps.to_pylist()
+    changed = pa.array(
+        [
+            value if index % every else values[(index + 1) % len(values)]
+            for index, value in enumerate(values)
+        ],
+        stamps.type,
+    )
+    again = table.set_column(table.schema.get_field_index("ts"), "ts", changed)
+    with tempfile.TemporaryDirectory() as directory:
+        with StateStore(Path(directory) / "first.sqlite") as state:
+            first = plan(reference_rows(table, chunk), mapping, state=state, name="things", now=NOW)
+        expected = second_plan(
+            reference_rows(again, chunk), mapping, first, Path(directory) / "rows.sqlite"
+        )
+        got = second_plan(
+            again.to_reader(max_chunksize=chunk), mapping, first, Path(directory) / "arrow.sqlite"
+        )
+    assert got == expected
+
+
+def test_a_written_batch_stands_for_the_row_paths_batch() -> None:
+    table = example_table(60)
+    written = list(mpf.map_rows(table, MAPPING))
+    plain = list(mpf.map_rows(reference_rows(table, 1000), MAPPING))
+    assert all(isinstance(sourced, WrittenBatch) for sourced in written)
+    assert not any(isinstance(sourced, WrittenBatch) for sourced in plain)
+    assert written == plain
+    assert plain == written
+    # Pickled (a distributed engine's task result) as the plain sourced batch.
+    copied = pickle.loads(pickle.dumps(written[0]))
+    assert type(copied) is pipeline.SourcedBatch
+    assert copied == plain[0]
+    first = written[0]
+    part = events_part(first, [0, 2])
+    assert isinstance(part, WrittenBatch)
+    assert part.event_rows == (first.event_rows[0], first.event_rows[2])
+    assert part.batch.events == (plain[0].batch.events[0], plain[0].batch.events[2])
+    assert part.batch.user_identities == plain[0].batch.user_identities
+
+
+def test_written_path_is_taken_only_where_it_is_proven() -> None:
+    assert arrow.ArrowEngine(MAPPING._compiled).writes
+    session = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        timestamp_unixtime_ms="ts",
+        source_message_id="id",
+        session_uuid=Constant("6a3c8f2e-1b7d-4c1a-9f0e-2d5b7c9e1f30"),
+    )
+    assert arrow.ArrowEngine(session._compiled).writes
+    assert_same(example_table(60), session, chunk=25)
+    located = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        timestamp_unixtime_ms="ts",
+        location={"latitude": Constant(1.0), "longitude": Constant(2.0)},
+    )
+    # A nested model is not written as data: its events are models, as before.
+    assert not arrow.ArrowEngine(located._compiled).writes
+    assert_same(example_table(60), located, chunk=25)
+    # A date attribute: that slice's events are models, carried in the same batches.
+    table = example_table(30).append_column("day", pa.array([date(2024, 1, 2)] * 30))
+    dated = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        timestamp_unixtime_ms="ts",
+        custom_attributes={"day": "day", "score": "score"},
+    )
+    assert_same(table, dated, chunk=10)
+    batches = list(mpf.map_rows(table, dated))
+    assert batches
+    for sourced in batches:
+        assert isinstance(sourced, WrittenBatch)
+        assert all(isinstance(event, mpf.CustomEvent) for event in sourced.written)
+
+
+def test_routing_packing_and_the_differ_read_written_events_without_models(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    table = example_table()
+    with StateStore(tmp_path / "first.sqlite") as state:
+        first = plan(reference_rows(table, 1000), MAPPING, state=state, name="things", now=NOW)
+    expected = second_plan(reference_rows(table, 1000), MAPPING, first, tmp_path / "rows.sqlite")
+
+    def no_models(self: WrittenBatch) -> Any:
+        raise AssertionError("a written batch built its models")
+
+    monkeypatch.setattr(WrittenBatch, "batch", property(no_models))
+    # Routed (all historical, 29 days on) and packed with splits by size, then planned over
+    # an empty state and over the first run's (the differ's hashes).
+    later = NOW + timedelta(days=29)
+    split = list(
+        pipeline.pack(pipeline.route(mpf.map_rows(table, MAPPING), now=later), max_batch_bytes=600)
+    )
+    requests = [item for item in split if isinstance(item, pipeline.Request)]
+    assert {request.endpoint for request in requests} == {mpf.Endpoint.HISTORICAL}
+    assert sum(len(request.batches) for request in requests) > len(
+        list(mpf.map_rows(table, MAPPING))
+    )
+    with StateStore(tmp_path / "arrow-first.sqlite") as state:
+        plan(table, MAPPING, state=state, name="things", now=NOW)
+    assert second_plan(table, MAPPING, first, tmp_path / "arrow.sqlite") == expected

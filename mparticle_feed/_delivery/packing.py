@@ -33,6 +33,7 @@ import orjson
 
 from .._errors import ConfigurationError
 from .._mapping.provenance import RowProblem, SourcedBatch, Stage, events_part
+from .._mapping.written import WrittenBatch, event_bytes
 from .._wire.codec import _json_default
 from .routing import Endpoint, RoutedBatch
 
@@ -151,14 +152,22 @@ class _Pieces:
         # The codec's hook gives a model's written fields, nested models left as they are
         # (orjson asks it again for those), so no tree is built. It may hand back the
         # model's own storage: copy before popping.
-        document: dict[str, Any] = dict(_json_default(sourced.batch))
         self.sourced = sourced
-        self.user_id: str | None = document.pop("source_request_id", None)
-        self._written_events: Sequence[Any] | None = document.pop("events", None)
-        self.events_json: bytes | None = (
-            None if self._written_events is None else _model_bytes(self._written_events)
-        )
         self._each: list[bytes] | None = None
+        if isinstance(sourced, WrittenBatch):
+            # Events written as bytes already (orjson's compact array is the items joined
+            # by commas): the header is the batch without them.
+            document: dict[str, Any] = dict(_json_default(sourced.header))
+            self._written_events: Sequence[Any] | None = None
+            self._each = [event_bytes(event) for event in sourced.written]
+            self.events_json = _array(self._each) if self._each else None
+        else:
+            document = dict(_json_default(sourced.batch))
+            self._written_events = document.pop("events", None)
+            self.events_json = (
+                None if self._written_events is None else _model_bytes(self._written_events)
+            )
+        self.user_id: str | None = document.pop("source_request_id", None)
         header = _model_bytes(document)  # never "{}": environment is always written
         self.header_rest = header[1:]  # '"environment":...}'
         identity = [

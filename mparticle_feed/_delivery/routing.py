@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from typing import Any
 
 import attrs
 
 from .._errors import ConfigurationError, ModelError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
+from .._mapping.written import WrittenBatch, event_stamp
 from .._wire.models import Batch, Event
 
 __all__ = [
@@ -158,7 +160,10 @@ def _route(
     min_age_ms = historical_min_age // timedelta(milliseconds=1)
     for position, item in enumerate(batches, start=1):
         sourced = as_sourced(item, position)
-        events: Sequence[Event] = sourced.batch.events or ()
+        # Events written as data (the Arrow engine's) are read as data, not models.
+        events: Sequence[Event | dict[str, Any]] = (
+            sourced.written if isinstance(sourced, WrittenBatch) else (sourced.batch.events or ())
+        )
         if not events:
             yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
             continue
@@ -166,7 +171,7 @@ def _route(
         historical: list[int] = []
         refused: list[tuple[int, str]] = []
         for index, event in enumerate(events):
-            stamp = event.timestamp_unixtime_ms
+            stamp = event_stamp(event)
             age = None if stamp is None else now_ms - stamp
             goes_historical = historical_only or (age is not None and age >= after_ms)
             if not goes_historical:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import attrs
@@ -32,6 +32,7 @@ import attrs
 from .._errors import ModelError
 from .._source.rows import _column_names
 from .._source.sources import arrow_reader, is_cursor
+from .._wire.models import CustomEvent
 from .arrow_columns import (
     FLAG,
     Columns,
@@ -45,12 +46,15 @@ from .arrow_columns import (
     is_text,
     keys,
     normalised,
+    plain_type,
+    same_as_before,
 )
 from .attributes import _AttributeBuilder
 from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
+from .written import WrittenField, write_events, written_order
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
@@ -96,6 +100,29 @@ _KNOWN_FIELDS = frozenset(
         "data_plan",
     }
 )
+
+#: Custom event fields written as data, with the model's converter for each (their outputs
+#: are ints and text, written as the model writes them).
+_WRITTEN_FIELDS: dict[str, Callable[[Any], Any]] = {
+    name: cast("Callable[[Any], Any]", field.converter)
+    for name, field in attrs.fields_dict(CustomEvent).items()
+    if name in ("timestamp_unixtime_ms", "source_message_id", "session_uuid")
+}
+
+
+def _sameness(
+    engine: ArrowEngine, columns: Columns, user_lists: list[list[Any]], rows: int
+) -> list[bool]:
+    """Per row after the first, whether it shares the row before's user part."""
+    names = [column for _, column in engine.identity_columns]
+    for field, _, _, attr_columns in engine.attribute_maps:
+        if field == "user_attributes":
+            names.extend(attr_columns)
+    same = same_as_before(columns, names, rows)
+    if same is None:
+        same = [a == b for a, b in itertools.pairwise(by_row(user_lists, rows))]
+    return same
+
 
 #: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
 _KNOWN_KINDS = frozenset({SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT, SyncKind.USER_ATTRIBUTES})
@@ -230,6 +257,8 @@ class ArrowEngine:
     def __init__(self, compiled: CompiledMapping) -> None:
         self.compiled = compiled
         self.fallback = unvectorised(compiled)
+        self.writes = False
+        self.order: dict[str, int] = {}
         mapping = compiled.mapping
         self.needed = frozenset(
             compiled.used_columns | ({compiled.key_column} if compiled.key_column else set())
@@ -254,6 +283,16 @@ class ArrowEngine:
         self.event_fields = [
             (name, sources[name], get, coerce) for name, get, coerce in compiled.event_fields
         ]
+        #: Custom events are written as data, without models (see :mod:`.written`), when
+        #: every event field is one whose converter's output orjson writes as the model's
+        #: hook does; the order of the data's keys is the codec's, taken from a model.
+        self.writes = (
+            mapping.kind is SyncKind.CUSTOM_EVENT
+            and mapping.data_plan is None
+            and all(name in _WRITTEN_FIELDS for name, _, _, _ in self.event_fields)
+        )
+        if self.writes:
+            self.order = written_order()
 
     # --- driving ---------------------------------------------------------------------------
 
@@ -348,6 +387,7 @@ class _Converted:
         joinable = not engine.per_row_user
         self.zeros: set[int] = set()
         pa = columns.pa
+        plain = engine.writes
         for field, builder, attr_names, attr_columns in engine.attribute_maps:
             lists = [
                 attribute_values(columns, builder, attr, column)
@@ -355,6 +395,9 @@ class _Converted:
             ]
             if field != "user_attributes":
                 event_attributes.append((field, attr_names, lists))
+                # Values orjson writes as the model's hook does: their converter
+                # (optional_scalar_map) hands them back unchanged.
+                plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
                 continue
             self.has_user_attributes = True
             self.user_names, user_lists = attr_names, lists
@@ -390,20 +433,70 @@ class _Converted:
             if FLAG in values:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
         self.identity_count = len(identity_lists)
-        self.user_rows = by_row([*identity_lists, *user_lists], rows)
-        pairs = itertools.pairwise(self.user_rows)
-        self.same = [a == b for a, b in pairs] if joinable else [False] * rows
+        self.user_lists = [*identity_lists, *user_lists]
+        self.same = (
+            _sameness(engine, columns, self.user_lists, rows) if joinable else [False] * rows
+        )
         # Read by index, row by row: no tuple per row for the event's fields.
         self.event_columns = event_columns
         self.attribute_columns = [
             (field, list(zip(attr_names, lists, strict=True)))
             for field, attr_names, lists in event_attributes
         ]
+        #: Per row, the event written as JSON: (its timestamp, its bytes); None where the
+        #: row's event is a model (or the row path maps the row).
+        self.written: list[tuple[int | None, bytes] | None] | None = None
+        if plain:
+            self.written = write_events(
+                self._written_fields(engine, rows, event_attributes), self.flagged
+            )
+
+    def _written_fields(
+        self,
+        engine: ArrowEngine,
+        rows: int,
+        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
+    ) -> list[WrittenField]:
+        """Each written key's values (None: left out), in the codec's key order; an attribute
+        map's are its names and its columns' values."""
+        fields: list[WrittenField] = [
+            ("event_name", None, self.names),
+            (
+                "custom_event_type",
+                None,
+                [self.fixed_type] * rows if self.types is None else self.types,
+            ),
+        ]
+        flagged = self.flagged
+        for name, values in self.event_columns:
+            convert = _WRITTEN_FIELDS[name]
+            converted: list[Any] = []
+            for index, value in enumerate(values):
+                if value is None or value is FLAG:
+                    converted.append(value)
+                    continue
+                try:
+                    converted.append(convert(value))
+                except ModelError:
+                    flagged.add(index)  # the row path rejects it, with the reason
+                    converted.append(FLAG)
+            fields.append((name, None, converted))
+        for field, attr_names, lists in event_attributes:
+            if lists:  # no attributes: the key is left out, as the model leaves it
+                fields.append((field, attr_names, lists))
+        order = engine.order
+        fields.sort(key=lambda item: order[item[0]])
+        return fields
 
     def event(self, index: int) -> Any:
         """The row's event (None for a user-attribute mapping); raises ModelError."""
         if self.event_cls is None:
             return None
+        written = self.written
+        if written is not None:
+            event = written[index]
+            if event is not None:
+                return event
         kwargs: dict[str, Any] = {}
         for name, values in self.event_columns:
             value = values[index]
@@ -427,7 +520,7 @@ class _Converted:
 
     def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
         """What the row path maps the row to; None when it has no identity."""
-        user = self.user_rows[index]
+        user = tuple(values[index] for values in self.user_lists)
         count = self.identity_count
         identity_pairs = tuple(
             (name, text)

@@ -7,6 +7,7 @@ required, a value a fast check refuses, or a value the row path's own coercer re
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -35,6 +36,8 @@ __all__ = [
     "keys",
     "normalised",
     "per_value",
+    "plain_type",
+    "same_as_before",
     "struct_values",
     "timestamps",
 ]
@@ -342,3 +345,41 @@ def event_types(compiled: CompiledMapping, columns: Columns, rows: int) -> list[
 def by_row(lists: list[list[Any]], rows: int) -> list[tuple[Any, ...]]:
     """Column lists turned into one tuple per row (empty tuples when there are no columns)."""
     return list(zip(*lists, strict=True)) if lists else [()] * rows
+
+
+def same_as_before(columns: Columns, names: list[str], rows: int) -> list[bool] | None:
+    """Per row after the first, whether its source values in ``names`` equal the row
+    before's (nulls equal), compared as Arrow columns; None where Arrow cannot compare.
+
+    Equal source values convert to equal values, so such rows share their user part. (Rows
+    whose values differ but convert alike are taken one by one: the batching then finds
+    them the same user, as the row path does.)
+    """
+    pa = columns.pa
+    compute = importlib.import_module("pyarrow.compute")
+    result = pa.array([True] * max(rows - 1, 0), pa.bool_())
+    try:
+        for name in dict.fromkeys(names):
+            column = columns.batch.column(name)
+            later, earlier = column.slice(1), column.slice(0, rows - 1)
+            equal = compute.or_(
+                compute.fill_null(compute.equal(later, earlier), False),
+                compute.and_(compute.is_null(later), compute.is_null(earlier)),
+            )
+            result = compute.and_(result, equal)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    same: list[bool] = result.to_pylist()
+    return same
+
+
+def plain_type(pa: Any, tp: Any) -> bool:
+    """Arrow types whose attribute values are str, int (64-bit), bool or a finite float."""
+    if pa.types.is_unsigned_integer(tp):
+        return bool(tp.bit_width < 64)
+    return bool(
+        pa.types.is_boolean(tp)
+        or is_text(pa, tp)
+        or pa.types.is_signed_integer(tp)
+        or pa.types.is_floating(tp)
+    )

@@ -57,6 +57,17 @@ class SourcedBatch:
             msg = f"{len(events)} events but {len(self.event_rows)} event_rows"
             raise ModelError(msg)
 
+    def _events_part(
+        self, indexes: Sequence[int], event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]
+    ) -> SourcedBatch:
+        # events_part's cut; a batch carrying its events otherwise (WrittenBatch) has its own.
+        events = self.batch.events or ()
+        return SourcedBatch(
+            batch=attrs.evolve(self.batch, events=tuple(events[i] for i in indexes)),
+            event_rows=event_rows,
+            rows=rows,
+        )
+
 
 def events_part(sourced: SourcedBatch, indexes: Sequence[int]) -> SourcedBatch:
     """The batch restricted to the events at ``indexes``; user-level fields are kept whole.
@@ -64,13 +75,8 @@ def events_part(sourced: SourcedBatch, indexes: Sequence[int]) -> SourcedBatch:
     Routing (live or historical), packing (a batch over the size limit) and the sync (events
     already sent) all cut a batch by its events' positions this way.
     """
-    events = sourced.batch.events or ()
     event_rows = tuple(sourced.event_rows[i] for i in indexes)
-    return SourcedBatch(
-        batch=attrs.evolve(sourced.batch, events=tuple(events[i] for i in indexes)),
-        event_rows=event_rows,
-        rows=part_rows(sourced, event_rows),
-    )
+    return sourced._events_part(indexes, event_rows, part_rows(sourced, event_rows))
 
 
 def part_rows(sourced: SourcedBatch, event_rows: Sequence[RowRef]) -> tuple[RowRef, ...]:

@@ -10,7 +10,7 @@ order, and every row keeps its row number and primary key: the window works on r
 mapped, so rejects are unaffected.
 
 The window knows nothing of how a batch is built: it works with any group that has
-``accepts``/``add``/``flush``/``full`` and a ``rows`` list, so another engine can share it.
+``accepts``/``add``/``add_event``/``flush``/``full`` and a ``rows`` list, so another engine can share it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Group(Protocol[Item_contra]):
     def accepts(self, item: Item_contra, limit: int) -> bool: ...
 
     def add(self, item: Item_contra, ref: RowRef) -> None: ...
+
+    def add_event(self, event: Any, ref: RowRef) -> None: ...
 
     def full(self, limit: int) -> bool: ...
 
@@ -113,6 +115,21 @@ class RegroupWindow(Generic[G]):
                 self._evict(self._last_slot)
             return
         self._push_other(key, item, ref)
+
+    def push_next(self, event: Any, ref: RowRef) -> bool:
+        """Add a row whose user part is that of the row pushed last (the next row of a run
+        the Arrow engine mapped): to that row's batch, as ``push`` would, without comparing
+        users. False when that batch has left the window (it filled): ``push`` the row."""
+        group = self._last
+        if group is None:
+            return False
+        group.add_event(event, ref)
+        self._held += 1
+        if group.full(self.limit):
+            self._release(self._last_slot)
+        elif self._held > self.window and len(self._groups) > 1:
+            self._evict(self._last_slot)
+        return True
 
     def _push_other(self, key: Any, item: Any, ref: RowRef) -> None:
         slot = _slot(key)

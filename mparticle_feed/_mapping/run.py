@@ -17,13 +17,11 @@ import attrs
 from .._errors import ConfigurationError, RowError, type_name
 from .._source.rows import RowSource
 from .._source.sources import rows_from
-from .._wire.common import DeviceInfo, UserIdentities
-from .._wire.models import Batch
 from .arrow import ArrowEngine, Result, Run, arrow_source_reader
 from .columns import check_columns
 from .compile import CompiledMapping, _Mapped
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
-from .limits import MAX_USER_ATTRIBUTES
+from .pending import _Pending, _with_event
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
 from .rejects import _Reject
@@ -89,10 +87,14 @@ class MappingRun(Iterator[SourcedBatch]):
         #: Which engine maps the rows: ``"rows"``, or ``"arrow"`` for an Arrow source.
         self.engine = "rows"
         reader = arrow_source_reader(rows)
+        self._written: type[Any] | None = None
         if reader is not None:
             self.engine = "arrow"
             check_columns(self._compiled, reader.schema.names)
-            self._batches = self._run_results(ArrowEngine(self._compiled).results(reader))
+            engine = ArrowEngine(self._compiled)
+            if engine.fallback is None and engine.writes:
+                self._written = self._compiled.event_cls
+            self._batches = self._run_results(engine.results(reader))
         else:
             source = rows_from(rows, chunk_size=chunk_size)
             # The source's columns are known before its first row: a mapping that reads a
@@ -316,21 +318,24 @@ class MappingRun(Iterator[SourcedBatch]):
 
     def _run_results_windowed(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """The Arrow engine's rows through the regroup window, one by one as ``_run`` does."""
-        environment = self.mapping.environment
+        environment, written = self.mapping.environment, self._written
         window = self._window = RegroupWindow(
-            self.group_window, lambda: _Pending(environment), self.max_events_per_batch
+            self.group_window, lambda: _Pending(environment, written), self.max_events_per_batch
         )
-        push = window.push
+        push, push_next = window.push, window.push_next
         for run in self._runs(results):
             first = run.first
             key = first.user_key
             refs, events = run.refs, run.events
+            pushed = False  # a row of this run was pushed last: the next joins its batch
             for position in range(len(refs)):
                 ref = refs[position]
                 if self._duplicate(ref):
                     continue
                 self.rows_in += 1
-                push(key, first if position == 0 else _with_event(first, events[position]), ref)
+                if not (pushed and push_next(events[position], ref)):
+                    push(key, first if position == 0 else _with_event(first, events[position]), ref)
+                    pushed = True
                 self.rows_mapped += 1
             self.values_truncated += run.truncated
             if window.ready:
@@ -347,7 +352,7 @@ class MappingRun(Iterator[SourcedBatch]):
             yield from self._run_results_windowed(results)
             return
         limit = self.max_events_per_batch
-        pending = _Pending(self.mapping.environment)
+        pending = _Pending(self.mapping.environment, self._written)
         for run in self._runs(results):
             first = run.first
             refs = run.refs
@@ -392,106 +397,6 @@ class MappingRun(Iterator[SourcedBatch]):
             self.batches_out,
             self.rows_rejected,
         )
-
-
-class _Pending:
-    """The batch being filled: one user's consecutive rows."""
-
-    def __init__(self, environment: Any) -> None:
-        self.environment = environment
-        self.first: _Mapped | None = None
-        self.events: list[Any] = []
-        self.event_rows: list[RowRef] = []
-        self.rows: list[RowRef] = []
-        self.user_attributes: dict[str, Any] = {}
-        #: The attribute dict merged last: a row reusing it (same user columns) adds nothing.
-        self.merged: dict[str, Any] | None = None
-
-    def accepts(self, mapped: _Mapped, limit: int) -> bool:
-        first = self.first
-        if first is None:
-            return True
-        if mapped.user_key != first.user_key:
-            return False
-        if mapped.event is not None and len(self.events) >= limit:
-            return False
-        extra = mapped.user_attributes
-        if extra and extra is not self.merged:
-            current = self.user_attributes
-            if extra.items() <= current.items():
-                return True  # the usual case: the same attributes again, nothing new
-            for key, value in extra.items():
-                if key in current and current[key] != value:
-                    return False  # a later value would overwrite an earlier one
-            if len(current.keys() | extra.keys()) > MAX_USER_ATTRIBUTES:
-                return False
-        return True
-
-    def full(self, limit: int) -> bool:
-        return len(self.events) >= limit
-
-    def add(self, mapped: _Mapped, ref: RowRef) -> None:
-        if self.first is None:
-            self.first = mapped
-        if mapped.event is not None:
-            self.events.append(mapped.event)
-            self.event_rows.append(ref)
-        extra = mapped.user_attributes
-        if extra and extra is not self.merged:
-            self.user_attributes.update(extra)
-            self.merged = extra
-        self.rows.append(ref)
-
-    def flush(self) -> SourcedBatch:
-        first = self.first
-        assert first is not None
-        batch = Batch(
-            events=tuple(self.events) if self.events else None,
-            environment=self.environment,
-            user_identities=UserIdentities(**_any_kwargs(first.identities))
-            if first.identities
-            else None,
-            device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
-            mpid=first.mpid,
-            mp_deviceid=first.mp_deviceid,
-            ip=first.ip,
-            application_info=first.application_info,
-            context=first.context,
-            user_attributes=self.user_attributes or None,
-            **dict(first.extras),
-        )
-        sourced = SourcedBatch(
-            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
-        )
-        self.first = None
-        self.events = []
-        self.event_rows = []
-        self.rows = []
-        self.user_attributes = {}
-        self.merged = None
-        return sourced
-
-
-def _with_event(first: _Mapped, event: Any) -> _Mapped:
-    """What the row path maps a later row of ``first``'s run to: its user part, this event."""
-    # Positional, in _Mapped's field order, as compile.py builds it: cheaper than evolve().
-    return _Mapped(
-        first.user_key,
-        first.identities,
-        first.device,
-        first.mpid,
-        first.mp_deviceid,
-        first.ip,
-        first.application_info,
-        first.context,
-        first.user_attributes,
-        event,
-        0,
-    )
-
-
-def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    return dict(pairs)
 
 
 def _column(source: Any) -> str | None:

@@ -15,6 +15,7 @@ import orjson
 
 from .._mapping.provenance import RowRef, SourcedBatch, events_part
 from .._mapping.sources import SyncKind
+from .._mapping.written import WrittenBatch, event_data
 from .._wire.codec import _json_default, to_dict
 from .._wire.models import Batch
 from .protocol import SyncState
@@ -90,12 +91,14 @@ class _Differ:
             self.unchanged += 1
 
     def _events(self, sourced: SourcedBatch, known: dict[str, StateEntry]) -> SourcedBatch | None:
-        batch = sourced.batch
-        events = batch.events or ()
+        hashes = (
+            _written_event_hashes(sourced)
+            if isinstance(sourced, WrittenBatch)
+            else _event_hashes(sourced.batch)
+        )
+        count = len(sourced.event_rows)
         kept: list[int] = []
-        for index, (digest, row) in enumerate(
-            zip(_event_hashes(batch), sourced.event_rows, strict=True)
-        ):
+        for index, (digest, row) in enumerate(zip(hashes, sourced.event_rows, strict=True)):
             key = row.primary_key
             previous = known.get(key) if key is not None else None
             if previous is not None and previous.hash == digest:
@@ -103,10 +106,10 @@ class _Differ:
             kept.append(index)
             if key is not None:
                 self.entries[row.row_number] = StateEntry(key=key, hash=digest)
-        if len(kept) == len(events):
+        if len(kept) == count:
             return sourced
         kept_set = set(kept)
-        skipped = [sourced.event_rows[i] for i in range(len(events)) if i not in kept_set]
+        skipped = [sourced.event_rows[i] for i in range(count) if i not in kept_set]
         if not kept:
             # Rows that gave only user fields travel with the events; none are left. Every
             # event row is among ``rows``, once.
@@ -205,3 +208,27 @@ def _event_hashes(batch: Batch) -> list[str]:
         document.pop("source_request_id", None)
         user = content_hash(document)
         return [content_hash([user, event]) for event in documents]
+
+
+def _written_event_hashes(sourced: WrittenBatch) -> list[str]:
+    """:func:`_event_hashes` for events written as data (the Arrow engine's), without models.
+
+    An event written as bytes is read back as data (JSON numbers and text read back as
+    the values written), so orjson writes the same sorted bytes as for the model and the
+    hashes are the model path's.
+    """
+    try:
+        header = dict(_json_default(sourced.header))
+        header.pop("source_request_id", None)
+        user_hash = _digest(orjson.dumps(header, default=_json_default, option=_HASH_OPTIONS))
+        prefix = b'["' + user_hash.encode() + b'",'
+        return [
+            _digest(
+                prefix
+                + orjson.dumps(event_data(event), default=_json_default, option=_HASH_OPTIONS)
+                + b"]"
+            )
+            for event in sourced.written
+        ]
+    except TypeError:
+        return _event_hashes(sourced.batch)

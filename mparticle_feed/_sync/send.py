@@ -566,4 +566,4 @@ def _log(report: SyncReport) -> None:
 def _owned_rows(sourced: SourcedBatch) -> tuple[RowRef, ...]:
     # A row's state entry is stored when the batch holding its event is accepted; in a
     # batch without events every row is the batch's.
-    return sourced.event_rows if sourced.batch.events else sourced.rows
+    return sourced.event_rows or sourced.rows  # event_rows pair with batch.events

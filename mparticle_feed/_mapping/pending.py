@@ -1,0 +1,132 @@
+"""Mapping stage: the batch being filled for one user, as the row path and the Arrow engine
+fill it (one user's rows; the regroup window holds several of these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._wire.common import DeviceInfo, UserIdentities
+from .._wire.models import Batch
+from .compile import _Mapped
+from .limits import MAX_USER_ATTRIBUTES
+from .provenance import RowRef, SourcedBatch
+from .written import WrittenBatch
+
+__all__ = ["_Pending", "_with_event"]
+
+
+class _Pending:
+    """The batch being filled: one user's consecutive rows."""
+
+    def __init__(self, environment: Any, written: type[Any] | None = None) -> None:
+        self.environment = environment
+        #: The event class of events written as data (the Arrow engine's), or None.
+        self.written = written
+        self.first: _Mapped | None = None
+        self.events: list[Any] = []
+        self.event_rows: list[RowRef] = []
+        self.rows: list[RowRef] = []
+        self.user_attributes: dict[str, Any] = {}
+        #: The attribute dict merged last: a row reusing it (same user columns) adds nothing.
+        self.merged: dict[str, Any] | None = None
+
+    def accepts(self, mapped: _Mapped, limit: int) -> bool:
+        first = self.first
+        if first is None:
+            return True
+        if mapped.user_key != first.user_key:
+            return False
+        if mapped.event is not None and len(self.events) >= limit:
+            return False
+        extra = mapped.user_attributes
+        if extra and extra is not self.merged:
+            current = self.user_attributes
+            if extra.items() <= current.items():
+                return True  # the usual case: the same attributes again, nothing new
+            for key, value in extra.items():
+                if key in current and current[key] != value:
+                    return False  # a later value would overwrite an earlier one
+            if len(current.keys() | extra.keys()) > MAX_USER_ATTRIBUTES:
+                return False
+        return True
+
+    def full(self, limit: int) -> bool:
+        return len(self.events) >= limit
+
+    def add_event(self, event: Any, ref: RowRef) -> None:
+        """A row with the user part of the row added last: only its event is new."""
+        self.events.append(event)
+        self.event_rows.append(ref)
+        self.rows.append(ref)
+
+    def add(self, mapped: _Mapped, ref: RowRef) -> None:
+        if self.first is None:
+            self.first = mapped
+        if mapped.event is not None:
+            self.events.append(mapped.event)
+            self.event_rows.append(ref)
+        extra = mapped.user_attributes
+        if extra and extra is not self.merged:
+            self.user_attributes.update(extra)
+            self.merged = extra
+        self.rows.append(ref)
+
+    def flush(self) -> SourcedBatch:
+        first = self.first
+        assert first is not None
+        written = self.written
+        batch = Batch(
+            events=tuple(self.events) if self.events and written is None else None,
+            environment=self.environment,
+            user_identities=UserIdentities(**_any_kwargs(first.identities))
+            if first.identities
+            else None,
+            device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
+            mpid=first.mpid,
+            mp_deviceid=first.mp_deviceid,
+            ip=first.ip,
+            application_info=first.application_info,
+            context=first.context,
+            user_attributes=self.user_attributes or None,
+            **dict(first.extras),
+        )
+        sourced = (
+            SourcedBatch(batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows))
+            if written is None
+            else WrittenBatch(
+                header=batch,
+                written=tuple(self.events),
+                event_cls=written,
+                event_rows=tuple(self.event_rows),
+                rows=tuple(self.rows),
+            )
+        )
+        self.first = None
+        self.events = []
+        self.event_rows = []
+        self.rows = []
+        self.user_attributes = {}
+        self.merged = None
+        return sourced
+
+
+def _with_event(first: _Mapped, event: Any) -> _Mapped:
+    """What the row path maps a later row of ``first``'s run to: its user part, this event."""
+    # Positional, in _Mapped's field order, as compile.py builds it: cheaper than evolve().
+    return _Mapped(
+        first.user_key,
+        first.identities,
+        first.device,
+        first.mpid,
+        first.mp_deviceid,
+        first.ip,
+        first.application_info,
+        first.context,
+        first.user_attributes,
+        event,
+        0,
+    )
+
+
+def _any_kwargs(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return dict(pairs)

@@ -1,0 +1,206 @@
+"""Mapping stage: batches whose events are carried as written JSON data, without models.
+
+The Arrow engine writes a custom event straight from its columns as the plain data the
+codec writes for it (``{"event_type": ..., "data": {...}}``, keys in the codec's order,
+values the model's converters give). A :class:`WrittenBatch` carries those events with the
+batch's user part (one :class:`Batch` without events, built once per batch); routing,
+packing and the state differ read the events as data, and orjson writes them as it writes
+the models, so every byte, id and hash is the one the model path makes.
+
+A :class:`WrittenBatch` is a :class:`SourcedBatch`: code that reads ``.batch`` gets the
+model batch, built on first use from the same data (each event's data is its model's
+keyword arguments, the converters' outputs, which the converters give back unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from .._wire.codec import _json_default
+from .._wire.enums import CustomEventType
+from .._wire.models import Batch, CustomEvent
+from .provenance import RowRef, SourcedBatch
+
+__all__ = [
+    "CUSTOM_EVENT_TYPE",
+    "WrittenBatch",
+    "WrittenField",
+    "event_bytes",
+    "event_data",
+    "event_stamp",
+    "write_events",
+    "written_order",
+]
+
+#: A custom event with every field the Arrow engine writes as data: the codec's hook gives
+#: the order of its keys, and what it writes for ``event_type``.
+_PROBE = _json_default(
+    CustomEvent(
+        event_name="probe",
+        custom_event_type=CustomEventType.OTHER,
+        timestamp_unixtime_ms=0,
+        source_message_id="probe",
+        session_uuid="00000000-0000-4000-8000-000000000000",
+        custom_attributes={"probe": 0},
+        custom_flags={"probe": 0},
+    )
+)
+CUSTOM_EVENT_TYPE: Any = _PROBE["event_type"]
+_ORDER = {key: rank for rank, key in enumerate(_PROBE["data"])}
+
+
+#: A key of a written custom event: its name, the attribute names (None for a scalar), the
+#: values per row (a scalar's) or per attribute (a map's).
+WrittenField = tuple[str, "tuple[str, ...] | None", list[Any]]
+
+
+def written_order() -> dict[str, int]:
+    """The rank of each key of a custom event's ``data`` in what the codec writes."""
+    return _ORDER
+
+
+def write_events(
+    fields: list[WrittenField], flagged: set[int]
+) -> list[tuple[int | None, bytes] | None]:
+    """Each row's event as the codec writes it, from the columns, without a model (None for
+    the rows in ``flagged``, and where JSON cannot carry a value).
+
+    An attribute map's dict is built for its row only and dropped once written: few
+    containers live at once, so the garbage collector has little to walk.
+    """
+    spec = [(key, names) for key, names, _ in fields]
+    columns = [
+        values if names is None else zip(*values, strict=True) for _, names, values in fields
+    ]
+    stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
+    dumps = orjson.dumps
+    out: list[tuple[int | None, bytes] | None] = []
+    append = out.append
+    for index, values in enumerate(zip(*columns, strict=True)):
+        if index in flagged:
+            append(None)
+            continue
+        data = {}
+        for (key, names), item in zip(spec, values, strict=True):
+            value = (
+                item
+                if names is None
+                else {n: v for n, v in zip(names, item, strict=True) if v is not None} or None
+            )
+            if value is not None:
+                data[key] = value
+        try:
+            written = dumps({"event_type": CUSTOM_EVENT_TYPE, "data": data})
+        except orjson.JSONEncodeError:
+            # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
+            append(None)
+            continue
+        append((None if stamps is None else stamps[index], written))
+    return out
+
+
+def event_stamp(event: Any) -> int | None:
+    """An event's ``timestamp_unixtime_ms``: written ``(timestamp, bytes)``, or a model."""
+    if event.__class__ is tuple:
+        stamp: int | None = event[0]
+        return stamp
+    value: int | None = event.timestamp_unixtime_ms
+    return value
+
+
+def event_bytes(event: Any) -> bytes:
+    """An event's JSON bytes as the codec writes them (raises orjson.JSONEncodeError)."""
+    if event.__class__ is tuple:
+        written: bytes = event[1]
+        return written
+    return orjson.dumps(event, default=_json_default)
+
+
+def event_data(event: Any) -> Any:
+    """What the codec's hook gives for an event: the decoded data, or the model itself."""
+    return orjson.loads(event[1]) if event.__class__ is tuple else event
+
+
+class WrittenBatch(SourcedBatch):
+    """A sourced batch whose events are written data (a model where the row path mapped it).
+
+    ``header`` is the batch without events; ``written[i]`` is event ``i`` as the codec
+    writes it (or the event model itself, which orjson writes through the codec's hook).
+    """
+
+    __slots__ = ("_model", "event_cls", "header", "written")
+
+    header: Batch
+    written: tuple[Any, ...]
+    event_cls: type[Any]
+    _model: Batch | None
+
+    def __init__(
+        self,
+        *,
+        header: Batch,
+        written: tuple[Any, ...],
+        event_cls: type[Any],
+        event_rows: tuple[RowRef, ...],
+        rows: tuple[RowRef, ...],
+    ) -> None:
+        # SourcedBatch is frozen: its fields are set as attrs sets them.
+        setter = object.__setattr__
+        setter(self, "header", header)
+        setter(self, "written", written)
+        setter(self, "event_cls", event_cls)
+        setter(self, "event_rows", event_rows)
+        setter(self, "rows", rows)
+        setter(self, "_model", None)
+
+    @property
+    def batch(self) -> Batch:
+        """The model batch the row path builds, from the written events (built once)."""
+        model: Batch | None = self._model
+        if model is None:
+            cls = self.event_cls
+            events = tuple(
+                cls(**orjson.loads(event[1])["data"]) if event.__class__ is tuple else event
+                for event in self.written
+            )
+            model = attrs.evolve(self.header, events=events or None)
+            object.__setattr__(self, "_model", model)
+        return model
+
+    def _events_part(
+        self, indexes: Sequence[int], event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]
+    ) -> WrittenBatch:
+        # events_part's cut (routing, packing and the differ), on the written events.
+        written = self.written
+        return WrittenBatch(
+            header=self.header,
+            written=tuple(written[i] for i in indexes),
+            event_cls=self.event_cls,
+            event_rows=event_rows,
+            rows=rows,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        # Equal to the plain sourced batch it stands for (the row path's), either way round.
+        if not isinstance(other, SourcedBatch):
+            return NotImplemented
+        return (self.batch, self.event_rows, self.rows) == (
+            other.batch,
+            other.event_rows,
+            other.rows,
+        )
+
+    def __hash__(self) -> int:
+        return hash(_plain(self.batch, self.event_rows, self.rows))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as the plain sourced batch it stands for.
+        return (_plain, (self.batch, self.event_rows, self.rows))
+
+
+def _plain(batch: Batch, event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]) -> SourcedBatch:
+    return SourcedBatch(batch=batch, event_rows=event_rows, rows=rows)
