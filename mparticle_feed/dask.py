@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
 import dask
 import pandas as pd
 import pyarrow as pa
@@ -40,7 +39,7 @@ from ._sync.partition import (
 )
 from ._sync.send import Sender
 from ._sync.state import MappingChange
-from ._sync.tablerun import table_run
+from ._sync.tablerun import run_with_table_state
 from ._sync.tablestate import TableState
 from ._sync.tabletask import STATE_ATTRIBUTES, STATE_HASH, STATE_KEY, TableJob
 
@@ -125,17 +124,16 @@ def sync(
         limiter_host=limiter_host,
         retries=retries,
     )
-    if state is None:
-        return run_job(ddf, name=name, job=None)
-    sync_name = name or mapping.kind.value
-    with table_run(
-        state, name=sync_name, mapping=mapping, client=client, on_mapping_change=on_mapping_change
-    ) as (run, succeeded):
-        result = run_job(
-            _with_state(ddf, str(mapping.key_column), run.job), name=sync_name, job=run.job
-        )
-        succeeded.update(part.state_log for part in result.parts if part.state_log)
-    return attrs.evolve(result, report=run.report(result.report))
+    return run_with_table_state(
+        ddf,
+        run_job,
+        _with_state,
+        state=state,
+        name=name,
+        mapping=mapping,
+        client=client,
+        on_mapping_change=on_mapping_change,
+    )
 
 
 _JOIN = "__mparticle_feed_join_key"

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
 import pyarrow as pa
 from pyspark import TaskContext
 from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
@@ -40,7 +39,7 @@ from ._sync.partition import (
 )
 from ._sync.send import Sender
 from ._sync.state import MappingChange
-from ._sync.tablerun import table_run
+from ._sync.tablerun import run_with_table_state
 from ._sync.tablestate import TableState
 from ._sync.tabletask import STATE_ATTRIBUTES, STATE_HASH, STATE_KEY, TableJob
 
@@ -153,16 +152,16 @@ def sync(
         budget=budget,
         limiter_host=limiter_host,
     )
-    if state is None:
-        return run_job(df, name=name, job=None)
-    sync_name = name or mapping.kind.value
-    with table_run(
-        state, name=sync_name, mapping=mapping, client=client, on_mapping_change=on_mapping_change
-    ) as (run, succeeded):
-        joined = _with_state(df, str(mapping.key_column), run.job)
-        result = run_job(joined, name=sync_name, job=run.job)
-        succeeded.update(part.state_log for part in result.parts if part.state_log)
-    return attrs.evolve(result, report=run.report(result.report))
+    return run_with_table_state(
+        df,
+        run_job,
+        _with_state,
+        state=state,
+        name=name,
+        mapping=mapping,
+        client=client,
+        on_mapping_change=on_mapping_change,
+    )
 
 
 def _with_state(df: DataFrame, key: str, job: TableJob) -> DataFrame:

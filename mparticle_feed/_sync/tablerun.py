@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import attrs
 
 from .._delivery.report import BatchOutcome
 from .._errors import ConfigurationError, StateError
 from .._mapping.spec import RowMapping
+from .partition import DistributedReport
 from .records import SyncStart
 from .report import SyncReport
 from .send import Sender, replay_outbox
@@ -25,7 +27,9 @@ from .state import MappingChange
 from .tablestate import TableState
 from .tabletask import TableJob
 
-__all__ = ["TableRun", "table_run"]
+__all__ = ["TableRun", "run_with_table_state", "table_run"]
+
+Frame = TypeVar("Frame")
 
 
 @attrs.define
@@ -116,3 +120,32 @@ def _superseded(job: TableJob, succeeded: set[str]) -> list[str]:
         and log != "driver.jsonl"
         and os.path.join(folder, log) not in succeeded
     ]
+
+
+def run_with_table_state(
+    frame: Frame,
+    run_job: Callable[..., DistributedReport],
+    with_state: Callable[[Frame, str, TableJob], Frame],
+    *,
+    state: TableState | None,
+    name: str | None,
+    mapping: RowMapping,
+    client: Sender,
+    on_mapping_change: MappingChange,
+) -> DistributedReport:
+    """An engine's job over ``frame``: without a state as it is; with one inside
+    :func:`table_run`, each row joined to its committed entry by ``with_state``.
+
+    ``run_job(frame, name=..., job=...)`` runs the engine's tasks; the logs of the tasks
+    it reports are the ones committed.
+    """
+    if state is None:
+        return run_job(frame, name=name, job=None)
+    sync_name = name or mapping.kind.value
+    with table_run(
+        state, name=sync_name, mapping=mapping, client=client, on_mapping_change=on_mapping_change
+    ) as (run, succeeded):
+        joined = with_state(frame, str(mapping.key_column), run.job)
+        result = run_job(joined, name=sync_name, job=run.job)
+        succeeded.update(part.state_log for part in result.parts if part.state_log)
+    return attrs.evolve(result, report=run.report(result.report))
