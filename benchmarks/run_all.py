@@ -773,13 +773,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default 100000,1000000; the 1,000,000 run takes about a minute)",
     )
     parser.add_argument(
-        "--arrow-rows", type=int, default=100_000, help="rows of (g), DuckDB Arrow vs cursor"
+        "--arrow-rows", type=int, default=100_000, help="rows of (i), DuckDB Arrow vs cursor"
     )
     parser.add_argument(
         "--sync-rows",
         type=int,
         default=1_000_000,
-        help="rows of (h), a second sync over unchanged rows (0 skips it; 1,000,000 takes minutes)",
+        help="rows of (j), a second sync over unchanged rows (0 skips it; 1,000,000 takes minutes)",
     )
     parser.add_argument(
         "--ceiling-batches",
