@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -293,18 +294,25 @@ def upload_section(options: Options) -> SectionResult:
     )
 
 
+def _fresh_process(script: str, rows: int) -> dict[str, Any]:
+    """Run ``benchmarks/<script> --rows N --json`` in its own process (its peak RSS is its
+    own) and return the JSON line it prints last."""
+    path = Path(__file__).resolve().parent / script
+    finished = subprocess.run(
+        [sys.executable, str(path), "--rows", str(rows), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
+    return result
+
+
 def memory_section(options: Options) -> SectionResult:
     """(e) over growing row counts, each in a fresh process; peak RSS of each."""
-    script = Path(__file__).resolve().parent / "pipeline_memory.py"
     measurements = []
     for rows in options.memory_rows:
-        finished = subprocess.run(
-            [sys.executable, str(script), "--rows", str(rows), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result = json.loads(finished.stdout.strip().splitlines()[-1])
+        result = _fresh_process("pipeline_memory.py", rows)
         measurements.append(
             Measurement(
                 f"e, {result['rows']:,} rows",
@@ -435,16 +443,9 @@ def arrow_section(options: Options) -> SectionResult:
 
 def sync_memory_section(options: Options) -> SectionResult:
     """A whole sync with a state file (outbox included), over growing row counts."""
-    script = Path(__file__).resolve().parent / "sync_memory.py"
     measurements = []
     for rows in options.memory_rows:
-        finished = subprocess.run(
-            [sys.executable, str(script), "--rows", str(rows), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result = json.loads(finished.stdout.strip().splitlines()[-1])
+        result = _fresh_process("sync_memory.py", rows)
         measurements.append(
             Measurement(
                 f"sync, {result['rows']:,} rows",

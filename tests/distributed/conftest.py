@@ -20,6 +20,29 @@ HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from engine_support import NOW, one_process, rows  # noqa: E402 - needs HERE on sys.path
+
+from mparticle_feed import SyncReport  # noqa: E402
+from mparticle_feed.testing import FakeEventsServer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data() -> list[dict[str, Any]]:
+    """The rows every engine test syncs (a module may override it with its own size)."""
+    return rows()
+
+
+@pytest.fixture(scope="module")
+def reference(data: list[dict[str, Any]]) -> tuple[dict[str, bytes], SyncReport]:
+    """One process's sync of ``data``: the canonical batches and the report."""
+    return one_process(data)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeEventsServer]:
+    with FakeEventsServer(now=lambda: NOW) as fake:
+        yield fake
+
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:

@@ -7,7 +7,6 @@ partitions, Arrow dtypes keeping nullable integers and time zones, and a retried
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from engine_support import (
     CountingBucket,
     FailOnceAfterSending,
     canonical_batches,
-    one_process,
-    rows,
 )
 
 import mparticle_feed.dask
@@ -34,22 +31,6 @@ from mparticle_feed import Constant, CustomEventMapping, EventsClient, SyncRepor
 from mparticle_feed.testing import FakeEventsServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data() -> list[dict[str, Any]]:
-    return rows()
-
-
-@pytest.fixture(scope="module")
-def reference(data: list[dict[str, Any]]) -> tuple[dict[str, bytes], SyncReport]:
-    return one_process(data)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
 
 
 def frame(data: list[dict[str, Any]]) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,6 @@ def single_entries(data: list[dict[str, Any]], tmp_path_factory: pytest.TempPath
     ):
         sync(sorted(data, key=sort_key), MAPPING, client, state=store, now=NOW)
         return list(store.entries(NAME))
-
-
-@pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
 
 
 def changed(data: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:

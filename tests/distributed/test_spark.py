@@ -8,7 +8,6 @@ single-process sync of the same rows ordered by (user, key) with the same ``now`
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ from engine_support import (
     CountingBucket,
     FailOnceAfterSending,
     canonical_batches,
-    one_process,
-    rows,
 )
 
 import mparticle_feed.spark
@@ -40,22 +37,6 @@ from mparticle_feed import (
 from mparticle_feed.testing import FakeEventsServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data() -> list[dict[str, Any]]:
-    return rows()
-
-
-@pytest.fixture(scope="module")
-def reference(data: list[dict[str, Any]]) -> tuple[dict[str, bytes], SyncReport]:
-    return one_process(data)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
 
 
 @pytest.mark.parametrize("partitions", [2, 8])
