@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import schema_oracle  # noqa: E402
+from sync_data import NOW  # noqa: E402
+
+from mparticle_feed import EventsClient  # noqa: E402
+from mparticle_feed.testing import FakeEventsServer  # noqa: E402
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60
@@ -45,3 +50,17 @@ def postgres_dsn() -> Any:
 
     with postgres_server.running_server() as dsn:
         yield dsn
+
+
+# The fake and the one-worker client most sync tests share; a module with other needs (a
+# rate limit, more workers, another clock) defines its own ``server``/``client``.
+@pytest.fixture
+def server() -> Iterator[FakeEventsServer]:
+    with FakeEventsServer(now=lambda: NOW) as fake:
+        yield fake
+
+
+@pytest.fixture
+def client(server: FakeEventsServer) -> Iterator[EventsClient]:
+    with EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as events:
+        yield events

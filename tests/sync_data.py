@@ -1,14 +1,26 @@
-"""Rows and mappings shared by the sync's tests (test_sync.py, test_planfile.py)."""
+"""Rows, mappings and a dying client shared by the sync's tests (test_sync.py,
+test_planfile.py, test_exactly_once.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from mparticle_feed import BatchOutcome, EventsClient, UploadReport
 from mparticle_feed._mapping.sources import Constant
 from mparticle_feed._mapping.spec import CustomEventMapping, UserAttributeMapping
 
-__all__ = ["EVENTS", "NOW", "PROFILES", "check_invariant", "event_rows", "ms", "profile_rows"]
+__all__ = [
+    "EVENTS",
+    "DiesAfterAccept",
+    "NOW",
+    "PROFILES",
+    "check_invariant",
+    "event_rows",
+    "ms",
+    "profile_rows",
+]
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -57,3 +69,34 @@ def check_invariant(report: Any) -> None:
     """Every row ends somewhere, and every accepted row was sent or unchanged."""
     assert report.rows_in == report.accepted + report.rejected + report.failed + report.pending
     assert report.accepted == report.sent + report.unchanged
+
+
+class DiesAfterAccept:
+    """A client wrapper: the process "dies" (KeyboardInterrupt) after mParticle answered 202
+    for ``after`` batches and before the sync records the next accepted outcome — the
+    crash window between a send and its settle. ``crashed_ids`` names the batch it died on.
+    """
+
+    def __init__(self, client: EventsClient, after: int = 0) -> None:
+        self.client = client
+        self.after = after
+        self.crashed_ids: list[str] = []
+        self.historical_after = client.historical_after
+        self.historical_min_age = client.historical_min_age
+        self.max_batches = client.max_batches
+        self.max_request_bytes = client.max_request_bytes
+        self.max_batch_bytes = client.max_batch_bytes
+
+    def send(self, requests: Any, *, on_outcome: Callable[[BatchOutcome], None]) -> UploadReport:
+        seen = 0
+
+        def dying(outcome: BatchOutcome) -> None:
+            nonlocal seen
+            if outcome.status == "accepted":
+                seen += 1
+                if seen > self.after:
+                    self.crashed_ids.append(outcome.source_request_id)
+                    raise KeyboardInterrupt
+            on_outcome(outcome)
+
+        return self.client.send(requests, on_outcome=dying)

@@ -11,15 +11,14 @@ import sqlite3
 import stat
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sync_data import DiesAfterAccept
 
 from mparticle_feed import CustomEventMapping, EventsClient, UserAttributeMapping, plan, sync
-from mparticle_feed._delivery.report import BatchOutcome, UploadReport
 from mparticle_feed._errors import PlanRefusedError, StateLockedError
 from mparticle_feed._mapping.sources import Constant
 from mparticle_feed._sync.planfile import Plan
@@ -53,18 +52,6 @@ def event(
 
 
 @pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeEventsServer) -> Iterator[EventsClient]:
-    with EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as events:
-        yield events
-
-
-@pytest.fixture
 def state_path(tmp_path: Path) -> Path:
     return tmp_path / "state.sqlite"
 
@@ -89,33 +76,6 @@ def held_attributes(server: FakeEventsServer, user: str) -> dict[str, Any]:
         for name in batch.deleted_user_attributes or ():
             profile.pop(name, None)
     return profile
-
-
-class DiesAfterAccept:
-    """A client wrapper: the process "dies" after mParticle answered 202 for ``after``
-    batches and before the outcome is recorded (the crash window of defects 2 and 3)."""
-
-    def __init__(self, client: EventsClient, after: int = 0) -> None:
-        self.client = client
-        self.after = after
-        self.historical_after = client.historical_after
-        self.historical_min_age = client.historical_min_age
-        self.max_batches = client.max_batches
-        self.max_request_bytes = client.max_request_bytes
-        self.max_batch_bytes = client.max_batch_bytes
-
-    def send(self, requests: Any, *, on_outcome: Callable[[BatchOutcome], None]) -> UploadReport:
-        seen = 0
-
-        def dying(outcome: BatchOutcome) -> None:
-            nonlocal seen
-            if outcome.status == "accepted":
-                seen += 1
-                if seen > self.after:
-                    raise KeyboardInterrupt
-            on_outcome(outcome)
-
-        return self.client.send(requests, on_outcome=dying)
 
 
 def run(

@@ -26,18 +26,6 @@ from mparticle_feed.testing import FakeEventsServer
 
 
 @pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeEventsServer) -> Iterator[EventsClient]:
-    with EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as events:
-        yield events
-
-
-@pytest.fixture
 def state(tmp_path: Path) -> Iterator[StateStore]:
     with StateStore(tmp_path / "state.sqlite") as store:
         yield store

@@ -5,7 +5,7 @@ import json
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,28 +13,24 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sync_data import EVENTS, NOW, PROFILES, check_invariant, event_rows, ms, profile_rows
+from sync_data import (
+    EVENTS,
+    NOW,
+    PROFILES,
+    DiesAfterAccept,
+    check_invariant,
+    event_rows,
+    ms,
+    profile_rows,
+)
 
 from mparticle_feed._delivery.client import EventsClient
-from mparticle_feed._delivery.report import BatchOutcome, UploadReport
 from mparticle_feed._errors import ConfigurationError, DeliveryError, StateError
 from mparticle_feed._mapping.sources import Constant
 from mparticle_feed._mapping.spec import CustomEventMapping, UserAttributeMapping
 from mparticle_feed._sync.run import plan, sync
 from mparticle_feed._sync.state import StateStore
 from mparticle_feed.testing import FakeEventsServer
-
-
-@pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeEventsServer) -> Iterator[EventsClient]:
-    with EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as events:
-        yield events
 
 
 @pytest.fixture
@@ -131,34 +127,6 @@ def test_rejected_rows_are_sent_again_next_run(
 # --- acceptance: crash and resume -------------------------------------------------------------
 
 
-class CrashAfter:
-    """A client that dies after ``accepted`` batch outcomes, before the sync records them."""
-
-    def __init__(self, client: EventsClient, accepted: int) -> None:
-        self.client = client
-        self.accepted = accepted
-        self.crashed_ids: list[str] = []
-        self.historical_after = client.historical_after
-        self.historical_min_age = client.historical_min_age
-        self.max_batches = client.max_batches
-        self.max_request_bytes = client.max_request_bytes
-        self.max_batch_bytes = client.max_batch_bytes
-
-    def send(self, requests: Any, *, on_outcome: Callable[[BatchOutcome], None]) -> UploadReport:
-        seen = 0
-
-        def dying(outcome: BatchOutcome) -> None:
-            nonlocal seen
-            if outcome.status == "accepted":
-                seen += 1
-                if seen > self.accepted:
-                    self.crashed_ids.append(outcome.source_request_id)
-                    raise KeyboardInterrupt
-            on_outcome(outcome)
-
-        return self.client.send(requests, on_outcome=dying)
-
-
 def test_crash_then_resume_loses_nothing_and_resends_only_in_flight(
     server: FakeEventsServer, state: StateStore
 ) -> None:
@@ -166,7 +134,7 @@ def test_crash_then_resume_loses_nothing_and_resends_only_in_flight(
     with EventsClient(
         "test-key", "test-secret", base_url=server.url, max_workers=1, max_batches=10
     ) as client:
-        crashing = CrashAfter(client, accepted=25)
+        crashing = DiesAfterAccept(client, after=25)
         with pytest.raises(KeyboardInterrupt):
             sync(rows, EVENTS, crashing, state=state, name="things", now=NOW)
         crashed_at = len(server.requests)

@@ -7,7 +7,6 @@ keeps: accepted batches de-duplicated by ``source_request_id``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -72,18 +71,6 @@ def event_keys(server: FakeEventsServer) -> list[str]:
         for batch in server.accepted_batches()
         for event in batch.events or ()
     )
-
-
-@pytest.fixture
-def server() -> Iterator[FakeEventsServer]:
-    with FakeEventsServer(now=lambda: NOW) as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeEventsServer) -> Iterator[EventsClient]:
-    with EventsClient("test-key", "test-secret", base_url=server.url, max_workers=1) as events:
-        yield events
 
 
 def test_both_stores_are_sync_states(tmp_path: Path) -> None:
