@@ -407,3 +407,27 @@ def test_compacting_a_log_keeps_what_it_adds_up_to(tmp_path: Path) -> None:
     assert [b.source_request_id for r in before.unsettled for b in r.batches] == ["id-2"]
     assert before.next_seq == 4
     assert b'{"n":1}' not in Path(path).read_bytes()
+
+
+def test_a_failed_attempt_does_not_hide_what_the_kept_attempt_left_open(tmp_path: Path) -> None:
+    # Attempt 0 sent batch X and died; attempt 1 (kept) sent X again and ended with X
+    # still open: X stays unsettled, to be replayed under its id.
+    from mparticle_feed._sync.records import OutboxBatch
+    from mparticle_feed._sync.tablelog import OutboxLog
+
+    batch = OutboxBatch(
+        source_request_id="id-x",
+        body=b'{"n":1}',
+        rows=((1, "k1"),),
+        event_rows=((1, "k1"),),
+        entries=(StateEntry(key="k1", hash=f"{1:032x}"),),
+    )
+    paths = [str(tmp_path / "p0-a0.jsonl"), str(tmp_path / "p0-a1.jsonl")]
+    for path in paths:
+        log = OutboxLog(path, clock=lambda: 1.0)
+        log.add([("/v2/bulkevents", [batch])], next_seq=2, track=set())
+        log.close()
+    kept = paths[1:]
+    summary = read_logs(paths, replay=kept)
+    assert [b.source_request_id for r in summary.unsettled for b in r.batches] == ["id-x"]
+    assert read_logs(paths, replay=kept) == read_logs(kept)

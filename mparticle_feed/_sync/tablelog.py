@@ -248,8 +248,11 @@ def _fold(
         rid = str(item["id"])
         if rid in seen:
             continue
-        seen.add(rid)
         outcome = outcomes.get(rid)
+        if outcome is None and not replay:
+            # A superseded attempt's open batch: the kept attempt that resent it holds it.
+            continue
+        seen.add(rid)
         if outcome == "accepted":
             accepted.extend(_entries(item["entries"]))
         elif outcome is None and replay:
