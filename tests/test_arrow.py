@@ -904,3 +904,14 @@ def test_routing_packing_and_the_differ_read_written_events_without_models(
     with StateStore(tmp_path / "arrow-first.sqlite") as state:
         plan(table, MAPPING, state=state, name="things", now=NOW)
     assert second_plan(table, MAPPING, first, tmp_path / "arrow.sqlite") == expected
+
+
+def test_a_written_batch_refuses_events_and_rows_that_do_not_pair() -> None:
+    with pytest.raises(mpf.ModelError, match="2 events but 1 event_rows"):
+        WrittenBatch(
+            header=mpf.Batch(environment=mpf.Environment.DEVELOPMENT),
+            written=(b"{}", b"{}"),
+            event_cls=mpf.CustomEvent,
+            event_rows=(pipeline.RowRef(row_number=1),),
+            rows=(pipeline.RowRef(row_number=1),),
+        )

@@ -25,26 +25,18 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from .._errors import ConfigurationError
+from .limiter import RateLimiter
 
 __all__ = ["LimiterService", "RemoteLimiter"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_LINE = 4096
-
-
-class _Limiter(Protocol):
-    # The rate-limiter protocol's three calls, which the service forwards.
-    def acquire(self, batches: int) -> float: ...
-
-    def rate_limited(self, retry_after: float | None) -> None: ...
-
-    def observe(self, percentage_used: float | None) -> None: ...
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -112,7 +104,7 @@ class LimiterService:
     and give each task :meth:`handle`.
     """
 
-    def __init__(self, limiter: _Limiter, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, limiter: RateLimiter, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.limiter = limiter
         self._token = secrets.token_urlsafe(24)
         self._lock = threading.Lock()
@@ -166,7 +158,7 @@ class LimiterService:
             f"LimiterService(address='{host}:{port}', calls={self.calls}, refused={self.refused})"
         )
 
-    def handle(self, fallback: Callable[[], _Limiter], *, timeout: float = 5.0) -> RemoteLimiter:
+    def handle(self, fallback: Callable[[], RateLimiter], *, timeout: float = 5.0) -> RemoteLimiter:
         """A picklable limiter for a task: this service's budget, or ``fallback()``'s when
         the service cannot be reached (``fallback`` must pickle: a class, a ``partial``)."""
         host, port = self.address
@@ -216,7 +208,7 @@ class RemoteLimiter:
         port: int,
         token: str,
         *,
-        fallback: Callable[[], _Limiter],
+        fallback: Callable[[], RateLimiter],
         timeout: float = 5.0,
     ) -> None:
         if not token:
@@ -226,7 +218,7 @@ class RemoteLimiter:
         self.port = port
         self._token = token
         self.fallback = fallback
-        self._fallback: _Limiter | None = None
+        self._fallback: RateLimiter | None = None
         self.timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -259,7 +251,7 @@ class RemoteLimiter:
         if self._call("observe", percentage_used) is None:
             self._own().observe(percentage_used)
 
-    def _own(self) -> _Limiter:
+    def _own(self) -> RateLimiter:
         with self._lock:
             if self._fallback is None:
                 self._fallback = self.fallback()
@@ -331,6 +323,6 @@ def _close_all(pairs: list[tuple[Any, socket.socket]]) -> None:
 
 
 def _remote_limiter(
-    host: str, port: int, token: str, fallback: Callable[[], _Limiter], timeout: float
+    host: str, port: int, token: str, fallback: Callable[[], RateLimiter], timeout: float
 ) -> RemoteLimiter:
     return RemoteLimiter(host, port, token, fallback=fallback, timeout=timeout)

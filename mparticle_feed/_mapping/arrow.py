@@ -60,7 +60,6 @@ __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
 logger = logging.getLogger(__name__)
 
-_INT64 = 2**63
 #: Rows converted to Python values at a time.
 SLICE_ROWS = 4096
 #: Rows a record batch holds where the source lets the reader choose.
@@ -260,9 +259,7 @@ class ArrowEngine:
         self.writes = False
         self.order: dict[str, int] = {}
         mapping = compiled.mapping
-        self.needed = frozenset(
-            compiled.used_columns | ({compiled.key_column} if compiled.key_column else set())
-        )
+        self.needed = compiled.used_columns  # the primary key's column included
         if self.fallback is not None:
             logger.info("Arrow source: the row path maps it (%s is not vectorised)", self.fallback)
             return

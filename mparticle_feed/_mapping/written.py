@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import orjson
 
+from .._errors import ModelError
 from .._wire.codec import _json_default
 from .._wire.enums import CustomEventType
 from .._wire.models import Batch, CustomEvent
@@ -148,6 +149,10 @@ class WrittenBatch(SourcedBatch):
         event_rows: tuple[RowRef, ...],
         rows: tuple[RowRef, ...],
     ) -> None:
+        if len(written) != len(event_rows):
+            # SourcedBatch's own check, which this constructor bypasses.
+            msg = f"{len(written)} events but {len(event_rows)} event_rows"
+            raise ModelError(msg)
         # SourcedBatch is frozen: its fields are set as attrs sets them.
         setter = object.__setattr__
         setter(self, "header", header)
