@@ -233,15 +233,31 @@ def _credentials() -> tuple[str, str]:
     return key, secret
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and the first Ctrl-C set ``stop`` (finish what is in flight, report, keep
+    pending rows pending); a second Ctrl-C interrupts at once. The handlers before are put
+    back on exit, for callers that run :func:`main` in their own process."""
+
     def handler(signum: int, _frame: FrameType | None) -> None:
-        logger.warning("signal %d: finishing the requests in flight, then stopping", signum)
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        logger.warning(
+            "signal %d: finishing the requests in flight, then stopping "
+            "(Ctrl-C again to interrupt now)",
+            signum,
+        )
         stop.set()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-        # Ctrl-C as SIGTERM: finish what is in flight, report, keep pending rows pending.
-        signal.signal(signal.SIGINT, handler)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    before = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, previous in before.items():
+            signal.signal(number, previous)
 
 
 def _client(args: argparse.Namespace, credentials: tuple[str, str]) -> EventsClient:
@@ -279,8 +295,8 @@ def _run_sync(args: argparse.Namespace) -> int:
     mapping = _mapping(args)
     query = _query(args)
     stop = threading.Event()
-    _stop_on_signals(stop)
     with (
+        _stop_on_signals(stop),
         open_query(args.db, query) as source,
         _progress(args, "sync") as progress,
         _client(args, credentials) as client,
@@ -315,8 +331,11 @@ def _run_send(args: argparse.Namespace) -> int:
     except RecursionError:
         raise _UsageError(f"--plan: {args.plan} is not a plan file (nested too deeply)") from None
     stop = threading.Event()
-    _stop_on_signals(stop)
-    with _progress(args, "send") as progress, _client(args, credentials) as client:
+    with (
+        _stop_on_signals(stop),
+        _progress(args, "send") as progress,
+        _client(args, credentials) as client,
+    ):
         report = reviewed.send(
             client,
             state=args.state,

@@ -291,3 +291,21 @@ def test_send_usage_errors_exit_2(
     assert main(["send", "--plan", str(tmp_path / "plan.jsonl")]) == 2
     assert "MPARTICLE_API_SECRET" in capsys.readouterr().err
     assert server.requests == []
+
+
+def test_the_first_ctrl_c_stops_the_second_interrupts_and_the_handlers_are_put_back() -> None:
+    import signal
+    import threading
+
+    from mparticle_feed._cli import _stop_on_signals
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        handler = signal.getsignal(signal.SIGINT)
+        assert callable(handler)
+        handler(signal.SIGINT, None)
+        assert stop.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
