@@ -101,7 +101,7 @@ def test_R14_corrupt_state_fails_loudly_or_keeps_every_key(
     # pointers misdirect the search): those rows are resent with the same ids, the safe
     # direction. 64 bytes touch at most two 4 KiB pages; with ~10-byte index cells that is
     # at most ~800 of the 1,500 keys. Losing the state wholesale must never happen.
-    assert _open_outcome(path, damaged_records=2 * 4096 // 10) in ("error", "intact")
+    _open_outcome(path, damaged_records=2 * 4096 // 10)  # it asserts; both outcomes are safe
 
 
 def test_R14_a_foreign_file_is_not_taken_for_state(tmp_path: Path) -> None:
