@@ -168,7 +168,10 @@ def _with_state(df: DataFrame, key: str, job: TableJob) -> DataFrame:
     """``df`` left-joined with the committed entries on the primary key (as text)."""
     if job.entries is None:
         return df
-    entries = df.sparkSession.read.parquet(job.entries).select(
+    # A local path with its scheme: Spark resolves a bare path against the cluster's default
+    # file system (dbfs:/ on Databricks, hdfs:/ on EMR), not the driver's disk.
+    location = job.entries if "://" in job.entries else "file://" + job.entries
+    entries = df.sparkSession.read.parquet(location).select(
         F.col("key").alias(STATE_KEY),
         F.col("hash").alias(STATE_HASH),
         F.col("attributes").alias(STATE_ATTRIBUTES),

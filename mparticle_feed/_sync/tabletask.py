@@ -145,8 +145,13 @@ class TaskState:
         return None
 
     def get_many(self, name: str, keys: Iterable[str]) -> dict[str, StateEntry]:
-        """Committed entries of those keys, from the rows' joined columns."""
-        return {key: self._known[key] for key in keys if key in self._known}
+        """Committed entries of those keys, from the rows' joined columns.
+
+        Each is handed out once (the differ asks once per key), so a task holds the entries
+        of the rows between reading and diffing, not of its whole partition; a key asked
+        again would read as new and be sent again, never lost."""
+        known = self._known
+        return {key: known.pop(key) for key in keys if key in known}
 
     def outbox_add(
         self,
