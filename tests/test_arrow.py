@@ -915,3 +915,43 @@ def test_a_written_batch_refuses_events_and_rows_that_do_not_pair() -> None:
             event_rows=(pipeline.RowRef(row_number=1),),
             rows=(pipeline.RowRef(row_number=1),),
         )
+
+
+@pytest.mark.parametrize("window", [0, 1000])
+def test_a_duplicate_key_row_counts_no_truncation_on_either_path(window: int) -> None:
+    import pyarrow as pa
+
+    from mparticle_feed._mapping.run import MappingRun
+
+    long_name = "n" * 300  # cut to 256 characters: one value truncated per kept row
+    table = pa.table(
+        {
+            "id": ["a", "b", "a", "c", "b"],
+            "user": ["u1", "u1", "u1", "u2", "u2"],
+            "name": [long_name] * 5,
+            "ts": [BASE_MS + n for n in range(5)],
+        }
+    )
+    mapping = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        timestamp_unixtime_ms="ts",
+    )
+
+    def counts(source: Any) -> tuple[int, int, int, int]:
+        seen: dict[str, int] = {}
+
+        def key_check(key: str, row: int) -> int | None:
+            first = seen.get(key)
+            if first is None:
+                seen[key] = row
+            return first
+
+        run = MappingRun(source, mapping, key_check=key_check, group_window=window)
+        list(run)
+        return run.rows_in, run.rows_mapped, run.rows_rejected, run.values_truncated
+
+    expected = counts(table.to_pylist())
+    assert expected == (5, 3, 2, 3)
+    assert counts(table.to_reader()) == expected

@@ -136,15 +136,16 @@ class Run:
     the batching take the rows in one step.
     """
 
-    __slots__ = ("events", "first", "refs", "truncated")
+    __slots__ = ("cuts", "events", "first", "refs")
 
     def __init__(
-        self, first: _Mapped, refs: list[RowRef], events: list[Any], truncated: int
+        self, first: _Mapped, refs: list[RowRef], events: list[Any], cuts: list[int]
     ) -> None:
         self.first = first
         self.refs = refs
         self.events = events
-        self.truncated = truncated
+        #: Per row, the values it cut to mParticle's limits (counted for the rows kept).
+        self.cuts = cuts
 
 
 def _pyarrow() -> Any | None:
@@ -350,7 +351,7 @@ class ArrowEngine:
             if current is not None and part.same[index - 1] and index not in part.zeros:
                 current.refs.append(ref)
                 current.events.append(event)
-                current.truncated += cut
+                current.cuts.append(cut)
                 continue
             mapped = part.mapped(index, event, cut)
             if current is not None:
@@ -359,7 +360,7 @@ class ArrowEngine:
             if mapped is None:  # no identity: the row path rejects it, with the reason
                 yield self._row_path(columns.row(index, self.needed), number)
                 continue
-            current = Run(mapped, [ref], [event], cut)
+            current = Run(mapped, [ref], [event], [cut])
         if current is not None:
             yield current
 

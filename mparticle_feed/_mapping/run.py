@@ -314,7 +314,7 @@ class MappingRun(Iterator[SourcedBatch]):
                 self.rows_in += 1
                 self._reject(ref, outcome.field, outcome.reason)
                 continue
-            yield Run(outcome, [ref], [None], outcome.truncated)
+            yield Run(outcome, [ref], [None], [outcome.truncated])
 
     def _run_results_windowed(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """The Arrow engine's rows through the regroup window, one by one as ``_run`` does."""
@@ -337,7 +337,7 @@ class MappingRun(Iterator[SourcedBatch]):
                     push(key, first if position == 0 else _with_event(first, events[position]), ref)
                     pushed = True
                 self.rows_mapped += 1
-            self.values_truncated += run.truncated
+                self.values_truncated += run.cuts[position]
             if window.ready:
                 for sourced in window.take():
                     yield self._out(sourced)
@@ -387,7 +387,7 @@ class MappingRun(Iterator[SourcedBatch]):
                 pending.rows.append(ref)
                 self.rows_in += 1
                 self.rows_mapped += 1
-            self.values_truncated += run.truncated
+            self.values_truncated += sum(run.cuts[position] for position in kept)
         if pending.rows:
             yield self._out(pending.flush())
         logger.info(
