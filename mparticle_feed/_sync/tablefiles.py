@@ -33,13 +33,20 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``: one ``os.write`` may write less (a cap, NFS, FUSE)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """``data`` into ``path`` whole or not at all: a new file, synced, renamed over."""
     temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -30,6 +30,7 @@ import orjson
 
 from .._errors import StateError
 from .records import OutboxBatch, OutboxRequest, StateEntry
+from .tablefiles import write_all, write_atomic
 
 __all__ = ["LogSummary", "OutboxLog", "compact", "read_logs"]
 
@@ -81,10 +82,7 @@ class OutboxLog:
     def _write(self, data: bytes) -> None:
         # One line is never split between writers: each write holds the lock.
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, data)
             os.fsync(self._fd)
         except OSError as exc:
             msg = f"cannot write the outbox log {self.path}: {exc.strerror or exc}"
@@ -273,13 +271,4 @@ def compact(path: str) -> None:
         lines.append(b"\n")
     lines.extend(request_line(r.endpoint, r.batches, r.created_at) for r in summary.unsettled)
     lines.append(orjson.dumps({"t": "seq", "next": summary.next_seq}) + b"\n")
-    temporary = f"{path}.compact"
-    try:
-        with open(temporary, "wb") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        msg = f"cannot compact the outbox log {path}: {exc.strerror or exc}"
-        raise StateError(msg) from exc
+    write_atomic(path, b"".join(lines))
