@@ -16,13 +16,13 @@ from typing import TypeVar
 
 import attrs
 
-from .._delivery.report import BatchOutcome
 from .._errors import ConfigurationError, StateError
 from .._mapping.spec import RowMapping
 from .partition import DistributedReport
 from .records import SyncStart
 from .report import SyncReport
-from .send import Sender, replay_outbox
+from .run import _replay
+from .send import Sender
 from .state import MappingChange
 from .tablestate import TableState
 from .tabletask import TableJob
@@ -47,6 +47,7 @@ class TableRun:
             report,
             resumed=report.resumed or self.start.resumed,
             resent_in_flight=report.resent_in_flight + len(self.start.in_flight),
+            replayed=dict(self.replayed),
         )
 
 
@@ -71,13 +72,7 @@ def table_run(
             fingerprint=mapping.fingerprint(),
             on_mapping_change=on_mapping_change,
         )
-        replayed: Counter[str] = Counter()
-
-        def settle(outcome: BatchOutcome) -> None:
-            replayed[outcome.status] += 1
-            state.settle(name, source_request_id=outcome.source_request_id, outcome=outcome.status)
-
-        replay_outbox(state, name, client, on_outcome=settle)
+        replayed, _ = _replay(state, name, client, None)
         left = state.commit(name).unsettled
         if left:
             state.finish_sync(name, status="stopped")
