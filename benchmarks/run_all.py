@@ -91,7 +91,7 @@ class Options:
     batches: int
     #: Row counts of the memory runs of (e), one fresh process each; empty skips them.
     memory_rows: tuple[int, ...] = (100_000, 1_000_000)
-    #: Rows of (g) (DuckDB rows to request bytes) and of (h) (a second sync); 0 skips (h).
+    #: Rows of (i) (DuckDB rows to request bytes) and of (j) (a second sync); 0 skips (j).
     arrow_rows: int = 100_000
     sync_rows: int = 1_000_000
     #: Batches uploaded to the rate-limited sink at each N; 0 skips the delivery section.
@@ -771,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_row_counts,
         default=(100_000, 1_000_000),
         help="comma-separated row counts for the memory runs of (e), or 'none' "
-        "(default 100000,1000000; the 1,000,000 run takes about a minute)",
+        "(default 100000,1000000; at 1,000,000 rows the pipeline run takes about a minute and the whole sync several)",
     )
     parser.add_argument(
         "--arrow-rows", type=int, default=100_000, help="rows of (i), DuckDB Arrow vs cursor"
