@@ -18,7 +18,8 @@ from .._wire.models import CustomEvent
 from .attributes import _AttributeBuilder
 from .columns import source_columns
 from .compile import CompiledMapping
-from .limits import MAX_ATTRIBUTE_VALUE, MAX_EVENT_NAME
+from .event_part import _event_name
+from .limits import MAX_ATTRIBUTE_VALUE
 from .rejects import _Reject
 from .sources import Column, Constant, Source, Struct
 
@@ -310,11 +311,10 @@ def event_names(
         elif value is FLAG:
             name = FLAG
         else:
-            name = value.strip()
-            if not name:
-                name = FLAG
-            elif len(name) > MAX_EVENT_NAME:
-                name, cut = name[:MAX_EVENT_NAME], 1
+            try:
+                name, cut = _event_name(value, "event_name")
+            except _Reject:
+                name = FLAG  # the row path rejects it, with the reason
         names.append(name)
         truncated.append(cut)
     return names, truncated
