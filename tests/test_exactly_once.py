@@ -11,12 +11,12 @@ import sqlite3
 import stat
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_data import DiesAfterAccept
+from sync_data import NOW, DiesAfterAccept, ms
 
 from mparticle_feed import CustomEventMapping, EventsClient, UserAttributeMapping, plan, sync
 from mparticle_feed._errors import PlanRefusedError, StateLockedError
@@ -24,8 +24,6 @@ from mparticle_feed._mapping.sources import Constant
 from mparticle_feed._sync.planfile import Plan
 from mparticle_feed._sync.state import StateEntry, StateStore
 from mparticle_feed.testing import FakeEventsServer
-
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 EVENTS = CustomEventMapping(
     primary_key="id",
@@ -39,10 +37,6 @@ PROFILES = UserAttributeMapping(
     user_identities={"customer_id": "user"},
     user_attributes={"plan": "plan", "city": "city"},
 )
-
-
-def ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def event(

@@ -7,13 +7,14 @@ keeps: accepted batches de-duplicated by ``source_request_id``.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sync_data import NOW
 
 pytest.importorskip("pyarrow")
 
@@ -34,8 +35,6 @@ from mparticle_feed._errors import StateLockedError
 from mparticle_feed._sync.records import StateEntry
 from mparticle_feed._sync.tablelog import read_logs
 from mparticle_feed.testing import FakeEventsServer
-
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 EVENTS = CustomEventMapping(
     primary_key="id",
