@@ -63,7 +63,8 @@ class FakeEventsServer:
       (100) batches, for a batch over ``max_batch_bytes`` (128,000), or for a body that
       :func:`mparticle_feed.loads` refuses (with mParticle's ``{"errors": [...]}`` body);
     - on the historical path, 400 (``historical_violation_status``) when a batch has no
-      events, or an event without a timestamp or younger than 72 hours by ``now()``;
+      events, or an event without a timestamp or younger than ``historical_min_age`` (72 hours)
+      by ``now()``;
     - 400 when a batch matches the ``reject`` predicate (to test bisection);
     - with ``rate_limit`` (batches a second), 429 when a request holds more batches than its
       token bucket (``rate_limit_burst`` batches, refilled at ``rate_limit`` a second) has
@@ -399,7 +400,8 @@ class FakeEventsServer:
                 if stamp is None:
                     return f"historical batch {index}, event {number}: no timestamp_unixtime_ms"
                 if now_ms - stamp < min_age_ms:
-                    return f"historical batch {index}, event {number}: less than 72 hours old"
+                    hours = self.historical_min_age / timedelta(hours=1)
+                    return f"historical batch {index}, event {number}: less than {hours:g} hours old"
         return None
 
 
