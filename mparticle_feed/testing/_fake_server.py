@@ -401,7 +401,9 @@ class FakeEventsServer:
                     return f"historical batch {index}, event {number}: no timestamp_unixtime_ms"
                 if now_ms - stamp < min_age_ms:
                     hours = self.historical_min_age / timedelta(hours=1)
-                    return f"historical batch {index}, event {number}: less than {hours:g} hours old"
+                    return (
+                        f"historical batch {index}, event {number}: less than {hours:g} hours old"
+                    )
         return None
 
 
