@@ -12,8 +12,6 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import attrs
-
 from .._errors import ConfigurationError, RowError, type_name
 from .._source.rows import RowSource
 from .._source.sources import rows_from
@@ -347,56 +345,25 @@ class MappingRun(Iterator[SourcedBatch]):
 
     def _run_results(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """``_run``'s batching over rows the Arrow engine has mapped (or rejected) already."""
-        per_row = self.mapping.kind is SyncKind.USER_ATTRIBUTES
-        if self.group_window > 1 and not per_row:
+        if self.mapping.kind is not SyncKind.USER_ATTRIBUTES:
             yield from self._run_results_windowed(results)
             return
-        limit = self.max_events_per_batch
-        pending = _Pending(self.mapping.environment, self._written)
+        # One batch per row, as _run does.
+        environment, written = self.mapping.environment, self._written
         for run in self._runs(results):
             first = run.first
-            refs = run.refs
-            kept = [p for p, ref in enumerate(refs) if not self._duplicate(ref)]
-            if not kept:
-                continue
-            if kept[0]:
-                first = attrs.evolve(first, event=run.events[kept[0]])
-            # The first row as _run takes it; each later row has the same user part, merged
-            # already, so only the event limit can start a new batch (what accepts() says).
-            ready = None
-            if pending.rows and (per_row or not pending.accepts(first, limit)):
-                ready = pending.flush()
-            pending.add(first, refs[kept[0]])
-            self.rows_in += 1
-            self.rows_mapped += 1
-            if ready is not None:
-                yield self._out(ready)
-            events = pending.events
-            for position in kept[1:]:
-                ref, event = refs[position], run.events[position]
-                if len(events) >= limit:
-                    ready = pending.flush()
-                    pending.add(attrs.evolve(first, event=event), ref)
-                    events = pending.events
-                    self.rows_in += 1
-                    self.rows_mapped += 1
-                    yield self._out(ready)
+            for position, ref in enumerate(run.refs):
+                if self._duplicate(ref):
                     continue
-                events.append(event)
-                pending.event_rows.append(ref)
-                pending.rows.append(ref)
                 self.rows_in += 1
+                single = _Pending(environment, written)
+                single.add(
+                    first if position == 0 else _with_event(first, run.events[position]), ref
+                )
                 self.rows_mapped += 1
-            self.values_truncated += sum(run.cuts[position] for position in kept)
-        if pending.rows:
-            yield self._out(pending.flush())
-        logger.info(
-            "mapped %d Arrow rows: %d mapped into %d batches, %d rejected",
-            self.rows_in,
-            self.rows_mapped,
-            self.batches_out,
-            self.rows_rejected,
-        )
+                self.values_truncated += run.cuts[position]
+                yield self._out(single.flush())
+        self._log()
 
 
 def _column(source: Any) -> str | None:
