@@ -6,7 +6,6 @@ partitions, Arrow dtypes keeping nullable integers and time zones, and a retried
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,14 @@ import pyarrow as pa
 from engine_support import (
     MAPPING,
     NOW,
-    CountingBucket,
     FailOnceAfterSending,
+    budget_rows,
     canonical_batches,
+    check_shared_budget,
 )
 
 import mparticle_feed.dask
-from mparticle_feed import Constant, CustomEventMapping, EventsClient, SyncReport
+from mparticle_feed import EventsClient, SyncReport
 from mparticle_feed.testing import FakeEventsServer
 
 pytestmark = pytest.mark.slow
@@ -87,32 +87,6 @@ def test_a_dask_task_that_dies_after_sending_is_retried_without_loss_or_doubles(
 
 
 def test_dask_tasks_share_one_budget_under_the_fakes_rate_limit(dask_client: Any) -> None:
-    # One user a row, so one batch a row: 2,000 batches in 4 partitions on 2 single-thread
-    # workers against a fake allowing 400 a second. A static split paces each task at
-    # 100/s, so two running tasks reach half the limit; one budget lets them use it all.
-    table = pa.Table.from_pylist(
-        [{"id": f"r{n:05d}", "user": f"u{n:05d}", "ts": NOW} for n in range(2000)]
-    )
+    table = pa.Table.from_pylist(budget_rows())
     ddf = dd.from_pandas(table.to_pandas(types_mapper=pd.ArrowDtype), npartitions=2)
-    mapping = CustomEventMapping(
-        primary_key="id",
-        user_identities={"customer_id": "user"},
-        event_name=Constant("View"),
-        timestamp_unixtime_ms="ts",
-    )
-    budget = CountingBucket(400.0)
-    with (
-        FakeEventsServer(now=lambda: NOW, rate_limit=400.0) as server,
-        EventsClient(
-            "test-key", "test-secret", base_url=server.url, rate_limit=budget, max_batches=20
-        ) as client,
-    ):
-        result = mparticle_feed.dask.sync(ddf, mapping, client, partitions=4, now=NOW)
-        requests = server.requests
-    result.raise_for_failures()
-    assert len(server.accepted_batches()) == 2000
-    statuses = Counter(request.status for request in requests)
-    assert statuses[429] <= 0.02 * len(requests) + 1
-    # Every task metered its batches through the driver's one budget (a static split would
-    # leave it untouched); the rate achieved is the benchmark's to measure, not a test's.
-    assert budget.metered >= 2000
+    check_shared_budget(mparticle_feed.dask.sync, ddf)

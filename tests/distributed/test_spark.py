@@ -7,7 +7,6 @@ single-process sync of the same rows ordered by (user, key) with the same ``now`
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ from engine_support import (
     MAPPING,
     NOW,
     SPARK_SCHEMA,
-    CountingBucket,
     FailOnceAfterSending,
+    budget_rows,
     canonical_batches,
+    check_shared_budget,
 )
 
 import mparticle_feed.spark
@@ -141,30 +141,6 @@ def customer(row: Any) -> str:
 
 
 def test_spark_tasks_share_one_budget_under_the_fakes_rate_limit(spark: Any) -> None:
-    # One user a row, so one batch a row: 2,000 batches over 4 tasks (2 at a time on
-    # local[2]) against a fake allowing 400 a second. A static split paces each task at
-    # 100/s, so two running tasks reach half the limit; one budget lets them use it all.
-    data = [(f"r{n:05d}", f"u{n:05d}", NOW) for n in range(2000)]
+    data = [(row["id"], row["user"], row["ts"]) for row in budget_rows()]
     frame = spark.createDataFrame(data, "id string, user string, ts timestamp")
-    mapping = CustomEventMapping(
-        primary_key="id",
-        user_identities={"customer_id": "user"},
-        event_name=Constant("View"),
-        timestamp_unixtime_ms="ts",
-    )
-    budget = CountingBucket(400.0)
-    with (
-        FakeEventsServer(now=lambda: NOW, rate_limit=400.0) as server,
-        EventsClient(
-            "test-key", "test-secret", base_url=server.url, rate_limit=budget, max_batches=20
-        ) as client,
-    ):
-        result = mparticle_feed.spark.sync(frame, mapping, client, partitions=4, now=NOW)
-        requests = server.requests
-    result.raise_for_failures()
-    assert len(server.accepted_batches()) == 2000
-    statuses = Counter(request.status for request in requests)
-    assert statuses[429] <= 0.02 * len(requests) + 1
-    # Every task metered its batches through the driver's one budget (a static split would
-    # leave it untouched); the rate achieved is the benchmark's to measure, not a test's.
-    assert budget.metered >= 2000
+    check_shared_budget(mparticle_feed.spark.sync, frame)
