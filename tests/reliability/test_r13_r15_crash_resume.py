@@ -123,7 +123,8 @@ _SYNC_SCRIPT = textwrap.dedent(
     stop = threading.Event()
     if mode == "sigterm":
         from mparticle_feed._cli import _stop_on_signals
-        _stop_on_signals(stop).__enter__()  # held for the whole process
+        signals = _stop_on_signals(stop)  # kept: collecting it would put the handlers back
+        signals.__enter__()
     now = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
     connection = sqlite3.connect(db)
     cursor = connection.execute("SELECT id, user, name, ts, v FROM events ORDER BY id")
