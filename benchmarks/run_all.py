@@ -308,6 +308,20 @@ def _fresh_process(script: str, rows: int) -> dict[str, Any]:
     return result
 
 
+def _memory_targets(measurements: list[Measurement], label: str) -> list[Target]:
+    """Peak RSS under 150 MB at the most rows, and flat: within 20% of the fewest rows'."""
+    if not measurements:
+        return []
+    largest, smallest = measurements[-1], measurements[0]
+    targets = [Target(f"{label} at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", 150)]
+    if len(measurements) > 1:
+        ratio = (largest.peak_rss_mb or 0) / (smallest.peak_rss_mb or 1)
+        targets.append(
+            Target(f"{label} at {largest.units:,} / at {smallest.units:,} rows", ratio, "<=", 1.2)
+        )
+    return targets
+
+
 def memory_section(options: Options) -> SectionResult:
     """(e) over growing row counts, each in a fresh process; peak RSS of each."""
     measurements = []
@@ -324,21 +338,7 @@ def memory_section(options: Options) -> SectionResult:
                 peak_rss_mb=result["peak_rss_mb"],
             )
         )
-    targets = []
-    if measurements:
-        largest, smallest = measurements[-1], measurements[0]
-        targets.append(
-            Target(f"peak RSS at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", 150)
-        )
-        if len(measurements) > 1:
-            targets.append(
-                Target(
-                    f"peak RSS at {largest.units:,} / at {smallest.units:,} rows",
-                    (largest.peak_rss_mb or 0) / (smallest.peak_rss_mb or 1),
-                    "<=",
-                    1.2,
-                )
-            )
+    targets = _memory_targets(measurements, "peak RSS")
     return SectionResult(
         "Memory: (e) streaming many rows",
         measurements,
@@ -456,23 +456,7 @@ def sync_memory_section(options: Options) -> SectionResult:
                 peak_rss_mb=result["peak_rss_mb"],
             )
         )
-    targets = []
-    if measurements:
-        largest, smallest = measurements[-1], measurements[0]
-        targets.append(
-            Target(
-                f"sync peak RSS at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", 150
-            )
-        )
-        if len(measurements) > 1:
-            targets.append(
-                Target(
-                    f"sync peak RSS at {largest.units:,} / at {smallest.units:,} rows",
-                    (largest.peak_rss_mb or 0) / (smallest.peak_rss_mb or 1),
-                    "<=",
-                    1.2,
-                )
-            )
+    targets = _memory_targets(measurements, "sync peak RSS")
     return SectionResult(
         "Memory: a whole sync with a state file",
         measurements,
