@@ -7,10 +7,10 @@ every kind of row hypothesis draws. ``tests/distributed/`` runs the real engines
 
 from __future__ import annotations
 
+import functools
 import pickle
 import threading
 import zlib
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -364,19 +364,34 @@ def test_shared_budget_serves_the_clients_limiter_to_every_task(
         pass
 
 
-def four_threads(parts: list[list[dict[str, Any]]], *, shared: bool) -> tuple[bool, int, float]:
+class CountingBucket(TokenBucket):
+    """The client's limiter, counting the batches metered through it (thread-safe)."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.metered = 0
+        self._count_lock = threading.Lock()
+
+    def acquire(self, batches: int) -> float:
+        with self._count_lock:
+            self.metered += batches
+        return super().acquire(batches)
+
+
+def four_threads(parts: list[list[dict[str, Any]]], *, shared: bool) -> tuple[bool, int, int]:
     """Four tasks in threads against a fake allowing 300 batches a second: whether all
-    was accepted, the batches delivered and the share of requests answered 429."""
+    was accepted, the batches delivered and how many the client's own limiter metered."""
     results: list[PartitionReport] = []
+    budget = CountingBucket(240.0)
     with (
         FakeEventsServer(now=lambda: NOW, rate_limit=300.0, rate_limit_burst=100) as server,
-        # Paced a fifth under the fake's limit: threads scheduled late
-        # must not turn one budget's fair share into 429s on a loaded machine.
-        client_for(server, rate_limit=240.0, max_batches=10) as client,
+        client_for(server, rate_limit=budget, max_batches=10) as client,
         shared_budget(client, tasks=4) as make,
     ):
+        # Not shared: a static split, each task its own quarter of the rate.
+        split = functools.partial(TokenBucket, 60.0)
         task = PartitionTask(
-            mapping=EVENTS, client=client, now=NOW, limiter=make if shared else None
+            mapping=EVENTS, client=client, now=NOW, limiter=make if shared else split
         )
         threads = [
             threading.Thread(target=lambda n=n: results.append(task(parts[n], partition=n)))
@@ -386,12 +401,13 @@ def four_threads(parts: list[list[dict[str, Any]]], *, shared: bool) -> tuple[bo
             thread.start()
         for thread in threads:
             thread.join()
-        statuses = Counter(request.status for request in server.requests)
         delivered = len(canonical_batches(server))
-    return combine_reports(results).ok, delivered, statuses[429] / sum(statuses.values())
+    return combine_reports(results).ok, delivered, budget.metered
 
 
-def test_four_tasks_on_one_shared_budget_hold_the_servers_rate_limit() -> None:
+def test_four_tasks_on_one_shared_budget_all_meter_through_the_clients_limiter() -> None:
+    # Whether the shared budget holds the fake's rate is a question of speed, which
+    # benchmarks/spark_budget.py measures; this checks the wiring, without timing.
     rows = [
         {
             "id": f"r{n:04d}",
@@ -404,12 +420,7 @@ def test_four_tasks_on_one_shared_budget_hold_the_servers_rate_limit() -> None:
         for n in range(600)
     ]
     parts = partitioned(rows, 4)
-    ok, delivered, share_429 = four_threads(parts, shared=True)
-    assert (ok, delivered) == (True, 600)
-    # One budget for the four: at most a handful of 429s (the fake's bucket and ours start
-    # out of phase)...
-    assert share_429 <= 0.02 + 1 / 60
-    # ...where four copies of the client, each pacing alone at 300/s, draw dozens.
-    ok, delivered, share_429 = four_threads(parts, shared=False)
-    assert (ok, delivered) == (True, 600)
-    assert share_429 > 0.1
+    # One budget: every task's batches pass through the client's one limiter...
+    assert four_threads(parts, shared=True) == (True, 600, 600)
+    # ...where tasks on a static split each pace with their own, leaving it untouched.
+    assert four_threads(parts, shared=False) == (True, 600, 0)
