@@ -16,6 +16,7 @@ from .._errors import ConfigurationError, RowError, type_name
 from .._source.rows import RowSource
 from .._source.sources import rows_from
 from .arrow import ArrowEngine, Result, Run, arrow_source_reader
+from .arrow_skip import ArrowSkip
 from .columns import check_columns
 from .compile import CompiledMapping, _Mapped
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
@@ -25,6 +26,7 @@ from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
 from .rejects import _Reject
 from .sources import SyncKind
 from .spec import RowMapping
+from .unchanged import KnownRows, SourceDigest, digestible, skip_known
 
 __all__ = ["MappingRun", "map_rows"]
 
@@ -34,7 +36,9 @@ logger = logging.getLogger(__name__)
 class MappingRun(Iterator[SourcedBatch]):
     """An iterator of batches with live counts of what happened to every row.
 
-    ``rows_in == rows_mapped + rows_rejected`` holds whenever the run is not inside ``next()``.
+    ``rows_in == rows_mapped + rows_rejected + rows_unchanged`` holds whenever the run is not
+    inside ``next()``; ``rows_unchanged`` counts rows a sync's state holds as they are, left
+    unmapped (always 0 for :func:`map_rows`).
     ``rejected`` lists each rejected row's :class:`RowProblem` (stage ``mapping``).
     ``values_truncated`` counts event names cut to 256 characters. With a mapping that
     names a data plan, ``violations`` lists each :class:`RowViolation` found, and rows a
@@ -56,6 +60,7 @@ class MappingRun(Iterator[SourcedBatch]):
         chunk_size: int = 1000,
         key_check: Callable[[str, int], int | None] | None = None,
         group_window: int = DEFAULT_GROUP_WINDOW,
+        known: KnownRows | None = None,
     ) -> None:
         if max_events_per_batch < 1:
             raise ConfigurationError(
@@ -78,6 +83,7 @@ class MappingRun(Iterator[SourcedBatch]):
         self.rows_in = 0
         self.rows_mapped = 0
         self.rows_rejected = 0
+        self.rows_unchanged = 0
         self.batches_out = 0
         self.values_truncated = 0
         self.rejected: list[RowProblem] = []
@@ -88,11 +94,7 @@ class MappingRun(Iterator[SourcedBatch]):
         self._written: type[Any] | None = None
         if reader is not None:
             self.engine = "arrow"
-            check_columns(self._compiled, reader.schema.names)
-            engine = ArrowEngine(self._compiled)
-            if engine.fallback is None and engine.writes:
-                self._written = self._compiled.event_cls
-            self._batches = self._run_results(engine.results(reader))
+            self._batches = self._arrow_batches(reader, known, data_plan_policy)
         else:
             source = rows_from(rows, chunk_size=chunk_size)
             # The source's columns are known before its first row: a mapping that reads a
@@ -100,7 +102,10 @@ class MappingRun(Iterator[SourcedBatch]):
             columns = source.columns
             if columns is not None:
                 check_columns(self._compiled, columns)
-            self._batches = self._run(source)
+            rows_to_map: Iterator[Any] = source
+            if known is not None and digestible(mapping):
+                rows_to_map = self._unskipped(source, known, data_plan_policy)
+            self._batches = self._run(rows_to_map)
         self._data_plan: DataPlanStep | None = None
         if mapping.data_plan is not None:
             self._data_plan = DataPlanStep(
@@ -220,6 +225,53 @@ class MappingRun(Iterator[SourcedBatch]):
         self.values_truncated += mapped.truncated
         return mapped, ref
 
+    def _arrow_batches(
+        self, reader: Any, known: KnownRows | None, data_plan_policy: str
+    ) -> Iterator[SourcedBatch]:
+        check_columns(self._compiled, reader.schema.names)
+        engine = ArrowEngine(self._compiled)
+        if engine.fallback is None and engine.writes:
+            self._written = self._compiled.event_cls
+        if known is None or not digestible(self.mapping):
+            return self._run_results(engine.results(reader))
+        skip = ArrowSkip(
+            self._compiled,
+            self._source_digest(data_plan_policy),
+            known,
+            lambda ref: self._skip_row(ref, known),
+        )
+        return self._run_results(skip.numbered(engine.results(skip.filtered(reader))))
+
+    def _source_digest(self, data_plan_policy: str) -> SourceDigest:
+        # The policy decides which rows a data plan turns away: part of what a digest vouches for.
+        return SourceDigest(f"{self.mapping.fingerprint()} {data_plan_policy}")
+
+    def _skip_row(self, ref: RowRef, known: KnownRows) -> None:
+        """Count a row left unmapped (its digest is the stored one) at its place."""
+        self.rows_in += 1
+        key = ref.primary_key
+        first = self.key_check(key, ref.row_number) if self.key_check and key else None
+        if first is not None:
+            # Mapped, it would map as before, then be turned away as mapping does.
+            self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+            return
+        self.rows_unchanged += 1
+        known.skipped(ref)
+
+    def _unskipped(
+        self, rows: Iterator[Any], known: KnownRows, data_plan_policy: str
+    ) -> Iterator[Any]:
+        """``rows`` less those ``known`` holds unchanged, which are counted here instead."""
+
+        def on_skip(key: str) -> None:
+            self._skip_row(RowRef(self.rows_in + 1, key), known)
+
+        def on_keep(value: str) -> None:
+            known.kept(self.rows_in + 1, value)  # the row _run numbers next
+
+        digest = self._source_digest(data_plan_policy)
+        return skip_known(rows, self._compiled, digest, known, on_skip=on_skip, on_keep=on_keep)
+
     def _out(self, sourced: SourcedBatch) -> SourcedBatch:
         self.batches_out += 1
         self._batches_made += 1
@@ -282,12 +334,14 @@ class MappingRun(Iterator[SourcedBatch]):
 
     def _log(self) -> None:
         logger.info(
-            "mapped %d rows: %d mapped into %d batches (%.1f events a batch), %d rejected",
+            "mapped %d rows: %d mapped into %d batches (%.1f events a batch), %d rejected, "
+            "%d unchanged (not mapped)",
             self.rows_in,
             self.rows_mapped,
             self.batches_out,
             self.events_per_batch,
             self.rows_rejected,
+            self.rows_unchanged,
         )
 
     def _duplicate(self, ref: RowRef) -> bool:

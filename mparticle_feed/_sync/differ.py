@@ -7,7 +7,7 @@ disappeared in ``deleted_user_attributes``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -40,6 +40,8 @@ class _Differ:
         state: SyncState | None,
         name: str,
         statuses: _Statuses,
+        *,
+        refresh: bool = False,
     ) -> None:
         self.kind = kind
         self.state = state
@@ -48,6 +50,64 @@ class _Differ:
         #: row number → the entry to store once the row is accepted.
         self.entries: dict[int, StateEntry] = {}
         self.unchanged = 0
+        #: row number → the source digest of a row handed to mapping (see KnownRows).
+        self.sources: dict[int, str] = {}
+        #: key → the entry (or None: no entry) found before mapping, for the comparison.
+        self._prefetched: dict[str, StateEntry | None] = {}
+        #: Entries found unchanged whose source digest is new, stored at each lookup
+        #: (a sync's, when its state can: ``record_sources``); a plan only reads.
+        self._refresh: list[StateEntry] | None = (
+            [] if refresh and hasattr(state, "record_sources") else None
+        )
+
+    # --- KnownRows: what mapping asks before it maps a row -----------------------------
+
+    def stored_sources(self, keys: Sequence[str]) -> dict[str, str]:
+        """The source digests stored for ``keys``; their entries are kept for the comparison."""
+        if self.state is None or not keys:
+            return {}
+        found = self.state.get_many(self.name, keys)
+        prefetched = self._prefetched
+        for key in keys:
+            prefetched[key] = found.get(key)
+        return {key: entry.source for key, entry in found.items() if entry.source is not None}
+
+    def skipped(self, ref: RowRef) -> None:
+        if ref.primary_key is not None:
+            self._prefetched.pop(ref.primary_key, None)
+        self._skip((ref,))
+
+    def kept(self, row_number: int, digest: str) -> None:
+        self.sources[row_number] = digest
+
+    def forget(self, row: RowRef) -> None:
+        """A rejected row: nothing of it is stored."""
+        self.entries.pop(row.row_number, None)
+        self.sources.pop(row.row_number, None)
+        if row.primary_key is not None:
+            self._prefetched.pop(row.primary_key, None)
+
+    def _lookup(self, keys: list[str]) -> dict[str, StateEntry]:
+        """The stored entries of ``keys``: those found before mapping, the rest queried."""
+        assert self.state is not None
+        known: dict[str, StateEntry] = {}
+        missing: list[str] = []
+        prefetched = self._prefetched
+        for key in keys:
+            if key in prefetched:
+                entry = prefetched.pop(key)
+                if entry is not None:
+                    known[key] = entry
+            else:
+                missing.append(key)
+        if missing:
+            known.update(self.state.get_many(self.name, missing))
+        return known
+
+    def _store_refreshed(self) -> None:
+        if self._refresh:
+            self.state.record_sources(self.name, self._refresh)  # type: ignore[union-attr]
+            self._refresh = []
 
     def __call__(self, batches: Iterable[SourcedBatch]) -> Iterator[SourcedBatch]:
         if self.state is None:
@@ -74,8 +134,7 @@ class _Differ:
         return [row.primary_key for row in sourced.event_rows if row.primary_key is not None]
 
     def _compare(self, pending: list[SourcedBatch], keys: list[str]) -> Iterator[SourcedBatch]:
-        assert self.state is not None
-        known = self.state.get_many(self.name, keys)
+        known = self._lookup(keys)
         for sourced in pending:
             kept = (
                 self._user_attributes(sourced, known)
@@ -84,6 +143,12 @@ class _Differ:
             )
             if kept is not None:
                 yield kept
+        self._store_refreshed()
+
+    def _refreshed(self, previous: StateEntry, source: str | None) -> None:
+        """An unchanged row: its new source digest is stored, so the next run skips it."""
+        if source is not None and source != previous.source and self._refresh is not None:
+            self._refresh.append(attrs.evolve(previous, source=source))
 
     def _skip(self, rows: Iterable[RowRef]) -> None:
         for row in rows:
@@ -98,14 +163,17 @@ class _Differ:
         )
         count = len(sourced.event_rows)
         kept: list[int] = []
+        sources = self.sources
         for index, (digest, row) in enumerate(zip(hashes, sourced.event_rows, strict=True)):
             key = row.primary_key
+            source = sources.pop(row.row_number, None) if sources else None
             previous = known.get(key) if key is not None else None
             if previous is not None and previous.hash == digest:
+                self._refreshed(previous, source)
                 continue
             kept.append(index)
             if key is not None:
-                self.entries[row.row_number] = StateEntry(key=key, hash=digest)
+                self.entries[row.row_number] = StateEntry(key=key, hash=digest, source=source)
         if len(kept) == count:
             return sourced
         kept_set = set(kept)
@@ -137,8 +205,10 @@ class _Differ:
             attribute_hashes[_CONSENT] = content_hash(document["consent_state"])
         digest = content_hash([user_hash, attribute_hashes])
         previous = known.get(key)
-        entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes)
+        source = self.sources.pop(keyed[0].row_number, None) if self.sources else None
+        entry = StateEntry(key=key, hash=digest, attributes=attribute_hashes, source=source)
         if previous is not None and previous.hash == digest:
+            self._refreshed(previous, source)
             self._skip(sourced.rows)
             return None
         for row in sourced.rows:

@@ -22,6 +22,7 @@ from .._html import html_table
 from .._mapping.dataplan_step import RowViolation, violation_record
 from .._mapping.provenance import RowProblem, RowRef
 from .planreader import _PLAN_CHECKS, PLAN_FILE_FORMAT, _PlanReader
+from .records import _entry_list
 from .report import (
     SyncReport,
     _open_target,
@@ -174,8 +175,7 @@ class Plan:
                     entry = self.entries.get(row.row_number)
                     if entry is not None and row.row_number not in written_entries:
                         written_entries.add(row.row_number)
-                        attributes = None if entry.attributes is None else dict(entry.attributes)
-                        state.append([row.row_number, entry.key, entry.hash, attributes])
+                        state.append([row.row_number, *_entry_list(entry)])
                 record["state"] = state
                 emit(json.dumps(record, ensure_ascii=False))
             for problem in self.rejects:

@@ -19,6 +19,7 @@ from .._errors import PayloadError, PlanFileError
 from .._mapping.dataplan_step import RowViolation, violation_from_record
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .._wire.codec import from_dict
+from .records import _entry_from_list
 from .state import StateEntry
 from .status import _REJECTED, _UNCHANGED
 
@@ -251,7 +252,7 @@ class _PlanReader:
         for item in state:
             if not (
                 isinstance(item, list)
-                and len(item) == 4
+                and len(item) in (4, 5)
                 and item[0] in numbers
                 and isinstance(item[1], str)
                 and isinstance(item[2], str)
@@ -262,11 +263,13 @@ class _PlanReader:
                         and all(isinstance(v, str) for v in item[3].values())
                     )
                 )
+                and (len(item) == 4 or isinstance(item[4], str))
             ):
                 raise self.fail(
-                    f"'state': {item!r} is not [row_number of this request, key, hash, attributes]"
+                    f"'state': {item!r} is not [row_number of this request, key, hash, "
+                    "attributes(, source digest)]"
                 )
-            entries[item[0]] = StateEntry(key=item[1], hash=item[2], attributes=item[3])
+            entries[item[0]] = _entry_from_list(item[1:])
         return entries
 
     def _reject(self, record: dict[str, Any]) -> RowProblem:

@@ -77,12 +77,16 @@ class StateEntry:
     """What mParticle last accepted for one primary key of one sync.
 
     ``attributes`` maps each user attribute name to the hash of its accepted value
-    (user-attribute syncs only; ``None`` for event syncs).
+    (user-attribute syncs only; ``None`` for event syncs). ``source`` is the digest of the
+    source row (and mapping) that gave it: a later run skips the row, unmapped, while its
+    digest is the same. ``None`` when the row could not be digested, or the state keeps
+    none; such a row is mapped and compared by ``hash``.
     """
 
     key: str
     hash: str
     attributes: Mapping[str, str] | None = None
+    source: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -175,19 +179,29 @@ def _load_rows(text: str) -> tuple[tuple[int, str | None], ...]:
 
 
 def _dump_entries(entries: Iterable[StateEntry]) -> str:
-    return _json_text(
-        [[e.key, e.hash, None if e.attributes is None else dict(e.attributes)] for e in entries],
-        sort_keys=True,
-    )
+    return _json_text([_entry_list(e) for e in entries], sort_keys=True)
+
+
+def _entry_list(entry: StateEntry) -> list[Any]:
+    """``[key, hash, attributes]``, and the source digest when there is one."""
+    attributes = None if entry.attributes is None else dict(entry.attributes)
+    if entry.source is None:
+        return [entry.key, entry.hash, attributes]
+    return [entry.key, entry.hash, attributes, entry.source]
 
 
 def _load_entries(text: str) -> tuple[StateEntry, ...]:
     try:
         value = json.loads(text)
-        return tuple(
-            StateEntry(key=str(key), hash=str(digest), attributes=attributes)
-            for key, digest, attributes in value
-        )
+        return tuple(_entry_from_list(item) for item in value)
     except (ValueError, TypeError) as exc:
         msg = f"an outbox batch holds unreadable state entries: {exc}"
         raise StateError(msg) from exc
+
+
+def _entry_from_list(item: Any) -> StateEntry:
+    key, digest, attributes, *rest = item
+    if len(rest) > 1:
+        raise ValueError(f"an entry has {len(item)} items, expected 3 or 4")
+    source = str(rest[0]) if rest and rest[0] is not None else None
+    return StateEntry(key=str(key), hash=str(digest), attributes=attributes, source=source)

@@ -45,7 +45,7 @@ from .._errors import ConfigurationError
 from .._mapping.dataplan_step import DataPlanPolicy, RowViolation
 from .._mapping.provenance import RowProblem
 from .._mapping.regroup import DEFAULT_GROUP_WINDOW
-from .._mapping.run import map_rows, ordering_advice
+from .._mapping.run import MappingRun, ordering_advice
 from .._mapping.spec import RowMapping
 from .._source.rows import RowSource
 from .protocol import SyncState
@@ -100,20 +100,31 @@ class _Pipeline:
     mapping_run: Any = None
     differ: _Differ = attrs.field(init=False)
 
+    #: Whether the run may write the state (a sync; a plan only reads).
+    writes_state: bool = False
+
     def __attrs_post_init__(self) -> None:
-        self.differ = _Differ(self.mapping.kind.value, self.state, self.name, self.statuses)
+        self.differ = _Differ(
+            self.mapping.kind.value,
+            self.state,
+            self.name,
+            self.statuses,
+            refresh=self.writes_state,
+        )
 
     def requests(self, source: RowSource, chunk_size: int) -> Iterator[Request]:
         """Start mapping now (the source and its columns are checked here), then stream."""
-        # map_rows reads the source itself, so an Arrow source reaches the Arrow engine.
+        # The mapping run reads the source itself, so an Arrow source reaches the Arrow engine.
         seen = SeenKeys()
-        self.mapping_run = map_rows(
+        self.mapping_run = MappingRun(
             source,
             self.mapping,
             data_plan_policy=self.data_plan_policy,
             chunk_size=chunk_size,
             key_check=seen.first_seen,
             group_window=self.group_window,
+            # Rows the state holds as they are are not even mapped.
+            known=self.differ if self.state is not None else None,
         )
         return self._requests(seen)
 
@@ -146,7 +157,7 @@ class _Pipeline:
     def reject(self, problem: RowProblem) -> None:
         self.problems.append(problem)
         self.statuses.mark(problem.row, _REJECTED)
-        self.differ.entries.pop(problem.row.row_number, None)
+        self.differ.forget(problem.row)
 
     def collect_mapping_rejects(self) -> None:
         """Add the mapping's rejects (once, after the rows were read)."""
@@ -408,6 +419,7 @@ def _sync_locked(
         max_batch_bytes=client.max_batch_bytes,
         data_plan_policy=data_plan_policy,
         group_window=group_window,
+        writes_state=True,
     )
     # The source and its columns are checked here, before the state records a run.
     requests = pipeline.requests(source, chunk_size)

@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-import orjson
-
 from .._delivery.status import OutcomeStatus, StatusName
 from .._errors import StateError
 from .lock import hold_lock
@@ -51,6 +49,7 @@ from .records import (
     content_hash,
     mapping_changed,
 )
+from .state_entries import _LOOKUP_CHUNK, _UPSERT_ACCEPTED, _AcceptedEntries
 from .statefile import _UPSERT_FROM_OUTBOX, StateFile, _cause
 
 __all__ = [
@@ -66,23 +65,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_UPSERT_ACCEPTED = (
-    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET "
-    "hash = excluded.hash, attributes = excluded.attributes, "
-    "accepted_at = excluded.accepted_at"
-)
-
 #: What to do when a sync's mapping is not the one its state was written with.
 #: ``"fail"`` raises :class:`StateError`; ``"resend"`` forgets the sync's state, so every
 #: row is sent again; ``"keep"`` keeps it, so only rows whose output changed are sent.
 MappingChange = Literal["fail", "resend", "keep"]
 
-# SQLite caps bound parameters per statement; stay well below the oldest default (999).
-_LOOKUP_CHUNK = 500
 
-
-class StateStore:
+class StateStore(_AcceptedEntries):
     """The incremental state of any number of syncs, in one SQLite file.
 
     Open it with a path (created atomically when missing, readable by its owner only) or
@@ -109,6 +98,8 @@ class StateStore:
         self._schema = opened.schema
         # Without SQLite's JSON functions, accepted entries are parsed in Python instead.
         self._json = opened.json
+        # A file opened read-only may predate the source column: it then holds no digests.
+        self._source = "source" if opened.has_source else "NULL"
 
     @property
     def path(self) -> str:
@@ -290,64 +281,6 @@ class StateStore:
         return int(count)
 
     # --- rows ----------------------------------------------------------------------------
-
-    def count(self, name: str) -> int:
-        """How many primary keys of sync ``name`` have an accepted hash."""
-        return int(self._read("SELECT count(*) FROM accepted WHERE name = ?", (name,))[0][0])
-
-    def get(self, name: str, key: str) -> StateEntry | None:
-        """The last accepted entry for ``key`` in sync ``name``, or None."""
-        return self.get_many(name, [key]).get(key)
-
-    def get_many(self, name: str, keys: Iterable[str]) -> dict[str, StateEntry]:
-        """Entries for those ``keys`` that have one (one query per 500 keys)."""
-        wanted = list(dict.fromkeys(keys))
-        found: dict[str, StateEntry] = {}
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._read(
-                f"SELECT key, hash, attributes FROM accepted WHERE name = ? AND key IN ({marks})",  # noqa: S608
-                [name, *chunk],
-            )
-            for key, digest, attributes in rows:
-                found[key] = StateEntry(
-                    key=key, hash=digest, attributes=_load_attributes(attributes)
-                )
-        return found
-
-    def entries(self, name: str) -> Iterator[StateEntry]:
-        """Every accepted entry of sync ``name``, in key order (for conversions)."""
-        for key, digest, attributes in self._read(
-            "SELECT key, hash, attributes FROM accepted WHERE name = ? ORDER BY key", (name,)
-        ):
-            yield StateEntry(key=key, hash=digest, attributes=_load_attributes(attributes))
-
-    def record_accepted(self, name: str, entries: Iterable[StateEntry]) -> int:
-        """Store what mParticle accepted, in one transaction; return how many entries."""
-        values = self._accepted_rows(name, entries)
-        if not values:
-            return 0
-        with self._transaction() as conn:
-            conn.executemany(_UPSERT_ACCEPTED, values)
-        return len(values)
-
-    def _accepted_rows(
-        self, name: str, entries: Iterable[StateEntry]
-    ) -> list[tuple[str, str, str, str | None, float]]:
-        now = float(self._clock())
-        return [
-            (
-                name,
-                entry.key,
-                entry.hash,
-                None
-                if entry.attributes is None
-                else orjson.dumps(dict(entry.attributes), option=orjson.OPT_SORT_KEYS).decode(),
-                now,
-            )
-            for entry in entries
-        ]
 
     # --- the outbox ----------------------------------------------------------------------
 
@@ -577,17 +510,3 @@ class StateStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _load_attributes(text: str | None) -> dict[str, str] | None:
-    if text is None:
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        msg = f"state entry holds unreadable attribute hashes: {exc}"
-        raise StateError(msg) from exc
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        msg = "state entry holds attribute hashes of the wrong shape"
-        raise StateError(msg)
-    return value

@@ -55,6 +55,7 @@ CREATE TABLE outbox_batches (
     PRIMARY KEY (name, source_request_id)
 ) WITHOUT ROWID;
 CREATE INDEX outbox_batches_request ON outbox_batches (name, request_no);
+ALTER TABLE accepted ADD COLUMN source TEXT;
 CREATE TRIGGER accepted_insert AFTER INSERT ON accepted BEGIN
     UPDATE syncs SET key_count = key_count + 1 WHERE name = new.name;
 END;
@@ -64,17 +65,17 @@ END;
 """
 
 # The same upsert for every entry of some outbox batches, read from their stored JSON
-# (``[[key, hash, attributes or null], ...]``, written by ``_dump_entries``). ``{marks}``:
+# (``[[key, hash, attributes or null(, source)], ...]``, written by ``_dump_entries``). ``{marks}``:
 # one ``?`` per source_request_id.
 _UPSERT_FROM_OUTBOX = (
-    "INSERT INTO accepted (name, key, hash, attributes, accepted_at) "
+    "INSERT INTO accepted (name, key, hash, attributes, accepted_at, source) "
     "SELECT ?, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'), "
-    "json_extract(e.value, '$[2]'), ? "
+    "json_extract(e.value, '$[2]'), ?, json_extract(e.value, '$[3]') "
     "FROM outbox_batches AS b, json_each(b.entries) AS e "
     "WHERE b.name = ? AND b.source_request_id IN ({marks}) "
     "ON CONFLICT (name, key) DO UPDATE SET "
     "hash = excluded.hash, attributes = excluded.attributes, "
-    "accepted_at = excluded.accepted_at"
+    "accepted_at = excluded.accepted_at, source = excluded.source"
 )
 
 _SCHEMA_V1 = """
@@ -152,6 +153,8 @@ class StateFile:
         self.schema = SCHEMA_VERSION
         self.conn = self._open(path)
         self.json = _has_json(self.conn)
+        #: Whether entries keep source digests (files opened read-only may predate them).
+        self.has_source = _has_source(self.conn)
 
     @staticmethod
     def _check_header(path: str) -> bool:
@@ -196,6 +199,9 @@ class StateFile:
                 self._create(conn)
             elif self.schema == 1:
                 self._migrate(conn, path)
+            elif not _has_source(conn):
+                # A schema-2 file from before source digests: they start empty.
+                conn.execute("ALTER TABLE accepted ADD COLUMN source TEXT")
             self._check_counts(conn, path)
         except StateError:
             conn.close()
@@ -408,6 +414,11 @@ class StateFile:
             )
         else:
             logger.info("state file %s: migrated from schema 1 to %d", path, SCHEMA_VERSION)
+
+
+def _has_source(conn: sqlite3.Connection) -> bool:
+    columns = conn.execute("PRAGMA table_info(accepted)").fetchall()
+    return any(column[1] == "source" for column in columns)
 
 
 def _has_json(conn: sqlite3.Connection) -> bool:

@@ -1,0 +1,125 @@
+"""Mapping stage: the Arrow engine's share of skipping rows a sync's state holds unchanged.
+
+Record batches lose their unchanged rows before the engine sees them; the engine's results
+then carry positions in what it saw, which are turned back into the input's row numbers,
+with each skipped row reported at its own place in between (see :mod:`.unchanged`). Rows
+are digested from the values ``to_pylist`` gives, as the row path reads an Arrow source,
+so both paths store the same digests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .arrow import Result, Run
+from .arrow_columns import normalised
+from .provenance import RowRef
+from .rejects import _Reject
+from .unchanged import SKIP_CHUNK, KnownRows, SourceDigest, _encodable
+
+if TYPE_CHECKING:
+    from .compile import CompiledMapping
+
+__all__ = ["ArrowSkip"]
+
+#: What the queue holds per input row, in order: its row number, and the key of a row
+#: left out (or None for a row the engine maps).
+_Item = tuple[int, str | None]
+
+
+class ArrowSkip:
+    """Filters an Arrow reader's unchanged rows out, then numbers the engine's results."""
+
+    def __init__(
+        self,
+        compiled: CompiledMapping,
+        digest: SourceDigest,
+        known: KnownRows,
+        on_skip: Callable[[RowRef], None],
+    ) -> None:
+        self._compiled = compiled
+        self._digest = digest
+        self._known = known
+        self._on_skip = on_skip
+        self._queue: deque[_Item] = deque()
+        self._read = 0
+
+    def filtered(self, reader: Iterable[Any]) -> Iterator[Any]:
+        """The record batches with their unchanged rows left out."""
+        import pyarrow as pa
+
+        for read in reader:
+            for offset in range(0, read.num_rows, SKIP_CHUNK):
+                part = normalised(pa, read.slice(offset, SKIP_CHUNK))
+                kept = self._sort(part.to_pylist())
+                if len(kept) == part.num_rows:
+                    yield part
+                elif kept:
+                    yield part.take(pa.array(kept, pa.int64()))
+
+    def _sort(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Queue every row; the positions of those the engine maps."""
+        compiled, digest = self._compiled, self._digest
+        keyed: list[tuple[int, str, str]] = []
+        for index, row in enumerate(rows):
+            try:
+                key = compiled.primary_key(row)
+            except _Reject:
+                continue
+            if key is None or (not key.isascii() and not _encodable(key)):
+                continue
+            value = digest(row)
+            if value is not None:
+                keyed.append((index, key, value))
+        stored = self._known.stored_sources([key for _, key, _ in keyed])
+        skipped: dict[int, str] = {}
+        digests: dict[int, str] = {}
+        for index, key, value in keyed:
+            if stored.get(key) == value:
+                skipped[index] = key
+            else:
+                digests[index] = value
+        kept: list[int] = []
+        start = self._read
+        for index in range(len(rows)):
+            number = start + index + 1
+            key = skipped.get(index)
+            self._queue.append((number, key))
+            if key is None:
+                kept.append(index)
+                value = digests.get(index)
+                if value is not None:
+                    self._known.kept(number, value)
+        self._read += len(rows)
+        return kept
+
+    def numbered(self, results: Iterator[Result | Run]) -> Iterator[Result | Run]:
+        """The engine's results with the input's row numbers; skipped rows reported between."""
+        for item in results:
+            if isinstance(item, Run):
+                item.refs = [self._number(ref) for ref in item.refs]
+                yield item
+            else:
+                ref, outcome = item
+                yield self._number(ref), outcome
+        self._skip_until(None)
+
+    def _number(self, ref: RowRef) -> RowRef:
+        number = self._skip_until(ref.row_number)
+        return RowRef(number, ref.primary_key)
+
+    def _skip_until(self, position: int | None) -> int:
+        """Report queued skipped rows up to the engine's next row (all of them: None);
+        that row's input number."""
+        queue, on_skip = self._queue, self._on_skip
+        while queue:
+            number, key = queue.popleft()
+            if key is None:
+                return number
+            on_skip(RowRef(number, key))
+        if position is not None:
+            msg = f"the engine gave a row ({position}) that was not read"
+            raise AssertionError(msg)
+        return 0

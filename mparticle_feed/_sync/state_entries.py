@@ -1,0 +1,144 @@
+"""The accepted entries of a state file (sync stage): look-ups and writes, for StateStore.
+
+Per sync and primary key, the hash of what mParticle accepted last, per-attribute hashes for
+user-attribute syncs, and the digest of the source row it was mapped from.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import orjson
+
+from .._errors import StateError
+from .records import StateEntry
+
+__all__: list[str] = []
+
+_UPSERT_ACCEPTED = (
+    "INSERT INTO accepted (name, key, hash, attributes, accepted_at, source) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, key) DO UPDATE SET "
+    "hash = excluded.hash, attributes = excluded.attributes, "
+    "accepted_at = excluded.accepted_at, source = excluded.source"
+)
+
+# SQLite caps bound parameters per statement; stay well below the oldest default (999).
+_LOOKUP_CHUNK = 500
+
+
+class _AcceptedEntries:
+    """The ``accepted`` table's half of :class:`~mparticle_feed.StateStore`."""
+
+    _clock: Callable[[], float] = time.time
+    #: The column holding source digests, or ``NULL`` for a file opened read-only from
+    #: before them.
+    _source: str = "source"
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def count(self, name: str) -> int:
+        """How many primary keys of sync ``name`` have an accepted hash."""
+        return int(self._read("SELECT count(*) FROM accepted WHERE name = ?", (name,))[0][0])
+
+    def get(self, name: str, key: str) -> StateEntry | None:
+        """The last accepted entry for ``key`` in sync ``name``, or None."""
+        return self.get_many(name, [key]).get(key)
+
+    def get_many(self, name: str, keys: Iterable[str]) -> dict[str, StateEntry]:
+        """Entries for those ``keys`` that have one (one query per 500 keys)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, StateEntry] = {}
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT key, hash, attributes, {self._source} FROM accepted "  # noqa: S608
+                f"WHERE name = ? AND key IN ({marks})",
+                [name, *chunk],
+            )
+            for key, digest, attributes, source in rows:
+                found[key] = StateEntry(
+                    key=key, hash=digest, attributes=_load_attributes(attributes), source=source
+                )
+        return found
+
+    def record_sources(self, name: str, entries: Iterable[StateEntry]) -> int:
+        """Store the source digests of rows found unchanged by their mapped content.
+
+        Only where the stored hash is still the entry's, in one transaction; returns how
+        many were stored. A run calls this for rows it mapped and found unchanged, so the
+        next run skips them unmapped.
+        """
+        values = [
+            (entry.source, name, entry.key, entry.hash)
+            for entry in entries
+            if entry.source is not None
+        ]
+        if not values or self._source == "NULL":
+            return 0
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE accepted SET source = ? WHERE name = ? AND key = ? AND hash = ?", values
+            )
+            return conn.total_changes - before
+
+    def entries(self, name: str) -> Iterator[StateEntry]:
+        """Every accepted entry of sync ``name``, in key order (for conversions)."""
+        for key, digest, attributes, source in self._read(
+            f"SELECT key, hash, attributes, {self._source} FROM accepted "  # noqa: S608
+            "WHERE name = ? ORDER BY key",
+            (name,),
+        ):
+            yield StateEntry(
+                key=key, hash=digest, attributes=_load_attributes(attributes), source=source
+            )
+
+    def record_accepted(self, name: str, entries: Iterable[StateEntry]) -> int:
+        """Store what mParticle accepted, in one transaction; return how many entries."""
+        values = self._accepted_rows(name, entries)
+        if not values:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(_UPSERT_ACCEPTED, values)
+        return len(values)
+
+    def _accepted_rows(
+        self, name: str, entries: Iterable[StateEntry]
+    ) -> list[tuple[str, str, str, str | None, float, str | None]]:
+        now = float(self._clock())
+        return [
+            (
+                name,
+                entry.key,
+                entry.hash,
+                None
+                if entry.attributes is None
+                else orjson.dumps(dict(entry.attributes), option=orjson.OPT_SORT_KEYS).decode(),
+                now,
+                entry.source,
+            )
+            for entry in entries
+        ]
+
+
+def _load_attributes(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        msg = f"state entry holds unreadable attribute hashes: {exc}"
+        raise StateError(msg) from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        msg = "state entry holds attribute hashes of the wrong shape"
+        raise StateError(msg)
+    return value
