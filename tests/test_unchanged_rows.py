@@ -1,0 +1,332 @@
+"""Rows the state holds as they are are not mapped again (source digests), and skipping
+them never changes what a sync sends or stores."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sync_data import EVENTS, NOW, PROFILES, check_invariant, event_rows, profile_rows
+
+from mparticle_feed import Computed, CustomEventMapping
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._mapping.compile import CompiledMapping
+from mparticle_feed._mapping.unchanged import SourceDigest, digestible
+from mparticle_feed._sync.run import plan, sync
+from mparticle_feed._sync.state import StateStore
+from mparticle_feed.testing import FakeEventsServer
+
+
+@pytest.fixture
+def mapped(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every row the compiled mapping maps, in order."""
+    calls: list[Any] = []
+    original = CompiledMapping.map_row
+
+    def counting(self: CompiledMapping, row: Any) -> Any:
+        calls.append(row)
+        return original(self, row)
+
+    monkeypatch.setattr(CompiledMapping, "map_row", counting)
+    return calls
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(tmp_path / "state.sqlite") as store:
+        yield store
+
+
+def sent_ids(server: FakeEventsServer, start: int) -> list[str]:
+    return [
+        str(event.custom_attributes["row_id"])  # type: ignore[attr-defined,index]
+        for request in server.requests[start:]
+        if request.accepted
+        for batch in request.batches or ()
+        for event in batch.events or ()
+    ]
+
+
+def test_a_second_run_maps_no_unchanged_row(
+    server: FakeEventsServer, client: EventsClient, state: StateStore, mapped: list[Any]
+) -> None:
+    rows = event_rows(40, users=9)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    mapped.clear()
+    rows[5] = {**rows[5], "value": -5}
+    before = len(server.requests)
+    report = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    assert [row["id"] for row in mapped] == ["r0005"]
+    assert sent_ids(server, before) == ["r0005"]
+    assert (report.sent, report.unchanged, report.accepted) == (1, 39, 40)
+    check_invariant(report)
+
+
+def test_a_change_outside_the_mapping_is_mapped_once_then_skipped(
+    server: FakeEventsServer, client: EventsClient, state: StateStore, mapped: list[Any]
+) -> None:
+    rows = event_rows(10, users=3)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    rows = [{**row, "note": "not mapped"} for row in rows]
+    mapped.clear()
+    before = len(server.requests)
+    second = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    assert len(mapped) == 10  # a new column: every digest is new, nothing else is
+    assert len(server.requests) == before
+    assert second.unchanged == 10
+    mapped.clear()
+    third = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    assert mapped == []  # the digests were stored although nothing was sent
+    assert third.unchanged == 10
+
+
+def test_values_that_flip_back_are_sent_each_time(
+    server: FakeEventsServer, client: EventsClient, state: StateStore
+) -> None:
+    rows = event_rows(6, users=2)
+    original = dict(rows[3])
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    for value in (777, original["value"], 777):
+        rows[3] = {**original, "value": value}
+        before = len(server.requests)
+        report = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+        assert sent_ids(server, before) == ["r0003"]
+        assert report.sent == 1
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, "1"), (1, 1.0), (1, True), (None, float("nan")), ("2026-03-01", date(2026, 3, 1))],
+)
+def test_a_value_of_another_type_has_another_digest(before: Any, after: Any) -> None:
+    digest = SourceDigest("salt")
+    assert digest({"a": before}) != digest({"a": after})
+
+
+def test_digests_are_salted_and_stable() -> None:
+    row = {
+        "id": "k",
+        "at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "amount": Decimal("1.10"),
+        "blob": b"\x00\x01",
+        "nested": {"a": [1, 2]},
+    }
+    assert SourceDigest("one")(row) == SourceDigest("one")(dict(row))
+    assert SourceDigest("one")(row) != SourceDigest("two")(row)
+    assert SourceDigest("one")(row) != SourceDigest("one")({**row, "amount": Decimal("1.1")})
+
+
+@pytest.mark.parametrize("value", [2**70, object(), "\ud800"])
+def test_a_value_without_exact_text_is_not_digested(value: Any) -> None:
+    assert SourceDigest("salt")({"a": value}) is None
+
+
+def test_a_duplicate_of_a_skipped_row_is_rejected_naming_the_first(
+    client: EventsClient, state: StateStore
+) -> None:
+    rows = event_rows(5, users=2)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    again = [*rows[:3], dict(rows[1]), *rows[3:]]
+    report = sync(again, EVENTS, client, state=state, name="things", now=NOW)
+    assert [(p.row.row_number, p.reason) for p in report.rejects] == [
+        (4, "duplicate primary key, first seen at row 2")
+    ]
+    assert report.unchanged == 5
+    check_invariant(report)
+
+
+def test_a_changed_row_before_its_duplicate_keeps_mapping_order(
+    server: FakeEventsServer, client: EventsClient, state: StateStore
+) -> None:
+    rows = event_rows(4, users=2)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    # The first occurrence changed (mapped), the second is the stored one (skippable).
+    again = [{**rows[0], "value": 50}, rows[1], dict(rows[0]), rows[2], rows[3]]
+    before = len(server.requests)
+    report = sync(again, EVENTS, client, state=state, name="things", now=NOW)
+    assert sent_ids(server, before) == ["r0000"]
+    assert [(p.row.row_number, p.reason) for p in report.rejects] == [
+        (3, "duplicate primary key, first seen at row 1")
+    ]
+
+
+def test_a_kept_mapping_change_maps_every_row(
+    client: EventsClient, state: StateStore, mapped: list[Any]
+) -> None:
+    rows = event_rows(8, users=3)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    changed = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name=EVENTS.event_name,
+        timestamp_unixtime_ms="ts",
+        custom_attributes={"value": "value", "row_id": "id", "again": "value"},
+    )
+    mapped.clear()
+    report = sync(
+        rows, changed, client, state=state, name="things", now=NOW, on_mapping_change="keep"
+    )
+    assert len(mapped) == 8
+    assert report.sent == 8
+
+
+def test_a_computed_source_maps_every_row(
+    client: EventsClient, state: StateStore, mapped: list[Any]
+) -> None:
+    computed = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name=Computed(lambda row: f"Thing {row['value'] % 2}"),
+        timestamp_unixtime_ms="ts",
+        custom_attributes={"row_id": "id"},
+    )
+    assert not digestible(computed)
+    assert digestible(EVENTS)
+    rows = event_rows(6, users=2)
+    sync(rows, computed, client, state=state, name="computed", now=NOW)
+    mapped.clear()
+    report = sync(rows, computed, client, state=state, name="computed", now=NOW)
+    assert len(mapped) == 6
+    assert report.unchanged == 6
+
+
+def test_user_attribute_rows_are_skipped_and_changes_still_sent(
+    server: FakeEventsServer, client: EventsClient, state: StateStore, mapped: list[Any]
+) -> None:
+    rows = profile_rows()
+    sync(rows, PROFILES, client, state=state, name="profiles", now=NOW)
+    mapped.clear()
+    rows[1] = {**rows[1], "plan": "enterprise"}
+    report = sync(rows, PROFILES, client, state=state, name="profiles", now=NOW)
+    assert [row["user"] for row in mapped] == [rows[1]["user"]]
+    assert report.sent == 1
+    assert report.unchanged == len(rows) - 1
+
+
+def test_a_plan_skips_too_and_writes_nothing(
+    client: EventsClient, state: StateStore, mapped: list[Any], tmp_path: Path
+) -> None:
+    rows = event_rows(10, users=3)
+    sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    mapped.clear()
+    reviewed = plan(rows, EVENTS, state=state, name="things", now=NOW)
+    assert mapped == []
+    assert reviewed.unchanged == 10
+    assert not reviewed.requests
+
+
+def test_a_state_file_without_digests_gets_them(
+    client: EventsClient, tmp_path: Path, mapped: list[Any]
+) -> None:
+    path = tmp_path / "old.sqlite"
+    rows = event_rows(12, users=4)
+    with StateStore(path) as store:
+        sync(rows, EVENTS, client, state=store, name="things", now=NOW)
+    # A file from before digests: the column is missing.
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE accepted DROP COLUMN source")
+    with StateStore(path, read_only=True) as reader:
+        assert all(entry.source is None for entry in reader.entries("things"))
+    mapped.clear()
+    first = sync(rows, EVENTS, client, state=path, name="things", now=NOW)
+    assert len(mapped) == 12
+    assert first.sent == 0
+    assert first.unchanged == 12
+    mapped.clear()
+    second = sync(rows, EVENTS, client, state=path, name="things", now=NOW)
+    assert mapped == []
+    assert second.unchanged == 12
+
+
+def _edited(rows: list[dict[str, Any]], edits: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    out = [dict(row) for row in rows]
+    for index, edit in edits:
+        row = out[index % len(out)]
+        number = int(row["value"])
+        if edit == "value":
+            row["value"] = number + 1000
+        elif edit == "flip":
+            row["value"] = -number - 1
+        elif edit == "unmapped":
+            row["note"] = "x"
+        elif edit == "type":
+            row["value"] = str(number) if isinstance(row["value"], int) else number
+    return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(1, 25),
+    rounds=st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 30), st.sampled_from(["value", "flip", "unmapped", "type"])),
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_skipping_sends_and_stores_what_comparing_content_does(
+    count: int, rounds: list[list[tuple[int, str]]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One user a row (no batch mixes rows): the rows sent and the hashes stored, round
+    after round of edits, are those of a state that keeps no digests."""
+    folder = tmp_path_factory.mktemp("skip")
+    skipping, comparing = folder / "skipping.sqlite", folder / "comparing.sqlite"
+    rows = event_rows(count)
+    with (
+        FakeEventsServer(now=lambda: NOW) as fake,
+        EventsClient(
+            "test-key", "test-secret", base_url=fake.url, max_workers=1, rate_limit=None
+        ) as events,
+    ):
+        sync(rows, EVENTS, events, state=skipping, name="t", now=NOW)
+        shutil.copyfile(skipping, comparing)
+        for edits in rounds:
+            rows = _edited(rows, edits)
+            with sqlite3.connect(comparing) as conn:
+                conn.execute("UPDATE accepted SET source = NULL")
+            sent = []
+            for path in (skipping, comparing):
+                start = len(fake.requests)
+                report = sync(rows, EVENTS, events, state=path, name="t", now=NOW)
+                assert report.ok
+                sent.append(sorted(sent_ids(fake, start)))
+            assert sent[0] == sent[1]
+            stored = []
+            for path in (skipping, comparing):
+                with StateStore(path, read_only=True) as store:
+                    stored.append({e.key: e.hash for e in store.entries("t")})
+            assert stored[0] == stored[1]
+
+
+def test_arrow_rows_are_skipped_with_their_row_numbers(
+    server: FakeEventsServer, client: EventsClient, state: StateStore, mapped: list[Any]
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    rows = event_rows(1200, users=50)
+    sync(pa.Table.from_pylist(rows), EVENTS, client, state=state, name="things", now=NOW)
+    again = [dict(row) for row in rows]
+    again[700]["value"] = -1  # changed: the only row sent
+    again.insert(1000, dict(rows[3]))  # a duplicate of a skipped row, in the second chunk
+    before = len(server.requests)
+    report = sync(pa.Table.from_pylist(again), EVENTS, client, state=state, name="things", now=NOW)
+    assert sent_ids(server, before) == ["r0700"]
+    assert [(p.row.row_number, p.reason) for p in report.rejects] == [
+        (1001, "duplicate primary key, first seen at row 4")
+    ]
+    assert (report.sent, report.unchanged, report.rows_in) == (1, 1199, 1201)
+    check_invariant(report)
+    # The row path reads the same rows with the same digests: nothing is mapped.
+    mapped.clear()
+    third = sync(again, EVENTS, client, state=state, name="things", now=NOW)
+    assert third.unchanged == 1200
+    assert mapped == []
