@@ -7,6 +7,12 @@ Spark and Dask) is another. A state of your own passes to ``sync(..., state=...)
 keeps the same promises: an outbox request is durable before the call returns (it is sent
 next), an outcome is recorded only against an outbox batch, and an accepted batch's entries
 are what :meth:`SyncState.get_many` returns on the next run.
+
+A row whose stored entry has the row's ``source`` digest is skipped unmapped: a state that
+keeps entries whole (``source`` included) lets the next run skip unchanged rows; one that
+drops ``source`` still works, and every row is mapped. A state may also offer
+``record_sources(name, entries)`` (as :class:`~mparticle_feed.StateStore` does) to store
+the new digests of rows whose mapped content was unchanged.
 """
 
 from __future__ import annotations
