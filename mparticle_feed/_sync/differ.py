@@ -52,7 +52,7 @@ class _Differ:
         self.unchanged = 0
         #: row number → the source digest of a row handed to mapping (see KnownRows).
         self.sources: dict[int, str] = {}
-        #: key → the entry (or None: no entry) found before mapping, for the comparison.
+        #: key → the entry (None: none) found before mapping, for the comparison.
         self._prefetched: dict[str, StateEntry | None] = {}
         #: Entries found unchanged whose source digest is new, stored at each lookup
         #: (a sync's, when its state can: ``record_sources``); a plan only reads.
@@ -66,11 +66,20 @@ class _Differ:
         """The source digests stored for ``keys``; their entries are kept for the comparison."""
         if self.state is None or not keys:
             return {}
-        found = self.state.get_many(self.name, keys)
         prefetched = self._prefetched
+        sources = getattr(self.state, "sources", None)
+        if sources is None:
+            found = self.state.get_many(self.name, keys)
+            for key in keys:
+                prefetched[key] = found.get(key)
+            return {key: e.source for key, e in found.items() if e.source is not None}
+        # Only whether a key has an entry, and its digest: a key without one needs no
+        # second look-up; the entries of the (few) changed rows are read when compared.
+        digests: dict[str, str | None] = sources(self.name, keys)
         for key in keys:
-            prefetched[key] = found.get(key)
-        return {key: entry.source for key, entry in found.items() if entry.source is not None}
+            if key not in digests:
+                prefetched[key] = None
+        return {key: value for key, value in digests.items() if value is not None}
 
     def skipped(self, ref: RowRef) -> None:
         if ref.primary_key is not None:
