@@ -104,7 +104,16 @@ def test_values_that_flip_back_are_sent_each_time(
 
 @pytest.mark.parametrize(
     ("before", "after"),
-    [(1, "1"), (1, 1.0), (1, True), (None, float("nan")), ("2026-03-01", date(2026, 3, 1))],
+    [
+        (1, "1"),
+        (1, 1.0),
+        (1, True),
+        (None, float("nan")),
+        ("2026-03-01", date(2026, 3, 1)),
+        (datetime(2026, 10, 25, 2, 30), datetime(2026, 10, 25, 2, 30, fold=1)),
+        (Decimal("1.0"), Decimal("1.00")),
+        (b"\x00", b"\x00\x00"),
+    ],
 )
 def test_a_value_of_another_type_has_another_digest(before: Any, after: Any) -> None:
     digest = SourceDigest("salt")

@@ -97,7 +97,10 @@ class SourceDigest:
 
 def _exact_text(value: Any) -> str:
     """Text that tells apart any two values of one type (the row's types are hashed too)."""
-    if isinstance(value, (datetime, date, time)):
+    if isinstance(value, (datetime, time)):
+        # fold tells apart the two readings of a local time that occurs twice.
+        return value.isoformat() + (" fold" if value.fold else "")
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)

@@ -55,7 +55,6 @@ CREATE TABLE outbox_batches (
     PRIMARY KEY (name, source_request_id)
 ) WITHOUT ROWID;
 CREATE INDEX outbox_batches_request ON outbox_batches (name, request_no);
-ALTER TABLE accepted ADD COLUMN source TEXT;
 CREATE TRIGGER accepted_insert AFTER INSERT ON accepted BEGIN
     UPDATE syncs SET key_count = key_count + 1 WHERE name = new.name;
 END;
@@ -63,6 +62,15 @@ CREATE TRIGGER accepted_delete AFTER DELETE ON accepted BEGIN
     UPDATE syncs SET key_count = key_count - 1 WHERE name = old.name;
 END;
 """
+
+# Columns added within schema 2 (before its release), to files made before them, when
+# opened for writing: source digests, and request bodies kept whole (batches as slices).
+_LATER_COLUMNS = (
+    ("accepted", "source", "TEXT"),
+    ("outbox", "body", "BLOB"),
+    ("outbox_batches", "body_start", "INTEGER"),
+    ("outbox_batches", "body_end", "INTEGER"),
+)
 
 # The same upsert for every entry of some outbox batches, read from their stored JSON
 # (``[[key, hash, attributes or null(, source)], ...]``, written by ``_dump_entries``). ``{marks}``:
@@ -199,9 +207,7 @@ class StateFile:
                 self._create(conn)
             elif self.schema == 1:
                 self._migrate(conn, path)
-            elif not _has_source(conn):
-                # A schema-2 file from before source digests: they start empty.
-                conn.execute("ALTER TABLE accepted ADD COLUMN source TEXT")
+            _add_later_columns(conn)
             self._check_counts(conn, path)
         except StateError:
             conn.close()
@@ -382,6 +388,7 @@ class StateFile:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        _add_later_columns(conn)
 
     def _migrate(self, conn: sqlite3.Connection, path: str) -> None:
         """Schema 1 (the previous release) to 2, in one transaction; accepted keys stay."""
@@ -417,8 +424,32 @@ class StateFile:
 
 
 def _has_source(conn: sqlite3.Connection) -> bool:
-    columns = conn.execute("PRAGMA table_info(accepted)").fetchall()
-    return any(column[1] == "source" for column in columns)
+    """Whether the file has every column of :data:`_LATER_COLUMNS` (added together)."""
+    return not _missing_columns(conn)
+
+
+def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    missing = []
+    for table, column, kind in _LATER_COLUMNS:
+        names = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if names and column not in names:
+            missing.append((table, column, kind))
+    return missing
+
+
+def _add_later_columns(conn: sqlite3.Connection) -> None:
+    missing = _missing_columns(conn)
+    if not missing:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, kind in missing:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _has_json(conn: sqlite3.Connection) -> bool:
