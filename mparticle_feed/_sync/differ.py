@@ -62,20 +62,19 @@ class _Differ:
 
     # --- KnownRows: what mapping asks before it maps a row -----------------------------
 
+    @property
+    def knows_sources(self) -> bool:
+        """Whether the state keeps source digests (it offers ``sources``): rows may be skipped."""
+        return self.state is not None and callable(getattr(self.state, "sources", None))
+
     def stored_sources(self, keys: Sequence[str]) -> dict[str, str]:
         """The source digests stored for ``keys``; their entries are kept for the comparison."""
-        if self.state is None or not keys:
+        if not keys:
             return {}
         prefetched = self._prefetched
-        sources = getattr(self.state, "sources", None)
-        if sources is None:
-            found = self.state.get_many(self.name, keys)
-            for key in keys:
-                prefetched[key] = found.get(key)
-            return {key: e.source for key, e in found.items() if e.source is not None}
         # Only whether a key has an entry, and its digest: a key without one needs no
         # second look-up; the entries of the (few) changed rows are read when compared.
-        digests: dict[str, str | None] = sources(self.name, keys)
+        digests: dict[str, str | None] = self.state.sources(self.name, keys)  # type: ignore[union-attr]
         for key in keys:
             if key not in digests:
                 prefetched[key] = None

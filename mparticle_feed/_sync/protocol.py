@@ -8,11 +8,11 @@ keeps the same promises: an outbox request is durable before the call returns (i
 next), an outcome is recorded only against an outbox batch, and an accepted batch's entries
 are what :meth:`SyncState.get_many` returns on the next run.
 
-A row whose stored entry has the row's ``source`` digest is skipped unmapped: a state that
-keeps entries whole (``source`` included) lets the next run skip unchanged rows; one that
-drops ``source`` still works, and every row is mapped. A state may also offer
-``record_sources(name, entries)`` (as :class:`~mparticle_feed.StateStore` does) to store
-the new digests of rows whose mapped content was unchanged.
+Two more calls are optional, as :class:`~mparticle_feed.StateStore` offers them: with
+``sources(name, keys)`` (the keys that have an entry, each with its entry's ``source``
+digest or None), a run skips, unmapped, every row whose digest is the one stored; with
+``record_sources(name, entries)`` it stores the new digests of rows whose mapped content
+was unchanged. A state without them works as well: every row is mapped and compared.
 """
 
 from __future__ import annotations

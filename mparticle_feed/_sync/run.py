@@ -124,7 +124,7 @@ class _Pipeline:
             key_check=seen.first_seen,
             group_window=self.group_window,
             # Rows the state holds as they are are not even mapped.
-            known=self.differ if self.state is not None else None,
+            known=self.differ if self.differ.knows_sources else None,
         )
         return self._requests(seen)
 

@@ -378,7 +378,7 @@ class StateStore(_AcceptedEntries):
             requests[int(number)] = (str(endpoint), float(created), [])
             bodies[int(number)] = None if whole is None else bytes(whole)
         for number, rid, body, start, end, rows, event_rows, entries in self._read(
-            "SELECT request_no, source_request_id, body, "
+            "SELECT request_no, source_request_id, body, "  # noqa: S608 - column names only
             f"{self._body_slice}, rows, event_rows, entries "
             "FROM outbox_batches WHERE name = ? ORDER BY request_no, position",
             (name,),
