@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .arrow import Result, Run
 from .arrow_columns import normalised
 from .provenance import RowRef
-from .rejects import _Reject
-from .unchanged import SKIP_CHUNK, KnownRows, SourceDigest, _encodable
+from .unchanged import SKIP_CHUNK, KnownRows, SourceDigest, keyed_digests
 
 if TYPE_CHECKING:
     from .compile import CompiledMapping
@@ -61,37 +60,19 @@ class ArrowSkip:
 
     def _sort(self, rows: list[dict[str, Any]]) -> list[int]:
         """Queue every row; the positions of those the engine maps."""
-        compiled, digest = self._compiled, self._digest
-        keyed: list[tuple[int, str, str]] = []
-        for index, row in enumerate(rows):
-            try:
-                key = compiled.primary_key(row)
-            except _Reject:
-                continue
-            if key is None or (not key.isascii() and not _encodable(key)):
-                continue
-            value = digest(row)
-            if value is not None:
-                keyed.append((index, key, value))
-        stored = self._known.stored_sources([key for _, key, _ in keyed])
-        skipped: dict[int, str] = {}
-        digests: dict[int, str] = {}
-        for index, key, value in keyed:
-            if stored.get(key) == value:
-                skipped[index] = key
-            else:
-                digests[index] = value
+        digests = keyed_digests(rows, self._compiled, self._digest)
+        stored = self._known.stored_sources([pair[0] for pair in digests if pair is not None])
         kept: list[int] = []
         start = self._read
-        for index in range(len(rows)):
+        for index, pair in enumerate(digests):
             number = start + index + 1
-            key = skipped.get(index)
-            self._queue.append((number, key))
-            if key is None:
-                kept.append(index)
-                value = digests.get(index)
-                if value is not None:
-                    self._known.kept(number, value)
+            if pair is not None and stored.get(pair[0]) == pair[1]:
+                self._queue.append((number, pair[0]))
+                continue
+            self._queue.append((number, None))
+            kept.append(index)
+            if pair is not None:
+                self._known.kept(number, pair[1])
         self._read += len(rows)
         return kept
 

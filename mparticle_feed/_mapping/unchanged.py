@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .compile import CompiledMapping
     from .provenance import RowRef
 
-__all__ = ["KnownRows", "SourceDigest", "digestible", "skip_known"]
+__all__ = ["KnownRows", "SourceDigest", "digestible", "keyed_digests", "skip_known"]
 
 #: Rows digested and looked up together: one state query per chunk.
 SKIP_CHUNK = 500
@@ -129,19 +129,7 @@ def skip_known(
     digested, is always handed on: the mapping rejects it or maps it as usual.
     """
     while chunk := list(islice(rows, SKIP_CHUNK)):
-        digests: list[tuple[str, str] | None] = [None] * len(chunk)
-        for index, row in enumerate(chunk):
-            if row.__class__ is not dict and not isinstance(row, Mapping):
-                continue
-            try:
-                key = compiled.primary_key(row)
-            except _Reject:
-                continue
-            if key is None or (not key.isascii() and not _encodable(key)):
-                continue
-            value = digest(row)
-            if value is not None:
-                digests[index] = (key, value)
+        digests = keyed_digests(chunk, compiled, digest)
         stored = known.stored_sources([pair[0] for pair in digests if pair is not None])
         for row, pair in zip(chunk, digests, strict=True):
             if pair is not None:
@@ -151,6 +139,28 @@ def skip_known(
                     continue
                 on_keep(value)
             yield row
+
+
+def keyed_digests(
+    rows: Sequence[Any], compiled: CompiledMapping, digest: SourceDigest
+) -> list[tuple[str, str] | None]:
+    """Each row's primary key and digest; None for a row that is always mapped (not a
+    mapping, no usable key, or a value without exact text)."""
+    out: list[tuple[str, str] | None] = []
+    append = out.append
+    for row in rows:
+        pair = None
+        if row.__class__ is dict or isinstance(row, Mapping):
+            try:
+                key = compiled.primary_key(row)
+            except _Reject:
+                key = None
+            if key is not None and (key.isascii() or _encodable(key)):
+                value = digest(row)
+                if value is not None:
+                    pair = (key, value)
+        append(pair)
+    return out
 
 
 def _encodable(key: str) -> bool:
