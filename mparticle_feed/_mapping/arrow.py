@@ -258,6 +258,7 @@ class ArrowEngine:
         self.compiled = compiled
         self.fallback = unvectorised(compiled)
         self.writes = False
+        self.written_batches = False
         self.order: dict[str, int] = {}
         mapping = compiled.mapping
         self.needed = compiled.used_columns  # the primary key's column included
@@ -291,6 +292,10 @@ class ArrowEngine:
         )
         if self.writes:
             self.order = written_order()
+        #: Batches are :class:`WrittenBatch` es (header written without a model where that
+        #: is proven; events as data where ``writes``, else models): a data plan's step
+        #: rebuilds batches, so it gets the row path's.
+        self.written_batches = mapping.data_plan is None and compiled.event_cls is not None
 
     # --- driving ---------------------------------------------------------------------------
 

@@ -15,14 +15,15 @@ keyword arguments, the converters' outputs, which the converters give back uncha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import orjson
 
 from .._errors import ModelError
 from .._wire.codec import _json_default
-from .._wire.enums import CustomEventType
+from .._wire.common import UserIdentities
+from .._wire.enums import CustomEventType, Environment
 from .._wire.models import Batch, CustomEvent
 from .provenance import RowRef, SourcedBatch
 
@@ -34,6 +35,7 @@ __all__ = [
     "event_data",
     "event_stamp",
     "write_events",
+    "written_header",
     "written_order",
 ]
 
@@ -126,41 +128,129 @@ def event_data(event: Any) -> Any:
     return orjson.loads(event[1]) if event.__class__ is tuple else event
 
 
+#: The rank of each identity in what the codec writes for ``UserIdentities`` (field order).
+_IDENTITY_ORDER = {field.name: rank for rank, field in enumerate(attrs.fields(UserIdentities))}
+
+
+def written_header(
+    environment: Any, first: Any, user_attributes: dict[str, Any]
+) -> tuple[bytes, bytes] | None:
+    """A batch header's bytes, as the codec writes the :class:`Batch` the row path builds from
+    ``first`` (a mapped row) and the merged ``user_attributes``, and the user key packing
+    orders by; None unless the model is proven to keep every value as it is.
+
+    Proven: identities (text) and user attributes whose keys are text and values text,
+    integers, booleans, null or finite floats (``optional_user_attributes`` hands those back
+    unchanged), no other user-level field. The codec writes ``environment`` first, then the
+    set fields in the model's field order: ``user_attributes`` before ``user_identities``,
+    each identity in :class:`UserIdentities`'s field order.
+    """
+    if (
+        first.device
+        or first.extras
+        or not first.identities
+        or first.mpid is not None
+        or first.mp_deviceid is not None
+        or first.ip is not None
+        or first.application_info is not None
+        or first.context is not None
+        or (environment is not None and environment.__class__ is not Environment)
+    ):
+        return None
+    order = _IDENTITY_ORDER
+    given = dict(first.identities)
+    for name, value in given.items():
+        if name not in order or value.__class__ is not str:
+            return None
+    for key, item in user_attributes.items():
+        kind = item.__class__
+        if key.__class__ is not str:
+            return None
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float and item - item == 0.0:
+            continue
+        return None
+    identities = {name: given[name] for name in sorted(given, key=order.__getitem__)}
+    document: dict[str, Any] = {}
+    if environment is not None:
+        document["environment"] = environment
+    if user_attributes:
+        document["user_attributes"] = user_attributes
+    document["user_identities"] = identities
+    try:
+        return orjson.dumps(document), orjson.dumps([None, None, identities])
+    except orjson.JSONEncodeError:
+        return None  # a lone surrogate: the model, which packing reports
+
+
 class WrittenBatch(SourcedBatch):
     """A sourced batch whose events are written data (a model where the row path mapped it).
 
     ``header`` is the batch without events; ``written[i]`` is event ``i`` as the codec
     writes it (or the event model itself, which orjson writes through the codec's hook).
+    ``header_json`` (when set) is the header as the codec writes it, and ``user_key`` what
+    packing orders the user's batches by: packing then builds no model. Without ``header``,
+    the header model is built on first use from ``header_kwargs``.
     """
 
-    __slots__ = ("_model", "event_cls", "header", "written")
+    __slots__ = (
+        "_header",
+        "_model",
+        "event_cls",
+        "header_json",
+        "header_kwargs",
+        "user_key",
+        "written",
+    )
 
-    header: Batch
     written: tuple[Any, ...]
     event_cls: type[Any]
+    header_json: bytes | None
+    header_kwargs: dict[str, Any] | None
+    user_key: bytes | None
+    _header: Batch | None
     _model: Batch | None
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the parts of a batch, by keyword
         self,
         *,
-        header: Batch,
+        header: Batch | None = None,
         written: tuple[Any, ...],
         event_cls: type[Any],
         event_rows: tuple[RowRef, ...],
         rows: tuple[RowRef, ...],
+        header_kwargs: dict[str, Any] | None = None,
+        header_json: bytes | None = None,
+        user_key: bytes | None = None,
     ) -> None:
         if len(written) != len(event_rows):
             # SourcedBatch's own check, which this constructor bypasses.
             msg = f"{len(written)} events but {len(event_rows)} event_rows"
             raise ModelError(msg)
+        if header is None and header_kwargs is None:
+            msg = "a written batch needs its header or the header's fields"
+            raise ModelError(msg)
         # SourcedBatch is frozen: its fields are set as attrs sets them.
         setter = object.__setattr__
-        setter(self, "header", header)
+        setter(self, "_header", header)
+        setter(self, "header_kwargs", header_kwargs)
+        setter(self, "header_json", header_json)
+        setter(self, "user_key", user_key)
         setter(self, "written", written)
         setter(self, "event_cls", event_cls)
         setter(self, "event_rows", event_rows)
         setter(self, "rows", rows)
         setter(self, "_model", None)
+
+    @property
+    def header(self) -> Batch:
+        """The batch without events (built once, when only its fields were kept)."""
+        header = self._header
+        if header is None:
+            header = Batch(**cast("dict[str, Any]", self.header_kwargs))
+            object.__setattr__(self, "_header", header)
+        return header
 
     @property
     def batch(self) -> Batch:
@@ -182,7 +272,10 @@ class WrittenBatch(SourcedBatch):
         # events_part's cut (routing, packing and the differ), on the written events.
         written = self.written
         return WrittenBatch(
-            header=self.header,
+            header=self._header,
+            header_kwargs=self.header_kwargs,
+            header_json=self.header_json,
+            user_key=self.user_key,
             written=tuple(written[i] for i in indexes),
             event_cls=self.event_cls,
             event_rows=event_rows,
