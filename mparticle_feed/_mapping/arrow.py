@@ -32,7 +32,7 @@ import attrs
 from .._errors import ModelError
 from .._source.rows import _column_names
 from .._source.sources import arrow_reader, is_cursor
-from .._wire.models import CustomEvent
+from .._wire.models import CommerceEvent, CustomEvent
 from .arrow_columns import (
     FLAG,
     Columns,
@@ -54,7 +54,8 @@ from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
-from .written import WrittenField, write_events, written_order
+from .written import WrittenField, write_events, written_event_type, written_order
+from .written_structs import StructWriter, struct_writer, written_struct
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
@@ -121,6 +122,29 @@ def _sameness(
     if same is None:
         same = [a == b for a, b in itertools.pairwise(by_row(user_lists, rows))]
     return same
+
+
+def _struct_writers(
+    compiled: CompiledMapping, event_fields: list[tuple[str, Any, Any, Any]]
+) -> dict[str, StructWriter]:
+    """The commerce event's Struct fields (of columns and constants) written as data."""
+    if compiled.event_cls is not CommerceEvent:
+        return {}
+    out: dict[str, StructWriter] = {}
+    for name, source, _, _ in event_fields:
+        plan = compiled.struct_plans.get(name)
+        if plan is None or not isinstance(source, Struct):
+            continue
+        writer = struct_writer(plan[0], compiled._coercers)
+        names = [field for field, _ in source.fields]
+        if (
+            writer is not None
+            and len(set(names)) == len(names)
+            and all(field in writer.writers for field in names)
+            and all(isinstance(item, (Column, Constant)) for _, item in source.fields)
+        ):
+            out[name] = writer
+    return out
 
 
 #: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
@@ -260,6 +284,8 @@ class ArrowEngine:
         self.writes = False
         self.written_batches = False
         self.order: dict[str, int] = {}
+        self.event_type: Any = None
+        self.struct_writers: dict[str, StructWriter] = {}
         mapping = compiled.mapping
         self.needed = compiled.used_columns  # the primary key's column included
         if self.fallback is not None:
@@ -285,13 +311,19 @@ class ArrowEngine:
         #: Custom events are written as data, without models (see :mod:`.written`), when
         #: every event field is one whose converter's output orjson writes as the model's
         #: hook does; the order of the data's keys is the codec's, taken from a model.
+        #: Commerce objects (a product action) written as data: see :mod:`.written_structs`.
+        self.struct_writers = _struct_writers(compiled, self.event_fields)
         self.writes = (
-            mapping.kind is SyncKind.CUSTOM_EVENT
+            mapping.kind in (SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT)
             and mapping.data_plan is None
-            and all(name in _WRITTEN_FIELDS for name, _, _, _ in self.event_fields)
+            and all(
+                name in _WRITTEN_FIELDS or name in self.struct_writers
+                for name, _, _, _ in self.event_fields
+            )
         )
         if self.writes:
-            self.order = written_order()
+            self.order = written_order(compiled.event_cls)
+            self.event_type = written_event_type(compiled.event_cls)
         #: Batches are :class:`WrittenBatch` es (header written without a model where that
         #: is proven; events as data where ``writes``, else models): a data plan's step
         #: rebuilds batches, so it gets the row path's.
@@ -417,8 +449,15 @@ class _Converted:
         self.truncated: list[int] = [0] * rows
         self.types: list[Any] | None = None
         if self.event_cls is not None:
+            # Objects written as data only where the whole event is (plain attributes).
+            writers = engine.struct_writers if plain else {}
             event_columns = [
-                (name, event_field(compiled, columns, rows, name, source, get, coerce))
+                (
+                    name,
+                    written_struct(columns, rows, source, writers[name])
+                    if name in writers
+                    else event_field(compiled, columns, rows, name, source, get, coerce),
+                )
                 for name, source, get, coerce in engine.event_fields
             ]
             self.names, self.truncated = event_names(compiled, columns, rows)
@@ -451,8 +490,15 @@ class _Converted:
         self.written: list[tuple[int | None, bytes] | None] | None = None
         if plain:
             self.written = write_events(
-                self._written_fields(engine, rows, event_attributes), self.flagged
+                self._written_fields(engine, rows, event_attributes),
+                self.flagged,
+                engine.event_type,
             )
+            if engine.struct_writers:
+                # Its objects are data, not models: a row JSON cannot carry goes the row path.
+                self.flagged.update(
+                    i for i, event in enumerate(self.written) if event is None
+                )
 
     def _written_fields(
         self,
@@ -462,17 +508,16 @@ class _Converted:
     ) -> list[WrittenField]:
         """Each written key's values (None: left out), in the codec's key order; an attribute
         map's are its names and its columns' values."""
-        fields: list[WrittenField] = [
-            ("event_name", None, self.names),
-            (
-                "custom_event_type",
-                None,
-                [self.fixed_type] * rows if self.types is None else self.types,
-            ),
-        ]
+        fields: list[WrittenField] = [("event_name", None, self.names)]
+        if self.event_cls is CustomEvent:  # a commerce event's type is never mapped here
+            types = [self.fixed_type] * rows if self.types is None else self.types
+            fields.append(("custom_event_type", None, types))
         flagged = self.flagged
         for name, values in self.event_columns:
-            convert = _WRITTEN_FIELDS[name]
+            convert = _WRITTEN_FIELDS.get(name)
+            if convert is None:  # written already (written_struct)
+                fields.append((name, None, values))
+                continue
             converted: list[Any] = []
             for index, value in enumerate(values):
                 if value is None or value is FLAG:

@@ -23,8 +23,10 @@ import orjson
 from .._errors import ModelError
 from .._wire.codec import _json_default
 from .._wire.common import UserIdentities
-from .._wire.enums import CustomEventType, Environment
-from .._wire.models import Batch, CustomEvent
+from .._wire.codec import from_dict
+from .._wire.commerce import ProductAction
+from .._wire.enums import CustomEventType, Environment, ProductActionType
+from .._wire.models import Batch, CommerceEvent, CustomEvent
 from .provenance import RowRef, SourcedBatch
 
 __all__ = [
@@ -35,25 +37,41 @@ __all__ = [
     "event_data",
     "event_stamp",
     "write_events",
+    "written_event_type",
     "written_header",
     "written_order",
 ]
 
-#: A custom event with every field the Arrow engine writes as data: the codec's hook gives
-#: the order of its keys, and what it writes for ``event_type``.
-_PROBE = _json_default(
-    CustomEvent(
-        event_name="probe",
-        custom_event_type=CustomEventType.OTHER,
-        timestamp_unixtime_ms=0,
-        source_message_id="probe",
-        session_uuid="00000000-0000-4000-8000-000000000000",
-        custom_attributes={"probe": 0},
-        custom_flags={"probe": 0},
-    )
-)
-CUSTOM_EVENT_TYPE: Any = _PROBE["event_type"]
-_ORDER = {key: rank for rank, key in enumerate(_PROBE["data"])}
+#: Events with every field the Arrow engine writes as data: the codec's hook gives the order
+#: of their keys, and what it writes for ``event_type``.
+_PROBES = {
+    CustomEvent: _json_default(
+        CustomEvent(
+            event_name="probe",
+            custom_event_type=CustomEventType.OTHER,
+            timestamp_unixtime_ms=0,
+            source_message_id="probe",
+            session_uuid="00000000-0000-4000-8000-000000000000",
+            custom_attributes={"probe": 0},
+            custom_flags={"probe": 0},
+        )
+    ),
+    CommerceEvent: _json_default(
+        CommerceEvent(
+            event_name="probe",
+            timestamp_unixtime_ms=0,
+            source_message_id="probe",
+            session_uuid="00000000-0000-4000-8000-000000000000",
+            custom_attributes={"probe": 0},
+            custom_flags={"probe": 0},
+            product_action=ProductAction(action=ProductActionType.PURCHASE),
+        )
+    ),
+}
+CUSTOM_EVENT_TYPE: Any = _PROBES[CustomEvent]["event_type"]
+_ORDERS = {
+    cls: {key: rank for rank, key in enumerate(probe["data"])} for cls, probe in _PROBES.items()
+}
 
 
 #: A key of a written custom event: its name, the attribute names (None for a scalar), the
@@ -61,16 +79,23 @@ _ORDER = {key: rank for rank, key in enumerate(_PROBE["data"])}
 WrittenField = tuple[str, "tuple[str, ...] | None", list[Any]]
 
 
-def written_order() -> dict[str, int]:
-    """The rank of each key of a custom event's ``data`` in what the codec writes."""
-    return _ORDER
+def written_order(cls: type[Any] = CustomEvent) -> dict[str, int]:
+    """The rank of each key of an event's ``data`` in what the codec writes (custom and
+    commerce events: the classes the Arrow engine writes)."""
+    return _ORDERS[cls]
+
+
+def written_event_type(cls: type[Any]) -> Any:
+    """What the codec writes for the ``event_type`` of a ``cls`` event."""
+    return _PROBES[cls]["event_type"]
 
 
 def write_events(
-    fields: list[WrittenField], flagged: set[int]
+    fields: list[WrittenField], flagged: set[int], event_type: Any = CUSTOM_EVENT_TYPE
 ) -> list[tuple[int | None, bytes] | None]:
     """Each row's event as the codec writes it, from the columns, without a model (None for
-    the rows in ``flagged``, and where JSON cannot carry a value).
+    the rows in ``flagged``, and where JSON cannot carry a value). ``event_type`` is what
+    the codec writes for the event's class.
 
     An attribute map's dict is built for its row only and dropped once written: few
     containers live at once, so the garbage collector has little to walk.
@@ -97,7 +122,7 @@ def write_events(
             if value is not None:
                 data[key] = value
         try:
-            written = dumps({"event_type": CUSTOM_EVENT_TYPE, "data": data})
+            written = dumps({"event_type": event_type, "data": data})
         except orjson.JSONEncodeError:
             # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
             append(None)
@@ -257,11 +282,7 @@ class WrittenBatch(SourcedBatch):
         """The model batch the row path builds, from the written events (built once)."""
         model: Batch | None = self._model
         if model is None:
-            cls = self.event_cls
-            events = tuple(
-                cls(**orjson.loads(event[1])["data"]) if event.__class__ is tuple else event
-                for event in self.written
-            )
+            events = tuple(_event_model(self.event_cls, event) for event in self.written)
             model = attrs.evolve(self.header, events=events or None)
             object.__setattr__(self, "_model", model)
         return model
@@ -298,6 +319,18 @@ class WrittenBatch(SourcedBatch):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as the plain sourced batch it stands for.
         return (_plain, (self.batch, self.event_rows, self.rows))
+
+
+def _event_model(cls: type[Any], event: Any) -> Any:
+    """The model of a written event (a model is itself): a custom event from its data, as
+    its keyword arguments; any other through the codec, as ``loads`` reads it."""
+    if event.__class__ is not tuple:
+        return event
+    if cls is CustomEvent:
+        return cls(**orjson.loads(event[1])["data"])
+    events = from_dict({"events": [orjson.loads(event[1])]}).events
+    assert events is not None
+    return events[0]
 
 
 def _plain(batch: Batch, event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]) -> SourcedBatch:
