@@ -155,6 +155,7 @@ class _Pieces:
         self.sourced = sourced
         self._each: list[bytes] | None = None
         self._written_events: Sequence[Any] | None = None
+        self.user_id: str | None = None
         if isinstance(sourced, WrittenBatch) and sourced.header_json is not None:
             # Header and events written already: nothing to build, the pieces are joined.
             self._each = [
@@ -162,7 +163,7 @@ class _Pieces:
                 for event in sourced.written
             ]
             self.events_json = _array(self._each) if self._each else None
-            self.user_id = None  # the engine never sets one
+            # The engine never sets a batch's own id (user_id stays None).
             self.header_rest = sourced.header_json[1:]
             self.user_key = sourced.user_key
             return
@@ -178,7 +179,7 @@ class _Pieces:
             self.events_json = (
                 None if self._written_events is None else _model_bytes(self._written_events)
             )
-        self.user_id: str | None = document.pop("source_request_id", None)
+        self.user_id = document.pop("source_request_id", None)
         header = _model_bytes(document)  # never "{}": environment is always written
         self.header_rest = header[1:]  # '"environment":...}'
         identity = [

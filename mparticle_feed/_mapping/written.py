@@ -21,10 +21,9 @@ import attrs
 import orjson
 
 from .._errors import ModelError
-from .._wire.codec import _json_default
-from .._wire.common import UserIdentities
-from .._wire.codec import from_dict
+from .._wire.codec import _json_default, from_dict
 from .._wire.commerce import ProductAction
+from .._wire.common import UserIdentities
 from .._wire.enums import CustomEventType, Environment, ProductActionType
 from .._wire.models import Batch, CommerceEvent, CustomEvent
 from .provenance import RowRef, SourcedBatch
@@ -237,7 +236,7 @@ class WrittenBatch(SourcedBatch):
     _header: Batch | None
     _model: Batch | None
 
-    def __init__(  # noqa: PLR0913 - the parts of a batch, by keyword
+    def __init__(
         self,
         *,
         header: Batch | None = None,

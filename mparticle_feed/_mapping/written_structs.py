@@ -37,7 +37,7 @@ __all__ = ["StructWriter", "struct_writer"]
 Writer = Callable[[Any], Any]
 
 
-class _Unwritten(Exception):
+class _Unwritten(Exception):  # noqa: N818 - control flow, never leaves this module
     """A value this module does not write: the row path maps the row."""
 
 
@@ -107,6 +107,8 @@ class StructWriter:
         self.cls = cls
         self.required = required
         self.rank = {field.name: rank for rank, field in enumerate(attrs.fields(cls))}
+        #: A class with a check across its fields is built as a model, never written.
+        self.writable = not hasattr(cls, "__attrs_post_init__")
         self.writers: dict[str, Writer] = {}
         self._shapes: dict[tuple[Any, ...], tuple[list[Writer], bool]] = {}
         for field in attrs.fields(cls):
@@ -121,8 +123,6 @@ class StructWriter:
                 continue  # a nested object: not written here
             coerce, as_is = table[field.name]
             self.writers[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
-        #: A class with a check across its fields is built as a model, never written.
-        self.writable = not hasattr(cls, "__attrs_post_init__")
 
     def write_object(self, value: Any) -> dict[str, Any]:
         """One object's data from a dict of raw values; raises _Unwritten, _Reject, ModelError."""
@@ -181,9 +181,7 @@ def struct_writer(cls: type, coercers: _Coercers) -> StructWriter | None:
     return writer if writer.writable else None
 
 
-def written_struct(
-    columns: Columns, rows: int, source: Struct, writer: StructWriter
-) -> list[Any]:
+def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWriter) -> list[Any]:
     """Per row, the object a Struct of columns and constants builds, written (what the codec
     writes for the row path's model), FLAG where the row path must map the row.
 
