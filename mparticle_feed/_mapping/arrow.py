@@ -24,11 +24,12 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterator, Mapping
+from itertools import compress
+from operator import not_
 from typing import Any, cast
 
 import attrs
 
-from .._errors import ModelError
 from .._source.rows import _column_names
 from .._source.sources import arrow_reader, is_cursor
 from .._wire.models import CommerceEvent
@@ -332,38 +333,28 @@ class ArrowEngine:
     # --- one record batch ------------------------------------------------------------------
 
     def _batch(self, columns: Columns, rows: int, start: int) -> Iterator[Result | Run]:
-        """One slice of a record batch: its columns converted, then its rows in runs."""
+        """One slice of a record batch: its columns converted, then its rows in runs.
+
+        A run starts at the first row, at a row the row path maps and the row after it, at
+        a row whose user part differs from the row before's, and at a row with a float zero
+        user attribute (0.0 == -0.0, written apart); the rest is cut in slices.
+        """
         part = Converted(self, columns, rows)
-        make_event = part.event
-        current: Run | None = None
-        for index in range(rows):
-            number = start + index + 1
-            event = None
-            if index not in part.flagged:
-                try:
-                    event = make_event(index)
-                except ModelError:
-                    part.flagged.add(index)  # the row path rejects it, with the reason
-            if index in part.flagged:
-                if current is not None:
-                    yield current
-                    current = None
-                yield self._row_path(columns.row(index, self.needed), number)
+        events = part.events(rows)  # may flag rows whose event the model refuses
+        flagged = part.flagged
+        starts = {0, *part.zeros, *compress(range(1, rows), map(not_, part.same))}
+        starts.update(flagged)
+        starts.update(index + 1 for index in flagged)
+        bounds = sorted(index for index in starts if index < rows)
+        keys, truncated = part.keys, part.truncated
+        for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
+            mapped = (
+                None if first in flagged else part.mapped(first, events[first], truncated[first])
+            )
+            if mapped is None:
+                # Flagged, or no identity: the row path maps or rejects each row, with the reason.
+                for index in range(first, end):
+                    yield self._row_path(columns.row(index, self.needed), start + index + 1)
                 continue
-            ref = RowRef(number, part.keys[index])
-            cut = part.truncated[index]
-            if current is not None and part.same[index - 1] and index not in part.zeros:
-                current.refs.append(ref)
-                current.events.append(event)
-                current.cuts.append(cut)
-                continue
-            mapped = part.mapped(index, event, cut)
-            if current is not None:
-                yield current
-                current = None
-            if mapped is None:  # no identity: the row path rejects it, with the reason
-                yield self._row_path(columns.row(index, self.needed), number)
-                continue
-            current = Run(mapped, [ref], [event], [cut])
-        if current is not None:
-            yield current
+            refs = [RowRef(start + index + 1, keys[index]) for index in range(first, end)]
+            yield Run(mapped, refs, events[first:end], truncated[first:end])

@@ -201,6 +201,24 @@ class Converted:
         fields.sort(key=lambda item: order[item[0]])
         return fields
 
+    def events(self, rows: int) -> list[Any]:
+        """Every row's event (None for a flagged row, and for a user-attribute mapping); a
+        row whose event the model refuses is flagged (the row path rejects it)."""
+        if self.event_cls is None:
+            return [None] * rows
+        flagged = self.flagged
+        written = self.written
+        out: list[Any] = [None] * rows if written is None else list(written)
+        missing = range(rows) if written is None else [i for i, e in enumerate(out) if e is None]
+        for index in missing:
+            if index in flagged:
+                continue
+            try:
+                out[index] = self.event(index)
+            except ModelError:
+                flagged.add(index)
+        return out
+
     def event(self, index: int) -> Any:
         """The row's event (None for a user-attribute mapping); raises ModelError."""
         if self.event_cls is None:

@@ -14,7 +14,8 @@ keyword arguments, the converters' outputs, which the converters give back uncha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any, cast
 
 import attrs
@@ -99,14 +100,31 @@ def write_events(
     An attribute map's dict is built for its row only and dropped once written: few
     containers live at once, so the garbage collector has little to walk.
     """
-    spec = [(key, names) for key, names, _ in fields]
-    columns = [
-        values if names is None else zip(*values, strict=True) for _, names, values in fields
-    ]
     stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
     dumps = orjson.dumps
     out: list[tuple[int | None, bytes] | None] = []
     append = out.append
+    dense = _dense(fields)
+    if dense is not None:
+        # Every row has the same keys: its data is zipped from the columns, in C.
+        keys, rows = dense
+        for index, row in enumerate(zip(*rows, strict=True)):
+            if index in flagged:
+                append(None)
+                continue
+            try:
+                written = dumps(
+                    {"event_type": event_type, "data": dict(zip(keys, row, strict=True))}
+                )
+            except orjson.JSONEncodeError:
+                append(None)  # text JSON cannot carry (a lone surrogate): a model's
+                continue
+            append((None if stamps is None else stamps[index], written))
+        return out
+    spec = [(key, names) for key, names, _ in fields]
+    columns = [
+        values if names is None else zip(*values, strict=True) for _, names, values in fields
+    ]
     for index, values in enumerate(zip(*columns, strict=True)):
         if index in flagged:
             append(None)
@@ -128,6 +146,27 @@ def write_events(
             continue
         append((None if stamps is None else stamps[index], written))
     return out
+
+
+def _dense(fields: list[WrittenField]) -> tuple[list[str], list[Iterable[Any]]] | None:
+    """The keys every row writes and their values per row (a map's as a dict per row), when
+    no value is null: a null column is left out of every row; a column null in some rows
+    only, or a map with a null value, gives None (each row is then written key by key)."""
+    keys: list[str] = []
+    rows: list[Iterable[Any]] = []
+    for key, names, values in fields:
+        if names is None:
+            if None not in values:
+                keys.append(key)
+                rows.append(values)
+            elif values.count(None) != len(values):
+                return None
+            continue
+        if any(None in column for column in values):
+            return None
+        keys.append(key)
+        rows.append(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
+    return keys, rows
 
 
 def event_stamp(event: Any) -> int | None:

@@ -46,9 +46,13 @@ _KNOWN_LIMIT = 4096
 _MISSING: Any = object()
 
 
+#: A field's writer, the class written as it is (None: none), its remembered results per class.
+_Field = tuple[Writer, "type | None", "dict[type, dict[Any, Any]]"]
+
+
 def _value_writer(
     field: attrs.Attribute[Any], hint: Any, coerce: Coercer, as_is: type | None
-) -> Writer:
+) -> _Field:
     name = field.name
     convert: Writer
     same: type | None = None
@@ -86,7 +90,7 @@ def _value_writer(
             table[value] = result
         return result
 
-    return write
+    return write, same, known
 
 
 def _model_list(cls: type) -> type | None:
@@ -110,7 +114,8 @@ class StructWriter:
         #: A class with a check across its fields is built as a model, never written.
         self.writable = not hasattr(cls, "__attrs_post_init__")
         self.writers: dict[str, Writer] = {}
-        self._shapes: dict[tuple[Any, ...], tuple[list[Writer], bool]] = {}
+        self.fields: dict[str, _Field] = {}
+        self._shapes: dict[tuple[Any, ...], tuple[list[_Field], bool]] = {}
         for field in attrs.fields(cls):
             tp = _non_optional(hints[field.name])
             items = _model_list(tp)
@@ -118,11 +123,13 @@ class StructWriter:
                 inner = StructWriter(items, coercers)
                 if inner.writable:
                     self.writers[field.name] = inner.write_list
+                    self.fields[field.name] = (inner.write_list, None, {})
                 continue
             if isinstance(tp, type) and attrs.has(tp):
                 continue  # a nested object: not written here
             coerce, as_is = table[field.name]
-            self.writers[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
+            self.fields[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
+            self.writers[field.name] = self.fields[field.name][0]
 
     def write_object(self, value: Any) -> dict[str, Any]:
         """One object's data from a dict of raw values; raises _Unwritten, _Reject, ModelError."""
@@ -132,11 +139,19 @@ class StructWriter:
         shape = self._shapes.get(keys)
         if shape is None:
             shape = self._shape(keys)
-        writers, ordered = shape
+        fields, ordered = shape
         out: dict[str, Any] = {}
-        for key, write, item in zip(keys, writers, value.values(), strict=True):
-            if item is not None:
-                out[key] = write(item)
+        # _value_writer's write(), inlined up to its steps: this runs for every product.
+        for key, (write, same, known), item in zip(keys, fields, value.values(), strict=True):
+            if item is None:
+                continue
+            cls = item.__class__
+            if cls is same:
+                out[key] = item
+                continue
+            table = known.get(cls)
+            hit = _MISSING if table is None or not item else table.get(item, _MISSING)
+            out[key] = write(item) if hit is _MISSING else hit
         for key in self.required:
             if key not in out:
                 raise _Unwritten
@@ -147,16 +162,16 @@ class StructWriter:
             out = {key: out[key] for key in sorted(out, key=rank.__getitem__)}
         return out
 
-    def _shape(self, keys: tuple[Any, ...]) -> tuple[list[Writer], bool]:
-        """The writers of an object's keys, in its order, and whether that is field order."""
-        writers = []
+    def _shape(self, keys: tuple[Any, ...]) -> tuple[list[_Field], bool]:
+        """The fields of an object's keys, in its order, and whether that is field order."""
+        fields = []
         for key in keys:
-            write = self.writers.get(key) if key.__class__ is str else None
-            if write is None:
+            field = self.fields.get(key) if key.__class__ is str else None
+            if field is None:
                 raise _Unwritten  # an unknown key (or a nested object): the row path's
-            writers.append(write)
+            fields.append(field)
         ranks = [self.rank[key] for key in keys]
-        shape = (writers, ranks == sorted(ranks))
+        shape = (fields, ranks == sorted(ranks))
         if len(self._shapes) < _KNOWN_LIMIT:
             self._shapes[keys] = shape
         return shape
