@@ -114,7 +114,8 @@ class Converted:
         ):
             if FLAG in values:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
-        self.identity_count = len(identity_lists)
+        self.identity_columns = list(zip(self.identity_names, identity_lists, strict=True))
+        self.user_columns = list(zip(self.user_names, user_lists, strict=True))
         self.user_lists = [*identity_lists, *user_lists]
         self.same = (
             _sameness(engine, columns, self.user_lists, rows) if joinable else [False] * rows
@@ -251,20 +252,16 @@ class Converted:
 
     def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
         """What the row path maps the row to; None when it has no identity."""
-        user = tuple(values[index] for values in self.user_lists)
-        count = self.identity_count
         identity_pairs = tuple(
-            (name, text)
-            for name, text in zip(self.identity_names, user[:count], strict=True)
-            if text
+            [(name, values[index]) for name, values in self.identity_columns if values[index]]
         )
         if not identity_pairs:
             return None
         user_attributes = (
             {
                 name: value
-                for name, value in zip(self.user_names, user[count:], strict=True)
-                if value is not None
+                for name, values in self.user_columns
+                if (value := values[index]) is not None
             }
             if self.has_user_attributes
             else None

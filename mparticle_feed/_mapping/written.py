@@ -193,6 +193,12 @@ def event_data(event: Any) -> Any:
 
 #: The rank of each identity in what the codec writes for ``UserIdentities`` (field order).
 _IDENTITY_ORDER = {field.name: rank for rank, field in enumerate(attrs.fields(UserIdentities))}
+#: The identity names a mapping gives, in the codec's order (few shapes per mapping).
+_ORDERED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SHAPES_KEPT = 1024
+_TEXT = frozenset({str})
+#: User attribute values ``optional_user_attributes`` hands back unchanged (floats: finite).
+_PLAIN_KINDS = frozenset({str, int, bool, float, type(None)})
 
 
 def written_header(
@@ -220,21 +226,28 @@ def written_header(
         or (environment is not None and environment.__class__ is not Environment)
     ):
         return None
-    order = _IDENTITY_ORDER
     given = dict(first.identities)
-    for name, value in given.items():
-        if name not in order or value.__class__ is not str:
+    names = tuple(given)
+    ordered = _ORDERED_NAMES.get(names)
+    if ordered is None:
+        if not all(name in _IDENTITY_ORDER for name in names):
             return None
-    for key, item in user_attributes.items():
-        kind = item.__class__
-        if key.__class__ is not str:
-            return None
-        if kind is str or kind is int or kind is bool or item is None:
-            continue
-        if kind is float and item - item == 0.0:
-            continue
+        ordered = tuple(sorted(names, key=_IDENTITY_ORDER.__getitem__))
+        if len(_ORDERED_NAMES) < _SHAPES_KEPT:
+            _ORDERED_NAMES[names] = ordered
+    if not _TEXT.issuperset(map(type, given.values())):
         return None
-    identities = {name: given[name] for name in sorted(given, key=order.__getitem__)}
+    if user_attributes:
+        if not _TEXT.issuperset(map(type, user_attributes)):
+            return None
+        kinds = set(map(type, user_attributes.values()))
+        if not kinds <= _PLAIN_KINDS:
+            return None
+        if float in kinds and not all(
+            item - item == 0.0 for item in user_attributes.values() if item.__class__ is float
+        ):
+            return None  # not finite: the model's converter refuses it
+    identities = {name: given[name] for name in ordered}
     document: dict[str, Any] = {}
     if environment is not None:
         document["environment"] = environment
