@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +18,17 @@ from hypothesis import strategies as st
 
 pa = pytest.importorskip("pyarrow")
 
-from test_arrow import BASE_MS, FLOATS, INT64, TEXTS, assert_same, reference_rows  # noqa: E402
+from test_arrow import (  # noqa: E402
+    BASE_MS,
+    FLOATS,
+    INT64,
+    NOW,
+    TEXTS,
+    assert_same,
+    plan_outcome,
+    reference_rows,
+    second_plan,
+)
 
 import mparticle_feed as mpf  # noqa: E402
 from mparticle_feed import pipeline  # noqa: E402
@@ -26,6 +38,8 @@ from mparticle_feed._mapping.provenance import events_part  # noqa: E402
 from mparticle_feed._mapping.sources import Constant  # noqa: E402
 from mparticle_feed._mapping.spec import CommerceEventMapping, CustomEventMapping  # noqa: E402
 from mparticle_feed._mapping.written import WrittenBatch, written_header  # noqa: E402
+from mparticle_feed._sync.run import plan  # noqa: E402
+from mparticle_feed._sync.state import StateStore  # noqa: E402
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("ARROW_EXAMPLES", "60")),
@@ -161,6 +175,39 @@ def test_commerce_events_written_as_data_are_byte_identical(case: Any) -> None:
     assert engine.writes
     assert set(engine.struct_writers) == {"product_action"}
     assert_same(table, mapping, chunk=chunk, limit=limit)
+
+
+@settings(
+    max_examples=int(os.environ.get("ARROW_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(commerce_tables(), st.integers(2, 4))
+def test_written_commerce_events_give_the_row_paths_plans_and_state_entries(
+    case: Any, every: int
+) -> None:
+    table, mapping, chunk, _ = case
+    expected = plan_outcome(reference_rows(table, chunk), mapping)
+    assert plan_outcome(table.to_reader(max_chunksize=chunk), mapping) == expected
+    # A second run where every few rows' total changed: the differ hashes written events
+    # and written headers, and keeps or cuts events as for the row path's models.
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        StateStore(Path(directory) / "first.sqlite") as state,
+    ):
+        first = plan(reference_rows(table, chunk), mapping, state=state, name="things", now=NOW)
+        totals = table.column("total").to_pylist()
+        moved = [
+            None if value is None or n % every else value + 1 for n, value in enumerate(totals)
+        ]
+        changed = table.set_column(
+            table.schema.get_field_index("total"), "total", pa.array(moved, pa.float64())
+        )
+        rows = second_plan(reference_rows(changed, chunk), mapping, first, Path(directory) / "r")
+        arrow_plan = second_plan(
+            changed.to_reader(max_chunksize=chunk), mapping, first, Path(directory) / "a"
+        )
+    assert arrow_plan == rows
 
 
 def test_a_written_commerce_batch_stands_for_the_row_paths_batch() -> None:

@@ -324,7 +324,11 @@ class WrittenBatch(SourcedBatch):
         """The batch without events (built once, when only its fields were kept)."""
         header = self._header
         if header is None:
-            header = Batch(**cast("dict[str, Any]", self.header_kwargs))
+            kwargs = dict(cast("dict[str, Any]", self.header_kwargs))
+            identities = kwargs.get("user_identities")
+            if identities.__class__ is dict:
+                kwargs["user_identities"] = UserIdentities(**identities)
+            header = Batch(**kwargs)
             object.__setattr__(self, "_header", header)
         return header
 
