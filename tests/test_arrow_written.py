@@ -343,3 +343,27 @@ def test_runs_join_batches_as_rows_do_under_any_window_and_limit(
         return made, run.split_users, run.rows_in, run.rows_mapped
 
     assert batches(table.to_reader(max_chunksize=5)) == batches(reference_rows(table, 5))
+
+
+def test_only_the_product_action_is_written_without_a_model() -> None:
+    table = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "cid": ["u", "u", "v"],
+            "ts": [BASE_MS, BASE_MS + 1, BASE_MS + 2],
+            "lon": [2.0, None, -0.0],
+            "cart": ['[{"id": "x"}]', "[]", None],
+        }
+    )
+    mapping = CommerceEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        timestamp_unixtime_ms="ts",
+        product_action={"action": Constant("purchase")},
+        location={"latitude": Constant(1.0), "longitude": "lon"},
+        shopping_cart={"products": "cart"},
+    )
+    engine = arrow.ArrowEngine(mapping._compiled)
+    assert set(engine.struct_writers) == {"product_action"}
+    assert not engine.writes  # a location and a cart: the events are models
+    assert_same(table, mapping, chunk=2)

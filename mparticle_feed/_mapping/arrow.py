@@ -94,11 +94,14 @@ _KNOWN_FIELDS = frozenset(
 def _struct_writers(
     compiled: CompiledMapping, event_fields: list[tuple[str, Any, Any, Any]]
 ) -> dict[str, StructWriter]:
-    """The commerce event's Struct fields (of columns and constants) written as data."""
+    """The commerce event's product action, a Struct of columns and constants, written as
+    data (the object the differential tests cover; any other nested object is a model)."""
     if compiled.event_cls is not CommerceEvent:
         return {}
     out: dict[str, StructWriter] = {}
     for name, source, _, _ in event_fields:
+        if name != "product_action":
+            continue
         plan = compiled.struct_plans.get(name)
         if plan is None or not isinstance(source, Struct):
             continue

@@ -67,6 +67,8 @@ def _value_writer(
         if value.__class__ is not as_is:
             value = coerce(value, name)
         value = convert(value)
+        if value is None:
+            raise _Unwritten  # the model leaves the field unset: not written here
         if value.__class__ is Decimal:
             return json_number(value)
         return value
@@ -128,7 +130,11 @@ class StructWriter:
             if isinstance(tp, type) and attrs.has(tp):
                 continue  # a nested object: not written here
             coerce, as_is = table[field.name]
-            self.fields[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
+            try:
+                self.fields[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
+            except TypeError:
+                continue  # a type without a construction check here: not written
+
             self.writers[field.name] = self.fields[field.name][0]
 
     def write_object(self, value: Any) -> dict[str, Any]:
