@@ -154,11 +154,23 @@ class _Pieces:
         # model's own storage: copy before popping.
         self.sourced = sourced
         self._each: list[bytes] | None = None
+        self._written_events: Sequence[Any] | None = None
+        self.user_id: str | None = None
+        if isinstance(sourced, WrittenBatch) and sourced.header_json is not None:
+            # Header and events written already: nothing to build, the pieces are joined.
+            self._each = [
+                event[1] if event.__class__ is tuple else event_bytes(event)
+                for event in sourced.written
+            ]
+            self.events_json = _array(self._each) if self._each else None
+            # The engine never sets a batch's own id (user_id stays None).
+            self.header_rest = sourced.header_json[1:]
+            self.user_key = sourced.user_key
+            return
         if isinstance(sourced, WrittenBatch):
             # Events written as bytes already (orjson's compact array is the items joined
             # by commas): the header is the batch without them.
             document: dict[str, Any] = dict(_json_default(sourced.header))
-            self._written_events: Sequence[Any] | None = None
             self._each = [event_bytes(event) for event in sourced.written]
             self.events_json = _array(self._each) if self._each else None
         else:
@@ -167,7 +179,7 @@ class _Pieces:
             self.events_json = (
                 None if self._written_events is None else _model_bytes(self._written_events)
             )
-        self.user_id: str | None = document.pop("source_request_id", None)
+        self.user_id = document.pop("source_request_id", None)
         header = _model_bytes(document)  # never "{}": environment is always written
         self.header_rest = header[1:]  # '"environment":...}'
         identity = [

@@ -167,6 +167,13 @@ def _route(
         if not events:
             yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
             continue
+        if not historical_only and isinstance(sourced, WrittenBatch):
+            # The usual case first: every event younger than historical_after (or without a
+            # timestamp) goes live, so the batch goes whole.
+            stamps = [stamp for stamp in map(event_stamp, events) if stamp is not None]
+            if not stamps or now_ms - min(stamps) < after_ms:
+                yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
+                continue
         live: list[int] = []
         historical: list[int] = []
         refused: list[tuple[int, str]] = []

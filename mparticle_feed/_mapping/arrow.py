@@ -22,39 +22,29 @@ holds). pyarrow is optional; without it no source is taken for Arrow.
 from __future__ import annotations
 
 import importlib
-import itertools
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from itertools import compress
+from operator import not_
 from typing import Any, cast
 
 import attrs
 
-from .._errors import ModelError
 from .._source.rows import _column_names
 from .._source.sources import arrow_reader, is_cursor
-from .._wire.models import CustomEvent
+from .._wire.models import CommerceEvent
 from .arrow_columns import (
-    FLAG,
     Columns,
-    attribute_values,
-    by_row,
-    event_field,
-    event_names,
-    event_types,
-    identity_texts,
-    is_int,
-    is_text,
-    keys,
     normalised,
-    plain_type,
-    same_as_before,
 )
+from .arrow_slice import WRITTEN_FIELDS, Converted
 from .attributes import _AttributeBuilder
 from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
-from .written import WrittenField, write_events, written_order
+from .written import written_event_type, written_order
+from .written_structs import StructWriter, struct_writer
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
@@ -100,27 +90,31 @@ _KNOWN_FIELDS = frozenset(
     }
 )
 
-#: Custom event fields written as data, with the model's converter for each (their outputs
-#: are ints and text, written as the model writes them).
-_WRITTEN_FIELDS: dict[str, Callable[[Any], Any]] = {
-    name: cast("Callable[[Any], Any]", field.converter)
-    for name, field in attrs.fields_dict(CustomEvent).items()
-    if name in ("timestamp_unixtime_ms", "source_message_id", "session_uuid")
-}
 
-
-def _sameness(
-    engine: ArrowEngine, columns: Columns, user_lists: list[list[Any]], rows: int
-) -> list[bool]:
-    """Per row after the first, whether it shares the row before's user part."""
-    names = [column for _, column in engine.identity_columns]
-    for field, _, _, attr_columns in engine.attribute_maps:
-        if field == "user_attributes":
-            names.extend(attr_columns)
-    same = same_as_before(columns, names, rows)
-    if same is None:
-        same = [a == b for a, b in itertools.pairwise(by_row(user_lists, rows))]
-    return same
+def _struct_writers(
+    compiled: CompiledMapping, event_fields: list[tuple[str, Any, Any, Any]]
+) -> dict[str, StructWriter]:
+    """The commerce event's product action, a Struct of columns and constants, written as
+    data (the object the differential tests cover; any other nested object is a model)."""
+    if compiled.event_cls is not CommerceEvent:
+        return {}
+    out: dict[str, StructWriter] = {}
+    for name, source, _, _ in event_fields:
+        if name != "product_action":
+            continue
+        plan = compiled.struct_plans.get(name)
+        if plan is None or not isinstance(source, Struct):
+            continue
+        writer = struct_writer(plan[0], compiled._coercers)
+        names = [field for field, _ in source.fields]
+        if (
+            writer is not None
+            and len(set(names)) == len(names)
+            and all(field in writer.writers for field in names)
+            and all(isinstance(item, (Column, Constant)) for _, item in source.fields)
+        ):
+            out[name] = writer
+    return out
 
 
 #: Mapping kinds the engine maps; any other kind sends whole batches through the row path.
@@ -258,7 +252,10 @@ class ArrowEngine:
         self.compiled = compiled
         self.fallback = unvectorised(compiled)
         self.writes = False
+        self.written_batches = False
         self.order: dict[str, int] = {}
+        self.event_type: Any = None
+        self.struct_writers: dict[str, StructWriter] = {}
         mapping = compiled.mapping
         self.needed = compiled.used_columns  # the primary key's column included
         if self.fallback is not None:
@@ -284,13 +281,24 @@ class ArrowEngine:
         #: Custom events are written as data, without models (see :mod:`.written`), when
         #: every event field is one whose converter's output orjson writes as the model's
         #: hook does; the order of the data's keys is the codec's, taken from a model.
+        #: Commerce objects (a product action) written as data: see :mod:`.written_structs`.
+        self.struct_writers = _struct_writers(compiled, self.event_fields)
         self.writes = (
-            mapping.kind is SyncKind.CUSTOM_EVENT
+            mapping.kind in (SyncKind.CUSTOM_EVENT, SyncKind.COMMERCE_EVENT)
             and mapping.data_plan is None
-            and all(name in _WRITTEN_FIELDS for name, _, _, _ in self.event_fields)
+            and all(
+                name in WRITTEN_FIELDS or name in self.struct_writers
+                for name, _, _, _ in self.event_fields
+            )
         )
         if self.writes:
-            self.order = written_order()
+            cls = cast("type[Any]", compiled.event_cls)  # a custom or a commerce event
+            self.order = written_order(cls)
+            self.event_type = written_event_type(cls)
+        #: Batches are :class:`WrittenBatch` es (header written without a model where that
+        #: is proven; events as data where ``writes``, else models): a data plan's step
+        #: rebuilds batches, so it gets the row path's.
+        self.written_batches = mapping.data_plan is None and compiled.event_cls is not None
 
     # --- driving ---------------------------------------------------------------------------
 
@@ -328,224 +336,28 @@ class ArrowEngine:
     # --- one record batch ------------------------------------------------------------------
 
     def _batch(self, columns: Columns, rows: int, start: int) -> Iterator[Result | Run]:
-        """One slice of a record batch: its columns converted, then its rows in runs."""
-        part = _Converted(self, columns, rows)
-        make_event = part.event
-        current: Run | None = None
-        for index in range(rows):
-            number = start + index + 1
-            event = None
-            if index not in part.flagged:
-                try:
-                    event = make_event(index)
-                except ModelError:
-                    part.flagged.add(index)  # the row path rejects it, with the reason
-            if index in part.flagged:
-                if current is not None:
-                    yield current
-                    current = None
-                yield self._row_path(columns.row(index, self.needed), number)
-                continue
-            ref = RowRef(number, part.keys[index])
-            cut = part.truncated[index]
-            if current is not None and part.same[index - 1] and index not in part.zeros:
-                current.refs.append(ref)
-                current.events.append(event)
-                current.cuts.append(cut)
-                continue
-            mapped = part.mapped(index, event, cut)
-            if current is not None:
-                yield current
-                current = None
-            if mapped is None:  # no identity: the row path rejects it, with the reason
-                yield self._row_path(columns.row(index, self.needed), number)
-                continue
-            current = Run(mapped, [ref], [event], [cut])
-        if current is not None:
-            yield current
+        """One slice of a record batch: its columns converted, then its rows in runs.
 
-
-class _Converted:
-    """A slice's columns converted for one mapping: per row, its key, user part and event
-    fields, and the rows the row path must map (``flagged``)."""
-
-    def __init__(self, engine: ArrowEngine, columns: Columns, rows: int) -> None:
-        compiled = engine.compiled
-        self.keys = keys(compiled, columns, rows)
-        self.identity_names = [name for name, _ in engine.identity_columns]
-        identity_lists = [
-            identity_texts(compiled, columns, column) for _, column in engine.identity_columns
-        ]
-        self.has_user_attributes = False
-        self.user_names: tuple[str, ...] = ()
-        user_lists: list[list[Any]] = []
-        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
-        # A row may share the user part of the row before only when equal values are written
-        # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
-        joinable = not engine.per_row_user
-        self.zeros: set[int] = set()
-        pa = columns.pa
-        plain = engine.writes
-        for field, builder, attr_names, attr_columns in engine.attribute_maps:
-            lists = [
-                attribute_values(columns, builder, attr, column)
-                for attr, column in zip(attr_names, attr_columns, strict=True)
-            ]
-            if field != "user_attributes":
-                event_attributes.append((field, attr_names, lists))
-                # Values orjson writes as the model's hook does: their converter
-                # (optional_scalar_map) hands them back unchanged.
-                plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
-                continue
-            self.has_user_attributes = True
-            self.user_names, user_lists = attr_names, lists
-            for column, values in zip(attr_columns, lists, strict=True):
-                tp = columns.type_of(column)
-                if pa.types.is_floating(tp):
-                    self.zeros.update(i for i, value in enumerate(values) if value == 0.0)
-                elif not (pa.types.is_boolean(tp) or is_text(pa, tp) or is_int(pa, tp)):
-                    joinable = False
-        self.event_cls = compiled.event_cls
-        self.fixed_type = compiled.fixed_event_type
-        event_columns: list[tuple[str, list[Any]]] = []
-        self.names: list[Any] = [None] * rows
-        self.truncated: list[int] = [0] * rows
-        self.types: list[Any] | None = None
-        if self.event_cls is not None:
-            event_columns = [
-                (name, event_field(compiled, columns, rows, name, source, get, coerce))
-                for name, source, get, coerce in engine.event_fields
-            ]
-            self.names, self.truncated = event_names(compiled, columns, rows)
-            self.types = event_types(compiled, columns, rows)
-        self.flagged: set[int] = set()
-        for values in (
-            self.keys,
-            *identity_lists,
-            *user_lists,
-            *(values for _, _, lists in event_attributes for values in lists),
-            *(values for _, values in event_columns),
-            self.names,
-            *([] if self.types is None else [self.types]),
-        ):
-            if FLAG in values:
-                self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
-        self.identity_count = len(identity_lists)
-        self.user_lists = [*identity_lists, *user_lists]
-        self.same = (
-            _sameness(engine, columns, self.user_lists, rows) if joinable else [False] * rows
-        )
-        # Read by index, row by row: no tuple per row for the event's fields.
-        self.event_columns = event_columns
-        self.attribute_columns = [
-            (field, list(zip(attr_names, lists, strict=True)))
-            for field, attr_names, lists in event_attributes
-        ]
-        #: Per row, the event written as JSON: (its timestamp, its bytes); None where the
-        #: row's event is a model (or the row path maps the row).
-        self.written: list[tuple[int | None, bytes] | None] | None = None
-        if plain:
-            self.written = write_events(
-                self._written_fields(engine, rows, event_attributes), self.flagged
+        A run starts at the first row, at a row the row path maps and the row after it, at
+        a row whose user part differs from the row before's, and at a row with a float zero
+        user attribute (0.0 == -0.0, written apart); the rest is cut in slices.
+        """
+        part = Converted(self, columns, rows)
+        events = part.events(rows)  # may flag rows whose event the model refuses
+        flagged = part.flagged
+        starts = {0, *part.zeros, *compress(range(1, rows), map(not_, part.same))}
+        starts.update(flagged)
+        starts.update(index + 1 for index in flagged)
+        bounds = sorted(index for index in starts if index < rows)
+        keys, truncated = part.keys, part.truncated
+        for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
+            mapped = (
+                None if first in flagged else part.mapped(first, events[first], truncated[first])
             )
-
-    def _written_fields(
-        self,
-        engine: ArrowEngine,
-        rows: int,
-        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
-    ) -> list[WrittenField]:
-        """Each written key's values (None: left out), in the codec's key order; an attribute
-        map's are its names and its columns' values."""
-        fields: list[WrittenField] = [
-            ("event_name", None, self.names),
-            (
-                "custom_event_type",
-                None,
-                [self.fixed_type] * rows if self.types is None else self.types,
-            ),
-        ]
-        flagged = self.flagged
-        for name, values in self.event_columns:
-            convert = _WRITTEN_FIELDS[name]
-            converted: list[Any] = []
-            for index, value in enumerate(values):
-                if value is None or value is FLAG:
-                    converted.append(value)
-                    continue
-                try:
-                    converted.append(convert(value))
-                except ModelError:
-                    flagged.add(index)  # the row path rejects it, with the reason
-                    converted.append(FLAG)
-            fields.append((name, None, converted))
-        for field, attr_names, lists in event_attributes:
-            if lists:  # no attributes: the key is left out, as the model leaves it
-                fields.append((field, attr_names, lists))
-        order = engine.order
-        fields.sort(key=lambda item: order[item[0]])
-        return fields
-
-    def event(self, index: int) -> Any:
-        """The row's event (None for a user-attribute mapping); raises ModelError."""
-        if self.event_cls is None:
-            return None
-        written = self.written
-        if written is not None:
-            event = written[index]
-            if event is not None:
-                return event
-        kwargs: dict[str, Any] = {}
-        for name, values in self.event_columns:
-            value = values[index]
-            if value is not None:
-                kwargs[name] = value
-        if self.names[index] is not None:
-            kwargs["event_name"] = self.names[index]
-        if self.fixed_type is not None:
-            kwargs["custom_event_type"] = self.fixed_type
-        elif self.types is not None:
-            kwargs["custom_event_type"] = self.types[index]
-        for field, attribute_columns in self.attribute_columns:
-            built: dict[str, Any] = {}
-            for name, values in attribute_columns:
-                value = values[index]
-                if value is not None:
-                    built[name] = value
-            if built:
-                kwargs[field] = built
-        return self.event_cls(**kwargs)
-
-    def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
-        """What the row path maps the row to; None when it has no identity."""
-        user = tuple(values[index] for values in self.user_lists)
-        count = self.identity_count
-        identity_pairs = tuple(
-            (name, text)
-            for name, text in zip(self.identity_names, user[:count], strict=True)
-            if text
-        )
-        if not identity_pairs:
-            return None
-        user_attributes = (
-            {
-                name: value
-                for name, value in zip(self.user_names, user[count:], strict=True)
-                if value is not None
-            }
-            if self.has_user_attributes
-            else None
-        )
-        return _Mapped(
-            (identity_pairs, (), None, None, None, None, None),
-            identity_pairs,
-            (),
-            None,
-            None,
-            None,
-            None,
-            None,
-            user_attributes,
-            event,
-            truncated,
-        )
+            if mapped is None:
+                # Flagged, or no identity: the row path maps or rejects each row, with the reason.
+                for index in range(first, end):
+                    yield self._row_path(columns.row(index, self.needed), start + index + 1)
+                continue
+            refs = [RowRef(start + index + 1, keys[index]) for index in range(first, end)]
+            yield Run(mapped, refs, events[first:end], truncated[first:end])

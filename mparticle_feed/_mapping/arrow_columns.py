@@ -64,6 +64,10 @@ def normalised(pa: Any, batch: Any) -> Any:
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields)) if changed else batch
 
 
+def _compute() -> Any:
+    return importlib.import_module("pyarrow.compute")
+
+
 def is_text(pa: Any, tp: Any) -> bool:
     return bool(pa.types.is_string(tp) or pa.types.is_large_string(tp))
 
@@ -153,6 +157,11 @@ def attribute_values(
     if pa.types.is_boolean(tp):
         return values
     if is_text(pa, tp):
+        # No value longer in UTF-8 bytes than the limit (in characters, never more than
+        # bytes): every value is kept, without a check per value.
+        longest = _compute().max(_compute().binary_length(columns.batch.column(column))).as_py()
+        if longest is None or longest <= MAX_ATTRIBUTE_VALUE:
+            return values
         return [
             FLAG if value is not None and len(value) > MAX_ATTRIBUTE_VALUE else value
             for value in values

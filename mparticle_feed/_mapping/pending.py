@@ -10,7 +10,7 @@ from .._wire.models import Batch
 from .compile import _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, SourcedBatch
-from .written import WrittenBatch
+from .written import WrittenBatch, written_header
 
 __all__ = ["_Pending", "_with_event"]
 
@@ -71,12 +71,24 @@ class _Pending:
             self.merged = extra
         self.rows.append(ref)
 
+    def add_events(self, events: list[Any], refs: list[RowRef]) -> None:
+        """Rows with the user part of the row added last: only their events are new."""
+        self.events.extend(events)
+        self.event_rows.extend(refs)
+        self.rows.extend(refs)
+
+    def room(self, limit: int) -> int:
+        """Events this batch takes before it is full."""
+        return limit - len(self.events)
+
     def flush(self) -> SourcedBatch:
         first = self.first
         assert first is not None
         written = self.written
+        if written is not None:
+            return self._flush_written(first, written)
         batch = Batch(
-            events=tuple(self.events) if self.events and written is None else None,
+            events=tuple(self.events) if self.events else None,
             environment=self.environment,
             user_identities=UserIdentities(**_any_kwargs(first.identities))
             if first.identities
@@ -90,24 +102,63 @@ class _Pending:
             user_attributes=self.user_attributes or None,
             **dict(first.extras),
         )
-        sourced = (
-            SourcedBatch(batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows))
-            if written is None
-            else WrittenBatch(
-                header=batch,
+        sourced = SourcedBatch(
+            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
+        )
+        self._reset()
+        return sourced
+
+    def _flush_written(self, first: _Mapped, written: type[Any]) -> WrittenBatch:
+        """The Arrow engine's batch: its header written without a model where that is proven
+        (:func:`written_header`), else the model, built now as the row path builds it."""
+        header = written_header(self.environment, first, self.user_attributes)
+        if header is None:
+            model = Batch(
+                environment=self.environment,
+                user_identities=UserIdentities(**_any_kwargs(first.identities))
+                if first.identities
+                else None,
+                device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
+                mpid=first.mpid,
+                mp_deviceid=first.mp_deviceid,
+                ip=first.ip,
+                application_info=first.application_info,
+                context=first.context,
+                user_attributes=self.user_attributes or None,
+                **dict(first.extras),
+            )
+            sourced = WrittenBatch(
+                header=model,
                 written=tuple(self.events),
                 event_cls=written,
                 event_rows=tuple(self.event_rows),
                 rows=tuple(self.rows),
             )
-        )
+        else:
+            # Only identities and user attributes: the model, when asked for, from those.
+            sourced = WrittenBatch(
+                header_kwargs={
+                    "environment": self.environment,
+                    "user_identities": dict(first.identities),
+                    "user_attributes": self.user_attributes or None,
+                },
+                header_json=header[0],
+                user_key=header[1],
+                written=tuple(self.events),
+                event_cls=written,
+                event_rows=tuple(self.event_rows),
+                rows=tuple(self.rows),
+            )
+        self._reset()
+        return sourced
+
+    def _reset(self) -> None:
         self.first = None
         self.events = []
         self.event_rows = []
         self.rows = []
         self.user_attributes = {}
         self.merged = None
-        return sourced
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:

@@ -44,6 +44,10 @@ class Group(Protocol[Item_contra]):
 
     def add_event(self, event: Any, ref: RowRef) -> None: ...
 
+    def add_events(self, events: list[Any], refs: list[RowRef]) -> None: ...
+
+    def room(self, limit: int) -> int: ...
+
     def full(self, limit: int) -> bool: ...
 
     def flush(self) -> SourcedBatch: ...
@@ -130,6 +134,33 @@ class RegroupWindow(Generic[G]):
         elif self._held > self.window and len(self._groups) > 1:
             self._evict(self._last_slot)
         return True
+
+    def push_more(self, events: list[Any], refs: list[RowRef], start: int) -> int:
+        """``push_next`` for ``events[start:]`` in one step, as many as the batch of the row
+        pushed last takes; returns the position of the first row not added (``start`` when
+        that batch has left the window: ``push`` that row).
+
+        The same batches, in the same order, as ``push_next`` row by row: rows are only
+        added to one batch, so the window lets go of the same oldest batches, once.
+        """
+        group = self._last
+        if group is None:
+            return start
+        end = min(len(refs), start + group.room(self.limit))
+        if end <= start:
+            return start
+        group.add_events(events[start:end], refs[start:end])
+        self._held += end - start
+        if group.full(self.limit):
+            # Row by row, the rows before the last one may have overfilled the window.
+            self._held -= 1
+            if self._held > self.window and len(self._groups) > 1:
+                self._evict(self._last_slot)
+            self._held += 1
+            self._release(self._last_slot)
+        elif self._held > self.window and len(self._groups) > 1:
+            self._evict(self._last_slot)
+        return end
 
     def _push_other(self, key: Any, item: Any, ref: RowRef) -> None:
         slot = _slot(key)

@@ -230,7 +230,7 @@ class MappingRun(Iterator[SourcedBatch]):
     ) -> Iterator[SourcedBatch]:
         check_columns(self._compiled, reader.schema.names)
         engine = ArrowEngine(self._compiled)
-        if engine.fallback is None and engine.writes:
+        if engine.fallback is None and engine.written_batches:
             self._written = self._compiled.event_cls
         if known is None or not digestible(self.mapping):
             return self._run_results(engine.results(reader))
@@ -374,11 +374,29 @@ class MappingRun(Iterator[SourcedBatch]):
         window = self._window = RegroupWindow(
             self.group_window, lambda: _Pending(environment, written), self.max_events_per_batch
         )
-        push, push_next = window.push, window.push_next
+        push, push_next, push_more = window.push, window.push_next, window.push_more
         for run in self._runs(results):
             first = run.first
             key = first.user_key
             refs, events = run.refs, run.events
+            if self.key_check is None:
+                # No duplicate check: the run's rows join the batch of its first row in
+                # one step, as many as it takes.
+                count = len(refs)
+                self.rows_in += count
+                self.rows_mapped += count
+                self.values_truncated += sum(run.cuts)
+                push(key, first, refs[0])
+                position = 1
+                while position < count:
+                    position = push_more(events, refs, position)
+                    if position < count:
+                        push(key, _with_event(first, events[position]), refs[position])
+                        position += 1
+                if window.ready:
+                    for sourced in window.take():
+                        yield self._out(sourced)
+                continue
             pushed = False  # a row of this run was pushed last: the next joins its batch
             for position in range(len(refs)):
                 ref = refs[position]

@@ -14,16 +14,19 @@ keyword arguments, the converters' outputs, which the converters give back uncha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from typing import Any, cast
 
 import attrs
 import orjson
 
 from .._errors import ModelError
-from .._wire.codec import _json_default
-from .._wire.enums import CustomEventType
-from .._wire.models import Batch, CustomEvent
+from .._wire.codec import _json_default, from_dict
+from .._wire.commerce import ProductAction
+from .._wire.common import UserIdentities
+from .._wire.enums import CustomEventType, Environment, ProductActionType
+from .._wire.models import Batch, CommerceEvent, CustomEvent
 from .provenance import RowRef, SourcedBatch
 
 __all__ = [
@@ -34,24 +37,41 @@ __all__ = [
     "event_data",
     "event_stamp",
     "write_events",
+    "written_event_type",
+    "written_header",
     "written_order",
 ]
 
-#: A custom event with every field the Arrow engine writes as data: the codec's hook gives
-#: the order of its keys, and what it writes for ``event_type``.
-_PROBE = _json_default(
-    CustomEvent(
-        event_name="probe",
-        custom_event_type=CustomEventType.OTHER,
-        timestamp_unixtime_ms=0,
-        source_message_id="probe",
-        session_uuid="00000000-0000-4000-8000-000000000000",
-        custom_attributes={"probe": 0},
-        custom_flags={"probe": 0},
-    )
-)
-CUSTOM_EVENT_TYPE: Any = _PROBE["event_type"]
-_ORDER = {key: rank for rank, key in enumerate(_PROBE["data"])}
+#: Events with every field the Arrow engine writes as data: the codec's hook gives the order
+#: of their keys, and what it writes for ``event_type``.
+_PROBES = {
+    CustomEvent: _json_default(
+        CustomEvent(
+            event_name="probe",
+            custom_event_type=CustomEventType.OTHER,
+            timestamp_unixtime_ms=0,
+            source_message_id="probe",
+            session_uuid="00000000-0000-4000-8000-000000000000",
+            custom_attributes={"probe": 0},
+            custom_flags={"probe": 0},
+        )
+    ),
+    CommerceEvent: _json_default(
+        CommerceEvent(
+            event_name="probe",
+            timestamp_unixtime_ms=0,
+            source_message_id="probe",
+            session_uuid="00000000-0000-4000-8000-000000000000",
+            custom_attributes={"probe": 0},
+            custom_flags={"probe": 0},
+            product_action=ProductAction(action=ProductActionType.PURCHASE),
+        )
+    ),
+}
+CUSTOM_EVENT_TYPE: Any = _PROBES[CustomEvent]["event_type"]
+_ORDERS = {
+    cls: {key: rank for rank, key in enumerate(probe["data"])} for cls, probe in _PROBES.items()
+}
 
 
 #: A key of a written custom event: its name, the attribute names (None for a scalar), the
@@ -59,28 +79,52 @@ _ORDER = {key: rank for rank, key in enumerate(_PROBE["data"])}
 WrittenField = tuple[str, "tuple[str, ...] | None", list[Any]]
 
 
-def written_order() -> dict[str, int]:
-    """The rank of each key of a custom event's ``data`` in what the codec writes."""
-    return _ORDER
+def written_order(cls: type[Any] = CustomEvent) -> dict[str, int]:
+    """The rank of each key of an event's ``data`` in what the codec writes (custom and
+    commerce events: the classes the Arrow engine writes)."""
+    return _ORDERS[cls]
+
+
+def written_event_type(cls: type[Any]) -> Any:
+    """What the codec writes for the ``event_type`` of a ``cls`` event."""
+    return _PROBES[cls]["event_type"]
 
 
 def write_events(
-    fields: list[WrittenField], flagged: set[int]
+    fields: list[WrittenField], flagged: set[int], event_type: Any = CUSTOM_EVENT_TYPE
 ) -> list[tuple[int | None, bytes] | None]:
     """Each row's event as the codec writes it, from the columns, without a model (None for
-    the rows in ``flagged``, and where JSON cannot carry a value).
+    the rows in ``flagged``, and where JSON cannot carry a value). ``event_type`` is what
+    the codec writes for the event's class.
 
     An attribute map's dict is built for its row only and dropped once written: few
     containers live at once, so the garbage collector has little to walk.
     """
-    spec = [(key, names) for key, names, _ in fields]
-    columns = [
-        values if names is None else zip(*values, strict=True) for _, names, values in fields
-    ]
     stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
     dumps = orjson.dumps
     out: list[tuple[int | None, bytes] | None] = []
     append = out.append
+    dense = _dense(fields)
+    if dense is not None:
+        # Every row has the same keys: its data is zipped from the columns, in C.
+        keys, rows = dense
+        for index, row in enumerate(zip(*rows, strict=True)):
+            if index in flagged:
+                append(None)
+                continue
+            try:
+                written = dumps(
+                    {"event_type": event_type, "data": dict(zip(keys, row, strict=True))}
+                )
+            except orjson.JSONEncodeError:
+                append(None)  # text JSON cannot carry (a lone surrogate): a model's
+                continue
+            append((None if stamps is None else stamps[index], written))
+        return out
+    spec = [(key, names) for key, names, _ in fields]
+    columns = [
+        values if names is None else zip(*values, strict=True) for _, names, values in fields
+    ]
     for index, values in enumerate(zip(*columns, strict=True)):
         if index in flagged:
             append(None)
@@ -95,13 +139,34 @@ def write_events(
             if value is not None:
                 data[key] = value
         try:
-            written = dumps({"event_type": CUSTOM_EVENT_TYPE, "data": data})
+            written = dumps({"event_type": event_type, "data": data})
         except orjson.JSONEncodeError:
             # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
             append(None)
             continue
         append((None if stamps is None else stamps[index], written))
     return out
+
+
+def _dense(fields: list[WrittenField]) -> tuple[list[str], list[Iterable[Any]]] | None:
+    """The keys every row writes and their values per row (a map's as a dict per row), when
+    no value is null: a null column is left out of every row; a column null in some rows
+    only, or a map with a null value, gives None (each row is then written key by key)."""
+    keys: list[str] = []
+    rows: list[Iterable[Any]] = []
+    for key, names, values in fields:
+        if names is None:
+            if None not in values:
+                keys.append(key)
+                rows.append(values)
+            elif values.count(None) != len(values):
+                return None
+            continue
+        if any(None in column for column in values):
+            return None
+        keys.append(key)
+        rows.append(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
+    return keys, rows
 
 
 def event_stamp(event: Any) -> int | None:
@@ -126,36 +191,128 @@ def event_data(event: Any) -> Any:
     return orjson.loads(event[1]) if event.__class__ is tuple else event
 
 
+#: The rank of each identity in what the codec writes for ``UserIdentities`` (field order).
+_IDENTITY_ORDER = {field.name: rank for rank, field in enumerate(attrs.fields(UserIdentities))}
+#: The identity names a mapping gives, in the codec's order (few shapes per mapping).
+_ORDERED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SHAPES_KEPT = 1024
+_TEXT = frozenset({str})
+#: User attribute values ``optional_user_attributes`` hands back unchanged (floats: finite).
+_PLAIN_KINDS = frozenset({str, int, bool, float, type(None)})
+
+
+def written_header(
+    environment: Any, first: Any, user_attributes: dict[str, Any]
+) -> tuple[bytes, bytes] | None:
+    """A batch header's bytes, as the codec writes the :class:`Batch` the row path builds from
+    ``first`` (a mapped row) and the merged ``user_attributes``, and the user key packing
+    orders by; None unless the model is proven to keep every value as it is.
+
+    Proven: identities (text) and user attributes whose keys are text and values text,
+    integers, booleans, null or finite floats (``optional_user_attributes`` hands those back
+    unchanged), no other user-level field. The codec writes ``environment`` first, then the
+    set fields in the model's field order: ``user_attributes`` before ``user_identities``,
+    each identity in :class:`UserIdentities`'s field order.
+    """
+    if (
+        first.device
+        or first.extras
+        or not first.identities
+        or first.mpid is not None
+        or first.mp_deviceid is not None
+        or first.ip is not None
+        or first.application_info is not None
+        or first.context is not None
+        or (environment is not None and environment.__class__ is not Environment)
+    ):
+        return None
+    given = dict(first.identities)
+    names = tuple(given)
+    ordered = _ORDERED_NAMES.get(names)
+    if ordered is None:
+        if not all(name in _IDENTITY_ORDER for name in names):
+            return None
+        ordered = tuple(sorted(names, key=_IDENTITY_ORDER.__getitem__))
+        if len(_ORDERED_NAMES) < _SHAPES_KEPT:
+            _ORDERED_NAMES[names] = ordered
+    if not _TEXT.issuperset(map(type, given.values())):
+        return None
+    if user_attributes:
+        if not _TEXT.issuperset(map(type, user_attributes)):
+            return None
+        kinds = set(map(type, user_attributes.values()))
+        if not kinds <= _PLAIN_KINDS:
+            return None
+        if float in kinds and not all(
+            item - item == 0.0 for item in user_attributes.values() if item.__class__ is float
+        ):
+            return None  # not finite: the model's converter refuses it
+    identities = {name: given[name] for name in ordered}
+    document: dict[str, Any] = {}
+    if environment is not None:
+        document["environment"] = environment
+    if user_attributes:
+        document["user_attributes"] = user_attributes
+    document["user_identities"] = identities
+    try:
+        return orjson.dumps(document), orjson.dumps([None, None, identities])
+    except orjson.JSONEncodeError:
+        return None  # a lone surrogate: the model, which packing reports
+
+
 class WrittenBatch(SourcedBatch):
     """A sourced batch whose events are written data (a model where the row path mapped it).
 
     ``header`` is the batch without events; ``written[i]`` is event ``i`` as the codec
     writes it (or the event model itself, which orjson writes through the codec's hook).
+    ``header_json`` (when set) is the header as the codec writes it, and ``user_key`` what
+    packing orders the user's batches by: packing then builds no model. Without ``header``,
+    the header model is built on first use from ``header_kwargs``.
     """
 
-    __slots__ = ("_model", "event_cls", "header", "written")
+    __slots__ = (
+        "_header",
+        "_model",
+        "event_cls",
+        "header_json",
+        "header_kwargs",
+        "user_key",
+        "written",
+    )
 
-    header: Batch
     written: tuple[Any, ...]
     event_cls: type[Any]
+    header_json: bytes | None
+    header_kwargs: dict[str, Any] | None
+    user_key: bytes | None
+    _header: Batch | None
     _model: Batch | None
 
     def __init__(
         self,
         *,
-        header: Batch,
+        header: Batch | None = None,
         written: tuple[Any, ...],
         event_cls: type[Any],
         event_rows: tuple[RowRef, ...],
         rows: tuple[RowRef, ...],
+        header_kwargs: dict[str, Any] | None = None,
+        header_json: bytes | None = None,
+        user_key: bytes | None = None,
     ) -> None:
         if len(written) != len(event_rows):
             # SourcedBatch's own check, which this constructor bypasses.
             msg = f"{len(written)} events but {len(event_rows)} event_rows"
             raise ModelError(msg)
+        if header is None and header_kwargs is None:
+            msg = "a written batch needs its header or the header's fields"
+            raise ModelError(msg)
         # SourcedBatch is frozen: its fields are set as attrs sets them.
         setter = object.__setattr__
-        setter(self, "header", header)
+        setter(self, "_header", header)
+        setter(self, "header_kwargs", header_kwargs)
+        setter(self, "header_json", header_json)
+        setter(self, "user_key", user_key)
         setter(self, "written", written)
         setter(self, "event_cls", event_cls)
         setter(self, "event_rows", event_rows)
@@ -163,15 +320,24 @@ class WrittenBatch(SourcedBatch):
         setter(self, "_model", None)
 
     @property
+    def header(self) -> Batch:
+        """The batch without events (built once, when only its fields were kept)."""
+        header = self._header
+        if header is None:
+            kwargs = dict(cast("dict[str, Any]", self.header_kwargs))
+            identities = kwargs.get("user_identities")
+            if identities.__class__ is dict:
+                kwargs["user_identities"] = UserIdentities(**identities)
+            header = Batch(**kwargs)
+            object.__setattr__(self, "_header", header)
+        return header
+
+    @property
     def batch(self) -> Batch:
         """The model batch the row path builds, from the written events (built once)."""
         model: Batch | None = self._model
         if model is None:
-            cls = self.event_cls
-            events = tuple(
-                cls(**orjson.loads(event[1])["data"]) if event.__class__ is tuple else event
-                for event in self.written
-            )
+            events = tuple(_event_model(self.event_cls, event) for event in self.written)
             model = attrs.evolve(self.header, events=events or None)
             object.__setattr__(self, "_model", model)
         return model
@@ -182,7 +348,10 @@ class WrittenBatch(SourcedBatch):
         # events_part's cut (routing, packing and the differ), on the written events.
         written = self.written
         return WrittenBatch(
-            header=self.header,
+            header=self._header,
+            header_kwargs=self.header_kwargs,
+            header_json=self.header_json,
+            user_key=self.user_key,
             written=tuple(written[i] for i in indexes),
             event_cls=self.event_cls,
             event_rows=event_rows,
@@ -205,6 +374,18 @@ class WrittenBatch(SourcedBatch):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as the plain sourced batch it stands for.
         return (_plain, (self.batch, self.event_rows, self.rows))
+
+
+def _event_model(cls: type[Any], event: Any) -> Any:
+    """The model of a written event (a model is itself): a custom event from its data, as
+    its keyword arguments; any other through the codec, as ``loads`` reads it."""
+    if event.__class__ is not tuple:
+        return event
+    if cls is CustomEvent:
+        return cls(**orjson.loads(event[1])["data"])
+    events = from_dict({"events": [orjson.loads(event[1])]}).events
+    assert events is not None
+    return events[0]
 
 
 def _plain(batch: Batch, event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]) -> SourcedBatch:

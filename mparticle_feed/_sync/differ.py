@@ -296,7 +296,12 @@ def _written_event_hashes(sourced: WrittenBatch) -> list[str]:
     hashes are the model path's.
     """
     try:
-        header = dict(_json_default(sourced.header))
+        # A header written without a model is read back as data, as the events are.
+        header = (
+            dict(_json_default(sourced.header))
+            if sourced.header_json is None
+            else orjson.loads(sourced.header_json)
+        )
         header.pop("source_request_id", None)
         user_hash = _digest(orjson.dumps(header, default=_json_default, option=_HASH_OPTIONS))
         prefix = b'["' + user_hash.encode() + b'",'

@@ -1,0 +1,282 @@
+"""Mapping stage: one slice of a record batch converted for the Arrow engine (:mod:`.arrow`).
+
+Per row: its primary key, its user part, its event's fields (or its event written as data,
+:mod:`.written`), and whether the row path must map it (``flagged``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+
+from .._errors import ModelError
+from .._wire.models import CustomEvent
+from .arrow_columns import (
+    FLAG,
+    Columns,
+    attribute_values,
+    by_row,
+    event_field,
+    event_names,
+    event_types,
+    identity_texts,
+    is_int,
+    is_text,
+    keys,
+    plain_type,
+    same_as_before,
+)
+from .compile import _Mapped
+from .written import WrittenField, write_events
+from .written_structs import written_struct
+
+if TYPE_CHECKING:
+    from .arrow import ArrowEngine
+
+__all__ = ["WRITTEN_FIELDS", "Converted"]
+
+#: Custom event fields written as data, with the model's converter for each (their outputs
+#: are ints and text, written as the model writes them).
+WRITTEN_FIELDS: dict[str, Callable[[Any], Any]] = {
+    name: cast("Callable[[Any], Any]", field.converter)
+    for name, field in attrs.fields_dict(CustomEvent).items()
+    if name in ("timestamp_unixtime_ms", "source_message_id", "session_uuid")
+}
+
+
+def _sameness(
+    engine: ArrowEngine, columns: Columns, user_lists: list[list[Any]], rows: int
+) -> list[bool]:
+    """Per row after the first, whether it shares the row before's user part."""
+    names = [column for _, column in engine.identity_columns]
+    for field, _, _, attr_columns in engine.attribute_maps:
+        if field == "user_attributes":
+            names.extend(attr_columns)
+    same = same_as_before(columns, names, rows)
+    if same is None:
+        same = [a == b for a, b in itertools.pairwise(by_row(user_lists, rows))]
+    return same
+
+
+class Converted:
+    """A slice's columns converted for one mapping: per row, its key, user part and event
+    fields, and the rows the row path must map (``flagged``)."""
+
+    def __init__(self, engine: ArrowEngine, columns: Columns, rows: int) -> None:
+        compiled = engine.compiled
+        self.keys = keys(compiled, columns, rows)
+        self.identity_names = [name for name, _ in engine.identity_columns]
+        identity_lists = [
+            identity_texts(compiled, columns, column) for _, column in engine.identity_columns
+        ]
+        self.has_user_attributes = False
+        self.user_names: tuple[str, ...] = ()
+        user_lists: list[list[Any]] = []
+        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
+        # A row may share the user part of the row before only when equal values are written
+        # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
+        joinable = not engine.per_row_user
+        self.zeros: set[int] = set()
+        pa = columns.pa
+        plain = engine.writes
+        for field, builder, attr_names, attr_columns in engine.attribute_maps:
+            lists = [
+                attribute_values(columns, builder, attr, column)
+                for attr, column in zip(attr_names, attr_columns, strict=True)
+            ]
+            if field != "user_attributes":
+                event_attributes.append((field, attr_names, lists))
+                # Values orjson writes as the model's hook does: their converter
+                # (optional_scalar_map) hands them back unchanged.
+                plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
+                continue
+            self.has_user_attributes = True
+            self.user_names, user_lists = attr_names, lists
+            for column, values in zip(attr_columns, lists, strict=True):
+                tp = columns.type_of(column)
+                if pa.types.is_floating(tp):
+                    self.zeros.update(i for i, value in enumerate(values) if value == 0.0)
+                elif not (pa.types.is_boolean(tp) or is_text(pa, tp) or is_int(pa, tp)):
+                    joinable = False
+        event_columns = self._event_columns(engine, columns, rows, plain=plain)
+        self.flagged: set[int] = set()
+        for values in (
+            self.keys,
+            *identity_lists,
+            *user_lists,
+            *(values for _, _, lists in event_attributes for values in lists),
+            *(values for _, values in event_columns),
+            self.names,
+            *([] if self.types is None else [self.types]),
+        ):
+            if FLAG in values:
+                self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
+        self.identity_columns = list(zip(self.identity_names, identity_lists, strict=True))
+        self.user_columns = list(zip(self.user_names, user_lists, strict=True))
+        self.user_lists = [*identity_lists, *user_lists]
+        self.same = (
+            _sameness(engine, columns, self.user_lists, rows) if joinable else [False] * rows
+        )
+        # Read by index, row by row: no tuple per row for the event's fields.
+        self.event_columns = event_columns
+        self.attribute_columns = [
+            (field, list(zip(attr_names, lists, strict=True)))
+            for field, attr_names, lists in event_attributes
+        ]
+        #: Per row, the event written as JSON: (its timestamp, its bytes); None where the
+        #: row's event is a model (or the row path maps the row).
+        self.written: list[tuple[int | None, bytes] | None] | None = None
+        if plain:
+            self.written = write_events(
+                self._written_fields(engine, rows, event_attributes),
+                self.flagged,
+                engine.event_type,
+            )
+            if engine.struct_writers:
+                # Its objects are data, not models: a row JSON cannot carry goes the row path.
+                self.flagged.update(i for i, event in enumerate(self.written) if event is None)
+
+    def _event_columns(
+        self, engine: ArrowEngine, columns: Columns, rows: int, *, plain: bool
+    ) -> list[tuple[str, list[Any]]]:
+        """The event's fields, name and type per row (none for a user-attribute mapping)."""
+        compiled = engine.compiled
+        self.event_cls = compiled.event_cls
+        self.fixed_type = compiled.fixed_event_type
+        self.names: list[Any] = [None] * rows
+        self.truncated: list[int] = [0] * rows
+        self.types: list[Any] | None = None
+        if self.event_cls is None:
+            return []
+        # Objects written as data only where the whole event is (plain attributes).
+        writers = engine.struct_writers if plain else {}
+        event_columns = [
+            (
+                name,
+                written_struct(columns, rows, source, writers[name])
+                if name in writers
+                else event_field(compiled, columns, rows, name, source, get, coerce),
+            )
+            for name, source, get, coerce in engine.event_fields
+        ]
+        self.names, self.truncated = event_names(compiled, columns, rows)
+        self.types = event_types(compiled, columns, rows)
+        return event_columns
+
+    def _written_fields(
+        self,
+        engine: ArrowEngine,
+        rows: int,
+        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
+    ) -> list[WrittenField]:
+        """Each written key's values (None: left out), in the codec's key order; an attribute
+        map's are its names and its columns' values."""
+        fields: list[WrittenField] = [("event_name", None, self.names)]
+        if self.event_cls is CustomEvent:  # a commerce event's type is never mapped here
+            types = [self.fixed_type] * rows if self.types is None else self.types
+            fields.append(("custom_event_type", None, types))
+        flagged = self.flagged
+        for name, values in self.event_columns:
+            convert = WRITTEN_FIELDS.get(name)
+            if convert is None:  # written already (written_struct)
+                fields.append((name, None, values))
+                continue
+            converted: list[Any] = []
+            for index, value in enumerate(values):
+                if value is None or value is FLAG:
+                    converted.append(value)
+                    continue
+                try:
+                    converted.append(convert(value))
+                except ModelError:
+                    flagged.add(index)  # the row path rejects it, with the reason
+                    converted.append(FLAG)
+            fields.append((name, None, converted))
+        for field, attr_names, lists in event_attributes:
+            if lists:  # no attributes: the key is left out, as the model leaves it
+                fields.append((field, attr_names, lists))
+        order = engine.order
+        fields.sort(key=lambda item: order[item[0]])
+        return fields
+
+    def events(self, rows: int) -> list[Any]:
+        """Every row's event (None for a flagged row, and for a user-attribute mapping); a
+        row whose event the model refuses is flagged (the row path rejects it)."""
+        if self.event_cls is None:
+            return [None] * rows
+        flagged = self.flagged
+        written = self.written
+        out: list[Any] = [None] * rows if written is None else list(written)
+        missing = range(rows) if written is None else [i for i, e in enumerate(out) if e is None]
+        for index in missing:
+            if index in flagged:
+                continue
+            try:
+                out[index] = self.event(index)
+            except ModelError:
+                flagged.add(index)
+        return out
+
+    def event(self, index: int) -> Any:
+        """The row's event (None for a user-attribute mapping); raises ModelError."""
+        if self.event_cls is None:
+            return None
+        written = self.written
+        if written is not None:
+            event = written[index]
+            if event is not None:
+                return event
+        kwargs: dict[str, Any] = {}
+        for name, values in self.event_columns:
+            value = values[index]
+            if value is not None:
+                kwargs[name] = value
+        if self.names[index] is not None:
+            kwargs["event_name"] = self.names[index]
+        if self.fixed_type is not None:
+            kwargs["custom_event_type"] = self.fixed_type
+        elif self.types is not None:
+            kwargs["custom_event_type"] = self.types[index]
+        for field, attribute_columns in self.attribute_columns:
+            built: dict[str, Any] = {}
+            for name, values in attribute_columns:
+                value = values[index]
+                if value is not None:
+                    built[name] = value
+            if built:
+                kwargs[field] = built
+        return self.event_cls(**kwargs)
+
+    def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
+        """What the row path maps the row to; None when it has no identity."""
+        identity_pairs = tuple(
+            [(name, values[index]) for name, values in self.identity_columns if values[index]]
+        )
+        if not identity_pairs:
+            return None
+        user_attributes = (
+            {
+                name: value
+                for name, values in self.user_columns
+                if (value := values[index]) is not None
+            }
+            if self.has_user_attributes
+            else None
+        )
+        return _Mapped(
+            # compile.py's user key, field for field: a row the row path maps joins the same batch.
+            (identity_pairs, (), None, None, None, None, None, ()),
+            identity_pairs,
+            (),
+            None,
+            None,
+            None,
+            None,
+            None,
+            user_attributes,
+            event,
+            truncated,
+        )

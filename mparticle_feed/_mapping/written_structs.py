@@ -1,0 +1,261 @@
+"""Mapping stage: nested objects of the Arrow engine's events written as data, without models.
+
+A model's written data is its set fields, in field order, each value as the codec writes it.
+Here each value takes the steps the row path gives it — the struct coercer's plan (or the
+value kept as it is, where the plan keeps values of that exact class), then the model
+field's converter or its construction check — and then the codec's writing (a Decimal as
+its JSON number; enums, text, numbers and text maps as orjson writes them). So the data is
+what the codec writes for the model the row path builds.
+
+Only the simple shapes are written: a class without a cross-field check, whose fields are
+values or a list of such objects (a product list, as JSON text or a list of objects).
+Anything else in a row — an unknown key, a value a step refuses, an empty object or list,
+a single object where a list is expected — sends that row through the row path (FLAG),
+which maps or rejects it with its own field path and reason.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import orjson
+
+from .._errors import ModelError
+from .._wire.sparse import _check_for
+from .._wire.values import json_number
+from .arrow_columns import FLAG, Columns
+from .coercers import Coercer, _Coercers, _non_optional, _parsed
+from .rejects import _Reject
+from .sources import Column, Constant, Struct
+
+__all__ = ["StructWriter", "struct_writer"]
+
+Writer = Callable[[Any], Any]
+
+
+class _Unwritten(Exception):  # noqa: N818 - control flow, never leaves this module
+    """A value this module does not write: the row path maps the row."""
+
+
+#: Written numbers remembered per field before the table starts over (a bound on memory).
+_KNOWN_LIMIT = 4096
+_MISSING: Any = object()
+
+
+#: A field's writer, the class written as it is (None: none), its remembered results per class.
+_Field = tuple[Writer, "type | None", "dict[type, dict[Any, Any]]"]
+
+
+def _value_writer(
+    field: attrs.Attribute[Any], hint: Any, coerce: Coercer, as_is: type | None
+) -> _Field:
+    name = field.name
+    convert: Writer
+    same: type | None = None
+    if field.converter is not None:
+        convert = field.converter  # type: ignore[assignment]
+    else:
+        convert, exact = _check_for(hint)
+        if exact is not None and exact is as_is:
+            same = exact  # kept by the coercer and by the check: written as it is
+
+    def steps(value: Any) -> Any:
+        if value.__class__ is not as_is:
+            value = coerce(value, name)
+        value = convert(value)
+        if value is None:
+            raise _Unwritten  # the model leaves the field unset: not written here
+        if value.__class__ is Decimal:
+            return json_number(value)
+        return value
+
+    # An int's or a non-zero float's result is a function of its value: remembered (money
+    # and quantities repeat), one table per class so that 1 and 1.0 stay apart.
+    known: dict[type, dict[Any, Any]] = {int: {}, float: {}}
+
+    def write(value: Any) -> Any:
+        cls = value.__class__
+        if cls is same:
+            return value
+        table = known.get(cls)
+        if table is None or not value:
+            return steps(value)
+        result = table.get(value, _MISSING)
+        if result is _MISSING:
+            result = steps(value)
+            if len(table) >= _KNOWN_LIMIT:
+                table.clear()
+            table[value] = result
+        return result
+
+    return write, same, known
+
+
+def _model_list(cls: type) -> type | None:
+    """The model class of a ``tuple[Model, ...]`` field type, else None."""
+    if typing.get_origin(cls) is tuple:
+        args = typing.get_args(cls)
+        if args and isinstance(args[0], type) and attrs.has(args[0]):
+            return args[0]
+    return None
+
+
+class StructWriter:
+    """Writes one model class's data from its fields' raw values (see the module's text)."""
+
+    def __init__(self, cls: type, coercers: _Coercers) -> None:
+        table, required = coercers.table(cls)
+        hints = typing.get_type_hints(cls)
+        self.cls = cls
+        self.required = required
+        self.rank = {field.name: rank for rank, field in enumerate(attrs.fields(cls))}
+        #: A class with a check across its fields is built as a model, never written.
+        self.writable = not hasattr(cls, "__attrs_post_init__")
+        self.writers: dict[str, Writer] = {}
+        self.fields: dict[str, _Field] = {}
+        self._shapes: dict[tuple[Any, ...], tuple[list[_Field], bool]] = {}
+        for field in attrs.fields(cls):
+            tp = _non_optional(hints[field.name])
+            items = _model_list(tp)
+            if items is not None and items is not cls:
+                inner = StructWriter(items, coercers)
+                if inner.writable:
+                    self.writers[field.name] = inner.write_list
+                    self.fields[field.name] = (inner.write_list, None, {})
+                continue
+            if isinstance(tp, type) and attrs.has(tp):
+                continue  # a nested object: not written here
+            coerce, as_is = table[field.name]
+            try:
+                self.fields[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
+            except TypeError:
+                continue  # a type without a construction check here: not written
+
+            self.writers[field.name] = self.fields[field.name][0]
+
+    def write_object(self, value: Any) -> dict[str, Any]:
+        """One object's data from a dict of raw values; raises _Unwritten, _Reject, ModelError."""
+        if value.__class__ is not dict or not value:
+            raise _Unwritten
+        keys = tuple(value)
+        shape = self._shapes.get(keys)
+        if shape is None:
+            shape = self._shape(keys)
+        fields, ordered = shape
+        out: dict[str, Any] = {}
+        # _value_writer's write(), inlined up to its steps: this runs for every product.
+        for key, (write, same, known), item in zip(keys, fields, value.values(), strict=True):
+            if item is None:
+                continue
+            cls = item.__class__
+            if cls is same:
+                out[key] = item
+                continue
+            table = known.get(cls)
+            hit = _MISSING if table is None or not item else table.get(item, _MISSING)
+            out[key] = write(item) if hit is _MISSING else hit
+        for key in self.required:
+            if key not in out:
+                raise _Unwritten
+        if not out:
+            raise _Unwritten
+        if not ordered:
+            rank = self.rank
+            out = {key: out[key] for key in sorted(out, key=rank.__getitem__)}
+        return out
+
+    def _shape(self, keys: tuple[Any, ...]) -> tuple[list[_Field], bool]:
+        """The fields of an object's keys, in its order, and whether that is field order."""
+        fields = []
+        for key in keys:
+            field = self.fields.get(key) if key.__class__ is str else None
+            if field is None:
+                raise _Unwritten  # an unknown key (or a nested object): the row path's
+            fields.append(field)
+        ranks = [self.rank[key] for key in keys]
+        shape = (fields, ranks == sorted(ranks))
+        if len(self._shapes) < _KNOWN_LIMIT:
+            self._shapes[keys] = shape
+        return shape
+
+    def write_list(self, value: Any) -> orjson.Fragment:
+        """A list of objects (or its JSON text) written; raises as :meth:`write_object`, and
+        orjson.JSONEncodeError.
+
+        Written to bytes at once: the objects' dicts are freed, so the garbage collector
+        has few containers to walk while a slice is mapped.
+        """
+        if value.__class__ is str:
+            value = _parsed(value, "")
+        if value.__class__ is not list or not value:
+            raise _Unwritten
+        return orjson.Fragment(orjson.dumps([self.write_object(item) for item in value]))
+
+
+def struct_writer(cls: type, coercers: _Coercers) -> StructWriter | None:
+    """The writer of ``cls``, or None when its data is not written (a model is built)."""
+    writer = StructWriter(cls, coercers)
+    return writer if writer.writable else None
+
+
+def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWriter) -> list[Any]:
+    """Per row, the object a Struct of columns and constants builds, written (what the codec
+    writes for the row path's model), FLAG where the row path must map the row.
+
+    Every field of the Struct has a writer, and none is named twice (the engine checks).
+    """
+    parts: list[tuple[str, int, list[Any]]] = []
+    for field, item in source.fields:
+        write = writer.writers[field]
+        if isinstance(item, Constant):
+            # Written once: a constant is the same value, and the same result, in every row.
+            parts.append((field, writer.rank[field], _each([item.value], write) * rows))
+        else:
+            name = item.name if isinstance(item, Column) else ""
+            parts.append((field, writer.rank[field], _each(columns.values(name), write)))
+    parts.sort(key=lambda part: part[1])
+    required = writer.required
+    dumps = orjson.dumps
+    out: list[Any] = []
+    append = out.append
+    for index in range(rows):
+        data: dict[str, Any] = {}
+        flagged = False
+        for field, _, values in parts:
+            value = values[index]
+            if value is FLAG:
+                flagged = True
+                break
+            if value is not None:
+                data[field] = value
+        if not flagged:
+            for key in required:
+                if key not in data:
+                    flagged = True
+        if flagged or not data:
+            append(FLAG)
+            continue
+        try:
+            append(orjson.Fragment(dumps(data)))
+        except orjson.JSONEncodeError:
+            append(FLAG)  # text JSON cannot carry (a lone surrogate): the row path's
+    return out
+
+
+def _each(values: list[Any], write: Writer) -> list[Any]:
+    """``write`` on every non-null value; FLAG where it refuses one."""
+    out: list[Any] = []
+    append = out.append
+    for value in values:
+        if value is None:
+            append(None)
+            continue
+        try:
+            append(write(value))
+        except (_Reject, ModelError, _Unwritten, orjson.JSONEncodeError):
+            append(FLAG)
+    return out
