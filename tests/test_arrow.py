@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
 import sys
 import tempfile
 from datetime import date, datetime, timedelta, timezone
@@ -955,3 +956,23 @@ def test_a_duplicate_key_row_counts_no_truncation_on_either_path(window: int) ->
     expected = counts(table.to_pylist())
     assert expected == (5, 3, 2, 3)
     assert counts(table.to_reader()) == expected
+
+
+def test_rows_and_cursors_never_import_pyarrow() -> None:
+    """pyarrow costs tens of megabytes: only an Arrow-shaped source imports it."""
+    script = """
+import sqlite3, sys, tempfile, pathlib
+import mparticle_feed as mpf
+mapping = mpf.CustomEventMapping(primary_key="id", user_identities={"customer_id": "user"},
+    event_name=mpf.Constant("Thing"), timestamp_unixtime_ms="ts")
+rows = [{"id": str(n), "user": "u", "ts": 1767225600000} for n in range(3)]
+list(mpf.map_rows(rows, mapping))
+db = sqlite3.connect(":memory:")
+db.execute("create table t (id text, user text, ts integer)")
+db.executemany("insert into t values (:id, :user, :ts)", rows)
+list(mpf.map_rows(db.execute("select * from t"), mapping))
+with tempfile.TemporaryDirectory() as folder:
+    mpf.plan(rows, mapping, state=pathlib.Path(folder) / "s.sqlite")
+assert "pyarrow" not in sys.modules, "pyarrow was imported"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)

@@ -31,7 +31,7 @@ from typing import Any, cast
 import attrs
 
 from .._source.rows import _column_names
-from .._source.sources import arrow_reader, is_cursor
+from .._source.sources import arrow_reader, is_arrow_shaped, is_cursor
 from .._wire.models import CommerceEvent
 from .arrow_columns import (
     Columns,
@@ -158,8 +158,10 @@ def arrow_source_reader(source: object) -> Any | None:
     ``__arrow_c_stream__`` exporters, pandas and Polars DataFrames excepted. None without
     pyarrow. Duplicate column names raise :class:`MappingError`, as they do on the row path.
     """
-    if _pyarrow() is None or is_cursor(source):
-        return None  # a cursor is read as a cursor, as rows_from reads it, even DuckDB's
+    # A cursor is read as a cursor, as rows_from reads it, even DuckDB's; and pyarrow (tens
+    # of megabytes) is imported only for a source that is Arrow-shaped.
+    if is_cursor(source) or not is_arrow_shaped(source) or _pyarrow() is None:
+        return None
     reader = arrow_reader(source, chunk_size=READER_ROWS)
     if reader is not None:
         _column_names([(name,) for name in reader.schema.names])

@@ -21,7 +21,7 @@ from .rows import Rows, RowSource, _column_names, _CursorRows
 if TYPE_CHECKING:
     import pyarrow
 
-__all__ = ["arrow_reader", "is_cursor", "rows_from"]
+__all__ = ["arrow_reader", "is_arrow_shaped", "is_cursor", "rows_from"]
 
 _SOURCES_ACCEPTED = (
     "pass an executed DB-API cursor, a SQLAlchemy Result, a pandas or Polars DataFrame, "
@@ -97,6 +97,14 @@ def _polars_source(frame: Any, chunk_size: int) -> Rows:
 
 
 # --- Arrow -------------------------------------------------------------------------------------
+
+
+def is_arrow_shaped(source: object) -> bool:
+    """Whether :func:`arrow_reader` reads ``source`` (told without importing pyarrow)."""
+    library = _library(source)
+    if library in ("pandas", "polars"):
+        return False
+    return library in ("duckdb", "pyarrow") or hasattr(type(source), "__arrow_c_stream__")
 
 
 def arrow_reader(source: object, *, chunk_size: int = 65_536) -> pyarrow.RecordBatchReader | None:
