@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -439,9 +439,12 @@ EVENT_CLASSES: dict[EventType, type[Event]] = {
 def _opt_events(value: Iterable[Event] | None) -> tuple[Event, ...] | None:
     if value is None:
         return None
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+    if value.__class__ is tuple:
+        events: tuple[Any, ...] = value  # what mapping hands over: no ABC checks, no copy
+    elif isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise ModelError(f"expected a list of events, got {type(value).__name__}")
-    events = tuple(value)
+    else:
+        events = tuple(value)
     # One C-level pass in the common case; the loop only finds the culprit.
     if _EVENT_TYPES.issuperset(map(type, events)):
         return events
