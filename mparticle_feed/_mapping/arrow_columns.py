@@ -76,8 +76,13 @@ def is_int(pa: Any, tp: Any) -> bool:
     return bool(pa.types.is_integer(tp))
 
 
-def per_value(values: list[Any], convert: Callable[[Any], Any]) -> list[Any]:
-    """``convert`` on every non-null value; a rejected value becomes FLAG."""
+def per_value(
+    values: list[Any],
+    convert: Callable[[Any], Any],
+    refused: tuple[type[BaseException], ...] = (_Reject,),
+) -> list[Any]:
+    """``convert`` on every non-null value; a value it refuses (raising one of ``refused``)
+    becomes FLAG."""
     out: list[Any] = []
     append = out.append
     for value in values:
@@ -86,7 +91,7 @@ def per_value(values: list[Any], convert: Callable[[Any], Any]) -> list[Any]:
             continue
         try:
             append(convert(value))
-        except _Reject:
+        except refused:
             append(FLAG)
     return out
 

@@ -87,8 +87,17 @@ class _Pending:
         written = self.written
         if written is not None:
             return self._flush_written(first, written)
-        batch = Batch(
-            events=tuple(self.events) if self.events else None,
+        batch = self._batch(first, tuple(self.events) if self.events else None)
+        sourced = SourcedBatch(
+            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
+        )
+        self._reset()
+        return sourced
+
+    def _batch(self, first: _Mapped, events: tuple[Any, ...] | None) -> Batch:
+        """The batch model: ``first``'s user part, the attributes merged, ``events``."""
+        return Batch(
+            events=events,
             environment=self.environment,
             user_identities=UserIdentities(**_any_kwargs(first.identities))
             if first.identities
@@ -102,31 +111,13 @@ class _Pending:
             user_attributes=self.user_attributes or None,
             **dict(first.extras),
         )
-        sourced = SourcedBatch(
-            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
-        )
-        self._reset()
-        return sourced
 
     def _flush_written(self, first: _Mapped, written: type[Any]) -> WrittenBatch:
         """The Arrow engine's batch: its header written without a model where that is proven
         (:func:`written_header`), else the model, built now as the row path builds it."""
         header = written_header(self.environment, first, self.user_attributes)
         if header is None:
-            model = Batch(
-                environment=self.environment,
-                user_identities=UserIdentities(**_any_kwargs(first.identities))
-                if first.identities
-                else None,
-                device_info=DeviceInfo(**_any_kwargs(first.device)) if first.device else None,
-                mpid=first.mpid,
-                mp_deviceid=first.mp_deviceid,
-                ip=first.ip,
-                application_info=first.application_info,
-                context=first.context,
-                user_attributes=self.user_attributes or None,
-                **dict(first.extras),
-            )
+            model = self._batch(first, None)
             sourced = WrittenBatch(
                 header=model,
                 written=tuple(self.events),

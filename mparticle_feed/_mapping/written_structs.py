@@ -27,7 +27,7 @@ import orjson
 from .._errors import ModelError
 from .._wire.sparse import _check_for
 from .._wire.values import json_number
-from .arrow_columns import FLAG, Columns
+from .arrow_columns import FLAG, Columns, per_value
 from .coercers import Coercer, _Coercers, _non_optional, _parsed
 from .rejects import _Reject
 from .sources import Column, Constant, Struct
@@ -246,16 +246,10 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
     return out
 
 
+#: What a writer raises for a value it does not write: the row path maps that row.
+_REFUSED = (_Reject, ModelError, _Unwritten, orjson.JSONEncodeError)
+
+
 def _each(values: list[Any], write: Writer) -> list[Any]:
     """``write`` on every non-null value; FLAG where it refuses one."""
-    out: list[Any] = []
-    append = out.append
-    for value in values:
-        if value is None:
-            append(None)
-            continue
-        try:
-            append(write(value))
-        except (_Reject, ModelError, _Unwritten, orjson.JSONEncodeError):
-            append(FLAG)
-    return out
+    return per_value(values, write, _REFUSED)
