@@ -42,6 +42,7 @@ import variants
 import workload
 
 import mparticle_feed
+from mparticle_feed._mapping.regroup import DEFAULT_GROUP_WINDOW
 
 
 @dataclass(frozen=True)
@@ -549,7 +550,7 @@ def regroup_section(options: Options) -> SectionResult:
         for g in results
     ]
     by = {(g.order, g.window): g for g in results}
-    default = ceiling.DEFAULT_GROUP_WINDOW
+    default = DEFAULT_GROUP_WINDOW
     blocks = by["blocks of 1,000", default].events_per_batch
     ordered = by["by user", default].events_per_batch
     memory = ceiling.window_memory(options.regroup_users)
