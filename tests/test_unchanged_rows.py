@@ -315,6 +315,11 @@ def test_skipping_sends_and_stores_what_comparing_content_does(
                 with StateStore(path, read_only=True) as store:
                     stored.append({e.key: e.hash for e in store.entries("t")})
             assert stored[0] == stored[1]
+            # Every row's own digest is stored with its key (sent, or found unchanged).
+            digest = SourceDigest(f"{EVENTS.fingerprint()} report")
+            with StateStore(skipping, read_only=True) as store:
+                sources = {e.key: e.source for e in store.entries("t")}
+            assert sources == {row["id"]: digest(row) for row in rows}
 
 
 def test_arrow_rows_are_skipped_with_their_row_numbers(
@@ -339,3 +344,45 @@ def test_arrow_rows_are_skipped_with_their_row_numbers(
     third = sync(again, EVENTS, client, state=state, name="things", now=NOW)
     assert third.unchanged == 1200
     assert mapped == []
+
+
+class _EverythingStored:
+    """A KnownRows whose state holds every row as it is."""
+
+    def __init__(self, digest: SourceDigest, compiled: CompiledMapping) -> None:
+        self.digest, self.compiled = digest, compiled
+        self.skipped_rows: list[int] = []
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def stored_sources(self, keys: list[str]) -> dict[str, str]:
+        return {key: self.digest(self.rows[key]) or "" for key in keys}
+
+    def skipped(self, numbers: list[int], keys: list[str]) -> None:
+        self.skipped_rows.extend(numbers)
+
+    def kept(self, row_number: int, digest: str) -> None:
+        raise AssertionError("no row is kept")
+
+
+def test_an_arrow_run_of_unchanged_rows_holds_a_slice_at_most() -> None:
+    pa = pytest.importorskip("pyarrow")
+    from mparticle_feed._mapping.arrow_skip import ArrowSkip
+    from mparticle_feed._mapping.unchanged import SKIP_CHUNK
+
+    rows = event_rows(5 * SKIP_CHUNK + 7, users=40)
+    digest = SourceDigest("salt")
+    compiled = EVENTS._compiled
+    known = _EverythingStored(digest, compiled)
+    known.rows = {row["id"]: row for row in rows}
+    held: list[int] = []
+
+    def on_skip(first: int, keys: list[str]) -> None:
+        held.append(len(skip._queue) + len(keys))
+        known.skipped(list(range(first, first + len(keys))), keys)
+
+    skip = ArrowSkip(compiled, digest, known, on_skip)
+    reader = pa.Table.from_pylist(rows).to_reader(max_chunksize=2 * SKIP_CHUNK)
+    assert list(skip.numbered(iter(()))) == []  # nothing was read yet
+    assert list(skip.filtered(reader)) == []  # every row left out, none for the engine
+    assert known.skipped_rows == list(range(1, len(rows) + 1))
+    assert max(held) <= SKIP_CHUNK

@@ -36,7 +36,7 @@ class ArrowSkip:
         compiled: CompiledMapping,
         digest: SourceDigest,
         known: KnownRows,
-        on_skip: Callable[[RowRef], None],
+        on_skip: Callable[[int, list[str]], None],
     ) -> None:
         self._compiled = compiled
         self._digest = digest
@@ -44,6 +44,8 @@ class ArrowSkip:
         self._on_skip = on_skip
         self._queue: deque[_Item] = deque()
         self._read = 0
+        #: Rows handed to the engine and not yet numbered.
+        self._unnumbered = 0
 
     def filtered(self, reader: Iterable[Any]) -> Iterator[Any]:
         """The record batches with their unchanged rows left out."""
@@ -53,6 +55,10 @@ class ArrowSkip:
             for offset in range(0, read.num_rows, SKIP_CHUNK):
                 part = normalised(pa, read.slice(offset, SKIP_CHUNK))
                 kept = self._sort(part.to_pylist())
+                if not self._unnumbered:
+                    # Every row before these was numbered: report the skipped ones now, so
+                    # the queue stays short even when no row at all is mapped.
+                    self._skip_until(None)
                 if len(kept) == part.num_rows:
                     yield part
                 elif kept:
@@ -70,6 +76,7 @@ class ArrowSkip:
                 self._queue.append((number, pair[0]))
                 continue
             self._queue.append((number, None))
+            self._unnumbered += 1
             kept.append(index)
             if pair is not None:
                 self._known.kept(number, pair[1])
@@ -94,12 +101,21 @@ class ArrowSkip:
     def _skip_until(self, position: int | None) -> int:
         """Report queued skipped rows up to the engine's next row (all of them: None);
         that row's input number."""
-        queue, on_skip = self._queue, self._on_skip
+        queue = self._queue
+        keys: list[str] = []
+        first = 0
         while queue:
             number, key = queue.popleft()
             if key is None:
+                if keys:
+                    self._on_skip(first, keys)  # consecutive rows: numbered from the first
+                self._unnumbered -= 1
                 return number
-            on_skip(RowRef(number, key))
+            if not keys:
+                first = number
+            keys.append(key)
+        if keys:
+            self._on_skip(first, keys)
         if position is not None:
             msg = f"the engine gave a row ({position}) that was not read"
             raise AssertionError(msg)

@@ -238,7 +238,7 @@ class MappingRun(Iterator[SourcedBatch]):
             self._compiled,
             self._source_digest(data_plan_policy),
             known,
-            lambda ref: self._skip_row(ref, known),
+            lambda first, keys: self._skip_rows(first, keys, known),
         )
         return self._run_results(skip.numbered(engine.results(skip.filtered(reader))))
 
@@ -246,25 +246,32 @@ class MappingRun(Iterator[SourcedBatch]):
         # The policy decides which rows a data plan turns away: part of what a digest vouches for.
         return SourceDigest(f"{self.mapping.fingerprint()} {data_plan_policy}")
 
-    def _skip_row(self, ref: RowRef, known: KnownRows) -> None:
-        """Count a row left unmapped (its digest is the stored one) at its place."""
-        self.rows_in += 1
-        key = ref.primary_key
-        first = self.key_check(key, ref.row_number) if self.key_check and key else None
-        if first is not None:
-            # Mapped, it would map as before, then be turned away as mapping does.
-            self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
-            return
-        self.rows_unchanged += 1
-        known.skipped(ref)
+    def _skip_rows(self, first: int, keys: list[str], known: KnownRows) -> None:
+        """Count consecutive rows left unmapped (their digests are the stored ones), numbered
+        from ``first``, at their place in the run."""
+        self.rows_in += len(keys)
+        check = self.key_check
+        numbers: list[int] = []
+        unchanged: list[str] = []
+        for number, key in enumerate(keys, first):
+            seen = check(key, number) if check is not None else None
+            if seen is not None:
+                # Mapped, it would map as before, then be turned away as mapping does.
+                ref = RowRef(number, key)
+                self._reject(ref, None, f"duplicate primary key, first seen at row {seen}")
+                continue
+            numbers.append(number)
+            unchanged.append(key)
+        self.rows_unchanged += len(numbers)
+        known.skipped(numbers, unchanged)
 
     def _unskipped(
         self, rows: Iterator[Any], known: KnownRows, data_plan_policy: str
     ) -> Iterator[Any]:
         """``rows`` less those ``known`` holds unchanged, which are counted here instead."""
 
-        def on_skip(key: str) -> None:
-            self._skip_row(RowRef(self.rows_in + 1, key), known)
+        def on_skip(keys: list[str]) -> None:
+            self._skip_rows(self.rows_in + 1, keys, known)
 
         def on_keep(value: str) -> None:
             known.kept(self.rows_in + 1, value)  # the row _run numbers next

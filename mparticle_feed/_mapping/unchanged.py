@@ -24,7 +24,6 @@ from .spec import RowMapping
 
 if TYPE_CHECKING:
     from .compile import CompiledMapping
-    from .provenance import RowRef
 
 __all__ = ["KnownRows", "SourceDigest", "digestible", "keyed_digests", "skip_known"]
 
@@ -40,8 +39,8 @@ class KnownRows(Protocol):
     def stored_sources(self, keys: Sequence[str]) -> Mapping[str, str]:
         """The stored source digests of those ``keys`` that have one."""
 
-    def skipped(self, ref: RowRef) -> None:
-        """A row left unmapped: its digest is the one stored."""
+    def skipped(self, numbers: list[int], keys: list[str]) -> None:
+        """Rows left unmapped (their digests are the stored ones): row numbers and keys."""
 
     def kept(self, row_number: int, digest: str) -> None:
         """A row that is mapped, with its digest (stored with its entry once accepted)."""
@@ -117,28 +116,34 @@ def skip_known(
     digest: SourceDigest,
     known: KnownRows,
     *,
-    on_skip: Callable[[str], None],
+    on_skip: Callable[[list[str]], None],
     on_keep: Callable[[str], None],
 ) -> Iterator[Any]:
-    """The rows of ``rows`` to map; each other row goes to ``on_skip(key)`` at its place.
+    """The rows of ``rows`` to map; the others go to ``on_skip(keys)`` at their place.
 
-    ``on_skip`` is called exactly where the skipped row falls in the input, between the
-    rows around it, so row numbers (and which of two rows with one primary key comes
-    first) are what mapping every row gives. ``on_keep(digest)`` is called just before a
-    digested row is handed on. A row without a primary key, or one that cannot be keyed or
-    digested, is always handed on: the mapping rejects it or maps it as usual.
+    ``on_skip`` gets the keys of consecutive skipped rows exactly where they fall in the
+    input, before the next row is handed on, so row numbers (and which of two rows with
+    one primary key comes first) are what mapping every row gives. ``on_keep(digest)`` is
+    called just before a digested row is handed on. A row without a primary key, or one
+    that cannot be keyed or digested, is always handed on: the mapping rejects it or maps
+    it as usual.
     """
     while chunk := list(islice(rows, SKIP_CHUNK)):
         digests = keyed_digests(chunk, compiled, digest)
         stored = known.stored_sources([pair[0] for pair in digests if pair is not None])
+        skipped: list[str] = []
         for row, pair in zip(chunk, digests, strict=True):
+            if pair is not None and stored.get(pair[0]) == pair[1]:
+                skipped.append(pair[0])
+                continue
+            if skipped:  # counted first: the rows before this one
+                on_skip(skipped)
+                skipped = []
             if pair is not None:
-                key, value = pair
-                if stored.get(key) == value:
-                    on_skip(key)
-                    continue
-                on_keep(value)
+                on_keep(pair[1])
             yield row
+        if skipped:
+            on_skip(skipped)
 
 
 def keyed_digests(

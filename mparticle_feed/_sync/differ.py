@@ -80,10 +80,12 @@ class _Differ:
                 prefetched[key] = None
         return {key: value for key, value in digests.items() if value is not None}
 
-    def skipped(self, ref: RowRef) -> None:
-        if ref.primary_key is not None:
-            self._prefetched.pop(ref.primary_key, None)
-        self._skip((ref,))
+    def skipped(self, numbers: list[int], keys: list[str]) -> None:
+        pop = self._prefetched.pop
+        for key in keys:
+            pop(key, None)
+        self.statuses.mark_numbers(numbers, _UNCHANGED)
+        self.unchanged += len(numbers)
 
     def kept(self, row_number: int, digest: str) -> None:
         self.sources[row_number] = digest

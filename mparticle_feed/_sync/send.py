@@ -110,6 +110,14 @@ class _Statuses:
             self.codes.extend(b"\x00" * max(index + 1 - len(self.codes), len(self.codes)))
         self.codes[index] = max(self.codes[index], code)
 
+    def mark_numbers(self, numbers: list[int], code: int) -> None:
+        """:meth:`mark` for many rows (by ascending number), growing as it would."""
+        codes = self.codes
+        for index in numbers:
+            if index >= len(codes):
+                codes.extend(b"\x00" * max(index + 1 - len(codes), len(codes)))
+            codes[index] = max(codes[index], code)
+
     def counts(self, rows_in: int) -> Counter[int]:
         counts: Counter[int] = Counter(self.codes[1 : rows_in + 1])
         counts[_UNSEEN] += max(rows_in - max(len(self.codes) - 1, 0), 0)
