@@ -42,7 +42,7 @@ from .attributes import _AttributeBuilder
 from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
-from .sources import Attributes, Column, Computed, Constant, ListOf, Source, Struct, SyncKind
+from .sources import Attributes, Column, Constant, Struct, SyncKind
 from .written import written_event_type, written_order
 from .written_structs import StructWriter, struct_writer
 
@@ -171,16 +171,6 @@ def arrow_source_reader(source: object) -> Any | None:
 # --- which mappings are vectorised --------------------------------------------------------
 
 
-def _has_computed(source: Source | None) -> bool:
-    if isinstance(source, Computed):
-        return True
-    if isinstance(source, Struct):
-        return any(_has_computed(item) for _, item in source.fields)
-    if isinstance(source, ListOf):
-        return any(_has_computed(item) for item in source.items)
-    return False
-
-
 def unvectorised(compiled: CompiledMapping) -> str | None:
     """Why whole record batches of this mapping go through the row path; None when they do not.
 
@@ -196,20 +186,14 @@ def unvectorised(compiled: CompiledMapping) -> str | None:
         # A kind added later has required fields and rules the column converters do not
         # know (a screen view's name, an event type per row): the row path maps it.
         return f"the mapping kind {mapping.kind.value!r}"
+    computed = mapping.computed_field()
     for field in attrs.fields(type(mapping)):
         if not field.init:
             continue
-        value = getattr(mapping, field.name)
-        if field.name not in _KNOWN_FIELDS and value != field.default:
+        if field.name not in _KNOWN_FIELDS and getattr(mapping, field.name) != field.default:
             return f"the mapping field {field.name!r}"
-        if isinstance(value, Attributes):
-            sources: list[Any] = [source for _, source in value.columns]
-        elif isinstance(value, tuple):
-            sources = [item[1] for item in value if isinstance(item, tuple)]
-        else:
-            sources = [value]
-        if any(_has_computed(source) for source in sources):
-            return f"a computed source ({field.name})"
+        if field.name == computed:
+            return f"a computed source ({computed})"
     if mapping.device_identities:
         return "device identities"
     for name in ("mpid", "ip", "application_info", "context"):

@@ -133,6 +133,23 @@ class _MappingBase:
         arguments = {f.name: getattr(self, f.name) for f in attrs.fields(type(self)) if f.init}
         return (_rebuild, (type(self), arguments))
 
+    def computed_field(self) -> str | None:
+        """The first field that reads a :class:`Computed` source (anywhere inside it), or
+        None. Its output is Python code the fingerprint names but cannot see into."""
+        for field in attrs.fields(type(self)):
+            if not field.init:
+                continue
+            value = getattr(self, field.name)
+            if isinstance(value, Attributes):
+                sources: list[Any] = [source for _, source in value.columns]
+            elif isinstance(value, tuple):
+                sources = [item[1] for item in value if isinstance(item, tuple)]
+            else:
+                sources = [value]
+            if any(_reads_computed(source) for source in sources):
+                return str(field.name)
+        return None
+
     @property
     def key_column(self) -> str | None:
         """The column whose value names each row in reports (the primary key)."""
@@ -158,6 +175,16 @@ class _MappingBase:
             document["data_plan"] = data_plan_fingerprint(self.data_plan, self.environment)
         canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(b"mparticle-feed-mapping/1\n" + canonical).hexdigest()
+
+
+def _reads_computed(source: Any) -> bool:
+    if isinstance(source, Computed):
+        return True
+    if isinstance(source, Struct):
+        return any(_reads_computed(item) for _, item in source.fields)
+    if isinstance(source, ListOf):
+        return any(_reads_computed(item) for item in source.items)
+    return False
 
 
 def _dump(value: Any) -> Any:

@@ -52,15 +52,7 @@ def digestible(mapping: RowMapping) -> bool:
     A computed source is Python code: the fingerprint names it but cannot see inside, so
     with one every row is mapped.
     """
-    return not _has_computed(mapping.to_dict())
-
-
-def _has_computed(document: Any) -> bool:
-    if isinstance(document, dict):
-        return "computed" in document or any(_has_computed(v) for v in document.values())
-    if isinstance(document, list):
-        return any(_has_computed(item) for item in document)
-    return False
+    return mapping.computed_field() is None
 
 
 class SourceDigest:
