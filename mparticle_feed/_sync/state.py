@@ -100,9 +100,7 @@ class StateStore(_AcceptedEntries):
         self._json = opened.json
         # A file opened read-only may predate the source column: it then holds no digests;
         # nor request bodies (each batch then holds its own).
-        self._source = "source" if opened.has_source else "NULL"
-        self._request_body = "body" if opened.has_source else "NULL"
-        self._body_slice = "body_start, body_end" if opened.has_source else "NULL, NULL"
+        self._later_columns = opened.has_later_columns
 
     @property
     def path(self) -> str:
@@ -370,8 +368,12 @@ class StateStore(_AcceptedEntries):
         """Sync ``name``'s unsettled outbox requests, oldest first, with their unsettled batches."""
         requests: dict[int, tuple[str, float, list[OutboxBatch]]] = {}
         bodies: dict[int, bytes | None] = {}
+        later = self._later_columns
+        body_column, slice_columns = (
+            ("body", "body_start, body_end") if later else ("NULL", "NULL, NULL")
+        )
         for number, endpoint, created, whole in self._read(
-            f"SELECT request_no, endpoint, created_at, {self._request_body} FROM outbox "  # noqa: S608
+            f"SELECT request_no, endpoint, created_at, {body_column} FROM outbox "  # noqa: S608
             "WHERE name = ? ORDER BY request_no",
             (name,),
         ):
@@ -379,7 +381,7 @@ class StateStore(_AcceptedEntries):
             bodies[int(number)] = None if whole is None else bytes(whole)
         for number, rid, body, start, end, rows, event_rows, entries in self._read(
             "SELECT request_no, source_request_id, body, "  # noqa: S608 - column names only
-            f"{self._body_slice}, rows, event_rows, entries "
+            f"{slice_columns}, rows, event_rows, entries "
             "FROM outbox_batches WHERE name = ? ORDER BY request_no, position",
             (name,),
         ):

@@ -7,10 +7,9 @@ user-attribute syncs, and the digest of the source row it was mapped from.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -33,16 +32,21 @@ _LOOKUP_CHUNK = 500
 class _AcceptedEntries:
     """The ``accepted`` table's half of :class:`~mparticle_feed.StateStore`."""
 
-    _clock: Callable[[], float] = time.time
-    #: The column holding source digests, or ``NULL`` for a file opened read-only from
-    #: before them.
-    _source: str = "source"
+    #: Whether the file has the columns added within schema 2 (source digests, whole
+    #: request bodies); a file opened read-only from before them has not.
+    _later_columns: bool = True
 
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # StateStore's
+        _clock: Callable[[], float]
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+        def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
+
+        def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    @property
+    def _source(self) -> str:
+        """The column holding source digests, or ``NULL`` where there is none."""
+        return "source" if self._later_columns else "NULL"
 
     def count(self, name: str) -> int:
         """How many primary keys of sync ``name`` have an accepted hash."""

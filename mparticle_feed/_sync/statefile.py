@@ -161,8 +161,9 @@ class StateFile:
         self.schema = SCHEMA_VERSION
         self.conn = self._open(path)
         self.json = _has_json(self.conn)
-        #: Whether entries keep source digests (files opened read-only may predate them).
-        self.has_source = _has_source(self.conn)
+        #: Whether the columns of :data:`_LATER_COLUMNS` are there (a file opened read-only
+        #: may predate them).
+        self.has_later_columns = not _missing_columns(self.conn)
 
     @staticmethod
     def _check_header(path: str) -> bool:
@@ -421,11 +422,6 @@ class StateFile:
             )
         else:
             logger.info("state file %s: migrated from schema 1 to %d", path, SCHEMA_VERSION)
-
-
-def _has_source(conn: sqlite3.Connection) -> bool:
-    """Whether the file has every column of :data:`_LATER_COLUMNS` (added together)."""
-    return not _missing_columns(conn)
 
 
 def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
