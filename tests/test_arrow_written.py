@@ -25,9 +25,9 @@ from test_arrow import (  # noqa: E402
     NOW,
     TEXTS,
     assert_same,
+    compared_by_content,
     plan_outcome,
     reference_rows,
-    second_plan,
 )
 
 import mparticle_feed as mpf  # noqa: E402
@@ -203,9 +203,9 @@ def test_written_commerce_events_give_the_row_paths_plans_and_state_entries(
         changed = table.set_column(
             table.schema.get_field_index("total"), "total", pa.array(moved, pa.float64())
         )
-        rows = second_plan(reference_rows(changed, chunk), mapping, first, Path(directory) / "r")
-        arrow_plan = second_plan(
-            changed.to_reader(max_chunksize=chunk), mapping, first, Path(directory) / "a"
+        rows = plan_outcome(reference_rows(changed, chunk), mapping, compared_by_content(first))
+        arrow_plan = plan_outcome(
+            changed.to_reader(max_chunksize=chunk), mapping, compared_by_content(first)
         )
     assert arrow_plan == rows
 
