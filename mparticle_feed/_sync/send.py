@@ -105,16 +105,14 @@ class _Statuses:
         self.codes = bytearray(initial)
 
     def mark(self, row: RowRef, code: int) -> None:
-        index = row.row_number
-        if index >= len(self.codes):
-            self.codes.extend(b"\x00" * max(index + 1 - len(self.codes), len(self.codes)))
-        self.codes[index] = max(self.codes[index], code)
+        self.mark_numbers((row.row_number,), code)
 
-    def mark_numbers(self, numbers: list[int], code: int) -> None:
-        """:meth:`mark` for many rows (by ascending number), growing as it would."""
+    def mark_numbers(self, numbers: Iterable[int], code: int) -> None:
+        """:meth:`mark` for rows given by number (ascending), at once."""
         codes = self.codes
         for index in numbers:
             if index >= len(codes):
+                # Grown by doubling, so the bytes come out the same however rows are grouped.
                 codes.extend(b"\x00" * max(index + 1 - len(codes), len(codes)))
             codes[index] = max(codes[index], code)
 
