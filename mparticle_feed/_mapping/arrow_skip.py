@@ -54,7 +54,7 @@ class ArrowSkip:
         for read in reader:
             for offset in range(0, read.num_rows, SKIP_CHUNK):
                 part = normalised(pa, read.slice(offset, SKIP_CHUNK))
-                kept = self._sort(part.to_pylist())
+                kept = self._queue_slice(part.to_pylist())
                 if not self._unnumbered:
                     # Every row before these was numbered: report the skipped ones now, so
                     # the queue stays short even when no row at all is mapped.
@@ -64,7 +64,7 @@ class ArrowSkip:
                 elif kept:
                     yield part.take(pa.array(kept, pa.int64()))
 
-    def _sort(self, rows: list[dict[str, Any]]) -> list[int]:
+    def _queue_slice(self, rows: list[dict[str, Any]]) -> list[int]:
         """Queue every row; the positions of those the engine maps."""
         digests = keyed_digests(rows, self._compiled, self._digest)
         stored = self._known.stored_sources([pair[0] for pair in digests if pair is not None])
