@@ -61,6 +61,39 @@ def test_answers_as_a_dict_would_across_spills(
     assert answers == _model_answers(keys)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(st.booleans(), st.lists(st.sampled_from("abcdefghij"), max_size=8)),
+        max_size=12,
+    ),
+    memory_keys=st.integers(1, 12),
+    filter_bits=st.sampled_from([8, 64, 1 << 12]),
+)
+def test_runs_of_keys_answer_as_key_by_key_would(
+    runs: list[tuple[bool, list[str]]], memory_keys: int, filter_bits: int
+) -> None:
+    """Runs (checked together) mixed with single keys, across spills: the positions of
+    repeated keys and their first rows are what a dict gives, key by key."""
+    seen = SeenKeys(memory_keys=memory_keys, filter_bits=filter_bits)
+    keys = [key for _, run in runs for key in run]
+    answers: list[int | None] = []
+    row = 1
+    try:
+        for together, run in runs:
+            if together:
+                found = seen.first_seen_run(run, row)
+                assert all(0 <= position < len(run) for position in found)
+                answers.extend(found.get(position) for position in range(len(run)))
+            else:
+                answers.extend(seen.first_seen(key, row + i) for i, key in enumerate(run))
+            row += len(run)
+            assert len(seen._recent) < memory_keys  # memory stays bounded
+    finally:
+        seen.close()
+    assert answers == _model_answers(keys)
+
+
 def test_memory_stays_bounded_and_keys_on_disk_are_found() -> None:
     seen = SeenKeys(memory_keys=100, filter_bits=1 << 10)
     try:

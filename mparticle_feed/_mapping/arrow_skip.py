@@ -4,7 +4,7 @@ Record batches lose their unchanged rows before the engine sees them; the engine
 then carry positions in what it saw, which are turned back into the input's row numbers,
 with each skipped row reported at its own place in between (see :mod:`.unchanged`). Rows
 are digested from the values ``to_pylist`` gives, as the row path reads an Arrow source,
-so both paths store the same digests.
+so both paths store the same digests (column by column: no dict per row).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from .arrow import Result, Run
 from .arrow_columns import normalised
 from .provenance import RowRef
-from .unchanged import SKIP_CHUNK, KnownRows, SourceDigest, keyed_digests
+from .unchanged import (
+    SKIP_CHUNK,
+    KnownRows,
+    SourceDigest,
+    keyed_column_digests,
+    keyed_digests,
+)
 
 if TYPE_CHECKING:
     from .compile import CompiledMapping
@@ -54,7 +60,7 @@ class ArrowSkip:
         for read in reader:
             for offset in range(0, read.num_rows, SKIP_CHUNK):
                 part = normalised(pa, read.slice(offset, SKIP_CHUNK))
-                kept = self._queue_slice(part.to_pylist())
+                kept = self._queue_slice(self._digests(part), part.num_rows)
                 if not self._unnumbered:
                     # Every row before these was numbered: report the skipped ones now, so
                     # the queue stays short even when no row at all is mapped.
@@ -64,9 +70,17 @@ class ArrowSkip:
                 elif kept:
                     yield part.take(pa.array(kept, pa.int64()))
 
-    def _queue_slice(self, rows: list[dict[str, Any]]) -> list[int]:
+    def _digests(self, part: Any) -> list[tuple[str, str] | None]:
+        """The slice's keys and digests, from its columns as ``to_pylist`` gives them."""
+        names = tuple(part.schema.names)
+        if len(set(names)) < len(names):
+            # A row dict keeps the last of two columns named alike: digest what it holds.
+            return keyed_digests(part.to_pylist(), self._compiled, self._digest)
+        columns = [column.to_pylist() for column in part.columns]
+        return keyed_column_digests(names, columns, self._compiled, self._digest)
+
+    def _queue_slice(self, digests: list[tuple[str, str] | None], count: int) -> list[int]:
         """Queue every row; the positions of those the engine maps."""
-        digests = keyed_digests(rows, self._compiled, self._digest)
         stored = self._known.stored_sources([pair[0] for pair in digests if pair is not None])
         kept: list[int] = []
         start = self._read
@@ -80,7 +94,7 @@ class ArrowSkip:
             kept.append(index)
             if pair is not None:
                 self._known.kept(number, pair[1])
-        self._read += len(rows)
+        self._read += count
         return kept
 
     def numbered(self, results: Iterator[Result | Run]) -> Iterator[Result | Run]:

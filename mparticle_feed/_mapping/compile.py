@@ -131,8 +131,14 @@ class CompiledMapping(_UserPart, _EventPart):
             ) from None
         if value.__class__ is str:
             return value  # what to_key_str gives text, without its type checks
+        return self.key_text(value)
+
+    def key_text(self, value: Any) -> str:
+        """The primary key a value of the key column gives (raises ``_Reject``)."""
+        if value.__class__ is str:
+            return value
         if value is None:
-            raise _Reject("primary_key", f"primary key column {column!r} is null")
+            raise _Reject("primary_key", f"primary key column {self.key_column!r} is null")
         try:
             return to_key_str(value)
         except CoercionError as exc:

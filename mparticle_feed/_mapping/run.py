@@ -26,7 +26,7 @@ from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
 from .rejects import _Reject
 from .sources import SyncKind
 from .spec import RowMapping
-from .unchanged import KnownRows, SourceDigest, digestible, skip_known
+from .unchanged import KnownRows, SourceDigest, check_each, digestible, skip_known
 
 __all__ = ["MappingRun", "map_rows"]
 
@@ -61,6 +61,7 @@ class MappingRun(Iterator[SourcedBatch]):
         key_check: Callable[[str, int], int | None] | None = None,
         group_window: int = DEFAULT_GROUP_WINDOW,
         known: KnownRows | None = None,
+        run_check: Callable[[list[str], int], dict[int, int]] | None = None,
     ) -> None:
         if max_events_per_batch < 1:
             raise ConfigurationError(
@@ -76,6 +77,8 @@ class MappingRun(Iterator[SourcedBatch]):
         self.on_reject = on_reject
         self.max_events_per_batch = max_events_per_batch
         self.key_check = key_check
+        #: ``key_check`` for a run of keys (positions seen before → first rows), if faster.
+        self.run_check = run_check
         self.group_window = check_group_window(group_window)
         self.events_out = 0
         self._batches_made = 0
@@ -250,18 +253,29 @@ class MappingRun(Iterator[SourcedBatch]):
         """Count consecutive rows left unmapped (their digests are the stored ones), numbered
         from ``first``, at their place in the run."""
         self.rows_in += len(keys)
-        check = self.key_check
-        numbers: list[int] = []
-        unchanged: list[str] = []
-        for number, key in enumerate(keys, first):
-            seen = check(key, number) if check is not None else None
-            if seen is not None:
-                # Mapped, it would map as before, then be turned away as mapping does.
-                ref = RowRef(number, key)
-                self._reject(ref, None, f"duplicate primary key, first seen at row {seen}")
-                continue
-            numbers.append(number)
-            unchanged.append(key)
+        if self.run_check is not None:
+            seen_at = self.run_check(keys, first)
+        elif self.key_check is not None:
+            seen_at = check_each(self.key_check, keys, first)
+        else:
+            seen_at = {}
+        if not seen_at:
+            numbers = list(range(first, first + len(keys)))
+            unchanged = keys
+        else:
+            numbers = []
+            unchanged = []
+            for position, key in enumerate(keys):
+                number = first + position
+                if position in seen_at:
+                    # Mapped, it would map as before, then be turned away as mapping does.
+                    ref = RowRef(number, key)
+                    self._reject(
+                        ref, None, f"duplicate primary key, first seen at row {seen_at[position]}"
+                    )
+                    continue
+                numbers.append(number)
+                unchanged.append(key)
         self.rows_unchanged += len(numbers)
         known.skipped(numbers, unchanged)
 

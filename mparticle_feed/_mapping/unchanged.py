@@ -11,6 +11,7 @@ state stores once mParticle accepts it.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -25,12 +26,23 @@ from .spec import RowMapping
 if TYPE_CHECKING:
     from .compile import CompiledMapping
 
-__all__ = ["KnownRows", "SourceDigest", "digestible", "keyed_digests", "skip_known"]
+__all__ = [
+    "KnownRows",
+    "SourceDigest",
+    "check_each",
+    "digestible",
+    "keyed_column_digests",
+    "keyed_digests",
+    "skip_known",
+]
 
 #: Rows digested and looked up together: one state query per chunk.
 SKIP_CHUNK = 500
-#: Distinct row type signatures remembered (which columns are null); past it, start over.
-_TYPE_CACHE_LIMIT = 4096
+#: Distinct row shapes remembered (names, and which columns are null); past it, start over.
+_SHAPE_CACHE_LIMIT = 4096
+#: Values whose JSON may hold a float JSON writes as null.
+_CONTAINERS = frozenset({list, tuple, dict})
+_SCALARS = (str, int, float, bool, type(None), datetime, date, time, timedelta, Decimal, bytes)
 
 
 class KnownRows(Protocol):
@@ -46,6 +58,19 @@ class KnownRows(Protocol):
         """A row that is mapped, with its digest (stored with its entry once accepted)."""
 
 
+def check_each(
+    check: Callable[[str, int], int | None], keys: list[str], first: int
+) -> dict[int, int]:
+    """``check(key, row)`` for ``keys[i]`` at row ``first + i``, in order: the positions of
+    the keys seen before, each with the row it was first seen at."""
+    seen_at: dict[int, int] = {}
+    for position, key in enumerate(keys):
+        found = check(key, first + position)
+        if found is not None:
+            seen_at[position] = found
+    return seen_at
+
+
 def digestible(mapping: RowMapping) -> bool:
     """Whether the mapping's output depends only on a row's values and the mapping.
 
@@ -56,34 +81,62 @@ def digestible(mapping: RowMapping) -> bool:
 
 
 class SourceDigest:
-    """A row's digest: 32 hex characters, or None for a value it cannot write exactly."""
+    """A row's digest: 32 hex characters, or None for a value it cannot write exactly.
+
+    It covers the column names, each value's type and each value's exact text, salted
+    with what else decides the mapped output (the mapping's fingerprint, the data plan
+    policy).
+    """
 
     def __init__(self, salt: str) -> None:
-        self._salt = b"mparticle-feed-source/1\n" + salt.encode() + b"\n"
-        self._types: dict[tuple[type, ...], bytes] = {}
+        self._salt = b"mparticle-feed-source/2\n" + salt.encode() + b"\n"
+        #: The names and types written once per row shape; True when a value is a container.
+        self._shapes: dict[tuple[tuple[Any, ...], tuple[type, ...]], tuple[bytes, bool]] = {}
 
     def __call__(self, row: Mapping[str, Any]) -> str | None:
         if row.__class__ is not dict:
             row = dict(row)
+        return self.of_values(tuple(row), tuple(row.values()))
+
+    def of_values(self, names: tuple[Any, ...], values: tuple[Any, ...]) -> str | None:
+        """The digest of a row with these column ``names`` and ``values``, in order."""
         # The types count: None and NaN, or text and a datetime, write the same JSON.
-        types = tuple(map(type, row.values()))
-        names = self._types.get(types)
-        if names is None:
-            if len(self._types) >= _TYPE_CACHE_LIMIT:
-                self._types.clear()
-            names = self._types[types] = (
-                ",".join(f"{kind.__module__}.{kind.__qualname__}" for kind in types).encode()
-                + b"\n"
-            )
+        types = tuple(map(type, values))
+        shape = self._shapes.get((names, types))
+        if shape is None:
+            shape = self._shape(names, types)
+            if shape is None:
+                return None
+        header, nested = shape
         try:
             data = orjson.dumps(
-                row,
+                values,
                 default=_exact_text,
                 option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS,
             )
-        except TypeError:
+            if nested and b"null" in data:
+                # JSON writes a NaN or an infinity inside a list or an object as null;
+                # the standard library tells them apart.
+                data = json.dumps(values, default=_exact_text, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
             return None  # a value with no exact text (an unknown type, a huge integer)
-        return hashlib.blake2b(self._salt + names + data, digest_size=16).hexdigest()
+        return hashlib.blake2b(self._salt + header + data, digest_size=16).hexdigest()
+
+    def _shape(self, names: tuple[Any, ...], types: tuple[type, ...]) -> tuple[bytes, bool] | None:
+        try:
+            written = orjson.dumps(names)
+        except TypeError:
+            return None  # a column name JSON cannot write
+        if len(self._shapes) >= _SHAPE_CACHE_LIMIT:
+            self._shapes.clear()
+        kinds = ",".join(f"{kind.__module__}.{kind.__qualname__}" for kind in types)
+        nested = any(kind in _CONTAINERS or not _is_scalar(kind) for kind in types)
+        shape = self._shapes[(names, types)] = (written + b"\n" + kinds.encode() + b"\n", nested)
+        return shape
+
+
+def _is_scalar(kind: type) -> bool:
+    return issubclass(kind, _SCALARS)
 
 
 def _exact_text(value: Any) -> str:
@@ -156,6 +209,37 @@ def keyed_digests(
                 value = digest(row)
                 if value is not None:
                     pair = (key, value)
+        append(pair)
+    return out
+
+
+def keyed_column_digests(
+    names: tuple[str, ...],
+    columns: Sequence[Sequence[Any]],
+    compiled: CompiledMapping,
+    digest: SourceDigest,
+) -> list[tuple[str, str] | None]:
+    """:func:`keyed_digests` of the rows these columns hold (``names`` all distinct),
+    without a dict per row: the same keys and digests as for the rows as dicts."""
+    count = len(columns[0]) if columns else 0
+    column = compiled.key_column
+    if column is None or column not in names:
+        return [None] * count  # no key: every row is mapped, and rejected there if need be
+    key_values = columns[names.index(column)]
+    key_text = compiled.key_text
+    of_values = digest.of_values
+    out: list[tuple[str, str] | None] = []
+    append = out.append
+    for value, values in zip(key_values, zip(*columns, strict=True), strict=True):
+        pair = None
+        try:
+            key = value if value.__class__ is str else key_text(value)
+        except _Reject:
+            key = None
+        if key is not None and (key.isascii() or _encodable(key)):
+            found = of_values(names, values)
+            if found is not None:
+                pair = (key, found)
         append(pair)
     return out
 

@@ -122,6 +122,7 @@ class _Pipeline:
             data_plan_policy=self.data_plan_policy,
             chunk_size=chunk_size,
             key_check=seen.first_seen,
+            run_check=seen.first_seen_run,
             group_window=self.group_window,
             # Rows the state holds as they are are not even mapped.
             known=self.differ if self.differ.knows_sources else None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from .._mapping.unchanged import check_each
+
 __all__ = ["SeenKeys"]
 
 #: Keys held in memory before they move to disk (a few MB of typical keys).
@@ -53,6 +55,21 @@ class SeenKeys:
         if len(recent) >= self._memory_keys:
             self._spill()
         return None
+
+    def first_seen_run(self, keys: list[str], first: int) -> dict[int, int]:
+        """:meth:`first_seen` for ``keys[i]`` at row ``first + i``, in order: the positions
+        of the keys seen before, each with the row it was first seen at."""
+        recent = self._recent
+        # The usual case, a run of new keys, checked and recorded without a Python loop.
+        if (
+            len(recent) + len(keys) < self._memory_keys
+            and recent.keys().isdisjoint(keys)
+            and len(set(keys)) == len(keys)
+            and (self._conn is None or not any(map(self._maybe_on_disk, keys)))
+        ):
+            recent.update(zip(keys, range(first, first + len(keys)), strict=True))
+            return {}
+        return check_each(self.first_seen, keys, first)
 
     def _positions(self, key: str) -> tuple[int, int]:
         # str's hash is fixed for the life of the process, which is all the filter needs.
