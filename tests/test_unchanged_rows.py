@@ -137,16 +137,18 @@ def test_digests_are_salted_and_stable() -> None:
 @pytest.mark.parametrize(
     "values",
     [
+        [None, float("nan"), float("inf"), float("-inf"), 0.0],
         [[1.0, None], [1.0, float("nan")], [1.0, float("inf")], [1.0, float("-inf")]],
         [{"a": None}, {"a": float("nan")}, {"a": "NaN"}, {"a": "null"}],
         [[[None]], [[float("nan")]], [[]]],
     ],
 )
-def test_floats_json_writes_as_null_inside_a_value_keep_their_digests_apart(
+def test_floats_json_writes_as_null_keep_their_digests_apart(
     values: list[Any],
 ) -> None:
-    """Inside a list or an object the types are not hashed, and JSON writes NaN and the
-    infinities as null: a NaN that becomes a null in an Arrow list column is a change."""
+    """JSON writes NaN and the infinities as null, and inside a list or an object the types
+    are not hashed: a NaN that becomes an infinity, or a null in an Arrow list column, is a
+    change."""
     digest = SourceDigest("salt")
     digests = [digest({"id": "k", "nested": value}) for value in values]
     assert None not in digests

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import islice
+from math import isfinite
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -42,6 +43,9 @@ SKIP_CHUNK = 500
 _SHAPE_CACHE_LIMIT = 4096
 #: Values whose JSON may hold a float JSON writes as null.
 _CONTAINERS = frozenset({list, tuple, dict})
+#: Per row shape: its names and types as written, which values are floats, and whether any
+#: value is a container (or a type whose JSON may hold one).
+_Shape = tuple[bytes, tuple[int, ...], bool]
 _SCALARS = (str, int, float, bool, type(None), datetime, date, time, timedelta, Decimal, bytes)
 
 
@@ -90,8 +94,7 @@ class SourceDigest:
 
     def __init__(self, salt: str) -> None:
         self._salt = b"mparticle-feed-source/2\n" + salt.encode() + b"\n"
-        #: The names and types written once per row shape; True when a value is a container.
-        self._shapes: dict[tuple[tuple[Any, ...], tuple[type, ...]], tuple[bytes, bool]] = {}
+        self._shapes: dict[tuple[tuple[Any, ...], tuple[type, ...]], _Shape] = {}
 
     def __call__(self, row: Mapping[str, Any]) -> str | None:
         if row.__class__ is not dict:
@@ -107,22 +110,24 @@ class SourceDigest:
             shape = self._shape(names, types)
             if shape is None:
                 return None
-        header, nested = shape
+        header, floats, nested = shape
         try:
             data = orjson.dumps(
                 values,
                 default=_exact_text,
                 option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS,
             )
-            if nested and b"null" in data:
-                # JSON writes a NaN or an infinity inside a list or an object as null;
-                # the standard library tells them apart.
+            if (nested and b"null" in data) or (
+                floats and not all(isfinite(values[index]) for index in floats)
+            ):
+                # JSON writes NaN and the infinities as null; the standard library tells
+                # them apart.
                 data = json.dumps(values, default=_exact_text, separators=(",", ":")).encode()
         except (TypeError, ValueError):
             return None  # a value with no exact text (an unknown type, a huge integer)
         return hashlib.blake2b(self._salt + header + data, digest_size=16).hexdigest()
 
-    def _shape(self, names: tuple[Any, ...], types: tuple[type, ...]) -> tuple[bytes, bool] | None:
+    def _shape(self, names: tuple[Any, ...], types: tuple[type, ...]) -> _Shape | None:
         try:
             written = orjson.dumps(names)
         except TypeError:
@@ -130,8 +135,13 @@ class SourceDigest:
         if len(self._shapes) >= _SHAPE_CACHE_LIMIT:
             self._shapes.clear()
         kinds = ",".join(f"{kind.__module__}.{kind.__qualname__}" for kind in types)
+        floats = tuple(index for index, kind in enumerate(types) if issubclass(kind, float))
         nested = any(kind in _CONTAINERS or not _is_scalar(kind) for kind in types)
-        shape = self._shapes[(names, types)] = (written + b"\n" + kinds.encode() + b"\n", nested)
+        shape = self._shapes[(names, types)] = (
+            written + b"\n" + kinds.encode() + b"\n",
+            floats,
+            nested,
+        )
         return shape
 
 
