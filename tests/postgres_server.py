@@ -55,7 +55,14 @@ def _free_port() -> int:
 def _as_owner(command: list[str], owner: str | None) -> list[str]:
     if owner is None:
         return command
-    return ["runuser", "-u", owner, "--", *command]
+    return [_system_tool("runuser"), "-u", owner, "--", *command]
+
+
+def _system_tool(name: str) -> str:
+    """A tool of util-linux/passwd by its path: a PATH without /usr/sbin (a non-login
+    root shell, some CI images) still finds it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    return found or name
 
 
 def _ensure_postgres_user() -> None:
@@ -63,7 +70,9 @@ def _ensure_postgres_user() -> None:
         subprocess.run(["id", "postgres"], check=True, capture_output=True)
     except subprocess.CalledProcessError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "postgres"], check=True, capture_output=True
+            [_system_tool("useradd"), "--system", "--no-create-home", "postgres"],
+            check=True,
+            capture_output=True,
         )
 
 
