@@ -29,6 +29,14 @@ def _names(given: Sequence[str] | None, known: list[str]) -> list[str]:
     return list(dict.fromkeys(given))
 
 
+def _last_mapping(source: StateStore | TableState, name: str) -> tuple[str, str]:
+    last = source.last_mapping(name)
+    if last is None:  # a sync removed while converting
+        msg = f"{source.path} no longer holds sync {name!r}"
+        raise StateError(msg)
+    return last
+
+
 def _refuse_unsettled(name: str, unsettled: Iterable[object]) -> None:
     count = len(list(unsettled))
     if count:
@@ -58,11 +66,11 @@ def sqlite_to_table(
             if target.fingerprint(name) is not None:
                 msg = f"the table state {target.path} already holds sync {name!r}"
                 raise StateError(msg)
-            row = source._read("SELECT kind, fingerprint FROM syncs WHERE name = ?", (name,))[0]
+            kind, fingerprint = _last_mapping(source, name)
             entries = list(source.entries(name))
             with target.run_lock(name):
                 folder = target.folder(name)
-                manifest = _started(name, None, kind=str(row[0]), fingerprint=str(row[1]))
+                manifest = _started(name, None, kind=kind, fingerprint=fingerprint)
                 manifest.update(
                     runs=0,
                     next_seq=source.version(name)[1],
@@ -104,9 +112,9 @@ def table_to_sqlite(
             if target.fingerprint(name) is not None:
                 msg = f"the state file {target.path} already holds sync {name!r}"
                 raise StateError(msg)
-            kind, fingerprint = source.kind(name), source.fingerprint(name)
+            kind, fingerprint = _last_mapping(source, name)
             with target.run_lock(name):
-                target.begin_sync(name, kind=str(kind), fingerprint=str(fingerprint))
+                target.begin_sync(name, kind=kind, fingerprint=fingerprint)
                 target.outbox_add(name, [], next_seq=source.version(name)[1])
                 count = target.record_accepted(name, source.entries(name))
                 target.finish_sync(name, status="finished")
