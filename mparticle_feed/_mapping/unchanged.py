@@ -41,11 +41,10 @@ __all__ = [
 SKIP_CHUNK = 500
 #: Distinct row shapes remembered (names, and which columns are null); past it, start over.
 _SHAPE_CACHE_LIMIT = 4096
-#: Values whose JSON may hold a float JSON writes as null.
-_CONTAINERS = frozenset({list, tuple, dict})
 #: Per row shape: its names and types as written, which values are floats, and whether any
 #: value is a container (or a type whose JSON may hold one).
 _Shape = tuple[bytes, tuple[int, ...], bool]
+#: Types whose JSON holds no float inside (a float itself is checked on its own).
 _SCALARS = (str, int, float, bool, type(None), datetime, date, time, timedelta, Decimal, bytes)
 
 
@@ -136,17 +135,13 @@ class SourceDigest:
             self._shapes.clear()
         kinds = ",".join(f"{kind.__module__}.{kind.__qualname__}" for kind in types)
         floats = tuple(index for index, kind in enumerate(types) if issubclass(kind, float))
-        nested = any(kind in _CONTAINERS or not _is_scalar(kind) for kind in types)
+        nested = not all(issubclass(kind, _SCALARS) for kind in types)
         shape = self._shapes[(names, types)] = (
             written + b"\n" + kinds.encode() + b"\n",
             floats,
             nested,
         )
         return shape
-
-
-def _is_scalar(kind: type) -> bool:
-    return issubclass(kind, _SCALARS)
 
 
 def _exact_text(value: Any) -> str:
