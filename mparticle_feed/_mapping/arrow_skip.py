@@ -110,7 +110,8 @@ class ArrowSkip:
 
     def _number(self, ref: RowRef) -> RowRef:
         number = self._skip_until(ref.row_number)
-        return RowRef(number, ref.primary_key)
+        # Until a row is skipped the engine's positions are the input's: no new reference.
+        return ref if number == ref.row_number else RowRef(number, ref.primary_key)
 
     def _skip_until(self, position: int | None) -> int:
         """Report queued skipped rows up to the engine's next row (all of them: None);
