@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from test_arrow import (  # noqa: E402
 
 import mparticle_feed as mpf  # noqa: E402
 from mparticle_feed import pipeline  # noqa: E402
-from mparticle_feed._mapping import arrow  # noqa: E402
+from mparticle_feed._mapping import arrow, written_structs  # noqa: E402
+from mparticle_feed._mapping.arrow_columns import FLAG, Columns  # noqa: E402
 from mparticle_feed._mapping.compile import _Mapped  # noqa: E402
 from mparticle_feed._mapping.provenance import events_part  # noqa: E402
 from mparticle_feed._mapping.sources import Constant  # noqa: E402
@@ -73,6 +75,17 @@ PRODUCT_VALUES: dict[str, Any] = {
 }
 
 
+#: The product action's writer of a commerce mapping whose products are JSON text.
+PRODUCTS_WRITER = arrow.ArrowEngine(
+    CommerceEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        timestamp_unixtime_ms="ts",
+        product_action={"action": Constant("purchase"), "products": "products"},
+    )._compiled
+).struct_writers["product_action"]
+
+
 @st.composite
 def products(draw: Any) -> Any:
     """A product: a dict of some fields, in any order, nulls included (now and then a key no
@@ -84,10 +97,56 @@ def products(draw: Any) -> Any:
     return {name: draw(st.one_of(st.none(), PRODUCT_VALUES[name])) for name in names}
 
 
+#: Values the column-wise reading of JSON text takes as they are, and their near misses.
+CLEAN_TEXTS = st.text("ab é\u2028-", max_size=5)
+CLEAN_NUMBERS = st.one_of(st.integers(-99, 99), st.integers(-999, 999).map(lambda c: c / 100))
+PLAIN_TEXTS = st.one_of(
+    CLEAN_TEXTS,
+    CLEAN_TEXTS,
+    CLEAN_TEXTS,
+    st.text(st.characters(codec="utf-8"), max_size=5),
+    st.text("ab é,:-", max_size=5),
+    st.sampled_from(["a, b", "a:b", "a: b", "a,", ":", "é\u2028\x7f", 'q"', "\\", "}, {"]),
+)
+PLAIN_NUMBERS = st.one_of(
+    CLEAN_NUMBERS,
+    CLEAN_NUMBERS,
+    CLEAN_NUMBERS,
+    st.integers(-(10**16), 10**16),
+    st.integers(0, 9).flatmap(
+        lambda places: st.decimals(-(10**7), 10**7, places=places).map(float)
+    ),
+    st.floats(-1e7, 1e7).map(lambda value: round(value, 3)),
+    st.sampled_from([0.0, -0.0, 2.0, 1e-5, 0.0001, 1e16, 1234567.5, 0.30000000000000004]),
+)
+
+
+@st.composite
+def plain_products(draw: Any) -> Any:
+    """A product of text and decimal fields in field order (what the column-wise reading
+    writes as it is read), with now and then a value it must leave to the writer."""
+    names = ["id", "name", "brand", "price", "quantity", "total_product_amount"]
+    chosen = [name for name in names if draw(st.booleans())] or ["id"]
+    return {
+        name: draw(
+            st.one_of(
+                PLAIN_NUMBERS if "_" in name or name in ("price", "quantity") else PLAIN_TEXTS,
+                st.just(None) if draw(st.integers(0, 9)) == 0 else st.nothing(),
+            )
+        )
+        for name in chosen
+    }
+
+
 def product_text(draw: Any) -> Any:
     """A row's products: JSON text of a list, and now and then a value the row path reads
-    otherwise (one object, an empty list, null items, text that is not JSON)."""
-    kind = draw(st.sampled_from(["list"] * 6 + ["object", "empty", "null item", "bad", "none"]))
+    otherwise (one object, an empty list, null items, text that is not JSON, duplicate keys),
+    written with any of the separators warehouses write."""
+    kind = draw(
+        st.sampled_from(
+            ["list"] * 3 + ["plain"] * 6 + ["object", "empty", "null item", "bad", "none", "twice"]
+        )
+    )
     if kind == "none":
         return None
     if kind == "bad":
@@ -96,10 +155,50 @@ def product_text(draw: Any) -> Any:
         return "[]"
     if kind == "object":
         return json.dumps(draw(products()))
-    items: list[Any] = draw(st.lists(products(), min_size=1, max_size=3))
+    if kind == "twice":
+        return '[{"id": "a", "name": "b", "id": "c"}]'
+    items: list[Any] = draw(
+        st.lists(plain_products() if kind == "plain" else products(), min_size=1, max_size=3)
+    )
     if kind == "null item":
         items.append(None)
-    return json.dumps(items)
+    separators = draw(st.sampled_from([(", ", ": "), (",", ":"), (",", ": "), (" ,", " : ")]))
+    ascii_only = draw(st.integers(0, 3)) == 0
+    return json.dumps(items, separators=separators, ensure_ascii=ascii_only)
+
+
+def _bytes(value: Any) -> Any:
+    return value if value is None or value is FLAG else orjson.dumps(value)
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(["string", "large_string"]))
+def test_product_lists_read_column_wise_are_what_the_writer_writes(data: Any, kind: str) -> None:
+    texts = [product_text(data.draw) for _ in range(data.draw(st.integers(1, 12)))]
+    writer = PRODUCTS_WRITER.lists["products"]
+    batch = pa.RecordBatch.from_arrays([pa.array(texts, getattr(pa, kind)())], ["p"])
+    read = written_structs._texts_written(Columns(pa, batch), "p", writer)
+    assert read is not None
+    expected = written_structs._each(texts, writer.write_list)
+    assert list(map(_bytes, read)) == list(map(_bytes, expected))
+
+
+def test_product_lists_read_column_wise_where_the_text_proves_them() -> None:
+    writer = PRODUCTS_WRITER.lists["products"]
+    pattern = re.compile(writer.list_pattern or "")
+    products = [{"id": "sku-1", "name": "Product 1", "price": 4.99, "quantity": 2}]
+    for separators in [(", ", ": "), (",", ":")]:
+        assert pattern.match(json.dumps(products, separators=separators))
+    for refused in [
+        [{"name": "Product 1", "id": "sku-1"}],  # not in field order: the writer orders it
+        [{"id": "a, b"}],  # a separator in the text
+        [{"id": "x", "price": 2.0}],  # integral: written as an int
+        [{"id": "x", "price": 1e-05}],  # orjson writes 0.00001
+        [{"id": "x", "position": 1}],  # not a text or decimal field
+        [{"id": "x", "price": None}],
+        [],
+    ]:
+        assert not pattern.match(json.dumps(refused))
 
 
 @st.composite

@@ -16,6 +16,7 @@ which maps or rejects it with its own field path and reason.
 
 from __future__ import annotations
 
+import importlib
 import typing
 from collections.abc import Callable
 from decimal import Decimal
@@ -26,8 +27,8 @@ import orjson
 
 from .._errors import ModelError
 from .._wire.sparse import _check_for
-from .._wire.values import json_number
-from .arrow_columns import FLAG, Columns, per_value
+from .._wire.values import json_number, optional_decimal
+from .arrow_columns import FLAG, Columns, is_text, per_value
 from .coercers import Coercer, _Coercers, _non_optional, _parsed
 from .rejects import _Reject
 from .sources import Column, Constant, Struct
@@ -95,6 +96,47 @@ def _value_writer(
     return write, same, known
 
 
+# --- JSON text read column-wise -----------------------------------------------------------
+# A list of objects in JSON text is written as it is read, less the spaces after its commas
+# and colons, when a regular expression over the whole column proves each value is one the
+# steps hand back unchanged and orjson writes as it reads: text without a quote, backslash or
+# control character (orjson escapes only those), and without ", " or ": " (so every such
+# pair in the text is a separator); integers of up to 15 digits; decimals of up to 14
+# significant digits, never integral (json_number makes those ints), that Python and orjson
+# write as read (a float holds 15 digits exactly, so its shortest form is the text).
+_TEXT_VALUE = r'"(?:[^"\\\x00-\x1f,:]|[,:][^ "\\\x00-\x1f,:])*[,:]?"'
+_NUMBER_VALUE = (
+    r"(?:0|-?[1-9][0-9]{0,14}"
+    r"|-?[1-9][0-9]{0,5}\.[0-9]{0,7}[1-9]"
+    r"|-?0\.0{0,3}[1-9](?:[0-9]{0,6}[1-9])?)"
+)
+
+
+def _token(field: attrs.Attribute[Any], same: type | None) -> str | None:
+    """The JSON values of ``field`` written exactly as they are read, or None."""
+    if same is str:
+        return _TEXT_VALUE
+    converter: Any = field.converter
+    if converter is optional_decimal:
+        return _NUMBER_VALUE
+    return None
+
+
+def _list_pattern(tokens: dict[str, str]) -> str | None:
+    """A non-empty JSON list of non-empty objects, a space at most after each separator, each
+    key once and in field order (the writer's), every value one of ``tokens``; None without
+    tokens."""
+    members = [f'"{name}": ?{token}' for name, token in tokens.items()]
+    if not members:
+        return None
+    starts = [
+        "".join([members[i], *(f"(?:, ?{member})?" for member in members[i + 1 :])])
+        for i in range(len(members))
+    ]
+    item = r"\{(?:" + "|".join(starts) + r")\}"
+    return rf"^\[{item}(?:, ?{item})*\]$"
+
+
 def _model_list(cls: type) -> type | None:
     """The model class of a ``tuple[Model, ...]`` field type, else None."""
     if typing.get_origin(cls) is tuple:
@@ -117,6 +159,10 @@ class StructWriter:
         self.writable = not hasattr(cls, "__attrs_post_init__")
         self.writers: dict[str, Writer] = {}
         self.fields: dict[str, _Field] = {}
+        #: The lists of objects written, by field (read from JSON text column-wise).
+        self.lists: dict[str, StructWriter] = {}
+        #: Per field, the JSON values (a regular expression) written exactly as they are read.
+        self.tokens: dict[str, str] = {}
         self._shapes: dict[tuple[Any, ...], tuple[list[_Field], bool]] = {}
         for field in attrs.fields(cls):
             tp = _non_optional(hints[field.name])
@@ -124,6 +170,7 @@ class StructWriter:
             if items is not None and items is not cls:
                 inner = StructWriter(items, coercers)
                 if inner.writable:
+                    self.lists[field.name] = inner
                     self.writers[field.name] = inner.write_list
                     self.fields[field.name] = (inner.write_list, None, {})
                 continue
@@ -134,8 +181,11 @@ class StructWriter:
                 self.fields[field.name] = _value_writer(field, hints[field.name], coerce, as_is)
             except TypeError:
                 continue  # a type without a construction check here: not written
-
             self.writers[field.name] = self.fields[field.name][0]
+            token = _token(field, self.fields[field.name][1])
+            if token is not None:
+                self.tokens[field.name] = token
+        self.list_pattern = _list_pattern(self.tokens)
 
     def write_object(self, value: Any) -> dict[str, Any]:
         """One object's data from a dict of raw values; raises _Unwritten, _Reject, ModelError."""
@@ -216,7 +266,11 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
             parts.append((field, writer.rank[field], _each([item.value], write) * rows))
         else:
             name = item.name if isinstance(item, Column) else ""
-            parts.append((field, writer.rank[field], _each(columns.values(name), write)))
+            inner = writer.lists.get(field)
+            values = None if inner is None else _texts_written(columns, name, inner)
+            if values is None:
+                values = _each(columns.values(name), write)
+            parts.append((field, writer.rank[field], values))
     parts.sort(key=lambda part: part[1])
     required = writer.required
     dumps = orjson.dumps
@@ -248,6 +302,44 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
 
 #: What a writer raises for a value it does not write: the row path maps that row.
 _REFUSED = (_Reject, ModelError, _Unwritten, orjson.JSONEncodeError)
+
+
+def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[Any] | None:
+    """Per row, a text column's list of objects written (see :func:`_list_pattern`): read
+    column-wise where the text proves it, by ``write_list`` elsewhere; None when the column
+    is not text."""
+    pa = columns.pa
+    pattern = writer.list_pattern
+    if pattern is None or not is_text(pa, columns.type_of(name)):
+        return None
+    compute = importlib.import_module("pyarrow.compute")
+    array = columns.batch.column(name)
+    proven = compute.match_substring_regex(array, pattern)
+    if not compute.any(proven).as_py():
+        return _each(columns.values(name), writer.write_list)
+    binary = pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary()
+    compact = compute.replace_substring(compute.replace_substring(array, ", ", ","), ": ", ":")
+    written = compute.if_else(proven, compact, None).cast(binary).to_pylist()
+    fragment = orjson.Fragment
+    write = writer.write_list
+    out: list[Any] = []
+    append = out.append
+    raw: list[Any] | None = None
+    for index, text in enumerate(written):
+        if text is not None:
+            append(fragment(text))
+            continue
+        if raw is None:
+            raw = columns.values(name)
+        value = raw[index]
+        if value is None:
+            append(None)
+            continue
+        try:
+            append(write(value))
+        except _REFUSED:
+            append(FLAG)
+    return out
 
 
 def _each(values: list[Any], write: Writer) -> list[Any]:
