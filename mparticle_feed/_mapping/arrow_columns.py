@@ -114,6 +114,13 @@ class Columns:
             cached = self._values[name] = self.batch.column(name).to_pylist()
         return cached
 
+    def source_of(self, values: list[Any]) -> Any:
+        """The Arrow column whose Python values ``values`` is (the same list), else None."""
+        for name, cached in self._values.items():
+            if cached is values:
+                return self.batch.column(name)
+        return None
+
     def value(self, name: str, index: int) -> Any:
         cached = self._values.get(name)
         if cached is not None:
@@ -278,7 +285,7 @@ def timestamps(compiled: CompiledMapping, columns: Columns, column: str) -> list
     array = columns.batch.column(column)
     unit = compiled.mapping.epoch_unit
     if pa.types.is_timestamp(tp) and tp.tz is not None:
-        raw = array.cast(pa.int64()).to_pylist()
+        raw: list[Any] = array.cast(pa.int64()).to_pylist()
         scale = {"s": 1000, "ms": 1, "us": -1000}[tp.unit]
     elif is_int(pa, tp):
         raw = columns.values(column)
@@ -296,6 +303,10 @@ def timestamps(compiled: CompiledMapping, columns: Columns, column: str) -> list
         ms = [None if value is None else value // -scale for value in raw]
     else:
         ms = raw
+        if raw and array.null_count == 0 and is_int(pa, tp):
+            bounds = _compute().min_max(array)
+            if bounds["min"].as_py() >= 0 and bounds["max"].as_py() <= MAX_TIMESTAMP_MS:
+                return raw  # the column's own values: the JSON writer reads the column
     return [value if value is not None and 0 <= value <= MAX_TIMESTAMP_MS else FLAG for value in ms]
 
 
@@ -318,6 +329,7 @@ def event_names(
         values = per_value(values, lambda value: to_text(value, "event_name"))
     names: list[Any] = []
     truncated: list[int] = []
+    same = True
     for value in values:
         cut = 0
         if value is None:
@@ -331,7 +343,9 @@ def event_names(
                 name = FLAG  # the row path rejects it, with the reason
         names.append(name)
         truncated.append(cut)
-    return names, truncated
+        same = same and name is value
+    # Every name as the column holds it: the column's own list (the JSON writer reads it).
+    return (values if same else names), truncated
 
 
 def event_types(compiled: CompiledMapping, columns: Columns, rows: int) -> list[Any] | None:

@@ -29,8 +29,9 @@ from .arrow_columns import (
     plain_type,
     same_as_before,
 )
+from .arrow_json import written_events
 from .compile import _Mapped
-from .written import WrittenField, write_events
+from .written import WrittenField
 from .written_structs import written_struct
 
 if TYPE_CHECKING:
@@ -130,7 +131,8 @@ class Converted:
         #: row's event is a model (or the row path maps the row).
         self.written: list[tuple[int | None, bytes] | None] | None = None
         if plain:
-            self.written = write_events(
+            self.written = written_events(
+                columns,
                 self._written_fields(engine, rows, event_attributes),
                 self.flagged,
                 engine.event_type,

@@ -253,8 +253,8 @@ def struct_writer(cls: type, coercers: _Coercers) -> StructWriter | None:
 
 
 def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWriter) -> list[Any]:
-    """Per row, the object a Struct of columns and constants builds, written (what the codec
-    writes for the row path's model), FLAG where the row path must map the row.
+    """Per row, the object a Struct of columns and constants builds, written (the bytes the
+    codec writes for the row path's model), FLAG where the row path must map the row.
 
     Every field of the Struct has a writer, and none is named twice (the engine checks).
     """
@@ -294,7 +294,7 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
             append(FLAG)
             continue
         try:
-            append(orjson.Fragment(dumps(data)))
+            append(dumps(data))
         except orjson.JSONEncodeError:
             append(FLAG)  # text JSON cannot carry (a lone surrogate): the row path's
     return out
