@@ -12,6 +12,9 @@ and written objects as orjson wrote them. Any other row is written by ``write_ev
 from __future__ import annotations
 
 import importlib
+import re
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import orjson
@@ -25,6 +28,7 @@ __all__ = ["written_events"]
 _ESCAPED = r'["\\\x00-\x1f]'
 #: A stop past any binary value's end (binary_slice cannot be given none).
 _END = 2**31 - 1
+_ESCAPED_BYTES = re.compile(_ESCAPED.encode())
 _FLOATS = frozenset({float, type(None), type(FLAG)})
 
 
@@ -51,20 +55,24 @@ def _array(columns: Columns, values: list[Any]) -> Any:
         raise _Unproven from exc
 
 
-def _json(columns: Columns, values: list[Any], bad: list[Any]) -> Any:
-    """Each row's JSON of ``values`` as binary (null where the value is null); rows whose JSON
-    is not proven here are added to ``bad`` (boolean arrays)."""
+def _member(columns: Columns, key: str, values: list[Any], bad: list[Any]) -> Any:
+    """``,"key":value`` per row as binary, null where the value is null (the key is left
+    out); rows whose JSON is not proven here are added to ``bad`` (boolean arrays)."""
     pa = columns.pa
     compute = _compute()
     array = _array(columns, values)
     tp = array.type
+    key_part = b"," + orjson.dumps(key) + b":"
     if pa.types.is_string(tp) or pa.types.is_large_string(tp):
-        bad.append(compute.match_substring_regex(array, _ESCAPED))
-        text = compute.binary_join_element_wise('"', array, '"', "")
-        return _binary(pa, text)
+        array = _binary(pa, array)
+        escaped = _escaped(array)
+        if escaped is not None:
+            bad.append(escaped)
+        return compute.binary_join_element_wise(key_part + b'"', array, b'"', b"")
     if pa.types.is_integer(tp) or pa.types.is_boolean(tp):
         # Arrow writes them as orjson does: digits (64 bits at most), true and false.
-        return array.cast(pa.string()).cast(pa.binary())
+        text = array.cast(pa.string()).cast(pa.binary())
+        return compute.binary_join_element_wise(key_part, text, b"")
     if pa.types.is_floating(tp):
         # orjson writes them, all at once: no comma in a number's JSON, so they split apart.
         if not _FLOATS.issuperset(map(type, values)):
@@ -73,10 +81,21 @@ def _json(columns: Columns, values: list[Any], bad: list[Any]) -> Any:
             values = [None if value is FLAG else value for value in values]
         listed = orjson.dumps(values)[1:-1]
         parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
-        return compute.if_else(compute.is_null(array), None, parts)
+        numbers = compute.if_else(compute.is_null(array), None, parts)
+        return compute.binary_join_element_wise(key_part, numbers, b"")
     if pa.types.is_binary(tp) or pa.types.is_large_binary(tp):
-        return _binary(pa, array)  # written objects: orjson's bytes
+        # Written objects: orjson's bytes.
+        return compute.binary_join_element_wise(key_part, _binary(pa, array), b"")
     raise _Unproven
+
+
+def _escaped(array: Any) -> Any:
+    """The rows of a binary array holding a byte orjson escapes (a boolean array); None when
+    its data (a superset of the rows') has none, found in one scan."""
+    data = array.buffers()[2]
+    if data is None or _ESCAPED_BYTES.search(data) is None:
+        return None
+    return _compute().match_substring_regex(array, _ESCAPED)
 
 
 def _binary(pa: Any, array: Any) -> Any:
@@ -87,10 +106,14 @@ def _binary(pa: Any, array: Any) -> Any:
         raise _Unproven from exc  # over 2 GiB in a slice
 
 
-def _member(key: str, value: Any) -> Any:
-    """``,"key":value`` per row; null where the value is null (the key is left out)."""
-    compute = _compute()
-    return compute.binary_join_element_wise(b"," + orjson.dumps(key) + b":", value, b"")
+def _constant(key: str, value: Any, rows: int, pa: Any) -> Any:
+    """``,"key":value`` in every row, written by orjson once; raises _Unproven where JSON
+    cannot carry it (that row's writer reports it)."""
+    try:
+        written = b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise _Unproven from exc
+    return pa.array([written] * rows, pa.binary())
 
 
 def _joined(members: list[Any], rows: int, pa: Any) -> Any:
@@ -113,13 +136,17 @@ def _events(
     members = []
     for key, names, values in fields:
         if names is None:
-            if values.count(None) == rows:
-                continue  # left out of every row; no need to know its type
-            members.append(_member(key, _json(columns, values, bad)))
+            first = values[0] if values else None
+            if first is not FLAG and all(map(is_, values, repeat(first))):
+                # One value in every row (a constant, or none: left out): written once.
+                if first is not None:
+                    members.append(_constant(key, first, rows, pa))
+                continue
+            members.append(_member(columns, key, values, bad))
             continue
         inner = _joined(
             [
-                _member(name, _json(columns, column, bad))
+                _member(columns, name, column, bad)
                 for name, column in zip(names, values, strict=True)
             ],
             rows,

@@ -62,6 +62,15 @@ def _sameness(
     return same
 
 
+def _kept(columns: Columns, name: str, values: list[Any]) -> bool:
+    """Whether the model's converter keeps every value: a timestamp column's own values,
+    64-bit integers (which ``timestamp_ms`` hands back as they are)."""
+    if name != "timestamp_unixtime_ms":
+        return False
+    column = columns.source_of(values)
+    return column is not None and bool(columns.pa.types.is_signed_integer(column.type))
+
+
 class Converted:
     """A slice's columns converted for one mapping: per row, its key, user part and event
     fields, and the rows the row path must map (``flagged``)."""
@@ -133,7 +142,7 @@ class Converted:
         if plain:
             self.written = written_events(
                 columns,
-                self._written_fields(engine, rows, event_attributes),
+                self._written_fields(engine, columns, rows, event_attributes),
                 self.flagged,
                 engine.event_type,
             )
@@ -171,6 +180,7 @@ class Converted:
     def _written_fields(
         self,
         engine: ArrowEngine,
+        columns: Columns,
         rows: int,
         event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
     ) -> list[WrittenField]:
@@ -183,8 +193,8 @@ class Converted:
         flagged = self.flagged
         for name, values in self.event_columns:
             convert = WRITTEN_FIELDS.get(name)
-            if convert is None:  # written already (written_struct)
-                fields.append((name, None, values))
+            if convert is None or _kept(columns, name, values):
+                fields.append((name, None, values))  # written (written_struct), or kept as is
                 continue
             converted: list[Any] = []
             for index, value in enumerate(values):
