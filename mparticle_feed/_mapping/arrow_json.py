@@ -29,6 +29,7 @@ _ESCAPED = r'["\\\x00-\x1f]'
 #: A stop past any binary value's end (binary_slice cannot be given none).
 _END = 2**31 - 1
 _ESCAPED_BYTES = re.compile(_ESCAPED.encode())
+_OBJECTS = frozenset({bytes, type(None), type(FLAG)})
 _FLOATS = frozenset({float, type(None), type(FLAG)})
 
 
@@ -51,18 +52,26 @@ def _array(columns: Columns, values: list[Any]) -> Any:
         values = [None if value is FLAG else value for value in values]
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as exc:
         raise _Unproven from exc
 
 
-def _member(columns: Columns, key: str, values: list[Any], bad: list[Any]) -> Any:
+def _member(
+    columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
+) -> Any:
     """``,"key":value`` per row as binary, null where the value is null (the key is left
-    out); rows whose JSON is not proven here are added to ``bad`` (boolean arrays)."""
+    out); rows whose JSON is not proven here are added to ``bad`` (boolean arrays).
+    ``objects``: the values are written objects (bytes), written as they are."""
     pa = columns.pa
     compute = _compute()
+    key_part = b"," + orjson.dumps(key) + b":"
+    if objects:
+        if not _OBJECTS.issuperset(map(type, values)):
+            raise _Unproven
+        written = _binary(pa, _array(columns, values))
+        return compute.binary_join_element_wise(key_part, written, b"")
     array = _array(columns, values)
     tp = array.type
-    key_part = b"," + orjson.dumps(key) + b":"
     if pa.types.is_string(tp) or pa.types.is_large_string(tp):
         array = _binary(pa, array)
         escaped = _escaped(array)
@@ -83,10 +92,7 @@ def _member(columns: Columns, key: str, values: list[Any], bad: list[Any]) -> An
         parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
         numbers = compute.if_else(compute.is_null(array), None, parts)
         return compute.binary_join_element_wise(key_part, numbers, b"")
-    if pa.types.is_binary(tp) or pa.types.is_large_binary(tp):
-        # Written objects: orjson's bytes.
-        return compute.binary_join_element_wise(key_part, _binary(pa, array), b"")
-    raise _Unproven
+    raise _Unproven  # bytes (orjson writes none), dates, ...: write_events decides
 
 
 def _escaped(array: Any) -> Any:
@@ -127,10 +133,11 @@ def _joined(members: list[Any], rows: int, pa: Any) -> Any:
 
 
 def _events(
-    columns: Columns, fields: list[WrittenField], rows: int, event_type: Any
+    columns: Columns, fields: list[WrittenField], objects: frozenset[str], event_type: Any
 ) -> tuple[list[Any], Any]:
     """Every row's event JSON (bytes), and the rows (a boolean array) written elsewhere."""
     pa = columns.pa
+    rows = columns.batch.num_rows
     compute = _compute()
     bad: list[Any] = []
     members = []
@@ -142,7 +149,7 @@ def _events(
                 if first is not None:
                     members.append(_constant(key, first, rows, pa))
                 continue
-            members.append(_member(columns, key, values, bad))
+            members.append(_member(columns, key, values, bad, objects=key in objects))
             continue
         inner = _joined(
             [
@@ -164,7 +171,7 @@ def _events(
     return events.to_pylist(), elsewhere
 
 
-def _fragments(fields: list[WrittenField]) -> list[WrittenField]:
+def _fragments(fields: list[WrittenField], objects: frozenset[str]) -> list[WrittenField]:
     """Written objects (bytes) as the fragments orjson writes as they are."""
     fragment = orjson.Fragment
     return [
@@ -172,7 +179,7 @@ def _fragments(fields: list[WrittenField]) -> list[WrittenField]:
             key,
             names,
             [fragment(value) if value.__class__ is bytes else value for value in values]
-            if names is None and any(value.__class__ is bytes for value in values)
+            if key in objects
             else values,
         )
         for key, names, values in fields
@@ -180,15 +187,20 @@ def _fragments(fields: list[WrittenField]) -> list[WrittenField]:
 
 
 def written_events(
-    columns: Columns, fields: list[WrittenField], flagged: set[int], event_type: Any
+    columns: Columns,
+    fields: list[WrittenField],
+    flagged: set[int],
+    event_type: Any,
+    objects: frozenset[str] = frozenset(),
 ) -> list[tuple[int | None, bytes] | None]:
     """What :func:`.write_events` gives for the rows, joined column by column where proven
-    (see the module's text) and by ``write_events`` for the rest."""
+    (see the module's text) and by ``write_events`` for the rest. ``objects``: the keys whose
+    values are written objects (bytes, :func:`.written_struct`)."""
     rows = columns.batch.num_rows
     try:
-        events, elsewhere = _events(columns, fields, rows, event_type)
+        events, elsewhere = _events(columns, fields, objects, event_type)
     except _Unproven:
-        return write_events(_fragments(fields), flagged, event_type)
+        return write_events(_fragments(fields, objects), flagged, event_type)
     rest = set(_compute().indices_nonzero(elsewhere).to_pylist()) - flagged
     stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
     # Tuples made in C: every row's (timestamp, bytes), then the rows written otherwise.
@@ -198,7 +210,8 @@ def written_events(
     for index in flagged:
         out[index] = None
     if rest:
-        slow = write_events(_fragments(fields), flagged | (set(range(rows)) - rest), event_type)
+        fragments = _fragments(fields, objects)
+        slow = write_events(fragments, flagged | (set(range(rows)) - rest), event_type)
         for index in rest:
             out[index] = slow[index]
     return out

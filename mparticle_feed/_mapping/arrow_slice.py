@@ -145,6 +145,7 @@ class Converted:
                 self._written_fields(engine, columns, rows, event_attributes),
                 self.flagged,
                 engine.event_type,
+                frozenset(engine.struct_writers),
             )
             if engine.struct_writers:
                 # Its objects are data, not models: a row JSON cannot carry goes the row path.

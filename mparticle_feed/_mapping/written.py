@@ -166,7 +166,8 @@ def _dense(fields: list[WrittenField]) -> tuple[list[str], list[Iterable[Any]]] 
             return None
         keys.append(key)
         rows.append(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
-    return keys, rows
+    # No key at all: zipping nothing would give no rows; each row is written key by key.
+    return (keys, rows) if keys else None
 
 
 def event_stamp(event: Any) -> int | None:
