@@ -197,6 +197,8 @@ def written_events(
     (see the module's text) and by ``write_events`` for the rest. ``objects``: the keys whose
     values are written objects (bytes, :func:`.written_struct`)."""
     rows = columns.batch.num_rows
+    if not rows:
+        return []  # pyarrow's joins refuse empty arrays beside scalars
     try:
         events, elsewhere = _events(columns, fields, objects, event_type)
     except _Unproven:
