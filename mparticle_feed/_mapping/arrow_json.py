@@ -22,7 +22,7 @@ import orjson
 from .arrow_columns import FLAG, Columns
 from .written import WrittenField, write_events
 
-__all__ = ["written_events"]
+__all__ = ["written_events", "written_objects"]
 
 #: Characters orjson escapes in text: a row holding one is written by ``write_events``.
 _ESCAPED = r'["\\\x00-\x1f]'
@@ -30,7 +30,8 @@ _ESCAPED = r'["\\\x00-\x1f]'
 _END = 2**31 - 1
 _ESCAPED_BYTES = re.compile(_ESCAPED.encode())
 _OBJECTS = frozenset({bytes, type(None), type(FLAG)})
-_FLOATS = frozenset({float, type(None), type(FLAG)})
+_TEXTS = frozenset({str, type(None), type(FLAG)})
+_NUMBERS = frozenset({int, float, type(None), type(FLAG)})
 
 
 def _compute() -> Any:
@@ -41,19 +42,14 @@ class _Unproven(Exception):  # noqa: N818 - control flow, never leaves this modu
     """Values whose JSON this module does not write: ``write_events`` writes the slice."""
 
 
-def _array(columns: Columns, values: list[Any]) -> Any:
-    """``values`` as Arrow: the column they are (the same list), else converted (FLAG as null;
-    its row is flagged). Raises _Unproven for values of mixed or unknown classes."""
-    pa = columns.pa
-    column = columns.source_of(values)
-    if column is not None:
-        return column
+def _python_array(pa: Any, values: list[Any], tp: Any) -> Any:
+    """Converted values as an Arrow array of ``tp`` (FLAG as null: its row is flagged)."""
     if FLAG in values:
         values = [None if value is FLAG else value for value in values]
     try:
-        return pa.array(values)
+        return pa.array(values, tp)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as exc:
-        raise _Unproven from exc
+        raise _Unproven from exc  # a lone surrogate, an integer over 64 bits: orjson's call
 
 
 def _member(
@@ -65,34 +61,45 @@ def _member(
     pa = columns.pa
     compute = _compute()
     key_part = b"," + orjson.dumps(key) + b":"
+    column = columns.source_of(values)
     if objects:
-        if not _OBJECTS.issuperset(map(type, values)):
+        if column is not None or not _OBJECTS.issuperset(map(type, values)):
             raise _Unproven
-        written = _binary(pa, _array(columns, values))
+        written = _python_array(pa, values, pa.binary())
         return compute.binary_join_element_wise(key_part, written, b"")
-    array = _array(columns, values)
-    tp = array.type
-    if pa.types.is_string(tp) or pa.types.is_large_string(tp):
-        array = _binary(pa, array)
+    tp = None if column is None else column.type
+    if column is None and _TEXTS.issuperset(map(type, values)):
+        column = _python_array(pa, values, pa.string())
+        tp = column.type
+    if tp is not None and (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
+        array = _binary(pa, column)
         escaped = _escaped(array)
         if escaped is not None:
             bad.append(escaped)
         return compute.binary_join_element_wise(key_part + b'"', array, b'"', b"")
-    if pa.types.is_integer(tp) or pa.types.is_boolean(tp):
+    if tp is not None and (pa.types.is_integer(tp) or pa.types.is_boolean(tp)):
         # Arrow writes them as orjson does: digits (64 bits at most), true and false.
-        text = array.cast(pa.string()).cast(pa.binary())
+        text = column.cast(pa.string()).cast(pa.binary())
         return compute.binary_join_element_wise(key_part, text, b"")
-    if pa.types.is_floating(tp):
-        # orjson writes them, all at once: no comma in a number's JSON, so they split apart.
-        if not _FLOATS.issuperset(map(type, values)):
-            raise _Unproven
-        if FLAG in values:
-            values = [None if value is FLAG else value for value in values]
+    if _NUMBERS.issuperset(map(type, values)):
+        return compute.binary_join_element_wise(key_part, _numbers(pa, values), b"")
+    raise _Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
+
+
+def _numbers(pa: Any, values: list[Any]) -> Any:
+    """Numbers as orjson writes them (NaN and infinities as null, as it writes them in an
+    event), all at once: no comma in their JSON, so the list's JSON splits into its values;
+    null where the value is None or FLAG (left out)."""
+    nulls = [value is None or value is FLAG for value in values]
+    if True in nulls:
+        values = [None if null else value for null, value in zip(nulls, values, strict=True)]
+    try:
         listed = orjson.dumps(values)[1:-1]
-        parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
-        numbers = compute.if_else(compute.is_null(array), None, parts)
-        return compute.binary_join_element_wise(key_part, numbers, b"")
-    raise _Unproven  # bytes (orjson writes none), dates, ...: write_events decides
+    except orjson.JSONEncodeError as exc:
+        raise _Unproven from exc  # an integer over 64 bits
+    compute = _compute()
+    parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
+    return compute.if_else(pa.array(nulls, pa.bool_()), None, parts)
 
 
 def _escaped(array: Any) -> Any:
@@ -123,8 +130,10 @@ def _constant(key: str, value: Any, rows: int, pa: Any) -> Any:
 
 
 def _joined(members: list[Any], rows: int, pa: Any) -> Any:
-    """The members of an object joined, without the first comma; null where none is set."""
+    """The members of an object joined, without the first comma; null where none is set
+    (None members: null in every row)."""
     compute = _compute()
+    members = [member for member in members if member is not None]
     if not members:
         return pa.nulls(rows, pa.binary())
     # The empty text first: without a non-null value in a row, pyarrow 26 drops the row.
@@ -132,10 +141,31 @@ def _joined(members: list[Any], rows: int, pa: Any) -> Any:
     return compute.if_else(compute.equal(joined, b""), None, compute.binary_slice(joined, 1, _END))
 
 
+def _scalar(
+    columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
+) -> Any:
+    """A key's member per row (see :func:`_member`); None where it is null in every row."""
+    first = values[0] if values else None
+    if first is not FLAG and all(map(is_, values, repeat(first))):
+        # One value in every row (a constant, or none: left out): written once.
+        return None if first is None else _constant(key, first, len(values), columns.pa)
+    return _member(columns, key, values, bad, objects=objects)
+
+
+def _rows(bad: list[Any], also: Any = None) -> set[int]:
+    """The rows any of the boolean arrays marks."""
+    compute = _compute()
+    marked = also
+    for flags in bad:
+        known = compute.fill_null(flags, False)
+        marked = known if marked is None else compute.or_(marked, known)
+    return set() if marked is None else set(compute.indices_nonzero(marked).to_pylist())
+
+
 def _events(
     columns: Columns, fields: list[WrittenField], objects: frozenset[str], event_type: Any
-) -> tuple[list[Any], Any]:
-    """Every row's event JSON (bytes), and the rows (a boolean array) written elsewhere."""
+) -> tuple[list[Any], set[int]]:
+    """Every row's event JSON (bytes), and the rows written elsewhere."""
     pa = columns.pa
     rows = columns.batch.num_rows
     compute = _compute()
@@ -143,17 +173,11 @@ def _events(
     members = []
     for key, names, values in fields:
         if names is None:
-            first = values[0] if values else None
-            if first is not FLAG and all(map(is_, values, repeat(first))):
-                # One value in every row (a constant, or none: left out): written once.
-                if first is not None:
-                    members.append(_constant(key, first, rows, pa))
-                continue
-            members.append(_member(columns, key, values, bad, objects=key in objects))
+            members.append(_scalar(columns, key, values, bad, objects=key in objects))
             continue
         inner = _joined(
             [
-                _member(columns, name, column, bad)
+                _scalar(columns, name, column, bad)
                 for name, column in zip(names, values, strict=True)
             ],
             rows,
@@ -165,10 +189,30 @@ def _events(
     data = _joined(members, rows, pa)
     head = b'{"event_type":' + orjson.dumps(event_type) + b',"data":{'
     events = compute.binary_join_element_wise(head, data, b"}}", b"")
-    elsewhere = compute.is_null(events)
-    for flags in bad:
-        elsewhere = compute.or_(elsewhere, compute.fill_null(flags, False))
-    return events.to_pylist(), elsewhere
+    return events.to_pylist(), _rows(bad, compute.is_null(events))
+
+
+def written_objects(
+    columns: Columns, members: list[tuple[str, list[Any], bool]]
+) -> tuple[list[bytes | None], set[int]] | None:
+    """Each row's JSON object of ``members`` — (key, values, whether the values are written
+    objects), in the order written, null values left out — as orjson writes the dict: bytes,
+    None where every value is null; and the rows whose JSON is not proven here. None where a
+    member's values are not written here at all."""
+    pa = columns.pa
+    rows = columns.batch.num_rows
+    if not rows:
+        return [], set()
+    bad: list[Any] = []
+    try:
+        parts = [
+            _scalar(columns, key, values, bad, objects=objects) for key, values, objects in members
+        ]
+    except _Unproven:
+        return None
+    inner = _joined(parts, rows, pa)
+    written = _compute().binary_join_element_wise(b"{", inner, b"}", b"")
+    return written.to_pylist(), _rows(bad)
 
 
 def _fragments(fields: list[WrittenField], objects: frozenset[str]) -> list[WrittenField]:
@@ -203,7 +247,7 @@ def written_events(
         events, elsewhere = _events(columns, fields, objects, event_type)
     except _Unproven:
         return write_events(_fragments(fields, objects), flagged, event_type)
-    rest = set(_compute().indices_nonzero(elsewhere).to_pylist()) - flagged
+    rest = elsewhere - flagged
     stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
     # Tuples made in C: every row's (timestamp, bytes), then the rows written otherwise.
     out: list[tuple[int | None, bytes] | None] = list(

@@ -29,6 +29,7 @@ from .._errors import ModelError
 from .._wire.sparse import _check_for
 from .._wire.values import json_number, optional_decimal
 from .arrow_columns import FLAG, Columns, is_text, per_value
+from .arrow_json import written_objects
 from .coercers import Coercer, _Coercers, _non_optional, _parsed
 from .rejects import _Reject
 from .sources import Column, Constant, Struct
@@ -171,7 +172,7 @@ class StructWriter:
                 inner = StructWriter(items, coercers)
                 if inner.writable:
                     self.lists[field.name] = inner
-                    self.writers[field.name] = inner.write_list
+                    self.writers[field.name] = inner.written_list
                     self.fields[field.name] = (inner.write_list, None, {})
                 continue
             if isinstance(tp, type) and attrs.has(tp):
@@ -232,7 +233,7 @@ class StructWriter:
             self._shapes[keys] = shape
         return shape
 
-    def write_list(self, value: Any) -> orjson.Fragment:
+    def written_list(self, value: Any) -> bytes:
         """A list of objects (or its JSON text) written; raises as :meth:`write_object`, and
         orjson.JSONEncodeError.
 
@@ -243,7 +244,11 @@ class StructWriter:
             value = _parsed(value, "")
         if value.__class__ is not list or not value:
             raise _Unwritten
-        return orjson.Fragment(orjson.dumps([self.write_object(item) for item in value]))
+        return orjson.dumps([self.write_object(item) for item in value])
+
+    def write_list(self, value: Any) -> orjson.Fragment:
+        """:meth:`written_list` as a value of an object orjson writes."""
+        return orjson.Fragment(self.written_list(value))
 
 
 def struct_writer(cls: type, coercers: _Coercers) -> StructWriter | None:
@@ -258,46 +263,65 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
 
     Every field of the Struct has a writer, and none is named twice (the engine checks).
     """
-    parts: list[tuple[str, int, list[Any]]] = []
+    ranked: list[tuple[int, str, list[Any], bool]] = []
     for field, item in source.fields:
         write = writer.writers[field]
+        objects = field in writer.lists  # a list of objects, written to bytes
         if isinstance(item, Constant):
             # Written once: a constant is the same value, and the same result, in every row.
-            parts.append((field, writer.rank[field], _each([item.value], write) * rows))
-        else:
-            name = item.name if isinstance(item, Column) else ""
-            inner = writer.lists.get(field)
-            values = None if inner is None else _texts_written(columns, name, inner)
-            if values is None:
-                values = _each(columns.values(name), write)
-            parts.append((field, writer.rank[field], values))
-    parts.sort(key=lambda part: part[1])
-    required = writer.required
-    dumps = orjson.dumps
-    out: list[Any] = []
-    append = out.append
-    for index in range(rows):
-        data: dict[str, Any] = {}
-        flagged = False
-        for field, _, values in parts:
-            value = values[index]
-            if value is FLAG:
-                flagged = True
-                break
-            if value is not None:
-                data[field] = value
-        if not flagged:
-            for key in required:
-                if key not in data:
-                    flagged = True
-        if flagged or not data:
-            append(FLAG)
+            ranked.append((writer.rank[field], field, _each([item.value], write) * rows, objects))
             continue
-        try:
-            append(dumps(data))
-        except orjson.JSONEncodeError:
-            append(FLAG)  # text JSON cannot carry (a lone surrogate): the row path's
-    return out
+        name = item.name if isinstance(item, Column) else ""
+        inner = writer.lists.get(field)
+        values = None if inner is None else _texts_written(columns, name, inner)
+        if values is None:
+            values = _each(columns.values(name), write)
+        ranked.append((writer.rank[field], field, values, objects))
+    ranked.sort(key=lambda part: part[0])
+    parts = [(field, values, objects) for _, field, values, objects in ranked]
+    required = writer.required
+    flagged = _flagged(parts, required, rows)
+    joined = written_objects(columns, parts)
+    if joined is None:
+        return [FLAG if i in flagged else _row_written(parts, i) for i in range(rows)]
+    out: list[Any] = joined[0]
+    for index in flagged:
+        out[index] = FLAG
+    for index in joined[1] - flagged:
+        out[index] = _row_written(parts, index)  # a value needing escapes: orjson writes it
+    return [FLAG if written is None else written for written in out]  # no value at all
+
+
+def _flagged(parts: list[tuple[str, list[Any], bool]], required: list[str], rows: int) -> set[int]:
+    """The rows with a value the row path must see, or without a required field."""
+    flagged: set[int] = set()
+    present = set()
+    for field, values, _ in parts:
+        present.add(field)
+        if FLAG in values:
+            flagged.update(index for index, value in enumerate(values) if value is FLAG)
+        if field in required and None in values:
+            flagged.update(index for index, value in enumerate(values) if value is None)
+    if not present.issuperset(required):
+        return set(range(rows))
+    return flagged
+
+
+def _row_written(parts: list[tuple[str, list[Any], bool]], index: int) -> Any:
+    """One row's object written by orjson from a dict (FLAG where JSON cannot carry a value,
+    or no value is set): what :func:`.written_objects` joins where it is proven."""
+    fragment = orjson.Fragment
+    data: dict[str, Any] = {}
+    for field, values, objects in parts:
+        value = values[index]
+        if value is not None:
+            data[field] = fragment(value) if objects else value
+    if not data:
+        return FLAG
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return FLAG  # text JSON cannot carry (a lone surrogate): the row path's
 
 
 #: What a writer raises for a value it does not write: the row path maps that row.
@@ -316,18 +340,17 @@ def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[An
     array = columns.batch.column(name)
     proven = compute.match_substring_regex(array, pattern)
     if not compute.any(proven).as_py():
-        return _each(columns.values(name), writer.write_list)
+        return _each(columns.values(name), writer.written_list)
     binary = pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary()
     compact = compute.replace_substring(compute.replace_substring(array, ", ", ","), ": ", ":")
     written = compute.if_else(proven, compact, None).cast(binary).to_pylist()
-    fragment = orjson.Fragment
-    write = writer.write_list
+    write = writer.written_list
     out: list[Any] = []
     append = out.append
     raw: list[Any] | None = None
     for index, text in enumerate(written):
         if text is not None:
-            append(fragment(text))
+            append(text)
             continue
         if raw is None:
             raw = columns.values(name)
