@@ -345,5 +345,5 @@ class ArrowEngine:
                 for index in range(first, end):
                     yield self._row_path(columns.row(index, self.needed), start + index + 1)
                 continue
-            refs = [RowRef(start + index + 1, keys[index]) for index in range(first, end)]
+            refs = list(map(RowRef, range(start + first + 1, start + end + 1), keys[first:end]))
             yield Run(mapped, refs, events[first:end], truncated[first:end])

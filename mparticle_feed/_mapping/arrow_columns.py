@@ -19,7 +19,7 @@ from .attributes import _AttributeBuilder
 from .columns import source_columns
 from .compile import CompiledMapping
 from .event_part import _event_name
-from .limits import MAX_ATTRIBUTE_VALUE
+from .limits import MAX_ATTRIBUTE_VALUE, MAX_EVENT_NAME
 from .rejects import _Reject
 from .sources import Column, Constant, Source, Struct
 
@@ -322,8 +322,10 @@ def event_names(
         text_type = isinstance(source.value, str)
     else:
         column = cast(Column, source).name
-        values = columns.values(column)
         text_type = is_text(columns.pa, columns.type_of(column))
+        if text_type and _names_kept(columns, column, required=required):
+            return columns.values(column), [0] * rows
+        values = columns.values(column)
     if not text_type:
         to_text = compiled._to_text
         values = per_value(values, lambda value: to_text(value, "event_name"))
@@ -346,6 +348,25 @@ def event_names(
         same = same and name is value
     # Every name as the column holds it: the column's own list (the JSON writer reads it).
     return (values if same else names), truncated
+
+
+#: Characters ``str.strip`` strips (``str.isspace``), as RE2 reads them.
+_SPACE = (
+    r"[\t-\r\x1c-\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+)
+
+
+def _names_kept(columns: Columns, column: str, *, required: bool) -> bool:
+    """Whether the event-name policy keeps every name of a text column as it is: none null
+    (where a name is required), empty, with a space ``strip`` takes off, or over the limit."""
+    array = columns.batch.column(column)
+    if required and array.null_count:
+        return False
+    compute = _compute()
+    if compute.any(compute.match_substring_regex(array, f"^{_SPACE}|{_SPACE}$|^$")).as_py():
+        return False
+    longest = compute.max(compute.utf8_length(array)).as_py()
+    return longest is None or longest <= MAX_EVENT_NAME
 
 
 def event_types(compiled: CompiledMapping, columns: Columns, rows: int) -> list[Any] | None:
