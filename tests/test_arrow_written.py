@@ -461,3 +461,37 @@ def test_only_the_product_action_is_written_without_a_model() -> None:
     assert set(engine.struct_writers) == {"product_action"}
     assert not engine.writes  # a location and a cart: the events are models
     assert_same(table, mapping, chunk=2)
+
+
+@pytest.mark.parametrize(
+    "totals",
+    [
+        [19.99, None, 1e300, 5e-324, -2.5, 2.0**63],  # each kept as it is
+        [19.99, 2.0, -0.0, -1e16],  # integers below 2**63 are written as ints: per value
+        [1.5, float("nan")],  # refused: the row path rejects it
+    ],
+)
+def test_product_action_columns_kept_by_the_writer_are_read_as_they_are(totals: list[Any]) -> None:
+    rows = len(totals)
+    table = pa.table(
+        {
+            "id": [f"r{n}" for n in range(rows)],
+            "cid": ["u"] * rows,
+            "ts": [BASE_MS + n for n in range(rows)],
+            "total": pa.array(totals, pa.float64()),
+            "txn": ["t", None, "é", 'q"', "", "\\", "x"][:rows],
+            "products": ['[{"id": "a", "price": 1.25}]'] * rows,
+        }
+    )
+    mapping = CommerceEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        timestamp_unixtime_ms="ts",
+        product_action={
+            "action": Constant("purchase"),
+            "transaction_id": "txn",
+            "total_amount": "total",
+            "products": "products",
+        },
+    )
+    assert_same(table, mapping, chunk=rows)

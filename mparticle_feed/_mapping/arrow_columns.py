@@ -47,6 +47,14 @@ __all__ = [
 FLAG: Any = type("_Flag", (), {"__repr__": lambda self: "<row path>"})()
 
 
+#: Characters ``str.strip`` strips (``str.isspace``), as RE2 reads them.
+_SPACE = (
+    r"[\t-\r\x1c-\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+)
+#: A text ``str.strip`` changes.
+_EDGE_SPACE = f"^{_SPACE}|{_SPACE}$"
+
+
 def normalised(pa: Any, batch: Any) -> Any:
     """Nanosecond timestamps truncated to microseconds, as a Python datetime holds them."""
     changed = False
@@ -153,6 +161,9 @@ def identity_texts(compiled: CompiledMapping, columns: Columns, column: str) -> 
     values = columns.values(column)
     tp = columns.type_of(column)
     if is_text(columns.pa, tp):
+        array = columns.batch.column(column)
+        if not _compute().any(_compute().match_substring_regex(array, _EDGE_SPACE)).as_py():
+            return values  # nothing to strip: the column's own list
         return [None if value is None else value.strip() for value in values]
     if is_int(columns.pa, tp):
         return [None if value is None else str(value) for value in values]
@@ -181,6 +192,8 @@ def attribute_values(
     if pa.types.is_signed_integer(tp) or (pa.types.is_unsigned_integer(tp) and tp.bit_width < 64):
         return values  # every value fits a signed 64-bit integer
     if pa.types.is_floating(tp):
+        if _compute().all(_compute().is_finite(columns.batch.column(column))).as_py() is not False:
+            return values  # every value finite (or null): the column's own list
         return [value if value is None or math.isfinite(value) else FLAG for value in values]
 
     def convert(value: Any) -> Any:
@@ -350,12 +363,6 @@ def event_names(
     return (values if same else names), truncated
 
 
-#: Characters ``str.strip`` strips (``str.isspace``), as RE2 reads them.
-_SPACE = (
-    r"[\t-\r\x1c-\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
-)
-
-
 def _names_kept(columns: Columns, column: str, *, required: bool) -> bool:
     """Whether the event-name policy keeps every name of a text column as it is: none null
     (where a name is required), empty, with a space ``strip`` takes off, or over the limit."""
@@ -363,7 +370,7 @@ def _names_kept(columns: Columns, column: str, *, required: bool) -> bool:
     if required and array.null_count:
         return False
     compute = _compute()
-    if compute.any(compute.match_substring_regex(array, f"^{_SPACE}|{_SPACE}$|^$")).as_py():
+    if compute.any(compute.match_substring_regex(array, f"{_EDGE_SPACE}|^$")).as_py():
         return False
     longest = compute.max(compute.utf8_length(array)).as_py()
     return longest is None or longest <= MAX_EVENT_NAME

@@ -12,7 +12,6 @@ and written objects as orjson wrote them. Any other row is written by ``write_ev
 from __future__ import annotations
 
 import importlib
-import re
 from itertools import repeat
 from operator import is_
 from typing import Any
@@ -28,7 +27,8 @@ __all__ = ["written_events", "written_objects"]
 _ESCAPED = r'["\\\x00-\x1f]'
 #: A stop past any binary value's end (binary_slice cannot be given none).
 _END = 2**31 - 1
-_ESCAPED_BYTES = re.compile(_ESCAPED.encode())
+#: The bytes orjson writes as they are in text (UTF-8's multi-byte sequences included).
+_UNESCAPED = bytes(byte for byte in range(256) if byte >= 0x20 and byte not in b'"\\')
 _OBJECTS = frozenset({bytes, type(None), type(FLAG)})
 _TEXTS = frozenset({str, type(None), type(FLAG)})
 _NUMBERS = frozenset({int, float, type(None), type(FLAG)})
@@ -104,9 +104,13 @@ def _numbers(pa: Any, values: list[Any]) -> Any:
 
 def _escaped(array: Any) -> Any:
     """The rows of a binary array holding a byte orjson escapes (a boolean array); None when
-    its data (a superset of the rows') has none, found in one scan."""
-    data = array.buffers()[2]
-    if data is None or _ESCAPED_BYTES.search(data) is None:
+    the array's data has none, found in one pass over its bytes."""
+    buffers = array.buffers()
+    if buffers[2] is None or len(array) == 0:
+        return None
+    offsets = memoryview(buffers[1]).cast("i")  # binary: 32-bit offsets
+    start, end = offsets[array.offset], offsets[array.offset + len(array)]
+    if not bytes(memoryview(buffers[2])[start:end]).translate(None, _UNESCAPED):
         return None
     return _compute().match_substring_regex(array, _ESCAPED)
 

@@ -275,7 +275,8 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
         inner = writer.lists.get(field)
         values = None if inner is None else _texts_written(columns, name, inner)
         if values is None:
-            values = _each(columns.values(name), write)
+            kept = _kept(columns, name, writer.tokens.get(field))
+            values = columns.values(name) if kept else _each(columns.values(name), write)
         ranked.append((writer.rank[field], field, values, objects))
     ranked.sort(key=lambda part: part[0])
     parts = [(field, values, objects) for _, field, values, objects in ranked]
@@ -326,6 +327,25 @@ def _row_written(parts: list[tuple[str, list[Any], bool]], index: int) -> Any:
 
 #: What a writer raises for a value it does not write: the row path maps that row.
 _REFUSED = (_Reject, ModelError, _Unwritten, orjson.JSONEncodeError)
+
+
+def _kept(columns: Columns, name: str, token: str | None) -> bool:
+    """Whether a field's writer hands every value of the column back as it is: text for a
+    text field; for a decimal field, finite floats that are not integers below 2**63
+    (json_number makes those ints) — ``float(Decimal(repr(x)))`` is ``x``."""
+    pa = columns.pa
+    tp = columns.type_of(name)
+    if token == _TEXT_VALUE:
+        return is_text(pa, tp)
+    if token != _NUMBER_VALUE or not pa.types.is_float64(tp):
+        return False
+    compute = importlib.import_module("pyarrow.compute")
+    array = columns.batch.column(name)
+    whole = compute.and_(
+        compute.equal(compute.floor(array), array), compute.less(compute.abs(array), 2.0**63)
+    )
+    kept = compute.and_(compute.is_finite(array), compute.invert(whole))
+    return compute.all(kept).as_py() is not False
 
 
 def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[Any] | None:
