@@ -21,7 +21,7 @@ import orjson
 from .arrow_columns import FLAG, Columns
 from .written import WrittenField, write_events
 
-__all__ = ["written_events", "written_objects"]
+__all__ = ["Unproven", "escaped", "joined", "written_events", "written_objects"]
 
 #: Characters orjson escapes in text: a row holding one is written by ``write_events``.
 _ESCAPED = r'["\\\x00-\x1f]'
@@ -38,8 +38,8 @@ def _compute() -> Any:
     return importlib.import_module("pyarrow.compute")
 
 
-class _Unproven(Exception):  # noqa: N818 - control flow, never leaves this module
-    """Values whose JSON this module does not write: ``write_events`` writes the slice."""
+class Unproven(Exception):  # noqa: N818 - control flow, never leaves the Arrow writers
+    """Values whose JSON is not written here: the writer of rows writes them."""
 
 
 def _python_array(pa: Any, values: list[Any], tp: Any) -> Any:
@@ -49,7 +49,7 @@ def _python_array(pa: Any, values: list[Any], tp: Any) -> Any:
     try:
         return pa.array(values, tp)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as exc:
-        raise _Unproven from exc  # a lone surrogate, an integer over 64 bits: orjson's call
+        raise Unproven from exc  # a lone surrogate, an integer over 64 bits: orjson's call
 
 
 def _member(
@@ -64,7 +64,7 @@ def _member(
     column = columns.source_of(values)
     if objects:
         if column is not None or not _OBJECTS.issuperset(map(type, values)):
-            raise _Unproven
+            raise Unproven
         written = _python_array(pa, values, pa.binary())
         return compute.binary_join_element_wise(key_part, written, b"")
     tp = None if column is None else column.type
@@ -73,9 +73,9 @@ def _member(
         tp = column.type
     if tp is not None and (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
         array = _binary(pa, column)
-        escaped = _escaped(array)
-        if escaped is not None:
-            bad.append(escaped)
+        marked = escaped(array)
+        if marked is not None:
+            bad.append(marked)
         return compute.binary_join_element_wise(key_part + b'"', array, b'"', b"")
     if tp is not None and (pa.types.is_integer(tp) or pa.types.is_boolean(tp)):
         # Arrow writes them as orjson does: digits (64 bits at most), true and false.
@@ -83,7 +83,7 @@ def _member(
         return compute.binary_join_element_wise(key_part, text, b"")
     if _NUMBERS.issuperset(map(type, values)):
         return compute.binary_join_element_wise(key_part, _numbers(pa, values), b"")
-    raise _Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
+    raise Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
 
 
 def _numbers(pa: Any, values: list[Any]) -> Any:
@@ -96,13 +96,13 @@ def _numbers(pa: Any, values: list[Any]) -> Any:
     try:
         listed = orjson.dumps(values)[1:-1]
     except orjson.JSONEncodeError as exc:
-        raise _Unproven from exc  # an integer over 64 bits
+        raise Unproven from exc  # an integer over 64 bits
     compute = _compute()
     parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
     return compute.if_else(pa.array(nulls, pa.bool_()), None, parts)
 
 
-def _escaped(array: Any) -> Any:
+def escaped(array: Any) -> Any:
     """The rows of a binary array holding a byte orjson escapes (a boolean array); None when
     the array's data has none, found in one pass over its bytes."""
     buffers = array.buffers()
@@ -120,20 +120,20 @@ def _binary(pa: Any, array: Any) -> Any:
     try:
         return array.cast(pa.binary())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise _Unproven from exc  # over 2 GiB in a slice
+        raise Unproven from exc  # over 2 GiB in a slice
 
 
 def _constant(key: str, value: Any, rows: int, pa: Any) -> Any:
-    """``,"key":value`` in every row, written by orjson once; raises _Unproven where JSON
+    """``,"key":value`` in every row, written by orjson once; raises Unproven where JSON
     cannot carry it (that row's writer reports it)."""
     try:
         written = b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
-        raise _Unproven from exc
+        raise Unproven from exc
     return pa.array([written] * rows, pa.binary())
 
 
-def _joined(members: list[Any], rows: int, pa: Any) -> Any:
+def joined(members: list[Any], rows: int, pa: Any) -> Any:
     """The members of an object joined, without the first comma; null where none is set
     (None members: null in every row)."""
     compute = _compute()
@@ -179,7 +179,7 @@ def _events(
         if names is None:
             members.append(_scalar(columns, key, values, bad, objects=key in objects))
             continue
-        inner = _joined(
+        inner = joined(
             [
                 _scalar(columns, name, column, bad)
                 for name, column in zip(names, values, strict=True)
@@ -190,7 +190,7 @@ def _events(
         members.append(
             compute.binary_join_element_wise(b"," + orjson.dumps(key) + b":{", inner, b"}", b"")
         )
-    data = _joined(members, rows, pa)
+    data = joined(members, rows, pa)
     head = b'{"event_type":' + orjson.dumps(event_type) + b',"data":{'
     events = compute.binary_join_element_wise(head, data, b"}}", b"")
     return events.to_pylist(), _rows(bad, compute.is_null(events))
@@ -212,9 +212,9 @@ def written_objects(
         parts = [
             _scalar(columns, key, values, bad, objects=objects) for key, values, objects in members
         ]
-    except _Unproven:
+    except Unproven:
         return None
-    inner = _joined(parts, rows, pa)
+    inner = joined(parts, rows, pa)
     written = _compute().binary_join_element_wise(b"{", inner, b"}", b"")
     return written.to_pylist(), _rows(bad)
 
@@ -249,7 +249,7 @@ def written_events(
         return []  # pyarrow's joins refuse empty arrays beside scalars
     try:
         events, elsewhere = _events(columns, fields, objects, event_type)
-    except _Unproven:
+    except Unproven:
         return write_events(_fragments(fields, objects), flagged, event_type)
     rest = elsewhere - flagged
     stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)

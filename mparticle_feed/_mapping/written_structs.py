@@ -30,6 +30,7 @@ from .._wire.sparse import _check_for
 from .._wire.values import json_number, optional_decimal
 from .arrow_columns import FLAG, Columns, is_text, per_value
 from .arrow_json import written_objects
+from .arrow_lists import struct_lists_written
 from .coercers import Coercer, _Coercers, _non_optional, _parsed
 from .rejects import _Reject
 from .sources import Column, Constant, Struct
@@ -164,6 +165,8 @@ class StructWriter:
         self.lists: dict[str, StructWriter] = {}
         #: Per field, the JSON values (a regular expression) written exactly as they are read.
         self.tokens: dict[str, str] = {}
+        #: The integer fields whose values the writer hands back as they are (64 bits).
+        self.ints: set[str] = set()
         self._shapes: dict[tuple[Any, ...], tuple[list[_Field], bool]] = {}
         for field in attrs.fields(cls):
             tp = _non_optional(hints[field.name])
@@ -186,7 +189,28 @@ class StructWriter:
             token = _token(field, self.fields[field.name][1])
             if token is not None:
                 self.tokens[field.name] = token
+            if _non_optional(hints[field.name]) is int and as_is is int and not field.converter:
+                self.ints.add(field.name)
         self.list_pattern = _list_pattern(self.tokens)
+
+    def kind(self, name: str) -> str | None:
+        """What a field's writer hands back as it is: "text" (str), "decimal" (finite
+        numbers, see :mod:`.arrow_lists`), "int" (64-bit integers), else None."""
+        token = self.tokens.get(name)
+        if token == _TEXT_VALUE:
+            return "text"
+        if token == _NUMBER_VALUE:
+            return "decimal"
+        return "int" if name in self.ints else None
+
+    def written_or_flag(self, value: Any) -> Any:
+        """:meth:`written_list`, FLAG where it refuses the value (None stays None)."""
+        if value is None:
+            return None
+        try:
+            return self.written_list(value)
+        except _REFUSED:
+            return FLAG
 
     def write_object(self, value: Any) -> dict[str, Any]:
         """One object's data from a dict of raw values; raises _Unwritten, _Reject, ModelError."""
@@ -273,7 +297,11 @@ def written_struct(columns: Columns, rows: int, source: Struct, writer: StructWr
             continue
         name = item.name if isinstance(item, Column) else ""
         inner = writer.lists.get(field)
-        values = None if inner is None else _texts_written(columns, name, inner)
+        values = None
+        if inner is not None:
+            values = _texts_written(columns, name, inner)
+            if values is None:
+                values = struct_lists_written(columns, name, inner)
         if values is None:
             kept = _kept(columns, name, writer.tokens.get(field))
             values = columns.values(name) if kept else _each(columns.values(name), write)
