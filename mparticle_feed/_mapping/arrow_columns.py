@@ -161,7 +161,9 @@ def identity_texts(compiled: CompiledMapping, columns: Columns, column: str) -> 
     values = columns.values(column)
     tp = columns.type_of(column)
     if is_text(columns.pa, tp):
-        # str.strip in a loop: quicker than any Arrow check for short texts such as ids.
+        # str.strip on each: quicker than any Arrow check for short texts such as ids.
+        if not columns.batch.column(column).null_count:
+            return list(map(str.strip, values))
         return [None if value is None else value.strip() for value in values]
     if is_int(columns.pa, tp):
         return [None if value is None else str(value) for value in values]
