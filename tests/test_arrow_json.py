@@ -40,6 +40,7 @@ COLUMN_KINDS: dict[str, tuple[Any, Any]] = {
     "bool": (pa.bool_(), st.booleans()),
     "float64": (pa.float64(), st.floats()),
     "float32": (pa.float32(), st.floats(width=32)),
+    "dictionary": (pa.dictionary(pa.int32(), pa.string()), st.sampled_from(["a", 'q"', "é"])),
 }
 #: Converted values (Python lists the engine's converters make), one kind a list or mixed.
 LIST_KINDS = [
@@ -95,6 +96,8 @@ def events(draw: Any) -> tuple[Columns, list[WrittenField], set[int], frozenset[
         else draw(st.one_of(st.none(), st.just(orjson.dumps({"n": index}))))
         for index in range(rows)
     ]
+    if not flagged and draw(st.integers(0, 4)) == 0:
+        objects = [orjson.dumps({"same": True})] * rows  # one object in every row
     drawn.append(("product_action", None, objects))
     batch = pa.RecordBatch.from_pydict(arrays or {"empty": pa.nulls(rows)}, schema=None)
     columns = Columns(pa, batch)

@@ -68,6 +68,13 @@ def _member(
         written = _python_array(pa, values, pa.binary())
         return compute.binary_join_element_wise(key_part, written, b"")
     tp = None if column is None else column.type
+    if tp is not None and not (
+        pa.types.is_string(tp)
+        or pa.types.is_large_string(tp)
+        or pa.types.is_integer(tp)
+        or pa.types.is_boolean(tp)
+    ):
+        column = tp = None  # a dictionary, a float...: its Python values decide
     if column is None and _TEXTS.issuperset(map(type, values)):
         column = _python_array(pa, values, pa.string())
         tp = column.type
@@ -123,14 +130,13 @@ def _binary(pa: Any, array: Any) -> Any:
         raise Unproven from exc  # over 2 GiB in a slice
 
 
-def _constant(key: str, value: Any, rows: int, pa: Any) -> Any:
-    """``,"key":value`` in every row, written by orjson once; raises Unproven where JSON
-    cannot carry it (that row's writer reports it)."""
+def _constant(value: Any) -> bytes:
+    """A value in every row, written by orjson once; raises Unproven where JSON cannot carry
+    it (each row's writer then reports it)."""
     try:
-        written = b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
+        return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise Unproven from exc
-    return pa.array([written] * rows, pa.binary())
 
 
 def joined(members: list[Any], rows: int, pa: Any) -> Any:
@@ -152,7 +158,13 @@ def _scalar(
     first = values[0] if values else None
     if first is not FLAG and all(map(is_, values, repeat(first))):
         # One value in every row (a constant, or none: left out): written once.
-        return None if first is None else _constant(key, first, len(values), columns.pa)
+        if first is None:
+            return None
+        if objects and first.__class__ is not bytes:
+            raise Unproven
+        written = first if objects else _constant(first)
+        member = b"," + orjson.dumps(key) + b":" + written
+        return columns.pa.array([member] * len(values), columns.pa.binary())
     return _member(columns, key, values, bad, objects=objects)
 
 
