@@ -335,7 +335,9 @@ class ArrowEngine:
         starts.update(flagged)
         starts.update(index + 1 for index in flagged)
         bounds = sorted(index for index in starts if index < rows)
-        keys, truncated = part.keys, part.truncated
+        truncated = part.truncated
+        # Every row's reference at once (a flagged row's is left unused): one map, not one a run.
+        refs = list(map(RowRef, range(start + 1, start + rows + 1), part.keys))
         for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
             mapped = (
                 None if first in flagged else part.mapped(first, events[first], truncated[first])
@@ -345,5 +347,4 @@ class ArrowEngine:
                 for index in range(first, end):
                     yield self._row_path(columns.row(index, self.needed), start + index + 1)
                 continue
-            refs = list(map(RowRef, range(start + first + 1, start + end + 1), keys[first:end]))
-            yield Run(mapped, refs, events[first:end], truncated[first:end])
+            yield Run(mapped, refs[first:end], events[first:end], truncated[first:end])
