@@ -378,7 +378,7 @@ def _kept(columns: Columns, name: str, token: str | None) -> bool:
 
 def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[Any] | None:
     """Per row, a text column's list of objects written (see :func:`_list_pattern`): read
-    column-wise where the text proves it, by ``write_list`` elsewhere; None when the column
+    column-wise where the text proves it, by ``written_list`` elsewhere; None when the column
     is not text."""
     pa = columns.pa
     pattern = writer.list_pattern
@@ -386,30 +386,17 @@ def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[An
         return None
     compute = importlib.import_module("pyarrow.compute")
     array = columns.batch.column(name)
-    proven = compute.match_substring_regex(array, pattern)
+    proven = compute.fill_null(compute.match_substring_regex(array, pattern), False)
     if not compute.any(proven).as_py():
         return _each(columns.values(name), writer.written_list)
     binary = pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary()
     compact = compute.replace_substring(compute.replace_substring(array, ", ", ","), ": ", ":")
-    written = compute.if_else(proven, compact, None).cast(binary).to_pylist()
-    write = writer.written_list
-    out: list[Any] = []
-    append = out.append
-    raw: list[Any] | None = None
-    for index, text in enumerate(written):
-        if text is not None:
-            append(text)
-            continue
-        if raw is None:
-            raw = columns.values(name)
-        value = raw[index]
-        if value is None:
-            append(None)
-            continue
-        try:
-            append(write(value))
-        except _REFUSED:
-            append(FLAG)
+    out: list[Any] = compute.if_else(proven, compact, None).cast(binary).to_pylist()
+    rest = compute.indices_nonzero(compute.invert(proven)).to_pylist()
+    if rest:
+        raw = columns.values(name)
+        for index in rest:
+            out[index] = writer.written_or_flag(raw[index])
     return out
 
 
