@@ -4,7 +4,8 @@ An Arrow source (a ``pyarrow`` Table, RecordBatch or RecordBatchReader, or any o
 Arrow PyCapsule stream interface, ``__arrow_c_stream__``: DuckDB relations, Polars frames,
 ADBC results) is read one record batch at a time. Each mapped column is converted once, as a
 column, into the values the wire models take; rows are then assembled from those lists
-without a dict, a getter or a coercer call per field.
+without a dict, a getter or a coercer call per field, and events written as JSON in Arrow,
+column by column, where each value's JSON is proven (:mod:`.arrow_json`, :mod:`.arrow_lists`).
 
 The row path (:mod:`.compile`, :mod:`.run`) stays the reference, and the engine leans on it:
 
