@@ -30,6 +30,9 @@ _END = 2**31 - 1
 #: The bytes orjson writes as they are in text (UTF-8's multi-byte sequences included).
 _UNESCAPED = bytes(byte for byte in range(256) if byte >= 0x20 and byte not in b'"\\')
 _OBJECTS = frozenset({bytes, type(None), type(FLAG)})
+#: A member of an object: its text before the value (``,"key":``), the values' JSON per
+#: row (binary, null where left out; None for a constant), its text after.
+Piece = tuple[bytes, Any, bytes]
 _TEXTS = frozenset({str, type(None), type(FLAG)})
 _NUMBERS = frozenset({int, float, type(None), type(FLAG)})
 
@@ -54,19 +57,19 @@ def _python_array(pa: Any, values: list[Any], tp: Any) -> Any:
 
 def _member(
     columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
-) -> Any:
-    """``,"key":value`` per row as binary, null where the value is null (the key is left
-    out); rows whose JSON is not proven here are added to ``bad`` (boolean arrays).
-    ``objects``: the values are written objects (bytes), written as they are."""
+) -> Piece:
+    """``,"key":value`` per row, as a piece (the value's JSON per row as binary, null where
+    the value is null: the key is left out); rows whose JSON is not proven here are added to
+    ``bad`` (boolean arrays). ``objects``: the values are written objects (bytes), written
+    as they are."""
     pa = columns.pa
-    compute = _compute()
     key_part = b"," + orjson.dumps(key) + b":"
     column = columns.source_of(values)
     if objects:
         if column is not None or not _OBJECTS.issuperset(map(type, values)):
             raise Unproven
         written = _python_array(pa, values, pa.binary())
-        return compute.binary_join_element_wise(key_part, written, b"")
+        return key_part, written, b""
     tp = None if column is None else column.type
     if tp is not None and not (
         pa.types.is_string(tp)
@@ -83,13 +86,13 @@ def _member(
         marked = escaped(array)
         if marked is not None:
             bad.append(marked)
-        return compute.binary_join_element_wise(key_part + b'"', array, b'"', b"")
+        return key_part + b'"', array, b'"'
     if tp is not None and (pa.types.is_integer(tp) or pa.types.is_boolean(tp)):
         # Arrow writes them as orjson does: digits (64 bits at most), true and false.
         text = column.cast(pa.string()).cast(pa.binary())
-        return compute.binary_join_element_wise(key_part, text, b"")
+        return key_part, text, b""
     if _NUMBERS.issuperset(map(type, values)):
-        return compute.binary_join_element_wise(key_part, _numbers(pa, values), b"")
+        return key_part, _numbers(pa, values), b""
     raise Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
 
 
@@ -139,11 +142,73 @@ def _constant(value: Any) -> bytes:
         raise Unproven from exc
 
 
+def _spelt(piece: Piece, rows: int, pa: Any) -> Any:
+    """A piece's member per row as binary (null where its value is null)."""
+    prefix, array, suffix = piece
+    if array is None:
+        return pa.array([prefix + suffix] * rows, pa.binary())
+    return _compute().binary_join_element_wise(prefix, array, suffix, b"")
+
+
+def _flat(pieces: list[Piece | None]) -> list[Any] | None:
+    """An object's members as the texts and arrays that join them in one step (no comma
+    first), where every member is set in every row; None where one is null in some row."""
+    parts: list[Any] = []
+    for piece in pieces:
+        if piece is None:
+            continue  # null in every row: left out of every row
+        prefix, array, suffix = piece
+        if array is not None and array.null_count:
+            return None
+        parts.extend([prefix if parts else prefix[1:], array, suffix])
+    return parts
+
+
+def _dense(members: list[tuple[bytes, Piece | None, list[Piece | None] | None]]) -> list[Any]:
+    """The events' members (a scalar's piece, or a map's start and pieces) as the texts and
+    arrays that join them in one step, each with its comma; empty where a member is null in
+    some row (or none is set)."""
+    dense: list[Any] = []
+    for start, piece, inner in members:
+        if inner is None:
+            if piece is None:
+                continue
+            if piece[1] is not None and piece[1].null_count:
+                return []
+            dense.extend(piece)
+            continue
+        flat = _flat(inner)
+        if flat is None:
+            return []
+        if flat:
+            dense.extend([start + b"{", *flat, b"}"])
+    return dense
+
+
+def _concatenated(parts: list[Any], rows: int, pa: Any) -> Any:
+    """Texts and binary arrays (None: nothing) joined row by row, in one step."""
+    merged: list[Any] = []
+    for part in parts:
+        if part is None:
+            continue
+        if merged and isinstance(part, bytes) and isinstance(merged[-1], bytes):
+            merged[-1] += part  # neighbouring texts as one
+        else:
+            merged.append(part)
+    if all(isinstance(part, bytes) for part in merged):
+        return pa.array([b"".join(merged)] * rows, pa.binary())  # constants only
+    return _compute().binary_join_element_wise(*merged, b"")
+
+
 def joined(members: list[Any], rows: int, pa: Any) -> Any:
-    """The members of an object joined, without the first comma; null where none is set
-    (None members: null in every row)."""
+    """The members (pieces, or binary arrays of them) of an object joined, without the first
+    comma; null where none is set (None members: null in every row)."""
     compute = _compute()
-    members = [member for member in members if member is not None]
+    members = [
+        _spelt(member, rows, pa) if isinstance(member, tuple) else member
+        for member in members
+        if member is not None
+    ]
     if not members:
         return pa.nulls(rows, pa.binary())
     # The empty text first: without a non-null value in a row, pyarrow 26 drops the row.
@@ -153,8 +218,9 @@ def joined(members: list[Any], rows: int, pa: Any) -> Any:
 
 def _scalar(
     columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
-) -> Any:
-    """A key's member per row (see :func:`_member`); None where it is null in every row."""
+) -> Piece | None:
+    """A key's member (see :func:`_member`; a constant's piece holds no array); None where
+    it is null in every row."""
     first = values[0] if values else None
     if first is not FLAG and all(map(is_, values, repeat(first))):
         # One value in every row (a constant, or none: left out): written once.
@@ -163,8 +229,7 @@ def _scalar(
         if objects and first.__class__ is not bytes:
             raise Unproven
         written = first if objects else _constant(first)
-        member = b"," + orjson.dumps(key) + b":" + written
-        return columns.pa.array([member] * len(values), columns.pa.binary())
+        return b"," + orjson.dumps(key) + b":" + written, None, b""
     return _member(columns, key, values, bad, objects=objects)
 
 
@@ -181,30 +246,35 @@ def _rows(bad: list[Any], also: Any = None) -> set[int]:
 def _events(
     columns: Columns, fields: list[WrittenField], objects: frozenset[str], event_type: Any
 ) -> tuple[list[Any], set[int]]:
-    """Every row's event JSON (bytes), and the rows written elsewhere."""
+    """Every row's event JSON (bytes), and the rows written elsewhere: in one join where
+    every key is set in every row, else member by member."""
     pa = columns.pa
     rows = columns.batch.num_rows
     compute = _compute()
     bad: list[Any] = []
-    members = []
+    members: list[tuple[bytes, Piece | None, list[Piece | None] | None]] = []
     for key, names, values in fields:
+        start = b"," + orjson.dumps(key) + b":"
         if names is None:
-            members.append(_scalar(columns, key, values, bad, objects=key in objects))
-            continue
-        inner = joined(
-            [
-                _scalar(columns, name, column, bad)
-                for name, column in zip(names, values, strict=True)
-            ],
-            rows,
-            pa,
-        )
-        members.append(
-            compute.binary_join_element_wise(b"," + orjson.dumps(key) + b":{", inner, b"}", b"")
-        )
-    data = joined(members, rows, pa)
+            members.append(
+                (start, _scalar(columns, key, values, bad, objects=key in objects), None)
+            )
+        else:
+            pieces = [_scalar(columns, n, v, bad) for n, v in zip(names, values, strict=True)]
+            members.append((start, None, pieces))
     head = b'{"event_type":' + orjson.dumps(event_type) + b',"data":{'
-    events = compute.binary_join_element_wise(head, data, b"}}", b"")
+    dense = _dense(members)
+    if dense:
+        dense[0] = dense[0][1:]  # the first member's comma
+        events = _concatenated([head, *dense, b"}}"], rows, pa)
+    else:
+        spelt = [
+            piece
+            if inner is None
+            else compute.binary_join_element_wise(start + b"{", joined(inner, rows, pa), b"}", b"")
+            for start, piece, inner in members
+        ]
+        events = compute.binary_join_element_wise(head, joined(spelt, rows, pa), b"}}", b"")
     return events.to_pylist(), _rows(bad, compute.is_null(events))
 
 
@@ -226,8 +296,12 @@ def written_objects(
         ]
     except Unproven:
         return None
-    inner = joined(parts, rows, pa)
-    written = _compute().binary_join_element_wise(b"{", inner, b"}", b"")
+    compute = _compute()
+    flat = _flat(parts)
+    if flat:  # every member set in every row: one join
+        written = _concatenated([b"{", *flat, b"}"], rows, pa)
+    else:
+        written = compute.binary_join_element_wise(b"{", joined(parts, rows, pa), b"}", b"")
     return written.to_pylist(), _rows(bad)
 
 
