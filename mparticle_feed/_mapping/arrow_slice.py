@@ -122,7 +122,8 @@ class Converted:
             self.names,
             *([] if self.types is None else [self.types]),
         ):
-            if FLAG in values:
+            # A column's own list holds no FLAG: not scanned.
+            if columns.source_of(values) is None and FLAG in values:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
         self.identity_columns = list(zip(self.identity_names, identity_lists, strict=True))
         self.user_columns = list(zip(self.user_names, user_lists, strict=True))
