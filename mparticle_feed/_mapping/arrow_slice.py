@@ -6,6 +6,7 @@ Per row: its primary key, its user part, its event's fields (or its event writte
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -91,6 +92,7 @@ class Converted:
         joinable = not engine.per_row_user
         self.zeros: set[int] = set()
         pa = columns.pa
+        compute = importlib.import_module("pyarrow.compute")
         plain = engine.writes
         for field, builder, attr_names, attr_columns in engine.attribute_maps:
             lists = [
@@ -105,10 +107,11 @@ class Converted:
                 continue
             self.has_user_attributes = True
             self.user_names, user_lists = attr_names, lists
-            for column, values in zip(attr_columns, lists, strict=True):
+            for column in attr_columns:
                 tp = columns.type_of(column)
                 if pa.types.is_floating(tp):
-                    self.zeros.update(i for i, value in enumerate(values) if value == 0.0)
+                    zeros = compute.equal(columns.batch.column(column), 0.0)
+                    self.zeros.update(compute.indices_nonzero(zeros.fill_null(False)).to_pylist())
                 elif not (pa.types.is_boolean(tp) or is_text(pa, tp) or is_int(pa, tp)):
                     joinable = False
         event_columns = self._event_columns(engine, columns, rows, plain=plain)
@@ -224,7 +227,9 @@ class Converted:
         flagged = self.flagged
         written = self.written
         out: list[Any] = [None] * rows if written is None else list(written)
-        missing = range(rows) if written is None else [i for i, e in enumerate(out) if e is None]
+        missing: Any = range(rows)
+        if written is not None:
+            missing = [i for i, e in enumerate(out) if e is None] if None in out else ()
         for index in missing:
             if index in flagged:
                 continue
