@@ -971,3 +971,29 @@ with tempfile.TemporaryDirectory() as folder:
 assert "pyarrow" not in sys.modules, "pyarrow was imported"
 """
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+@pytest.mark.parametrize("zeros", [[0.0, -0.0], [-0.0, 0.0, 0.0, -0.0], [0.0, None, -0.0]])
+def test_float_zero_user_attributes_keep_each_rows_sign_as_on_the_row_path(
+    zeros: list[Any],
+) -> None:
+    # 0.0 == -0.0, as values and in Arrow, but they are written apart: the batch's merged
+    # attributes hold the last row's value, so a run must not lend its first row's to the rest.
+    rows = len(zeros)
+    table = pa.table(
+        {
+            "id": [f"r{n}" for n in range(rows)],
+            "cid": ["u"] * rows,
+            "ts": [BASE_MS + n for n in range(rows)],
+            "name": ["e"] * rows,
+            "ltv": pa.array(zeros, pa.float64()),
+        }
+    )
+    mapping = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "cid"},
+        user_attributes={"ltv": "ltv"},
+        event_name="name",
+        timestamp_unixtime_ms="ts",
+    )
+    assert_same(table, mapping, chunk=rows)
