@@ -10,6 +10,7 @@ from typing import Any
 from mparticle_feed import BatchOutcome, EventsClient, UploadReport
 from mparticle_feed._mapping.sources import Constant
 from mparticle_feed._mapping.spec import CustomEventMapping, UserAttributeMapping
+from mparticle_feed.testing import FakeEventsServer
 
 __all__ = [
     "EVENTS",
@@ -20,6 +21,7 @@ __all__ = [
     "event_rows",
     "ms",
     "profile_rows",
+    "sent_keys",
 ]
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -63,6 +65,18 @@ def profile_rows() -> list[dict[str, Any]]:
         {"user": f"u{n}", "plan": "pro" if n % 2 else "free", "city": "Lyon", "score": n}
         for n in range(6)
     ]
+
+
+def sent_keys(server: FakeEventsServer, *, start: int = 0) -> list[str]:
+    """Primary keys of every event in accepted requests (row_id attribute), in order."""
+    keys = []
+    for request in server.requests[start:]:
+        if not request.accepted:
+            continue
+        for batch in request.batches or ():
+            for event in batch.events or ():
+                keys.append(str(event.custom_attributes["row_id"]))  # type: ignore[attr-defined,index]
+    return keys
 
 
 def check_invariant(report: Any) -> None:

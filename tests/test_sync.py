@@ -22,6 +22,7 @@ from sync_data import (
     event_rows,
     ms,
     profile_rows,
+    sent_keys,
 )
 
 from mparticle_feed._delivery.client import EventsClient
@@ -37,18 +38,6 @@ from mparticle_feed.testing import FakeEventsServer
 def state(tmp_path: Path) -> Iterator[StateStore]:
     with StateStore(tmp_path / "state.sqlite") as store:
         yield store
-
-
-def sent_keys(server: FakeEventsServer, *, start: int = 0) -> list[str]:
-    """Primary keys of every event in accepted requests (row_id attribute), in order."""
-    keys = []
-    for request in server.requests[start:]:
-        if not request.accepted:
-            continue
-        for batch in request.batches or ():
-            for event in batch.events or ():
-                keys.append(str(event.custom_attributes["row_id"]))  # type: ignore[attr-defined,index]
-    return keys
 
 
 # --- acceptance: incremental ----------------------------------------------------------------

@@ -15,7 +15,15 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_data import EVENTS, NOW, PROFILES, check_invariant, event_rows, profile_rows
+from sync_data import (
+    EVENTS,
+    NOW,
+    PROFILES,
+    check_invariant,
+    event_rows,
+    profile_rows,
+    sent_keys,
+)
 
 from mparticle_feed import Computed, CustomEventMapping
 from mparticle_feed._delivery.client import EventsClient
@@ -46,16 +54,6 @@ def state(tmp_path: Path) -> Iterator[StateStore]:
         yield store
 
 
-def sent_ids(server: FakeEventsServer, start: int) -> list[str]:
-    return [
-        str(event.custom_attributes["row_id"])  # type: ignore[attr-defined,index]
-        for request in server.requests[start:]
-        if request.accepted
-        for batch in request.batches or ()
-        for event in batch.events or ()
-    ]
-
-
 def test_a_second_run_maps_no_unchanged_row(
     server: FakeEventsServer, client: EventsClient, state: StateStore, mapped: list[Any]
 ) -> None:
@@ -66,7 +64,7 @@ def test_a_second_run_maps_no_unchanged_row(
     before = len(server.requests)
     report = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
     assert [row["id"] for row in mapped] == ["r0005"]
-    assert sent_ids(server, before) == ["r0005"]
+    assert sent_keys(server, start=before) == ["r0005"]
     assert (report.sent, report.unchanged, report.accepted) == (1, 39, 40)
     check_invariant(report)
 
@@ -129,7 +127,7 @@ def test_values_that_flip_back_are_sent_each_time(
         rows[3] = {**original, "value": value}
         before = len(server.requests)
         report = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
-        assert sent_ids(server, before) == ["r0003"]
+        assert sent_keys(server, start=before) == ["r0003"]
         assert report.sent == 1
 
 
@@ -245,7 +243,7 @@ def test_a_changed_row_before_its_duplicate_keeps_mapping_order(
     again = [{**rows[0], "value": 50}, rows[1], dict(rows[0]), rows[2], rows[3]]
     before = len(server.requests)
     report = sync(again, EVENTS, client, state=state, name="things", now=NOW)
-    assert sent_ids(server, before) == ["r0000"]
+    assert sent_keys(server, start=before) == ["r0000"]
     assert [(p.row.row_number, p.reason) for p in report.rejects] == [
         (3, "duplicate primary key, first seen at row 1")
     ]
@@ -392,7 +390,7 @@ def test_skipping_sends_and_stores_what_comparing_content_does(
                 start = len(fake.requests)
                 report = sync(rows, EVENTS, events, state=path, name="t", now=NOW)
                 assert report.ok
-                sent.append(sorted(sent_ids(fake, start)))
+                sent.append(sorted(sent_keys(fake, start=start)))
             assert sent[0] == sent[1]
             stored = []
             for path in (skipping, comparing):
@@ -417,7 +415,7 @@ def test_arrow_rows_are_skipped_with_their_row_numbers(
     again.insert(1000, dict(rows[3]))  # a duplicate of a skipped row, in the second chunk
     before = len(server.requests)
     report = sync(pa.Table.from_pylist(again), EVENTS, client, state=state, name="things", now=NOW)
-    assert sent_ids(server, before) == ["r0700"]
+    assert sent_keys(server, start=before) == ["r0700"]
     assert [(p.row.row_number, p.reason) for p in report.rejects] == [
         (1001, "duplicate primary key, first seen at row 4")
     ]
