@@ -25,6 +25,7 @@ from .sources import Column, Constant, Source, Struct
 
 __all__ = [
     "FLAG",
+    "arrow_compute",
     "Columns",
     "attribute_values",
     "by_row",
@@ -72,7 +73,8 @@ def normalised(pa: Any, batch: Any) -> Any:
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields)) if changed else batch
 
 
-def _compute() -> Any:
+def arrow_compute() -> Any:
+    """``pyarrow.compute``, imported on first use (pyarrow is an optional extra)."""
     return importlib.import_module("pyarrow.compute")
 
 
@@ -182,7 +184,8 @@ def attribute_values(
     if is_text(pa, tp):
         # No value longer in UTF-8 bytes than the limit (in characters, never more than
         # bytes): every value is kept, without a check per value.
-        longest = _compute().max(_compute().binary_length(columns.batch.column(column))).as_py()
+        compute = arrow_compute()
+        longest = compute.max(compute.binary_length(columns.batch.column(column))).as_py()
         if longest is None or longest <= MAX_ATTRIBUTE_VALUE:
             return values
         return [
@@ -192,7 +195,8 @@ def attribute_values(
     if pa.types.is_signed_integer(tp) or (pa.types.is_unsigned_integer(tp) and tp.bit_width < 64):
         return values  # every value fits a signed 64-bit integer
     if pa.types.is_floating(tp):
-        if _compute().all(_compute().is_finite(columns.batch.column(column))).as_py() is not False:
+        compute = arrow_compute()
+        if compute.all(compute.is_finite(columns.batch.column(column))).as_py() is not False:
             return values  # every value finite (or null): the column's own list
         return [value if value is None or math.isfinite(value) else FLAG for value in values]
 
@@ -317,7 +321,7 @@ def timestamps(compiled: CompiledMapping, columns: Columns, column: str) -> list
     else:
         ms = raw
         if raw and array.null_count == 0 and is_int(pa, tp):
-            bounds = _compute().min_max(array)
+            bounds = arrow_compute().min_max(array)
             if bounds["min"].as_py() >= 0 and bounds["max"].as_py() <= MAX_TIMESTAMP_MS:
                 return raw  # the column's own values: the JSON writer reads the column
     return [value if value is not None and 0 <= value <= MAX_TIMESTAMP_MS else FLAG for value in ms]
@@ -369,7 +373,7 @@ def _names_kept(columns: Columns, column: str, *, required: bool) -> bool:
     array = columns.batch.column(column)
     if required and array.null_count:
         return False
-    compute = _compute()
+    compute = arrow_compute()
     if compute.any(compute.match_substring_regex(array, f"{_EDGE_SPACE}|^$")).as_py():
         return False
     longest = compute.max(compute.utf8_length(array)).as_py()
@@ -412,7 +416,7 @@ def same_as_before(columns: Columns, names: list[str], rows: int) -> list[bool] 
     them the same user, as the row path does.)
     """
     pa = columns.pa
-    compute = importlib.import_module("pyarrow.compute")
+    compute = arrow_compute()
     result = pa.array([True] * max(rows - 1, 0), pa.bool_())
     try:
         for name in dict.fromkeys(names):

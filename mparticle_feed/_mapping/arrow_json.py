@@ -11,17 +11,23 @@ and written objects as orjson wrote them. Any other row is written by ``write_ev
 
 from __future__ import annotations
 
-import importlib
 from itertools import repeat
 from operator import is_
 from typing import Any
 
 import orjson
 
-from .arrow_columns import FLAG, Columns
+from .arrow_columns import FLAG, Columns, arrow_compute
 from .written import WrittenField, write_events
 
-__all__ = ["Unproven", "escaped", "joined", "written_events", "written_objects"]
+__all__ = [
+    "Unproven",
+    "escaped",
+    "joined",
+    "written_events",
+    "written_numbers",
+    "written_objects",
+]
 
 #: Characters orjson escapes in text: a row holding one is written by ``write_events``.
 _ESCAPED = r'["\\\x00-\x1f]'
@@ -35,10 +41,6 @@ _OBJECTS = frozenset({bytes, type(None), type(FLAG)})
 Piece = tuple[bytes, Any, bytes]
 _TEXTS = frozenset({str, type(None), type(FLAG)})
 _NUMBERS = frozenset({int, float, type(None), type(FLAG)})
-
-
-def _compute() -> Any:
-    return importlib.import_module("pyarrow.compute")
 
 
 class Unproven(Exception):  # noqa: N818 - control flow, never leaves the Arrow writers
@@ -92,11 +94,11 @@ def _member(
         text = column.cast(pa.string()).cast(pa.binary())
         return key_part, text, b""
     if _NUMBERS.issuperset(map(type, values)):
-        return key_part, _numbers(pa, values), b""
+        return key_part, written_numbers(pa, values), b""
     raise Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
 
 
-def _numbers(pa: Any, values: list[Any]) -> Any:
+def written_numbers(pa: Any, values: list[Any]) -> Any:
     """Numbers as orjson writes them (NaN and infinities as null, as it writes them in an
     event), all at once: no comma in their JSON, so the list's JSON splits into its values;
     null where the value is None or FLAG (left out)."""
@@ -107,7 +109,7 @@ def _numbers(pa: Any, values: list[Any]) -> Any:
         listed = orjson.dumps(values)[1:-1]
     except orjson.JSONEncodeError as exc:
         raise Unproven from exc  # an integer over 64 bits
-    compute = _compute()
+    compute = arrow_compute()
     parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
     return compute.if_else(pa.array(nulls, pa.bool_()), None, parts)
 
@@ -122,7 +124,7 @@ def escaped(array: Any) -> Any:
     start, end = offsets[array.offset], offsets[array.offset + len(array)]
     if not bytes(memoryview(buffers[2])[start:end]).translate(None, _UNESCAPED):
         return None
-    return _compute().match_substring_regex(array, _ESCAPED)
+    return arrow_compute().match_substring_regex(array, _ESCAPED)
 
 
 def _binary(pa: Any, array: Any) -> Any:
@@ -147,7 +149,7 @@ def _spelt(piece: Piece, rows: int, pa: Any) -> Any:
     prefix, array, suffix = piece
     if array is None:
         return pa.array([prefix + suffix] * rows, pa.binary())
-    return _compute().binary_join_element_wise(prefix, array, suffix, b"")
+    return arrow_compute().binary_join_element_wise(prefix, array, suffix, b"")
 
 
 def _flat(pieces: list[Piece | None]) -> list[Any] | None:
@@ -197,13 +199,13 @@ def _concatenated(parts: list[Any], rows: int, pa: Any) -> Any:
             merged.append(part)
     if all(isinstance(part, bytes) for part in merged):
         return pa.array([b"".join(merged)] * rows, pa.binary())  # constants only
-    return _compute().binary_join_element_wise(*merged, b"")
+    return arrow_compute().binary_join_element_wise(*merged, b"")
 
 
 def joined(members: list[Any], rows: int, pa: Any) -> Any:
     """The members (pieces, or binary arrays of them) of an object joined, without the first
     comma; null where none is set (None members: null in every row)."""
-    compute = _compute()
+    compute = arrow_compute()
     members = [
         _spelt(member, rows, pa) if isinstance(member, tuple) else member
         for member in members
@@ -235,7 +237,7 @@ def _scalar(
 
 def _rows(bad: list[Any], also: Any = None) -> set[int]:
     """The rows any of the boolean arrays marks."""
-    compute = _compute()
+    compute = arrow_compute()
     marked = also
     for flags in bad:
         known = compute.fill_null(flags, False)
@@ -250,7 +252,7 @@ def _events(
     every key is set in every row, else member by member."""
     pa = columns.pa
     rows = columns.batch.num_rows
-    compute = _compute()
+    compute = arrow_compute()
     bad: list[Any] = []
     members: list[tuple[bytes, Piece | None, list[Piece | None] | None]] = []
     for key, names, values in fields:
@@ -296,7 +298,7 @@ def written_objects(
         ]
     except Unproven:
         return None
-    compute = _compute()
+    compute = arrow_compute()
     flat = _flat(parts)
     if flat:  # every member set in every row: one join
         written = _concatenated([b"{", *flat, b"}"], rows, pa)

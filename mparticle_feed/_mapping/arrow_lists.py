@@ -13,13 +13,12 @@ value is written by ``written_list``.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .arrow_columns import FLAG, Columns
-from .arrow_json import Unproven, escaped, joined
+from .arrow_columns import FLAG, Columns, arrow_compute
+from .arrow_json import Unproven, escaped, joined, written_numbers
 
 if TYPE_CHECKING:
     from .written_structs import StructWriter
@@ -27,14 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["struct_lists_written"]
 
 
-def _compute() -> Any:
-    return importlib.import_module("pyarrow.compute")
-
-
 def _member(pa: Any, key: str, array: Any, kind: str | None, bad: list[Any]) -> Any:
     """``,"key":value`` per item (null where the value is null); items whose value is not
     proven written as it is are added to ``bad``. Raises Unproven for other types."""
-    compute = _compute()
+    compute = arrow_compute()
     tp = array.type
     key_part = b"," + orjson.dumps(key) + b":"
     if kind == "text" and (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
@@ -56,17 +51,14 @@ def _member(pa: Any, key: str, array: Any, kind: str | None, bad: list[Any]) -> 
             compute.equal(compute.floor(array), array), compute.less(compute.abs(array), 2.0**63)
         )
         bad.append(compute.or_(compute.invert(compute.is_finite(array)), small_whole))
-        # orjson writes the floats, all at once: no comma in a number's JSON.
-        listed = orjson.dumps(array.to_pylist())[1:-1]
-        parts = compute.split_pattern(pa.array([listed], pa.binary()), b",").flatten()
-        numbers = compute.if_else(array.is_null(), None, parts)
+        numbers = written_numbers(pa, array.to_pylist())
         return compute.binary_join_element_wise(key_part, numbers, b"")
     raise Unproven
 
 
 def _rows(parents: Any, marks: list[Any]) -> set[int]:
     """The rows holding an item any of ``marks`` (boolean arrays over the items) marks."""
-    compute = _compute()
+    compute = arrow_compute()
     if not marks:
         return set()
     marked = compute.fill_null(marks[0], False)
@@ -89,7 +81,7 @@ def struct_lists_written(columns: Columns, name: str, writer: StructWriter) -> l
     names = [tp.value_type.field(i).name for i in range(tp.value_type.num_fields)]
     if writer.required or len(set(names)) != len(names) or not set(names) <= writer.fields.keys():
         return None  # an unknown key refuses every item; a name twice is one dict key
-    compute = _compute()
+    compute = arrow_compute()
     items = array.flatten()  # the items the rows hold, in order
     if not len(items):
         return None  # pyarrow's joins refuse empty arrays beside scalars; nothing to join

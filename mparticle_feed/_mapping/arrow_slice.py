@@ -6,7 +6,6 @@ Per row: its primary key, its user part, its event's fields (or its event writte
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -18,6 +17,7 @@ from .._wire.models import CustomEvent
 from .arrow_columns import (
     FLAG,
     Columns,
+    arrow_compute,
     attribute_values,
     by_row,
     event_field,
@@ -92,7 +92,7 @@ class Converted:
         joinable = not engine.per_row_user
         self.zeros: set[int] = set()
         pa = columns.pa
-        compute = importlib.import_module("pyarrow.compute")
+        compute = arrow_compute()
         plain = engine.writes
         for field, builder, attr_names, attr_columns in engine.attribute_maps:
             lists = [

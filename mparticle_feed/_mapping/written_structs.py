@@ -16,7 +16,6 @@ which maps or rejects it with its own field path and reason.
 
 from __future__ import annotations
 
-import importlib
 import typing
 from collections.abc import Callable
 from decimal import Decimal
@@ -28,7 +27,7 @@ import orjson
 from .._errors import ModelError
 from .._wire.sparse import _check_for
 from .._wire.values import json_number, optional_decimal
-from .arrow_columns import FLAG, Columns, is_text, per_value
+from .arrow_columns import FLAG, Columns, arrow_compute, is_text, per_value
 from .arrow_json import written_objects
 from .arrow_lists import struct_lists_written
 from .coercers import Coercer, _Coercers, _non_optional, _parsed
@@ -367,7 +366,7 @@ def _kept(columns: Columns, name: str, token: str | None) -> bool:
         return is_text(pa, tp)
     if token != _NUMBER_VALUE or not pa.types.is_float64(tp):
         return False
-    compute = importlib.import_module("pyarrow.compute")
+    compute = arrow_compute()
     array = columns.batch.column(name)
     whole = compute.and_(
         compute.equal(compute.floor(array), array), compute.less(compute.abs(array), 2.0**63)
@@ -384,7 +383,7 @@ def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[An
     pattern = writer.list_pattern
     if pattern is None or not is_text(pa, columns.type_of(name)):
         return None
-    compute = importlib.import_module("pyarrow.compute")
+    compute = arrow_compute()
     array = columns.batch.column(name)
     proven = compute.fill_null(compute.match_substring_regex(array, pattern), False)
     if not compute.any(proven).as_py():
