@@ -22,6 +22,7 @@ from .written import WrittenField, write_events
 
 __all__ = [
     "Unproven",
+    "any_marked",
     "escaped",
     "joined",
     "written_events",
@@ -235,14 +236,20 @@ def _scalar(
     return _member(columns, key, values, bad, objects=objects)
 
 
-def _rows(bad: list[Any], also: Any = None) -> set[int]:
-    """The rows any of the boolean arrays marks."""
+def any_marked(marks: list[Any]) -> Any:
+    """Where any of the boolean arrays is true (a null counts as false); None for none."""
     compute = arrow_compute()
-    marked = also
-    for flags in bad:
+    marked = None
+    for flags in marks:
         known = compute.fill_null(flags, False)
         marked = known if marked is None else compute.or_(marked, known)
-    return set() if marked is None else set(compute.indices_nonzero(marked).to_pylist())
+    return marked
+
+
+def _rows(marks: list[Any]) -> set[int]:
+    """The rows any of the boolean arrays marks."""
+    marked = any_marked(marks)
+    return set() if marked is None else set(arrow_compute().indices_nonzero(marked).to_pylist())
 
 
 def _events(
@@ -277,7 +284,7 @@ def _events(
             for start, piece, inner in members
         ]
         events = compute.binary_join_element_wise(head, joined(spelt, rows, pa), b"}}", b"")
-    return events.to_pylist(), _rows(bad, compute.is_null(events))
+    return events.to_pylist(), _rows([compute.is_null(events), *bad])
 
 
 def written_objects(

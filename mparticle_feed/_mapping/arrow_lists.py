@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .arrow_columns import FLAG, Columns, arrow_compute
-from .arrow_json import Unproven, escaped, joined, written_numbers
+from .arrow_json import Unproven, any_marked, escaped, joined, written_numbers
 
 if TYPE_CHECKING:
     from .written_structs import StructWriter
@@ -58,13 +58,8 @@ def _member(pa: Any, key: str, array: Any, kind: str | None, bad: list[Any]) -> 
 
 def _rows(parents: Any, marks: list[Any]) -> set[int]:
     """The rows holding an item any of ``marks`` (boolean arrays over the items) marks."""
-    compute = arrow_compute()
-    if not marks:
-        return set()
-    marked = compute.fill_null(marks[0], False)
-    for mark in marks[1:]:
-        marked = compute.or_(marked, compute.fill_null(mark, False))
-    return set(compute.filter(parents, marked).to_pylist())
+    marked = any_marked(marks)
+    return set() if marked is None else set(arrow_compute().filter(parents, marked).to_pylist())
 
 
 def struct_lists_written(columns: Columns, name: str, writer: StructWriter) -> list[Any] | None:
