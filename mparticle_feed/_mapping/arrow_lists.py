@@ -23,7 +23,7 @@ from .arrow_json import Unproven, any_marked, escaped, joined, written_numbers
 if TYPE_CHECKING:
     from .written_structs import StructWriter
 
-__all__ = ["struct_lists_written"]
+__all__ = ["decimals_changed", "struct_lists_written"]
 
 
 def _member(pa: Any, key: str, array: Any, kind: str | None, bad: list[Any]) -> Any:
@@ -47,13 +47,20 @@ def _member(pa: Any, key: str, array: Any, kind: str | None, bad: list[Any]) -> 
         text = array.cast(pa.string()).cast(pa.binary())
         return compute.binary_join_element_wise(key_part, text, b"")
     if kind == "decimal" and pa.types.is_float64(tp):
-        small_whole = compute.and_(
-            compute.equal(compute.floor(array), array), compute.less(compute.abs(array), 2.0**63)
-        )
-        bad.append(compute.or_(compute.invert(compute.is_finite(array)), small_whole))
+        bad.append(decimals_changed(array))
         numbers = written_numbers(pa, array.to_pylist())
         return compute.binary_join_element_wise(key_part, numbers, b"")
     raise Unproven
+
+
+def decimals_changed(array: Any) -> Any:
+    """Where a decimal field's writer does not hand a float64 back as it is: not finite, or
+    an integer below 2**63 (``json_number`` makes those ints)."""
+    compute = arrow_compute()
+    small_whole = compute.and_(
+        compute.equal(compute.floor(array), array), compute.less(compute.abs(array), 2.0**63)
+    )
+    return compute.or_(compute.invert(compute.is_finite(array)), small_whole)
 
 
 def _rows(parents: Any, marks: list[Any]) -> set[int]:

@@ -29,7 +29,7 @@ from .._wire.sparse import _check_for
 from .._wire.values import json_number, optional_decimal
 from .arrow_columns import FLAG, Columns, arrow_compute, is_text, per_value
 from .arrow_json import written_objects
-from .arrow_lists import struct_lists_written
+from .arrow_lists import decimals_changed, struct_lists_written
 from .coercers import Coercer, _Coercers, _non_optional, _parsed
 from .rejects import _Reject
 from .sources import Column, Constant, Struct
@@ -366,13 +366,8 @@ def _kept(columns: Columns, name: str, token: str | None) -> bool:
         return is_text(pa, tp)
     if token != _NUMBER_VALUE or not pa.types.is_float64(tp):
         return False
-    compute = arrow_compute()
-    array = columns.batch.column(name)
-    whole = compute.and_(
-        compute.equal(compute.floor(array), array), compute.less(compute.abs(array), 2.0**63)
-    )
-    kept = compute.and_(compute.is_finite(array), compute.invert(whole))
-    return compute.all(kept).as_py() is not False
+    changed = decimals_changed(columns.batch.column(name))
+    return arrow_compute().any(changed).as_py() is not True
 
 
 def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[Any] | None:
