@@ -54,8 +54,6 @@ class _Differ:
         self.sources: dict[int, str] = {}
         #: key → the entry (None: none) found before mapping, for the comparison.
         self._prefetched: dict[str, StateEntry | None] = {}
-        #: Whether the sync had no entry when mapping began (None: not asked yet).
-        self._nothing_stored: bool | None = None
         #: Entries found unchanged whose source digest is new, stored at each lookup
         #: (a sync's, when its state can: ``record_sources``); a plan only reads.
         self._refresh: list[StateEntry] | None = (
@@ -74,15 +72,6 @@ class _Differ:
         if not keys:
             return {}
         prefetched = self._prefetched
-        if self._nothing_stored is None:
-            # Asked at the first look-up, once the outbox's replay has settled.
-            holds_any = getattr(self.state, "holds_any", None)
-            self._nothing_stored = holds_any is not None and not holds_any(self.name)
-        if self._nothing_stored:
-            # A first run: a key accepted since it began is this run's own, and a row that
-            # repeats it is a duplicate, rejected whether or not it is looked up.
-            prefetched.update(dict.fromkeys(keys))
-            return {}
         # Only whether a key has an entry, and its digest: a key without one needs no
         # second look-up; the entries of the (few) changed rows are read when compared.
         digests: dict[str, str | None] = self.state.sources(self.name, keys)  # type: ignore[union-attr]

@@ -74,10 +74,6 @@ class _AcceptedEntries:
                 )
         return found
 
-    def holds_any(self, name: str) -> bool:
-        """Whether sync ``name`` has any accepted entry (one index probe, not a count)."""
-        return bool(self._read("SELECT 1 FROM accepted WHERE name = ? LIMIT 1", (name,)))
-
     def sources(self, name: str, keys: Sequence[str]) -> dict[str, str | None]:
         """The keys of ``keys`` that have an entry, each with its source digest (or None).
 
