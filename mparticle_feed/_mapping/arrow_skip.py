@@ -21,7 +21,6 @@ from .unchanged import (
     KnownRows,
     SourceDigest,
     keyed_column_digests,
-    keyed_digests,
 )
 
 if TYPE_CHECKING:
@@ -71,13 +70,10 @@ class ArrowSkip:
                     yield part.take(pa.array(kept, pa.int64()))
 
     def _digests(self, part: Any) -> list[tuple[str, str] | None]:
-        """The slice's keys and digests, from its columns as ``to_pylist`` gives them."""
-        names = tuple(part.schema.names)
-        if len(set(names)) < len(names):
-            # A row dict keeps the last of two columns named alike: digest what it holds.
-            return keyed_digests(part.to_pylist(), self._compiled, self._digest)
+        """The slice's keys and digests, from its columns as ``to_pylist`` gives them (the
+        names are distinct: a source naming two columns alike is refused before any row)."""
         columns = [column.to_pylist() for column in part.columns]
-        return keyed_column_digests(names, columns, self._compiled, self._digest)
+        return keyed_column_digests(tuple(part.schema.names), columns, self._compiled, self._digest)
 
     def _queue_slice(self, digests: list[tuple[str, str] | None], count: int) -> list[int]:
         """Queue every row; the positions of those the engine maps."""
