@@ -8,7 +8,6 @@ row path gives for those rows.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 import attrs
 import pytest
+from arrow_examples import arrow_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -444,11 +444,7 @@ def _row_width(row: Any) -> int:
     return len(row)
 
 
-EXAMPLES = settings(
-    max_examples=int(os.environ.get("ARROW_EXAMPLES", "80")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+EXAMPLES = arrow_settings(80)
 
 
 @EXAMPLES

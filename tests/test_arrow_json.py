@@ -5,12 +5,12 @@ constants, nulls, mixed classes, written objects)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from arrow_examples import arrow_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 pa = pytest.importorskip("pyarrow")
@@ -24,11 +24,7 @@ from mparticle_feed._mapping.written import (  # noqa: E402
 )
 from mparticle_feed._wire.enums import CustomEventType  # noqa: E402
 
-SETTINGS = settings(
-    max_examples=int(os.environ.get("ARROW_EXAMPLES", "200")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = arrow_settings(200)
 
 #: Arrow column types and the Python values each holds.
 COLUMN_KINDS: dict[str, tuple[Any, Any]] = {

@@ -5,11 +5,11 @@ order, types and hostile values)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from arrow_examples import arrow_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 pa = pytest.importorskip("pyarrow")
@@ -19,11 +19,7 @@ from test_arrow_written import PRODUCTS_WRITER  # noqa: E402
 from mparticle_feed._mapping.arrow_columns import Columns  # noqa: E402
 from mparticle_feed._mapping.arrow_lists import struct_lists_written  # noqa: E402
 
-SETTINGS = settings(
-    max_examples=int(os.environ.get("ARROW_EXAMPLES", "200")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = arrow_settings(200)
 
 HOSTILE_FLOATS = st.one_of(
     st.floats(width=64),

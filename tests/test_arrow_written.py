@@ -5,7 +5,6 @@ of rows joining their batch in one step (``RegroupWindow.push_more``)."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import tempfile
@@ -14,7 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from arrow_examples import arrow_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 pa = pytest.importorskip("pyarrow")
@@ -43,11 +43,7 @@ from mparticle_feed._mapping.written import WrittenBatch, written_header  # noqa
 from mparticle_feed._sync.run import plan  # noqa: E402
 from mparticle_feed._sync.state import StateStore  # noqa: E402
 
-SETTINGS = settings(
-    max_examples=int(os.environ.get("ARROW_EXAMPLES", "60")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = arrow_settings(60)
 
 #: Raw product values: what the written path keeps, and what it hands to the row path.
 PRICES = st.one_of(
@@ -271,11 +267,7 @@ def test_commerce_events_written_as_data_are_byte_identical(case: Any) -> None:
     assert_same(table, mapping, chunk=chunk, limit=limit)
 
 
-@settings(
-    max_examples=int(os.environ.get("ARROW_EXAMPLES", "30")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@arrow_settings(30)
 @given(commerce_tables(), st.integers(2, 4))
 def test_written_commerce_events_give_the_row_paths_plans_and_state_entries(
     case: Any, every: int
