@@ -5,13 +5,19 @@ then carry positions in what it saw, which are turned back into the input's row 
 with each skipped row reported at its own place in between (see :mod:`.unchanged`). Rows
 are digested from the values ``to_pylist`` gives, as the row path reads an Arrow source,
 so both paths store the same digests (column by column: no dict per row).
+
+A slice read before with the same content is not digested row by row again: its Arrow
+bytes are hashed at once, and the digest of its rows' digests recorded then is compared
+with the one the state's stored digests give now (see :meth:`.KnownRows.known_slice`).
+Equal, every row of the slice is one the row-by-row check would skip.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .arrow import Result, Run
 from .arrow_columns import normalised
@@ -20,7 +26,10 @@ from .unchanged import (
     SKIP_CHUNK,
     KnownRows,
     SourceDigest,
+    column_keys,
     keyed_column_digests,
+    rows_digest,
+    rows_text,
 )
 
 if TYPE_CHECKING:
@@ -28,9 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ArrowSkip"]
 
-#: What the queue holds per input row, in order: its row number, and the key of a row
-#: left out (or None for a row the engine maps).
-_Item = tuple[int, str | None]
+#: What the queue holds, in input order: a row the engine maps (its row number, None), or
+#: consecutive rows left out (the first one's row number, their keys).
+_Item = tuple[int, list[str] | None]
 
 
 class ArrowSkip:
@@ -51,6 +60,8 @@ class ArrowSkip:
         self._read = 0
         #: Rows handed to the engine and not yet numbered.
         self._unnumbered = 0
+        #: Serialised schemas, by schema (a reader's batches share one).
+        self._schemas: dict[Any, bytes] = {}
 
     def filtered(self, reader: Iterable[Any]) -> Iterator[Any]:
         """The record batches with their unchanged rows left out."""
@@ -59,7 +70,7 @@ class ArrowSkip:
         for read in reader:
             for offset in range(0, read.num_rows, SKIP_CHUNK):
                 part = normalised(pa, read.slice(offset, SKIP_CHUNK))
-                kept = self._queue_slice(self._digests(part), part.num_rows)
+                kept = self._skip_slice(part)
                 if not self._unnumbered:
                     # Every row before these was numbered: report the skipped ones now, so
                     # the queue stays short even when no row at all is mapped.
@@ -69,23 +80,84 @@ class ArrowSkip:
                 elif kept:
                     yield part.take(pa.array(kept, pa.int64()))
 
-    def _digests(self, part: Any) -> list[tuple[str, str] | None]:
-        """The slice's keys and digests, from its columns as ``to_pylist`` gives them (the
-        names are distinct: a source naming two columns alike is refused before any row)."""
+    def _skip_slice(self, part: Any) -> list[int]:
+        """Queue the slice's rows; the positions of those the engine maps."""
+        names = tuple(part.schema.names)
+        column = self._compiled.key_column
+        if column is None or column not in names:
+            return self._queue_slice([None] * part.num_rows, {}, part.num_rows)
+        keys = column_keys(part.column(names.index(column)).to_pylist(), self._compiled)
+        sliced = recorded = None
+        if None in keys:
+            # A row the mapping rejects or always maps: digested and mapped as usual.
+            stored = self._known.stored_sources([key for key in keys if key is not None])
+        else:
+            every = cast("list[str]", keys)
+            sliced = self._slice_digest(part)
+            recorded = self._known.known_slice(sliced)
+            if recorded is not None and self._span_holds(every, recorded):
+                return self._skip_whole(every, sliced, recorded)
+            stored = self._known.stored_sources(every)
+            if recorded is not None and recorded == _stored_rows_digest(stored, every):
+                return self._skip_whole(every, sliced, recorded)
         columns = [column.to_pylist() for column in part.columns]
-        return keyed_column_digests(tuple(part.schema.names), columns, self._compiled, self._digest)
+        digests = keyed_column_digests(names, columns, self._compiled, self._digest, keys)
+        if sliced is not None and None not in digests:
+            pairs = cast("list[tuple[str, str]]", digests)
+            if len(dict(pairs)) == len(pairs):  # a key twice: not a slice to vouch for
+                self._known.saw_slice(sliced, rows_digest(rows_text(pairs)))
+        return self._queue_slice(digests, stored, part.num_rows)
 
-    def _queue_slice(self, digests: list[tuple[str, str] | None], count: int) -> list[int]:
+    def _span_holds(self, keys: list[str], recorded: str) -> bool:
+        """Whether the state's entries from the slice's least key to its greatest are
+        exactly its keys, with the digests recorded (cheap where keys come in runs)."""
+        if len(set(keys)) != len(keys):
+            return False
+        span = self._known.stored_span(min(keys), max(keys), len(keys) + 1)
+        return span is not None and rows_digest(span) == recorded
+
+    def _skip_whole(self, keys: list[str], sliced: str, recorded: str) -> list[int]:
+        """Every row of the slice is unchanged: queued as one run of skipped rows."""
+        self._queue.append((self._read + 1, keys))
+        self._read += len(keys)
+        self._known.saw_slice(sliced, recorded)
+        return []
+
+    def _slice_digest(self, part: Any) -> str:
+        """A digest of the slice's content and types, salted as the rows' digests are."""
+        import pyarrow as pa
+
+        schema = part.schema
+        written = self._schemas.get(schema)
+        if written is None:
+            if len(self._schemas) > 16:
+                self._schemas.clear()
+            # The Arrow version too: a new one may read the same bytes as other values.
+            written = self._schemas[schema] = (
+                f"slice/1 pyarrow {pa.__version__}\n".encode() + schema.serialize().to_pybytes()
+            )
+        hasher = hashlib.blake2b(self._digest.salt, digest_size=16)
+        hasher.update(written)
+        hasher.update(part.serialize())
+        return hasher.hexdigest()
+
+    def _queue_slice(
+        self, digests: list[tuple[str, str] | None], stored: dict[str, str] | Any, count: int
+    ) -> list[int]:
         """Queue every row; the positions of those the engine maps."""
-        stored = self._known.stored_sources([pair[0] for pair in digests if pair is not None])
         kept: list[int] = []
         start = self._read
+        queue = self._queue
+        skipped: list[str] = []
         for index, pair in enumerate(digests):
             number = start + index + 1
             if pair is not None and stored.get(pair[0]) == pair[1]:
-                self._queue.append((number, pair[0]))
+                if not skipped:
+                    queue.append((number, skipped))
+                skipped.append(pair[0])
                 continue
-            self._queue.append((number, None))
+            skipped = []
+            queue.append((number, None))
             self._unnumbered += 1
             kept.append(index)
             if pair is not None:
@@ -113,21 +185,21 @@ class ArrowSkip:
         """Report queued skipped rows up to the engine's next row (all of them: None);
         that row's input number."""
         queue = self._queue
-        keys: list[str] = []
-        first = 0
         while queue:
-            number, key = queue.popleft()
-            if key is None:
-                if keys:
-                    self._on_skip(first, keys)  # consecutive rows: numbered from the first
+            number, keys = queue.popleft()
+            if keys is None:
                 self._unnumbered -= 1
                 return number
-            if not keys:
-                first = number
-            keys.append(key)
-        if keys:
-            self._on_skip(first, keys)
+            self._on_skip(number, keys)  # consecutive rows, numbered from the first
         if position is not None:
             msg = f"the engine gave a row ({position}) that was not read"
             raise AssertionError(msg)
         return 0
+
+
+def _stored_rows_digest(stored: dict[str, str] | Any, keys: list[str]) -> str | None:
+    """:func:`rows_digest` of the keys and the digests the state stores for them; None if
+    one lacks one."""
+    if len(stored) != len(set(keys)):
+        return None
+    return rows_digest(rows_text(stored.items()))

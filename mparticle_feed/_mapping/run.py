@@ -9,7 +9,7 @@ held in memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._errors import ConfigurationError, RowError, type_name
@@ -259,11 +259,11 @@ class MappingRun(Iterator[SourcedBatch]):
             seen_at = check_each(self.key_check, keys, first)
         else:
             seen_at = {}
-        if not seen_at:
-            numbers = list(range(first, first + len(keys)))
-            unchanged = keys
-        else:
-            numbers = []
+        numbers: Sequence[int] = range(first, first + len(keys))
+        unchanged = keys
+        if seen_at:
+            listed: list[int] = []
+            numbers = listed
             unchanged = []
             for position, key in enumerate(keys):
                 number = first + position
@@ -274,7 +274,7 @@ class MappingRun(Iterator[SourcedBatch]):
                         ref, None, f"duplicate primary key, first seen at row {seen_at[position]}"
                     )
                     continue
-                numbers.append(number)
+                listed.append(number)
                 unchanged.append(key)
         self.rows_unchanged += len(numbers)
         known.skipped(numbers, unchanged)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import islice
@@ -31,9 +31,12 @@ __all__ = [
     "KnownRows",
     "SourceDigest",
     "check_each",
+    "column_keys",
     "digestible",
     "keyed_column_digests",
     "keyed_digests",
+    "rows_digest",
+    "rows_text",
     "skip_known",
 ]
 
@@ -54,11 +57,26 @@ class KnownRows(Protocol):
     def stored_sources(self, keys: Sequence[str]) -> Mapping[str, str]:
         """The stored source digests of those ``keys`` that have one."""
 
-    def skipped(self, numbers: list[int], keys: list[str]) -> None:
-        """Rows left unmapped (their digests are the stored ones): row numbers and keys."""
+    def skipped(self, numbers: Sequence[int], keys: list[str]) -> None:
+        """Rows left unmapped (their digests are the stored ones): row numbers (ascending;
+        a ``range`` for consecutive rows) and keys."""
 
     def kept(self, row_number: int, digest: str) -> None:
         """A row that is mapped, with its digest (stored with its entry once accepted)."""
+
+    def known_slice(self, digest: str) -> str | None:
+        """The :func:`rows_digest` recorded for a slice of rows with this content digest.
+
+        A cache, never trusted alone: a slice is skipped whole only when the keys and
+        source digests the state stores now give the same :func:`rows_digest`.
+        """
+
+    def stored_span(self, first: str, last: str, limit: int) -> str | None:
+        """The :func:`rows_text` of the first ``limit`` keys from ``first`` to ``last``
+        that have an entry (None: no entry, or a key without a digest among them)."""
+
+    def saw_slice(self, digest: str, rows: str) -> None:
+        """A slice of rows read with this content digest and :func:`rows_digest` of theirs."""
 
 
 def check_each(
@@ -94,6 +112,11 @@ class SourceDigest:
     def __init__(self, salt: str) -> None:
         self._salt = b"mparticle-feed-source/2\n" + salt.encode() + b"\n"
         self._shapes: dict[tuple[tuple[Any, ...], tuple[type, ...]], _Shape] = {}
+
+    @property
+    def salt(self) -> bytes:
+        """What every digest starts from: the version of the format, and the salt."""
+        return self._salt
 
     def __call__(self, row: Mapping[str, Any]) -> str | None:
         if row.__class__ is not dict:
@@ -223,30 +246,54 @@ def keyed_column_digests(
     columns: Sequence[Sequence[Any]],
     compiled: CompiledMapping,
     digest: SourceDigest,
+    keys: Sequence[str | None] | None = None,
 ) -> list[tuple[str, str] | None]:
     """:func:`keyed_digests` of the rows these columns hold (``names`` all distinct),
-    without a dict per row: the same keys and digests as for the rows as dicts."""
+    without a dict per row: the same keys and digests as for the rows as dicts.
+    ``keys``: :func:`column_keys` of the key column, when already known."""
     count = len(columns[0]) if columns else 0
     column = compiled.key_column
     if column is None or column not in names:
         return [None] * count  # no key: every row is mapped, and rejected there if need be
-    key_values = columns[names.index(column)]
-    key_text = compiled.key_text
+    if keys is None:
+        keys = column_keys(columns[names.index(column)], compiled)
     of_values = digest.of_values
     out: list[tuple[str, str] | None] = []
     append = out.append
-    for value, values in zip(key_values, zip(*columns, strict=True), strict=True):
+    for key, values in zip(keys, zip(*columns, strict=True), strict=True):
         pair = None
-        try:
-            key = value if value.__class__ is str else key_text(value)
-        except _Reject:
-            key = None
-        if key is not None and (key.isascii() or _encodable(key)):
+        if key is not None:
             found = of_values(names, values)
             if found is not None:
                 pair = (key, found)
         append(pair)
     return out
+
+
+def column_keys(values: Sequence[Any], compiled: CompiledMapping) -> list[str | None]:
+    """The primary key of each value of the key column; None where a row cannot be keyed
+    (it is mapped, and rejected there if need be)."""
+    key_text = compiled.key_text
+    out: list[str | None] = []
+    append = out.append
+    for value in values:
+        try:
+            key = value if value.__class__ is str else key_text(value)
+        except _Reject:
+            key = None
+        append(key if key is not None and (key.isascii() or _encodable(key)) else None)
+    return out
+
+
+def rows_text(pairs: Iterable[tuple[str, str]]) -> str:
+    """Keys and their source digests, sorted by key, as one text: per key its length in
+    characters, ``:``, the key, the digest (what :meth:`KnownRows.stored_span` gives)."""
+    return "".join([f"{len(key)}:{key}{digest}" for key, digest in sorted(pairs)])
+
+
+def rows_digest(text: str) -> str:
+    """The digest of a :func:`rows_text` (see :meth:`KnownRows.known_slice`)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _encodable(key: str) -> bool:

@@ -29,6 +29,8 @@ __all__: list[str] = []
 #: Keys looked up in the state at once (one query), and the most batches held meanwhile.
 _LOOKUP_KEYS = 500
 _LOOKAHEAD_BATCHES = 100
+#: Slices of rows seen (see KnownRows.known_slice) held before they are stored at once.
+_SLICES_HELD = 500
 
 
 class _Differ:
@@ -59,6 +61,10 @@ class _Differ:
         self._refresh: list[StateEntry] | None = (
             [] if refresh and hasattr(state, "record_sources") else None
         )
+        #: Slices seen this run, stored in groups (a sync's, when its state can).
+        self._slices: list[tuple[str, str]] | None = (
+            [] if refresh and hasattr(state, "record_slices") else None
+        )
 
     # --- KnownRows: what mapping asks before it maps a row -----------------------------
 
@@ -80,15 +86,39 @@ class _Differ:
                 prefetched[key] = None
         return {key: value for key, value in digests.items() if value is not None}
 
-    def skipped(self, numbers: list[int], keys: list[str]) -> None:
-        pop = self._prefetched.pop
-        for key in keys:
-            pop(key, None)
+    def skipped(self, numbers: Sequence[int], keys: list[str]) -> None:
+        prefetched = self._prefetched
+        # Only keys without an entry are prefetched, and a skipped row's key has one.
+        if prefetched and not prefetched.keys().isdisjoint(keys):
+            for key in keys:
+                prefetched.pop(key, None)
         self.statuses.mark_numbers(numbers, _UNCHANGED)
         self.unchanged += len(numbers)
 
     def kept(self, row_number: int, digest: str) -> None:
         self.sources[row_number] = digest
+
+    def known_slice(self, digest: str) -> str | None:
+        lookup = getattr(self.state, "source_slice", None)
+        return lookup(self.name, digest) if lookup is not None else None
+
+    def stored_span(self, first: str, last: str, limit: int) -> str | None:
+        lookup = getattr(self.state, "source_span", None)
+        return lookup(self.name, first, last, limit) if lookup is not None else None
+
+    def saw_slice(self, digest: str, rows: str) -> None:
+        if self._slices is not None:
+            self._slices.append((digest, rows))
+            if len(self._slices) >= _SLICES_HELD:
+                self._store_slices(every_row_read=False)
+
+    def _store_slices(self, *, every_row_read: bool) -> None:
+        """Store the slices seen; once every row was read, forget those not seen this run."""
+        if self._slices is not None and (self._slices or every_row_read):
+            self.state.record_slices(  # type: ignore[union-attr]
+                self.name, self._slices, forget_older=every_row_read
+            )
+            self._slices = []
 
     def forget(self, row: RowRef) -> None:
         """A rejected row: nothing of it is stored."""
@@ -136,6 +166,7 @@ class _Differ:
                 pending, keys = [], []
         if pending:
             yield from self._compare(pending, keys)
+        self._store_slices(every_row_read=True)
 
     def _keys(self, sourced: SourcedBatch) -> list[str]:
         if self.kind == SyncKind.USER_ATTRIBUTES.value:

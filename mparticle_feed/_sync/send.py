@@ -10,6 +10,7 @@ outbox, then replays them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import os
@@ -98,6 +99,12 @@ def finish_run(
     return report
 
 
+@functools.cache
+def _at_least(code: int) -> bytes:
+    """The byte table that raises every code below ``code`` to it."""
+    return bytes(max(value, code) for value in range(256))
+
+
 class _Statuses:
     """Per row number, the worst outcome seen; one byte per row."""
 
@@ -110,6 +117,15 @@ class _Statuses:
     def mark_numbers(self, numbers: Iterable[int], code: int) -> None:
         """:meth:`mark` for rows given by number (ascending), at once."""
         codes = self.codes
+        if isinstance(numbers, range) and numbers.step == 1:
+            start, stop = numbers.start, numbers.stop
+            if start < stop:
+                while stop > len(codes):
+                    # As marking the rows one by one would grow it.
+                    first = max(start, len(codes))
+                    codes.extend(b"\x00" * max(first + 1 - len(codes), len(codes)))
+                codes[start:stop] = codes[start:stop].translate(_at_least(code))
+            return
         for index in numbers:
             if index >= len(codes):
                 # Grown by doubling, so the bytes come out the same however rows are grouped.

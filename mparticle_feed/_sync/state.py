@@ -101,6 +101,7 @@ class StateStore(_AcceptedEntries):
         # A file opened read-only may predate the source column: it then holds no digests;
         # nor request bodies (each batch then holds its own).
         self._later_columns = opened.has_later_columns
+        self._slices = opened.has_later_tables
 
     @property
     def path(self) -> str:
@@ -277,7 +278,8 @@ class StateStore(_AcceptedEntries):
             count = conn.execute(
                 "SELECT count(*) FROM accepted WHERE name = ?", (name,)
             ).fetchone()[0]
-            for table in ("accepted", "outbox_batches", "outbox", "syncs"):
+            tables = ["accepted", "outbox_batches", "outbox", "syncs"]
+            for table in [*tables, "source_slices"] if self._slices else tables:
                 conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608
         return int(count)
 

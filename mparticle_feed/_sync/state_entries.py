@@ -35,6 +35,8 @@ class _AcceptedEntries:
     #: Whether the file has the columns added within schema 2 (source digests, whole
     #: request bodies); a file opened read-only from before them has not.
     _later_columns: bool = True
+    #: Whether the file has the tables added within schema 2 (``source_slices``), as above.
+    _slices: bool = True
 
     if TYPE_CHECKING:  # StateStore's
         _clock: Callable[[], float]
@@ -112,6 +114,53 @@ class _AcceptedEntries:
                 "UPDATE accepted SET source = ? WHERE name = ? AND key = ? AND hash = ?", values
             )
             return conn.total_changes - before
+
+    def source_slice(self, name: str, digest: str) -> str | None:
+        """What :meth:`record_slices` stored for the slice of rows with this content digest."""
+        if not self._slices:
+            return None
+        rows = self._read(
+            "SELECT rows FROM source_slices WHERE name = ? AND slice = ?", (name, digest)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def source_span(self, name: str, first: str, last: str, limit: int) -> str | None:
+        """The first ``limit`` keys of ``name`` from ``first`` to ``last`` with their source
+        digests, as one text: per key its length, ``:``, the key, the digest (None: none,
+        or one without a digest). One range scan: cheaper than looking keys up one by one."""
+        if self._source == "NULL":
+            return None
+        rows = self._read(
+            "SELECT group_concat(length(key) || ':' || key || source, '') FROM ("
+            "SELECT key, source FROM accepted WHERE name = ? AND key >= ? AND key <= ? "
+            "ORDER BY key LIMIT ?)",
+            (name, first, last, limit),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def record_slices(
+        self, name: str, slices: Sequence[tuple[str, str]], *, forget_older: bool = False
+    ) -> None:
+        """Store slices ``(content digest, digest of their rows' source digests)`` seen by
+        the current run of ``name``, in one transaction; with ``forget_older`` (every row
+        was read), drop those this run did not see (their rows changed, or moved)."""
+        if not self._slices:
+            return
+        with self._transaction() as conn:
+            found = conn.execute("SELECT version FROM syncs WHERE name = ?", (name,)).fetchone()
+            if found is None:
+                return
+            version = int(found[0])
+            conn.executemany(
+                "INSERT INTO source_slices (name, slice, rows, version) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name, slice) DO UPDATE SET "
+                "rows = excluded.rows, version = excluded.version",
+                [(name, digest, rows, version) for digest, rows in slices],
+            )
+            if forget_older:
+                conn.execute(
+                    "DELETE FROM source_slices WHERE name = ? AND version < ?", (name, version)
+                )
 
     def entries(self, name: str) -> Iterator[StateEntry]:
         """Every accepted entry of sync ``name``, in key order (for conversions)."""

@@ -72,6 +72,18 @@ _LATER_COLUMNS = (
     ("outbox_batches", "body_end", "INTEGER"),
 )
 
+# Tables added within schema 2 (before its release), to files made before them, when opened
+# for writing. ``source_slices``: per sync, the digest of a slice of Arrow rows' content and
+# the digest of their source digests, with the run version that last saw it (a cache: see
+# ``KnownRows.known_slice``).
+_LATER_TABLES = {
+    "source_slices": (
+        "CREATE TABLE source_slices ("
+        "name TEXT NOT NULL, slice TEXT NOT NULL, rows TEXT NOT NULL, "
+        "version INTEGER NOT NULL, PRIMARY KEY (name, slice)) WITHOUT ROWID"
+    ),
+}
+
 # The same upsert for every entry of some outbox batches, read from their stored JSON
 # (``[[key, hash, attributes or null(, source)], ...]``, written by ``_dump_entries``). ``{marks}``:
 # one ``?`` per source_request_id.
@@ -164,6 +176,8 @@ class StateFile:
         #: Whether the columns of :data:`_LATER_COLUMNS` are there (a file opened read-only
         #: may predate them).
         self.has_later_columns = not _missing_columns(self.conn)
+        #: Whether the tables of :data:`_LATER_TABLES` are there (as above).
+        self.has_later_tables = not _missing_tables(self.conn)
 
     @staticmethod
     def _check_header(path: str) -> bool:
@@ -433,14 +447,23 @@ def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     return missing
 
 
+def _missing_tables(conn: sqlite3.Connection) -> list[str]:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    return [table for table in _LATER_TABLES if table not in tables]
+
+
 def _add_later_columns(conn: sqlite3.Connection) -> None:
+    """Add the later columns and tables a file lacks, in one transaction."""
     missing = _missing_columns(conn)
-    if not missing:
+    tables = _missing_tables(conn)
+    if not missing and not tables:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, column, kind in missing:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        for table in tables:
+            conn.execute(_LATER_TABLES[table])
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
