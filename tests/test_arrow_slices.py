@@ -1,0 +1,230 @@
+"""Arrow second runs: slices of rows read before are checked against the state at once.
+
+A slice whose content was seen before is skipped whole only when the state's stored keys
+and digests still give the digest recorded with it; every other slice is digested row by
+row. Whatever happens in between, a sync over Arrow must send, reject, count and store
+what the row path does over the same rows.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sync_data import EVENTS, NOW, check_invariant, event_rows, sent_keys
+
+from mparticle_feed import SyncReport
+from mparticle_feed._delivery.client import EventsClient
+from mparticle_feed._mapping import arrow_skip
+from mparticle_feed._mapping.unchanged import SourceDigest, rows_text
+from mparticle_feed._sync.run import sync
+from mparticle_feed._sync.state import StateStore
+from mparticle_feed.testing import FakeEventsServer
+
+pa = pytest.importorskip("pyarrow")
+
+#: Rows per slice in these tests (500 in use): a few dozen rows make several slices.
+SLICE = 7
+
+
+@pytest.fixture(autouse=True)
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arrow_skip, "SKIP_CHUNK", SLICE)
+
+
+@pytest.fixture
+def digested(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows were digested one by one."""
+    calls: list[int] = []
+    original = SourceDigest.of_values
+
+    def counting(self: SourceDigest, names: Any, values: Any) -> str | None:
+        calls.append(1)
+        return original(self, names, values)
+
+    monkeypatch.setattr(SourceDigest, "of_values", counting)
+    return calls
+
+
+def _slices(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM source_slices").fetchone()[0])
+
+
+@pytest.mark.parametrize("order", ["by key", "shuffled"])
+def test_a_second_run_digests_no_row_of_a_slice_seen_before(
+    client: EventsClient, tmp_path: Path, digested: list[int], order: str
+) -> None:
+    rows = event_rows(60, users=7)
+    if order == "shuffled":  # each slice's keys spread over the key range: looked up
+        random.Random(4).shuffle(rows)
+    table = pa.Table.from_pylist(rows)
+    path = tmp_path / "state.sqlite"
+    first = sync(table, EVENTS, client, state=path, name="t", now=NOW)
+    assert (first.sent, len(digested)) == (60, 60)
+    assert _slices(path) == -(-60 // SLICE)
+    digested.clear()
+    second = sync(table, EVENTS, client, state=path, name="t", now=NOW)
+    assert (second.sent, second.unchanged, len(digested)) == (0, 60, 0)
+    check_invariant(second)
+
+
+def test_a_changed_slice_is_digested_alone_and_old_slices_are_forgotten(
+    server: FakeEventsServer, client: EventsClient, tmp_path: Path, digested: list[int]
+) -> None:
+    rows = event_rows(30, users=4)
+    path = tmp_path / "state.sqlite"
+    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    rows[9] = {**rows[9], "value": -9}  # in the second slice
+    digested.clear()
+    before = len(server.requests)
+    report = sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    assert sent_keys(server, start=before) == ["r0009"]
+    assert (report.unchanged, len(digested)) == (29, SLICE)
+    # The slice as it was is gone; the one seen now is kept.
+    assert _slices(path) == -(-30 // SLICE)
+
+
+def test_a_stale_slice_is_not_trusted_after_a_run_that_stopped(
+    server: FakeEventsServer, client: EventsClient, tmp_path: Path
+) -> None:
+    """A run that changed a key and stopped before forgetting old slices leaves one that
+    vouches for the key's old value: the value flips back, and is sent again."""
+    rows = event_rows(20, users=3)
+    path = tmp_path / "state.sqlite"
+    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT name, slice, rows, version FROM source_slices").fetchall()
+    changed = [dict(row) for row in rows]
+    changed[3]["value"] = 999
+    sync(pa.Table.from_pylist(changed), EVENTS, client, state=path, name="t", now=NOW)
+    with sqlite3.connect(path) as conn:  # as if the run had stopped before its end
+        conn.executemany("INSERT OR REPLACE INTO source_slices VALUES (?, ?, ?, ?)", kept)
+    before = len(server.requests)
+    report = sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    assert sent_keys(server, start=before) == ["r0003"]
+    assert (report.sent, report.unchanged) == (1, 19)
+
+
+def test_a_slice_with_a_key_twice_is_not_vouched_for(
+    client: EventsClient, tmp_path: Path, digested: list[int]
+) -> None:
+    rows = event_rows(SLICE, users=2)
+    rows[5] = dict(rows[1])
+    path = tmp_path / "state.sqlite"
+    for _ in range(2):
+        report = sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+        assert [(p.row.row_number, p.reason) for p in report.rejects] == [
+            (6, "duplicate primary key, first seen at row 2")
+        ]
+    assert _slices(path) == 0
+    assert len(digested) == 2 * SLICE
+
+
+def test_the_span_text_is_the_rows_text(tmp_path: Path) -> None:
+    keys = ["a", "b:c", "é", "日本", "10", "9", "z" * 40]
+    with StateStore(tmp_path / "state.sqlite") as store:
+        store.begin_sync("t", kind="custom_event", fingerprint="f")
+        with store._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO accepted (name, key, hash, accepted_at, source) "
+                "VALUES ('t', ?, 'h', 0, ?)",
+                [(key, f"{n:032x}") for n, key in enumerate(keys)],
+            )
+        pairs = [(key, f"{n:032x}") for n, key in enumerate(keys)]
+        assert store.source_span("t", min(keys), max(keys), len(keys) + 1) == rows_text(pairs)
+        inner = sorted(keys)[1:-1]
+        assert store.source_span("t", inner[0], inner[-1], 99) == rows_text(
+            [pair for pair in pairs if pair[0] in inner]
+        )
+        assert store.source_span("t", "zz", "zzz", 9) is None
+
+
+def _report(report: SyncReport, server: FakeEventsServer, start: int) -> tuple[Any, ...]:
+    return (
+        sorted(sent_keys(server, start=start)),
+        [(p.row.row_number, p.reason) for p in report.rejects],
+        report.unchanged,
+        report.rows_in,
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(1, 30),
+    rounds=st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(st.integers(0, 40), st.sampled_from(["value", "flip", "twice", "drop"])),
+                max_size=5,
+            ),
+            st.sampled_from(["keep", "shuffle", "reverse"]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_arrow_runs_send_reject_count_and_store_what_rows_do(
+    count: int,
+    rounds: list[tuple[list[tuple[int, str]], str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Round after round of edits (values changed and flipped back, keys repeated, rows
+    dropped, reordered), the Arrow sync and the row sync over the same values agree."""
+    folder = tmp_path_factory.mktemp("slices")
+    arrow_state, row_state = folder / "arrow.sqlite", folder / "rows.sqlite"
+    rows = event_rows(count, users=3)
+    original = [dict(row) for row in rows]
+    shuffler = random.Random(count)
+    with (
+        FakeEventsServer(now=lambda: NOW) as fake,
+        EventsClient(
+            "test-key", "test-secret", base_url=fake.url, max_workers=1, rate_limit=None
+        ) as events,
+    ):
+        table = pa.Table.from_pylist(rows)
+        sync(table, EVENTS, events, state=arrow_state, name="t", now=NOW)
+        shutil.copyfile(arrow_state, row_state)
+        for edits, order in rounds:
+            rows = _edited(rows, original, edits)
+            if order == "shuffle":
+                shuffler.shuffle(rows)
+            elif order == "reverse":
+                rows.reverse()
+            table = pa.Table.from_pylist(rows)
+            outcomes = []
+            for path, source in ((arrow_state, table), (row_state, table.to_pylist())):
+                start = len(fake.requests)
+                report = sync(source, EVENTS, events, state=path, name="t", now=NOW)
+                check_invariant(report)
+                outcomes.append(_report(report, fake, start))
+            assert outcomes[0] == outcomes[1]
+            stored = []
+            for path in (arrow_state, row_state):
+                with StateStore(path, read_only=True) as store:
+                    stored.append({e.key: (e.hash, e.source) for e in store.entries("t")})
+            assert stored[0] == stored[1]
+
+
+def _edited(
+    rows: list[dict[str, Any]], original: list[dict[str, Any]], edits: list[tuple[int, str]]
+) -> list[dict[str, Any]]:
+    out = [dict(row) for row in rows]
+    for index, edit in edits:
+        position = index % len(out)
+        row = out[position]
+        if edit == "value":
+            row["value"] = int(row["value"]) + 1000
+        elif edit == "flip":  # back to what the first run sent
+            row["value"] = next(r["value"] for r in original if r["id"] == row["id"])
+        elif edit == "twice":
+            out.insert((index * 7) % (len(out) + 1), dict(row))
+        elif len(out) > 1:  # an empty table has no columns to map
+            del out[position]
+    return out
