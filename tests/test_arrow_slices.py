@@ -127,6 +127,34 @@ def test_a_slice_with_a_key_twice_is_not_vouched_for(
     assert len(digested) == 2 * SLICE
 
 
+def test_a_changed_row_before_an_unchanged_repeat_of_its_key_is_the_one_sent(
+    server: FakeEventsServer, client: EventsClient, tmp_path: Path
+) -> None:
+    """The engine maps rows 1 and 3 in one run; row 2 between them is skipped (its value
+    is the stored one). Row 1 comes first, so it is sent and rows 2 and 3 are turned away
+    (0.1 rejected row 1 and reported row 2 unchanged: the new value was never sent)."""
+    path = tmp_path / "state.sqlite"
+    row = event_rows(1)[0]
+    for values in ([0], [1000, 0], [2000, 1000, 0]):
+        rows = [{**row, "value": value} for value in values]
+        before = len(server.requests)
+        report = sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+        assert [e["value"] for e in _sent_values(server, before)] == [values[0]]
+        assert [(p.row.row_number, p.reason) for p in report.rejects] == [
+            (number, "duplicate primary key, first seen at row 1")
+            for number in range(2, len(values) + 1)
+        ]
+
+
+def _sent_values(server: FakeEventsServer, start: int) -> list[dict[str, Any]]:
+    return [
+        event.custom_attributes  # type: ignore[attr-defined]
+        for request in server.requests[start:]
+        for batch in request.batches or ()
+        for event in batch.events or ()
+    ]
+
+
 def test_the_span_text_is_the_rows_text(tmp_path: Path) -> None:
     keys = ["a", "b:c", "é", "日本", "10", "9", "z" * 40]
     with StateStore(tmp_path / "state.sqlite") as store:
@@ -138,12 +166,15 @@ def test_the_span_text_is_the_rows_text(tmp_path: Path) -> None:
                 [(key, f"{n:032x}") for n, key in enumerate(keys)],
             )
         pairs = [(key, f"{n:032x}") for n, key in enumerate(keys)]
-        assert store.source_span("t", min(keys), max(keys), len(keys) + 1) == rows_text(pairs)
+        assert store.source_span("t", min(keys), max(keys), len(keys)) == rows_text(pairs)
         inner = sorted(keys)[1:-1]
-        assert store.source_span("t", inner[0], inner[-1], 99) == rows_text(
+        assert store.source_span("t", inner[0], inner[-1], len(inner)) == rows_text(
             [pair for pair in pairs if pair[0] in inner]
         )
-        assert store.source_span("t", "zz", "zzz", 9) is None
+        # Another count of entries in the span, or none: nothing to compare.
+        assert store.source_span("t", min(keys), max(keys), len(keys) - 1) is None
+        assert store.source_span("t", min(keys), max(keys), len(keys) + 1) is None
+        assert store.source_span("t", "zz", "zzz", 0) is None
 
 
 def _report(report: SyncReport, server: FakeEventsServer, start: int) -> tuple[Any, ...]:

@@ -435,7 +435,7 @@ class _EverythingStored:
     def known_slice(self, digest: str) -> str | None:
         return None  # every slice is digested row by row
 
-    def stored_span(self, first: str, last: str, limit: int) -> str | None:
+    def stored_span(self, first: str, last: str, count: int) -> str | None:
         raise AssertionError("no slice is known")
 
     def saw_slice(self, digest: str, rows: str) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .arrow import Result, Run
 from .arrow_columns import normalised
+from .pending import _with_event
 from .provenance import RowRef
 from .unchanged import (
     SKIP_CHUNK,
@@ -86,7 +87,7 @@ class ArrowSkip:
         column = self._compiled.key_column
         if column is None or column not in names:
             return self._queue_slice([None] * part.num_rows, {}, part.num_rows)
-        keys = column_keys(part.column(names.index(column)).to_pylist(), self._compiled)
+        keys = _keys(part.column(names.index(column)), self._compiled)
         sliced = recorded = None
         if None in keys:
             # A row the mapping rejects or always maps: digested and mapped as usual.
@@ -104,8 +105,10 @@ class ArrowSkip:
         digests = keyed_column_digests(names, columns, self._compiled, self._digest, keys)
         if sliced is not None and None not in digests:
             pairs = cast("list[tuple[str, str]]", digests)
-            if len(dict(pairs)) == len(pairs):  # a key twice: not a slice to vouch for
-                self._known.saw_slice(sliced, rows_digest(rows_text(pairs)))
+            text = rows_text(pairs)
+            # Not for a key twice, nor keys with a NUL (their text has another reading).
+            if len(dict(pairs)) == len(pairs) and text.count("\0") == len(pairs) - 1:
+                self._known.saw_slice(sliced, rows_digest(text))
         return self._queue_slice(digests, stored, part.num_rows)
 
     def _span_holds(self, keys: list[str], recorded: str) -> bool:
@@ -113,7 +116,7 @@ class ArrowSkip:
         exactly its keys, with the digests recorded (cheap where keys come in runs)."""
         if len(set(keys)) != len(keys):
             return False
-        span = self._known.stored_span(min(keys), max(keys), len(keys) + 1)
+        span = self._known.stored_span(min(keys), max(keys), len(keys))
         return span is not None and rows_digest(span) == recorded
 
     def _skip_whole(self, keys: list[str], sliced: str, recorded: str) -> list[int]:
@@ -169,12 +172,25 @@ class ArrowSkip:
         """The engine's results with the input's row numbers; skipped rows reported between."""
         for item in results:
             if isinstance(item, Run):
-                item.refs = [self._number(ref) for ref in item.refs]
-                yield item
+                yield from self._numbered_run(item)
             else:
                 ref, outcome = item
                 yield self._number(ref), outcome
         self._skip_until(None)
+
+    def _numbered_run(self, run: Run) -> Iterator[Run]:
+        """``run`` numbered; cut where skipped rows fall between two of its rows, so that
+        the rows before them are checked for repeated keys before the skipped ones are."""
+        refs = run.refs
+        start = 0
+        numbered: list[RowRef] = []
+        queue = self._queue
+        for position, ref in enumerate(refs):
+            if position > start and queue and queue[0][1] is not None:
+                yield _part(run, start, position, numbered)
+                start, numbered = position, []
+            numbered.append(self._number(ref))
+        yield _part(run, start, len(refs), numbered)
 
     def _number(self, ref: RowRef) -> RowRef:
         number = self._skip_until(ref.row_number)
@@ -203,3 +219,25 @@ def _stored_rows_digest(stored: dict[str, str] | Any, keys: list[str]) -> str | 
     if len(stored) != len(set(keys)):
         return None
     return rows_digest(rows_text(stored.items()))
+
+
+def _keys(column: Any, compiled: CompiledMapping) -> list[str | None]:
+    """:func:`column_keys` of an Arrow column; text without nulls is its own keys (Arrow
+    text is valid UTF-8: nothing to check)."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    if column.null_count == 0 and (
+        pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    ):
+        return values  # type: ignore[no-any-return]
+    return column_keys(values, compiled)
+
+
+def _part(run: Run, start: int, end: int, refs: list[RowRef]) -> Run:
+    """Rows ``start`` to ``end`` of ``run``, with these references."""
+    if start == 0 and end == len(run.refs):
+        run.refs = refs
+        return run
+    first = run.first if start == 0 else _with_event(run.first, run.events[start])
+    return Run(first, refs, run.events[start:end], run.cuts[start:end])

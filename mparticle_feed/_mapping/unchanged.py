@@ -71,9 +71,9 @@ class KnownRows(Protocol):
         source digests the state stores now give the same :func:`rows_digest`.
         """
 
-    def stored_span(self, first: str, last: str, limit: int) -> str | None:
-        """The :func:`rows_text` of the first ``limit`` keys from ``first`` to ``last``
-        that have an entry (None: no entry, or a key without a digest among them)."""
+    def stored_span(self, first: str, last: str, count: int) -> str | None:
+        """The :func:`rows_text` of the entries from key ``first`` to key ``last`` with a
+        digest, if there are exactly ``count`` of them (else None)."""
 
     def saw_slice(self, digest: str, rows: str) -> None:
         """A slice of rows read with this content digest and :func:`rows_digest` of theirs."""
@@ -286,9 +286,10 @@ def column_keys(values: Sequence[Any], compiled: CompiledMapping) -> list[str | 
 
 
 def rows_text(pairs: Iterable[tuple[str, str]]) -> str:
-    """Keys and their source digests, sorted by key, as one text: per key its length in
-    characters, ``:``, the key, the digest (what :meth:`KnownRows.stored_span` gives)."""
-    return "".join([f"{len(key)}:{key}{digest}" for key, digest in sorted(pairs)])
+    """Keys and their source digests, sorted by key, as one text: each key followed by its
+    digest, NUL between them (what :meth:`KnownRows.stored_span` gives). Digests have a
+    fixed length, so the text of keys without a NUL has one reading."""
+    return "\0".join([key + digest for key, digest in sorted(pairs)])
 
 
 def rows_digest(text: str) -> str:

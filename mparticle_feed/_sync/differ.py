@@ -102,9 +102,9 @@ class _Differ:
         lookup = getattr(self.state, "source_slice", None)
         return lookup(self.name, digest) if lookup is not None else None
 
-    def stored_span(self, first: str, last: str, limit: int) -> str | None:
+    def stored_span(self, first: str, last: str, count: int) -> str | None:
         lookup = getattr(self.state, "source_span", None)
-        return lookup(self.name, first, last, limit) if lookup is not None else None
+        return lookup(self.name, first, last, count) if lookup is not None else None
 
     def saw_slice(self, digest: str, rows: str) -> None:
         if self._slices is not None:

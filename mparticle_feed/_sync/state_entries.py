@@ -124,19 +124,22 @@ class _AcceptedEntries:
         )
         return str(rows[0][0]) if rows else None
 
-    def source_span(self, name: str, first: str, last: str, limit: int) -> str | None:
-        """The first ``limit`` keys of ``name`` from ``first`` to ``last`` with their source
-        digests, as one text: per key its length, ``:``, the key, the digest (None: none,
-        or one without a digest). One range scan: cheaper than looking keys up one by one."""
+    def source_span(self, name: str, first: str, last: str, count: int) -> str | None:
+        """The entries of ``name`` from key ``first`` to key ``last`` that have a source
+        digest, sorted by key, as one text (each key followed by its digest, NUL between
+        them), if there are exactly ``count`` of them; else None. One range scan (of at
+        most ``count + 1`` entries): cheaper than looking keys up one by one."""
         if self._source == "NULL":
             return None
         rows = self._read(
-            "SELECT group_concat(length(key) || ':' || key || source, '') FROM ("
+            "SELECT count(source), group_concat(key || source, ?) FROM ("
             "SELECT key, source FROM accepted WHERE name = ? AND key >= ? AND key <= ? "
             "ORDER BY key LIMIT ?)",
-            (name, first, last, limit),
+            ("\0", name, first, last, count + 1),
         )
-        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+        if not rows or rows[0][0] != count or rows[0][1] is None:
+            return None
+        return str(rows[0][1])
 
     def record_slices(
         self, name: str, slices: Sequence[tuple[str, str]], *, forget_older: bool = False
