@@ -286,10 +286,10 @@ def column_keys(values: Sequence[Any], compiled: CompiledMapping) -> list[str | 
 
 
 def rows_text(pairs: Iterable[tuple[str, str]]) -> str:
-    """Keys and their source digests, sorted by key, as one text: each key followed by its
-    digest, NUL between them (what :meth:`KnownRows.stored_span` gives). Digests have a
-    fixed length, so the text of keys without a NUL has one reading."""
-    return "\0".join([key + digest for key, digest in sorted(pairs)])
+    """The source digests of keys, in key order, as one text (what
+    :meth:`KnownRows.stored_span` gives). The keys need not be written: a digest covers its
+    row's key column, so a row with another key cannot have a digest of these rows."""
+    return "".join([digest for _, digest in sorted(pairs)])
 
 
 def rows_digest(text: str) -> str:

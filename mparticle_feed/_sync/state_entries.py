@@ -125,17 +125,17 @@ class _AcceptedEntries:
         return str(rows[0][0]) if rows else None
 
     def source_span(self, name: str, first: str, last: str, count: int) -> str | None:
-        """The entries of ``name`` from key ``first`` to key ``last`` that have a source
-        digest, sorted by key, as one text (each key followed by its digest, NUL between
-        them), if there are exactly ``count`` of them; else None. One range scan (of at
-        most ``count + 1`` entries): cheaper than looking keys up one by one."""
+        """The source digests of the entries of ``name`` from key ``first`` to key
+        ``last``, in key order, as one text, if exactly ``count`` of them have one; else
+        None. One range scan (of at most ``count + 1`` entries): cheaper than looking keys
+        up one by one."""
         if self._source == "NULL":
             return None
         rows = self._read(
-            "SELECT count(source), group_concat(key || source, ?) FROM ("
-            "SELECT key, source FROM accepted WHERE name = ? AND key >= ? AND key <= ? "
+            "SELECT count(source), group_concat(source, '') FROM ("
+            "SELECT source FROM accepted WHERE name = ? AND key >= ? AND key <= ? "
             "ORDER BY key LIMIT ?)",
-            ("\0", name, first, last, count + 1),
+            (name, first, last, count + 1),
         )
         if not rows or rows[0][0] != count or rows[0][1] is None:
             return None
