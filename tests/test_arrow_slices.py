@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_data import EVENTS, NOW, check_invariant, event_rows, sent_keys
+from sync_data import EVENTS, NOW, PROFILES, check_invariant, event_rows, sent_keys
 
 from mparticle_feed import SyncReport
 from mparticle_feed._delivery.client import EventsClient
@@ -179,16 +179,45 @@ def test_the_span_text_is_the_rows_text(tmp_path: Path) -> None:
 
 def _report(report: SyncReport, server: FakeEventsServer, start: int) -> tuple[Any, ...]:
     return (
-        sorted(sent_keys(server, start=start)),
+        sorted(map(repr, _sent(server, start))),
         [(p.row.row_number, p.reason) for p in report.rejects],
         report.unchanged,
         report.rows_in,
     )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _sent(server: FakeEventsServer, start: int) -> list[Any]:
+    """Each accepted batch's events, or its user attributes (and those it deletes)."""
+    out: list[Any] = []
+    for request in server.requests[start:]:
+        if request.accepted:
+            for batch in request.batches or ():
+                if batch.events:
+                    out.extend(event.custom_attributes for event in batch.events)  # type: ignore[attr-defined]
+                else:
+                    out.append((batch.user_attributes, batch.deleted_user_attributes))
+    return out
+
+
+def _profiles(count: int) -> list[dict[str, Any]]:
+    return [
+        {"user": f"u{n:04d}", "plan": "pro" if n % 2 else "free", "city": "Lyon", "score": n}
+        for n in range(count)
+    ]
+
+
+_KINDS = {
+    "events": (EVENTS, lambda count: event_rows(count, users=3), "id"),
+    # One user: the engine maps long runs of rows, with skipped rows between.
+    "one user's events": (EVENTS, lambda count: event_rows(count, users=1), "id"),
+    "profiles": (PROFILES, _profiles, "user"),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    count=st.integers(1, 30),
+    kind=st.sampled_from(sorted(_KINDS)),
+    count=st.integers(1, 24),
     rounds=st.lists(
         st.tuples(
             st.lists(
@@ -202,6 +231,7 @@ def _report(report: SyncReport, server: FakeEventsServer, start: int) -> tuple[A
     ),
 )
 def test_arrow_runs_send_reject_count_and_store_what_rows_do(
+    kind: str,
     count: int,
     rounds: list[tuple[list[tuple[int, str]], str]],
     tmp_path_factory: pytest.TempPathFactory,
@@ -210,7 +240,8 @@ def test_arrow_runs_send_reject_count_and_store_what_rows_do(
     dropped, reordered), the Arrow sync and the row sync over the same values agree."""
     folder = tmp_path_factory.mktemp("slices")
     arrow_state, row_state = folder / "arrow.sqlite", folder / "rows.sqlite"
-    rows = event_rows(count, users=3)
+    mapping, make_rows, key = _KINDS[kind]
+    rows = make_rows(count)
     original = [dict(row) for row in rows]
     shuffler = random.Random(count)
     with (
@@ -220,10 +251,10 @@ def test_arrow_runs_send_reject_count_and_store_what_rows_do(
         ) as events,
     ):
         table = pa.Table.from_pylist(rows)
-        sync(table, EVENTS, events, state=arrow_state, name="t", now=NOW)
+        sync(table, mapping, events, state=arrow_state, name="t", now=NOW)
         shutil.copyfile(arrow_state, row_state)
         for edits, order in rounds:
-            rows = _edited(rows, original, edits)
+            rows = _edited(rows, original, edits, key)
             if order == "shuffle":
                 shuffler.shuffle(rows)
             elif order == "reverse":
@@ -232,7 +263,7 @@ def test_arrow_runs_send_reject_count_and_store_what_rows_do(
             outcomes = []
             for path, source in ((arrow_state, table), (row_state, table.to_pylist())):
                 start = len(fake.requests)
-                report = sync(source, EVENTS, events, state=path, name="t", now=NOW)
+                report = sync(source, mapping, events, state=path, name="t", now=NOW)
                 check_invariant(report)
                 outcomes.append(_report(report, fake, start))
             assert outcomes[0] == outcomes[1]
@@ -244,16 +275,20 @@ def test_arrow_runs_send_reject_count_and_store_what_rows_do(
 
 
 def _edited(
-    rows: list[dict[str, Any]], original: list[dict[str, Any]], edits: list[tuple[int, str]]
+    rows: list[dict[str, Any]],
+    original: list[dict[str, Any]],
+    edits: list[tuple[int, str]],
+    key: str,
 ) -> list[dict[str, Any]]:
     out = [dict(row) for row in rows]
     for index, edit in edits:
         position = index % len(out)
         row = out[position]
         if edit == "value":
-            row["value"] = int(row["value"]) + 1000
+            field = "value" if "value" in row else "score"
+            row[field] = int(row[field]) + 1000
         elif edit == "flip":  # back to what the first run sent
-            row["value"] = next(r["value"] for r in original if r["id"] == row["id"])
+            row.update(next(r for r in original if r[key] == row[key]))
         elif edit == "twice":
             out.insert((index * 7) % (len(out) + 1), dict(row))
         elif len(out) > 1:  # an empty table has no columns to map
