@@ -113,3 +113,76 @@ def test_memory_stays_bounded_and_keys_on_disk_are_found() -> None:
 def test_bad_bounds_are_refused(memory_keys: int, filter_bits: int) -> None:
     with pytest.raises(ValueError, match="memory_keys"):
         SeenKeys(memory_keys=memory_keys, filter_bits=filter_bits)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    pool=st.lists(st.text(max_size=3), min_size=1, max_size=12, unique=True),
+    runs=st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, 11), max_size=10)), max_size=12),
+    memory_keys=st.integers(1, 12),
+    filter_bits=st.sampled_from([8, 64, 1 << 12]),
+    json_insert=st.booleans(),
+)
+def test_any_text_keys_answer_as_a_dict_would_either_way_to_disk(
+    pool: list[str],
+    runs: list[tuple[bool, list[int]]],
+    memory_keys: int,
+    filter_bits: int,
+    json_insert: bool,
+) -> None:
+    """Keys of any text (NUL, quotes, backslashes, astral characters), in runs and one by
+    one, across spills made by SQLite's JSON reader or by an insert per key."""
+    seen = SeenKeys(memory_keys=memory_keys, filter_bits=filter_bits)
+    if not json_insert:
+        seen._json_insert = False
+    keys = [pool[index % len(pool)] for _, run in runs for index in run]
+    answers: list[int | None] = []
+    row = 1
+    try:
+        for together, run in runs:
+            run_keys = [pool[index % len(pool)] for index in run]
+            if together:
+                found = seen.first_seen_run(run_keys, row)
+                answers.extend(found.get(position) for position in range(len(run_keys)))
+            else:
+                answers.extend(seen.first_seen(key, row + i) for i, key in enumerate(run_keys))
+            row += len(run_keys)
+            assert len(seen._recent) < memory_keys
+        assert seen._json_insert in (None, json_insert)
+    finally:
+        seen.close()
+    assert answers == _model_answers(keys)
+
+
+@pytest.mark.parametrize("json_insert", [True, False])
+def test_keys_sqlite_json_would_blur_are_kept_apart_on_disk(json_insert: bool) -> None:
+    # SQLite's JSON functions end a text at an escaped NUL, so such keys are moved one by
+    # one; a key holding the text "\u0000" is too.
+    keys = ["", "\x00", "\x00\x00", "a", "a\x00", "a\x00b", "a\\u0000", '"', "\\", "\U0001f600"]
+    seen = SeenKeys(memory_keys=3, filter_bits=8)
+    if not json_insert:
+        seen._json_insert = False
+    try:
+        assert [seen.first_seen(key, row) for row, key in enumerate(keys, start=1)] == [None] * 10
+        assert seen.spilled == 9
+        assert seen.first_seen_run(keys, 100) == dict(enumerate(range(1, 11)))
+        assert [seen.first_seen(key, 200) for key in keys] == list(range(1, 11))
+    finally:
+        seen.close()
+
+
+def test_a_run_with_keys_on_disk_records_only_its_new_keys() -> None:
+    seen = SeenKeys(memory_keys=5, filter_bits=1 << 12)
+    try:
+        assert seen.first_seen_run(["a", "b", "c", "d"], 1) == {}
+        assert seen.spilled == 0
+        # A run that would overfill memory moves it first, then is checked in one query.
+        assert seen.first_seen_run(["e", "b", "f"], 5) == {1: 2}
+        assert seen.spilled == 4
+        assert seen.first_seen_run(["g", "a", "h"], 8) == {1: 1}
+        assert seen.first_seen_run(["a", "g", "i"], 11) == {0: 1, 1: 8}
+        assert seen.spilled == 8
+        assert [seen.first_seen(key, 20) for key in "abcdefghi"] == [1, 2, 3, 4, 5, 7, 8, 10, 13]
+        assert seen.first_seen("j", 21) is None
+    finally:
+        seen.close()
