@@ -186,3 +186,71 @@ def test_a_run_with_keys_on_disk_records_only_its_new_keys() -> None:
         assert seen.first_seen("j", 21) is None
     finally:
         seen.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    keys=st.lists(st.text(max_size=3), max_size=40),
+    repeats=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=6),
+    runs=st.lists(st.tuples(st.booleans(), st.integers(1, 7)), min_size=1, max_size=6),
+    memory_keys=st.integers(1, 10),
+    filter_bits=st.sampled_from([8, 1 << 12]),
+)
+def test_ascending_keys_with_repeats_answer_as_a_dict_would(
+    keys: list[str],
+    repeats: list[tuple[int, int]],
+    runs: list[tuple[bool, int]],
+    memory_keys: int,
+    filter_bits: int,
+) -> None:
+    """Keys mostly in ascending order (moved to disk as a span, without filter bits), with
+    earlier keys repeated among them (looked up in the span, then read back into the
+    filter), in runs and one by one."""
+    sequence = sorted(keys)
+    for at, source in repeats:
+        if sequence:
+            sequence.insert(at % (len(sequence) + 1), sequence[source % len(sequence)])
+    seen = SeenKeys(memory_keys=memory_keys, filter_bits=filter_bits)
+    answers: list[int | None] = []
+    position = 0
+    try:
+        while position < len(sequence):
+            together, size = runs[position % len(runs)]
+            run = sequence[position : position + size]
+            row = position + 1
+            if together:
+                found = seen.first_seen_run(run, row)
+                answers.extend(found.get(i) for i in range(len(run)))
+            else:
+                answers.extend(seen.first_seen(key, row + i) for i, key in enumerate(run))
+            position += len(run)
+            assert len(seen._recent) < memory_keys
+    finally:
+        seen.close()
+    assert answers == _model_answers(sequence)
+
+
+def test_ascending_keys_skip_the_filter_until_lookups_in_their_span_add_up() -> None:
+    seen = SeenKeys(memory_keys=10, filter_bits=1 << 12)
+    keys = [f"k{n:04d}" for n in range(100)]
+    try:
+        for start in range(0, 100, 5):
+            assert seen.first_seen_run(keys[start : start + 5], start + 1) == {}
+        assert seen.spilled == 95  # each run moved the one before it
+        assert seen._span == ("k0000", "k0094")
+        assert not seen._filtered
+        # A repeat inside the span is found; a new key inside it costs a lookup.
+        assert seen.first_seen("k0003", 101) == 4
+        assert seen.first_seen_run(["k0010", "k0005x", "k0200"], 102) == {0: 11}
+        assert seen._span is not None
+        # Lookups in the span reach a quarter of its 95 keys: they are read back.
+        for n in range(20):
+            assert seen.first_seen(f"k{n:04d}y", 200 + n) is None
+        assert seen._span is not None
+        assert seen.first_seen("k0020y", 220) is None
+        assert seen._span is None
+        assert seen._filtered
+        assert [seen.first_seen(key, 300) for key in ("k0000", "k0094", "k0099")] == [1, 95, 100]
+        assert seen.first_seen_run(["k0050", "k0005x", "k0300"], 400) == {0: 51, 1: 103}
+    finally:
+        seen.close()

@@ -5,11 +5,17 @@ held in a dict (no I/O per row); past that they are moved to a temporary SQLite 
 statement, so memory stays bounded however many rows a run reads. Keys on disk sit behind
 a fixed-size bit filter, so a new key (the usual case) is answered from memory and only a
 key the filter may have seen is looked up on disk; a run of keys is looked up in one query.
+
+Keys that arrive in ascending order (a query ordered by its key) skip the filter: moved
+keys all above those already on disk only widen a span of keys, and a new key above the
+span cannot be on disk. A key inside the span is looked up; once such lookups add up to a
+share of the span's keys, the span's keys are read back into the filter.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from itertools import islice
 
 import orjson
@@ -28,6 +34,9 @@ _MEMORY_KEYS = 50_000
 _FILTER_BITS = 1 << 26
 #: Keys written as JSON at a time (see _as_json).
 _JSON_PART_KEYS = 10_000
+#: A span's keys are read back into the filter once lookups inside it reach this share of
+#: them (reading a key back costs a fraction of looking one up).
+_SPAN_LOOKUP_SHARE = 1 / 4
 #: Keys a lookup query binds at most (SQLite before 3.32 allows 999 parameters).
 _LOOKUP_KEYS = 500
 
@@ -48,6 +57,14 @@ class SeenKeys:
         self._recent: dict[str, int] = {}
         self._conn: sqlite3.Connection | None = None
         self._filter = bytearray()
+        # Whether a key has a filter bit: if not, only the span needs looking at.
+        self._filtered = False
+        # Keys on disk without a filter bit lie within the span (least, greatest key), see
+        # _spill; its keys, and lookups within it since it began.
+        self._span: tuple[str, str] | None = None
+        self._span_keys = 0
+        self._span_lookups = 0
+        self._greatest = ""  # the greatest key on disk
         # Whether SQLite reads the keys to move as one JSON text (json_each); None: not yet
         # asked (at the first move).
         self._json_insert: bool | None = None
@@ -62,7 +79,10 @@ class SeenKeys:
         if self._conn is not None:
             # The filter's test, inline: this runs once per row.
             position = hash(key) & (self._filter_bits - 1)
-            if self._filter[position >> 3] >> (position & 7) & 1:
+            span = self._span
+            if self._filter[position >> 3] >> (position & 7) & 1 or (
+                span is not None and span[0] <= key <= span[1] and self._looked_up_in_span(1)
+            ):
                 stored = self._conn.execute("SELECT row FROM seen WHERE key = ?", (key,)).fetchone()
                 if stored is not None:
                     return int(stored[0])
@@ -102,14 +122,21 @@ class SeenKeys:
         return check_each(self.first_seen, keys, first)
 
     def _on_disk(self, conn: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
-        """The keys among ``keys`` that are on disk, each with its row."""
-        bits = self._filter
-        mask = self._filter_bits - 1
+        """The keys among ``keys`` (distinct) that are on disk, each with its row."""
         maybe = []
-        for key in keys:
-            position = hash(key) & mask
-            if bits[position >> 3] >> (position & 7) & 1:
-                maybe.append(key)
+        if self._filtered:
+            bits = self._filter
+            mask = self._filter_bits - 1
+            for key in keys:
+                position = hash(key) & mask
+                if bits[position >> 3] >> (position & 7) & 1:
+                    maybe.append(key)
+        span = self._span
+        if span is not None and keys and min(keys) <= span[1] and max(keys) >= span[0]:
+            least, greatest = span
+            inside = [key for key in keys if least <= key <= greatest]
+            maybe = list(dict.fromkeys(maybe + inside))
+            self._looked_up_in_span(len(inside))
         found: dict[str, int] = {}
         for start in range(0, len(maybe), _LOOKUP_KEYS):
             chunk = maybe[start : start + _LOOKUP_KEYS]
@@ -137,11 +164,18 @@ class SeenKeys:
             self._conn = conn
             self._filter = bytearray(self._filter_bits >> 3)
         recent = self._recent
-        bits = self._filter
-        mask = self._filter_bits - 1
-        for value in map(hash, recent):
-            position = value & mask
-            bits[position >> 3] |= 1 << (position & 7)
+        least, greatest = min(recent), max(recent)
+        if least > self._greatest or not self.spilled:
+            # All above the keys on disk: the span widens to hold them, no filter bits.
+            if self._span is None:
+                self._span = (least, greatest)
+                self._span_keys = self._span_lookups = 0
+            else:
+                self._span = (self._span[0], greatest)
+            self._span_keys += len(recent)
+        else:
+            self._set_bits(recent)
+        self._greatest = max(self._greatest, greatest)
         # Every key in memory was new (looked up first), so a plain insert cannot collide.
         as_json = self._as_json(recent) if self._json_insert else None
         conn.execute("BEGIN")
@@ -157,6 +191,30 @@ class SeenKeys:
         conn.execute("COMMIT")
         self.spilled += len(recent)
         self._recent = {}
+
+    def _set_bits(self, keys: Iterable[str]) -> None:
+        bits = self._filter
+        mask = self._filter_bits - 1
+        for value in map(hash, keys):
+            position = value & mask
+            bits[position >> 3] |= 1 << (position & 7)
+        self._filtered = True
+
+    def _looked_up_in_span(self, count: int) -> bool:
+        """Count ``count`` lookups inside the span; past a share of its keys, read them back
+        into the filter (the lookups asked for are still made). True, for ``or`` chains."""
+        self._span_lookups += count
+        span, conn = self._span, self._conn
+        if (
+            span is not None
+            and conn is not None
+            and self._span_lookups >= self._span_keys * _SPAN_LOOKUP_SHARE
+        ):
+            query = "SELECT key FROM seen WHERE key BETWEEN ? AND ?"
+            # str order is code point order, which is SQLite's: UTF-8 bytes in order.
+            self._set_bits(key for (key,) in conn.execute(query, span))
+            self._span = None
+        return True
 
     @staticmethod
     def _as_json(keys: dict[str, int]) -> str | None:
@@ -178,6 +236,7 @@ class SeenKeys:
     def close(self) -> None:
         self._recent = {}
         self._filter = bytearray()
+        self._span = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
