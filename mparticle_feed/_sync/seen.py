@@ -26,8 +26,8 @@ __all__ = ["SeenKeys"]
 
 #: Keys held in memory before they move to disk (a few MB of typical keys).
 _MEMORY_KEYS = 50_000
-#: Bits of the filter in front of the keys on disk (a power of two: 8 MB, allocated at the
-#: first move). One bit a key: with 1 million keys on disk about 1 new key in 68 costs a
+#: Bits of the filter in front of the keys on disk (a power of two: 8 MB, allocated when
+#: first needed). One bit a key: with 1 million keys on disk about 1 new key in 68 costs a
 #: lookup (batched for a run of keys), with 10 million about 1 in 7; a second bit costs more
 #: CPU than the lookups it saves, as measured up to 3 million keys. Positions come from
 #: str's hash, fixed for the life of the process, which is all the filter needs.
@@ -57,7 +57,7 @@ class SeenKeys:
         self._recent: dict[str, int] = {}
         self._conn: sqlite3.Connection | None = None
         self._filter = bytearray()
-        # Whether a key has a filter bit: if not, only the span needs looking at.
+        # Whether a key has a filter bit; the filter is allocated then (8 MB by default).
         self._filtered = False
         # Keys on disk without a filter bit lie within the span (least, greatest key), see
         # _spill; its keys, and lookups within it since it began.
@@ -78,9 +78,12 @@ class SeenKeys:
             return found
         if self._conn is not None:
             # The filter's test, inline: this runs once per row.
-            position = hash(key) & (self._filter_bits - 1)
+            maybe = 0
+            if self._filtered:
+                position = hash(key) & (self._filter_bits - 1)
+                maybe = self._filter[position >> 3] >> (position & 7) & 1
             span = self._span
-            if self._filter[position >> 3] >> (position & 7) & 1 or (
+            if maybe or (
                 span is not None and span[0] <= key <= span[1] and self._looked_up_in_span(1)
             ):
                 stored = self._conn.execute("SELECT row FROM seen WHERE key = ?", (key,)).fetchone()
@@ -162,7 +165,6 @@ class SeenKeys:
                 else:
                     self._json_insert = True
             self._conn = conn
-            self._filter = bytearray(self._filter_bits >> 3)
         recent = self._recent
         least, greatest = min(recent), max(recent)
         if least > self._greatest or not self.spilled:
@@ -193,12 +195,14 @@ class SeenKeys:
         self._recent = {}
 
     def _set_bits(self, keys: Iterable[str]) -> None:
+        if not self._filtered:
+            self._filter = bytearray(self._filter_bits >> 3)
+            self._filtered = True
         bits = self._filter
         mask = self._filter_bits - 1
         for value in map(hash, keys):
             position = value & mask
             bits[position >> 3] |= 1 << (position & 7)
-        self._filtered = True
 
     def _looked_up_in_span(self, count: int) -> bool:
         """Count ``count`` lookups inside the span; past a share of its keys, read them back
@@ -221,7 +225,7 @@ class SeenKeys:
         """The keys and rows as one JSON object, or None when SQLite would not read every
         key back exactly: its JSON functions end a text at an escaped NUL."""
         items = iter(keys.items())
-        parts = []
+        parts: list[str] = []
         # Part by part: orjson reserves several times a text's size while writing it.
         while part := dict(islice(items, _JSON_PART_KEYS)):
             try:
@@ -230,12 +234,13 @@ class SeenKeys:
                 return None
             if b"\\u0000" in text:  # so does a key holding a backslash then "u0000": no harm
                 return None
-            parts.append(text[1:-1])
-        return "{" + b",".join(parts).decode() + "}"
+            parts.append(text[1:-1].decode())
+        return "{" + ",".join(parts) + "}"
 
     def close(self) -> None:
         self._recent = {}
         self._filter = bytearray()
+        self._filtered = False
         self._span = None
         if self._conn is not None:
             self._conn.close()
