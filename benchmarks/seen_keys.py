@@ -3,8 +3,8 @@
     python benchmarks/seen_keys.py [--keys 1000000] [--run 500] [--repeat-every 1000] [--shuffle]
 
 N text keys (``user-000123-evt-7``, ten per user; in key order, or with ``--shuffle`` in a
-fixed pseudo-random order) go through a fresh ``SeenKeys`` in three
-ways, each in its own pass:
+fixed pseudo-random order) go through a fresh ``SeenKeys`` in three ways, each in its own
+pass:
 
 - ``runs``: ``first_seen_run`` over runs of ``--run`` keys, as a sync over unchanged rows
   checks them (all keys new);
@@ -56,8 +56,8 @@ def runs(
     count: int, size: int, repeat_every: int, shuffle: bool
 ) -> Iterator[tuple[int, list[str]]]:
     """(first row, keys) for runs of ``size`` keys, in key order or shuffled; with
-    ``repeat_every``, every such key repeats the key of a row half the run earlier (row
-    numbers start at 1)."""
+    ``repeat_every``, every such key repeats the key at half its position (row numbers
+    start at 1)."""
     m = multiplier(count) if shuffle else 1
     for start in range(0, count, size):
         keys = [key(n * m % count) for n in range(start, min(start + size, count))]
