@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -110,6 +111,27 @@ def test_a_stale_slice_is_not_trusted_after_a_run_that_stopped(
     report = sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
     assert sent_keys(server, start=before) == ["r0003"]
     assert (report.sent, report.unchanged) == (1, 19)
+
+
+def test_a_dictionary_column_is_read_through_its_dictionary(
+    server: FakeEventsServer, client: EventsClient, tmp_path: Path
+) -> None:
+    """A record batch's Arrow bytes hold a dictionary column's indices, not its dictionary:
+    a new dictionary with the same indices is a change, and is sent."""
+    rows = event_rows(10, users=2)
+    path = tmp_path / "state.sqlite"
+
+    def table(words: list[str]) -> Any:
+        plain = pa.Table.from_pylist(rows)
+        notes = pa.DictionaryArray.from_arrays(pa.array([n % 2 for n in range(10)]), words)
+        return plain.append_column("value_note", notes)
+
+    mapping = attrs.evolve(EVENTS, custom_attributes={"value": "value_note", "row_id": "id"})
+    sync(table(["a", "b"]), mapping, client, state=path, name="t", now=NOW)
+    before = len(server.requests)
+    report = sync(table(["a", "c"]), mapping, client, state=path, name="t", now=NOW)
+    assert sorted(sent_keys(server, start=before)) == [f"r{n:04d}" for n in range(1, 10, 2)]
+    assert (report.sent, report.unchanged) == (5, 5)
 
 
 def test_a_slice_with_a_key_twice_is_not_vouched_for(

@@ -95,11 +95,15 @@ class ArrowSkip:
         else:
             every = cast("list[str]", keys)
             sliced = self._slice_digest(part)
-            recorded = self._known.known_slice(sliced)
-            if recorded is not None and self._span_holds(every, recorded):
+            recorded = None if sliced is None else self._known.known_slice(sliced)
+            if sliced is not None and recorded is not None and self._span_holds(every, recorded):
                 return self._skip_whole(every, sliced, recorded)
             stored = self._known.stored_sources(every)
-            if recorded is not None and recorded == _stored_rows_digest(stored, every):
+            if (
+                sliced is not None
+                and recorded is not None
+                and recorded == _stored_rows_digest(stored, every)
+            ):
                 return self._skip_whole(every, sliced, recorded)
         columns = [column.to_pylist() for column in part.columns]
         digests = keyed_column_digests(names, columns, self._compiled, self._digest, keys)
@@ -124,8 +128,9 @@ class ArrowSkip:
         self._known.saw_slice(sliced, recorded)
         return []
 
-    def _slice_digest(self, part: Any) -> str:
-        """A digest of the slice's content and types, salted as the rows' digests are."""
+    def _slice_digest(self, part: Any) -> str | None:
+        """A digest of the slice's content and types, salted as the rows' digests are; None
+        when its Arrow bytes do not hold all of it (a dictionary column's are indices)."""
         import pyarrow as pa
 
         schema = part.schema
@@ -135,8 +140,13 @@ class ArrowSkip:
                 self._schemas.clear()
             # The Arrow version too: a new one may read the same bytes as other values.
             written = self._schemas[schema] = (
-                f"slice/1 pyarrow {pa.__version__}\n".encode() + schema.serialize().to_pybytes()
+                b""
+                if any(_holds_dictionary(pa, field.type) for field in schema)
+                else f"slice/1 pyarrow {pa.__version__}\n".encode()
+                + schema.serialize().to_pybytes()
             )
+        if not written:
+            return None
         hasher = hashlib.blake2b(self._digest.salt, digest_size=16)
         hasher.update(written)
         hasher.update(part.serialize())
@@ -239,3 +249,10 @@ def _part(run: Run, start: int, end: int, refs: list[RowRef]) -> Run:
         return run
     first = run.first if start == 0 else _with_event(run.first, run.events[start])
     return Run(first, refs, run.events[start:end], run.cuts[start:end])
+
+
+def _holds_dictionary(pa: Any, kind: Any) -> bool:
+    """Whether an Arrow type is, or holds, a dictionary type."""
+    if pa.types.is_dictionary(kind):
+        return True
+    return any(_holds_dictionary(pa, kind.field(index).type) for index in range(kind.num_fields))
