@@ -141,11 +141,7 @@ def test_any_text_keys_answer_as_a_dict_would_either_way_to_disk(
     try:
         for together, run in runs:
             run_keys = [pool[index % len(pool)] for index in run]
-            if together:
-                found = seen.first_seen_run(run_keys, row)
-                answers.extend(found.get(position) for position in range(len(run_keys)))
-            else:
-                answers.extend(seen.first_seen(key, row + i) for i, key in enumerate(run_keys))
+            answers.extend(_ask(seen, together, run_keys, row))
             row += len(run_keys)
             assert len(seen._recent) < memory_keys
         assert json_insert or seen._json_insert is False  # not asked again at a move
@@ -217,12 +213,7 @@ def test_ascending_keys_with_repeats_answer_as_a_dict_would(
         while position < len(sequence):
             together, size = runs[position % len(runs)]
             run = sequence[position : position + size]
-            row = position + 1
-            if together:
-                found = seen.first_seen_run(run, row)
-                answers.extend(found.get(i) for i in range(len(run)))
-            else:
-                answers.extend(seen.first_seen(key, row + i) for i, key in enumerate(run))
+            answers.extend(_ask(seen, together, run, position + 1))
             position += len(run)
             assert len(seen._recent) < memory_keys
     finally:
@@ -254,3 +245,11 @@ def test_ascending_keys_skip_the_filter_until_lookups_in_their_span_add_up() -> 
         assert seen.first_seen_run(["k0050", "k0005x", "k0300"], 400) == {0: 51, 1: 103}
     finally:
         seen.close()
+
+
+def _ask(seen: SeenKeys, together: bool, keys: list[str], row: int) -> list[int | None]:
+    """What ``seen`` answers for ``keys`` from row ``row``: as one run, or one by one."""
+    if together:
+        found = seen.first_seen_run(keys, row)
+        return [found.get(position) for position in range(len(keys))]
+    return [seen.first_seen(key, row + i) for i, key in enumerate(keys)]
