@@ -83,9 +83,10 @@ class SeenKeys:
                 position = hash(key) & (self._filter_bits - 1)
                 maybe = self._filter[position >> 3] >> (position & 7) & 1
             span = self._span
-            if maybe or (
+            # Every lookup inside the span counts, the filter's or not (as for a run).
+            if (
                 span is not None and span[0] <= key <= span[1] and self._looked_up_in_span(1)
-            ):
+            ) or maybe:
                 stored = self._conn.execute("SELECT row FROM seen WHERE key = ?", (key,)).fetchone()
                 if stored is not None:
                     return int(stored[0])
