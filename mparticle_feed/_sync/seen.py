@@ -6,15 +6,18 @@ statement, so memory stays bounded however many rows a run reads. Keys on disk s
 a fixed-size bit filter, so a new key (the usual case) is answered from memory and only a
 key the filter may have seen is looked up on disk; a run of keys is looked up in one query.
 
-Keys that arrive in ascending order (a query ordered by its key) skip the filter: moved
-keys all above those already on disk only widen a span of keys, and a new key above the
-span cannot be on disk. A key inside the span is looked up; once such lookups add up to a
-share of the span's keys, the span's keys are read back into the filter.
+Keys that arrive in ascending order (a query ordered by its key) skip the filter and the
+index: moved keys all above those already on disk are stored as one sorted block (one row),
+which only widens a span of keys, and a new key above the span cannot be on disk. A key
+inside the span is looked up in its block; once such lookups add up to a share of the
+span's keys, the blocks are moved into the index and the filter.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from itertools import islice
 
@@ -39,6 +42,9 @@ _JSON_PART_KEYS = 10_000
 _SPAN_LOOKUP_SHARE = 1 / 4
 #: Keys a lookup query binds at most (SQLite before 3.32 allows 999 parameters).
 _LOOKUP_KEYS = 500
+#: What a key read from a block counts for, in lookups (a block is read whole, but reading
+#: a key costs far less than a lookup, or than moving it into the index).
+_BLOCK_KEY_SHARE = 1 / 8
 
 
 class SeenKeys:
@@ -63,7 +69,11 @@ class SeenKeys:
         # _spill; its keys, and lookups within it since it began.
         self._span: tuple[str, str] | None = None
         self._span_keys = 0
-        self._span_lookups = 0
+        self._span_lookups = 0.0
+        # The span's blocks (rows of the ``blocks`` table): each one's least and greatest key,
+        # in order; they do not overlap.
+        self._blocks: list[tuple[str, str]] = []
+        self._block_leasts: list[str] = []
         self._greatest = ""  # the greatest key on disk
         # Whether SQLite reads the keys to move as one JSON text (json_each); None: not yet
         # asked (at the first move).
@@ -83,13 +93,10 @@ class SeenKeys:
                 position = hash(key) & (self._filter_bits - 1)
                 maybe = self._filter[position >> 3] >> (position & 7) & 1
             span = self._span
-            # Every lookup inside the span counts, the filter's or not (as for a run).
-            if (
-                span is not None and span[0] <= key <= span[1] and self._looked_up_in_span(1)
-            ) or maybe:
-                stored = self._conn.execute("SELECT row FROM seen WHERE key = ?", (key,)).fetchone()
+            if maybe or (span is not None and span[0] <= key <= span[1]):
+                stored = self._on_disk(self._conn, [key]).get(key)
                 if stored is not None:
-                    return int(stored[0])
+                    return stored
         recent[key] = row
         if len(recent) >= self._memory_keys:
             self._spill()
@@ -135,19 +142,59 @@ class SeenKeys:
                 position = hash(key) & mask
                 if bits[position >> 3] >> (position & 7) & 1:
                     maybe.append(key)
-        span = self._span
-        if span is not None and keys and min(keys) <= span[1] and max(keys) >= span[0]:
-            least, greatest = span
-            inside = [key for key in keys if least <= key <= greatest]
-            maybe = list(dict.fromkeys(maybe + inside))
-            self._looked_up_in_span(len(inside))
         found: dict[str, int] = {}
         for start in range(0, len(maybe), _LOOKUP_KEYS):
             chunk = maybe[start : start + _LOOKUP_KEYS]
             marks = ", ".join("?" * len(chunk))  # placeholders only: the keys are bound
             query = f"SELECT key, row FROM seen WHERE key IN ({marks})"  # noqa: S608
             found.update(conn.execute(query, chunk))
+        span = self._span
+        if span is not None and keys and min(keys) <= span[1] and max(keys) >= span[0]:
+            least, greatest = span
+            found.update(self._in_blocks(conn, [key for key in keys if least <= key <= greatest]))
         return found
+
+    def _in_blocks(self, conn: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
+        """The keys among ``keys`` (inside the span) that a block holds, with their rows;
+        the lookups are counted, and past a share of the span's keys the blocks move."""
+        wanted: dict[int, list[str]] = {}
+        blocks, leasts = self._blocks, self._block_leasts
+        for key in keys:
+            index = bisect_right(leasts, key) - 1
+            if index >= 0 and key <= blocks[index][1]:
+                wanted.setdefault(index, []).append(key)
+        found: dict[str, int] = {}
+        read = 0
+        for index, looked_for in wanted.items():
+            stored, rows = self._block(conn, blocks[index][0])
+            read += len(stored)
+            for key in looked_for:
+                at = bisect_left(stored, key)
+                if at < len(stored) and stored[at] == key:
+                    found[key] = rows[at]
+        self._span_lookups += len(keys) + read * _BLOCK_KEY_SHARE
+        if self._span_lookups >= self._span_keys * _SPAN_LOOKUP_SHARE:
+            self._move_blocks(conn)
+        return found
+
+    @staticmethod
+    def _block(conn: sqlite3.Connection, least: str) -> tuple[list[str], array[int]]:
+        text, packed = conn.execute(
+            "SELECT keys, rows FROM blocks WHERE least = ?", (least,)
+        ).fetchone()
+        rows = array("q")
+        rows.frombytes(packed)
+        return orjson.loads(text), rows
+
+    def _move_blocks(self, conn: sqlite3.Connection) -> None:
+        """Move the span's keys from their blocks into the index, behind the filter."""
+        for least, _ in self._blocks:
+            stored, rows = self._block(conn, least)
+            self._set_bits(stored)
+            self._insert(conn, dict(zip(stored, rows, strict=True)))
+        conn.execute("DELETE FROM blocks")
+        self._blocks, self._block_leasts = [], []
+        self._span = None
 
     def _spill(self) -> None:
         """Move the keys held in memory to disk, in one statement."""
@@ -158,6 +205,10 @@ class SeenKeys:
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID")
+            conn.execute(
+                "CREATE TABLE blocks (least TEXT PRIMARY KEY, keys BLOB NOT NULL, "
+                "rows BLOB NOT NULL) WITHOUT ROWID"
+            )
             if self._json_insert is None:
                 try:
                     conn.execute("SELECT count(*) FROM json_each('{}')")
@@ -168,22 +219,38 @@ class SeenKeys:
             self._conn = conn
         recent = self._recent
         least, greatest = min(recent), max(recent)
+        block = None
         if least > self._greatest or not self.spilled:
-            # All above the keys on disk: the span widens to hold them, no filter bits.
+            ordered = sorted(recent)
+            try:
+                block = orjson.dumps(ordered)
+            except orjson.JSONEncodeError:  # a lone surrogate: the insert per key says so
+                block = None
+        if block is not None:
+            # All above the keys on disk: one block, which widens the span; no filter bits.
+            rows = array("q", map(recent.__getitem__, ordered))
+            conn.execute("INSERT INTO blocks VALUES (?, ?, ?)", (least, block, rows.tobytes()))
+            self._blocks.append((least, greatest))
+            self._block_leasts.append(least)
             if self._span is None:
                 self._span = (least, greatest)
-                self._span_keys = self._span_lookups = 0
+                self._span_keys, self._span_lookups = 0, 0.0
             else:
                 self._span = (self._span[0], greatest)
             self._span_keys += len(recent)
         else:
             self._set_bits(recent)
+            self._insert(conn, recent)
         self._greatest = max(self._greatest, greatest)
-        # Every key in memory was new (looked up first), so a plain insert cannot collide.
-        as_json = self._as_json(recent) if self._json_insert else None
+        self.spilled += len(recent)
+        self._recent = {}
+
+    def _insert(self, conn: sqlite3.Connection, keys: dict[str, int]) -> None:
+        """Add keys and their rows to the index, in one statement (each key is new)."""
+        as_json = self._as_json(keys) if self._json_insert else None
         conn.execute("BEGIN")
         if as_json is None:
-            conn.executemany("INSERT INTO seen (key, row) VALUES (?, ?)", sorted(recent.items()))
+            conn.executemany("INSERT INTO seen (key, row) VALUES (?, ?)", sorted(keys.items()))
         else:
             # One statement binding one text: a third of the CPU of an insert per key. In key
             # order, each page of the B-tree is visited once.
@@ -192,8 +259,6 @@ class SeenKeys:
                 (as_json,),
             )
         conn.execute("COMMIT")
-        self.spilled += len(recent)
-        self._recent = {}
 
     def _set_bits(self, keys: Iterable[str]) -> None:
         if not self._filtered:
@@ -204,22 +269,6 @@ class SeenKeys:
         for value in map(hash, keys):
             position = value & mask
             bits[position >> 3] |= 1 << (position & 7)
-
-    def _looked_up_in_span(self, count: int) -> bool:
-        """Count ``count`` lookups inside the span; past a share of its keys, read them back
-        into the filter (the lookups asked for are still made). True, for ``or`` chains."""
-        self._span_lookups += count
-        span, conn = self._span, self._conn
-        if (
-            span is not None
-            and conn is not None
-            and self._span_lookups >= self._span_keys * _SPAN_LOOKUP_SHARE
-        ):
-            query = "SELECT key FROM seen WHERE key BETWEEN ? AND ?"
-            # str order is code point order, which is SQLite's: UTF-8 bytes in order.
-            self._set_bits(key for (key,) in conn.execute(query, span))
-            self._span = None
-        return True
 
     @staticmethod
     def _as_json(keys: dict[str, int]) -> str | None:
@@ -243,6 +292,7 @@ class SeenKeys:
         self._filter = bytearray()
         self._filtered = False
         self._span = None
+        self._blocks, self._block_leasts = [], []
         if self._conn is not None:
             self._conn.close()
             self._conn = None
