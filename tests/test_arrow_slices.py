@@ -74,6 +74,9 @@ def test_a_second_run_digests_no_row_of_a_slice_seen_before(
     second = sync(table, EVENTS, client, state=path, name="t", now=NOW)
     assert (second.sent, second.unchanged, len(digested)) == (0, 60, 0)
     check_invariant(second)
+    with StateStore(path) as store:  # forgetting a sync forgets its slices too
+        store.forget("t")
+    assert _slices(path) == 0
 
 
 def test_a_changed_slice_is_digested_alone_and_old_slices_are_forgotten(

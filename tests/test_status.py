@@ -54,6 +54,21 @@ def test_a_row_in_several_batches_keeps_the_worst(seen: list[OutcomeStatus]) -> 
     assert table.codes[1] == table.codes[2] == NO_OUTCOME
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(0, 40), statuses), min_size=1, max_size=12)
+)
+def test_rows_marked_as_a_range_are_marked_as_one_by_one(
+    marks: list[tuple[int, int, OutcomeStatus]],
+) -> None:
+    """The same bytes (codes and length) whether consecutive rows come as a range or as
+    numbers one by one."""
+    ranged, listed = _Statuses(), _Statuses()
+    for first, count, status in marks:
+        ranged.mark_numbers(range(first, first + count), status.code)
+        listed.mark_numbers(list(range(first, first + count)), status.code)
+    assert ranged.codes == listed.codes
+
+
 def test_severity_order_is_unchanged_then_accepted_pending_failed_rejected() -> None:
     codes = [s.code for s in OutcomeStatus]
     assert codes == sorted(codes)
