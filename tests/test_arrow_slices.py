@@ -157,7 +157,7 @@ def test_a_changed_row_before_an_unchanged_repeat_of_its_key_is_the_one_sent(
 ) -> None:
     """The engine maps rows 1 and 3 in one run; row 2 between them is skipped (its value
     is the stored one). Row 1 comes first, so it is sent and rows 2 and 3 are turned away
-    (0.1 rejected row 1 and reported row 2 unchanged: the new value was never sent)."""
+    (the engine once rejected row 1 and counted row 2 unchanged: the new value was lost)."""
     path = tmp_path / "state.sqlite"
     row = event_rows(1)[0]
     for values in ([0], [1000, 0], [2000, 1000, 0]):
