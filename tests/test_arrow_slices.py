@@ -24,7 +24,7 @@ from mparticle_feed import SyncReport
 from mparticle_feed._delivery.client import EventsClient
 from mparticle_feed._mapping import arrow_skip
 from mparticle_feed._mapping.unchanged import SourceDigest, rows_text
-from mparticle_feed._sync.run import sync
+from mparticle_feed._sync.run import plan, sync
 from mparticle_feed._sync.state import StateStore
 from mparticle_feed.testing import FakeEventsServer
 
@@ -77,6 +77,25 @@ def test_a_second_run_digests_no_row_of_a_slice_seen_before(
     with StateStore(path) as store:  # forgetting a sync forgets its slices too
         store.forget("t")
     assert _slices(path) == 0
+
+
+def test_a_plan_over_arrow_skips_slices_and_writes_nothing(
+    client: EventsClient, tmp_path: Path, digested: list[int]
+) -> None:
+    rows = event_rows(30, users=4)
+    path = tmp_path / "state.sqlite"
+    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    with sqlite3.connect(path) as conn:
+        before = conn.execute("SELECT slice, rows, version FROM source_slices").fetchall()
+    changed = [dict(row) for row in rows]
+    changed[20]["value"] = -20  # its slice is digested; the plan must not record it
+    digested.clear()
+    with StateStore(path, read_only=True) as store:
+        reviewed = plan(pa.Table.from_pylist(changed), EVENTS, state=store, name="t", now=NOW)
+    assert (reviewed.unchanged, len(digested)) == (29, SLICE)
+    with sqlite3.connect(path) as conn:
+        after = conn.execute("SELECT slice, rows, version FROM source_slices").fetchall()
+    assert sorted(after) == sorted(before)
 
 
 def test_a_changed_slice_is_digested_alone_and_old_slices_are_forgotten(
