@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .arrow import Result, Run
@@ -61,8 +61,9 @@ class ArrowSkip:
         self._read = 0
         #: Rows handed to the engine and not yet numbered.
         self._unnumbered = 0
-        #: Serialised schemas, by schema (a reader's batches share one).
-        self._schemas: dict[Any, bytes] = {}
+        #: Per schema (a reader's batches share one), what its slices' digests start with;
+        #: None for a schema whose Arrow bytes do not hold every value.
+        self._schemas: dict[Any, bytes | None] = {}
 
     def filtered(self, reader: Iterable[Any]) -> Iterator[Any]:
         """The record batches with their unchanged rows left out."""
@@ -88,25 +89,20 @@ class ArrowSkip:
         if column is None or column not in names:
             return self._queue_slice([None] * part.num_rows, {}, part.num_rows)
         keys = _keys(part.column(names.index(column)), self._compiled)
-        sliced = recorded = None
-        if None in keys:
-            # A row the mapping rejects or always maps: digested and mapped as usual.
+        # A row the mapping rejects or always maps (no key) is digested and mapped as usual.
+        sliced = None if None in keys else self._slice_digest(part)
+        if sliced is None:
             stored = self._known.stored_sources([key for key in keys if key is not None])
         else:
             every = cast("list[str]", keys)
-            sliced = self._slice_digest(part)
-            recorded = None if sliced is None else self._known.known_slice(sliced)
-            if sliced is not None and recorded is not None and self._span_holds(every, recorded):
+            recorded = self._known.known_slice(sliced)
+            if recorded is not None and self._span_holds(every, recorded):
                 return self._skip_whole(every, sliced, recorded)
             stored = self._known.stored_sources(every)
-            if (
-                sliced is not None
-                and recorded is not None
-                and recorded == _stored_rows_digest(stored, every)
-            ):
+            if recorded is not None and recorded == rows_digest(rows_text(stored.items())):
                 return self._skip_whole(every, sliced, recorded)
         columns = [column.to_pylist() for column in part.columns]
-        digests = keyed_column_digests(names, columns, self._compiled, self._digest, keys)
+        digests = keyed_column_digests(names, columns, keys, self._digest)
         if sliced is not None and None not in digests:
             pairs = cast("list[tuple[str, str]]", digests)
             if len(dict(pairs)) == len(pairs):  # a key twice: not a slice to vouch for
@@ -115,9 +111,8 @@ class ArrowSkip:
 
     def _span_holds(self, keys: list[str], recorded: str) -> bool:
         """Whether the state's entries from the slice's least key to its greatest are
-        exactly its keys, with the digests recorded (cheap where keys come in runs)."""
-        if len(set(keys)) != len(keys):
-            return False
+        exactly its keys, with the digests recorded (cheap where keys come in runs). A
+        recorded slice has no key twice, nor has one with the same bytes."""
         span = self._known.stored_span(min(keys), max(keys), len(keys))
         return span is not None and rows_digest(span) == recorded
 
@@ -134,18 +129,18 @@ class ArrowSkip:
         import pyarrow as pa
 
         schema = part.schema
-        written = self._schemas.get(schema)
-        if written is None:
+        if schema not in self._schemas:
             if len(self._schemas) > 16:
                 self._schemas.clear()
             # The Arrow version too: a new one may read the same bytes as other values.
-            written = self._schemas[schema] = (
-                b""
+            self._schemas[schema] = (
+                None
                 if any(_holds_dictionary(pa, field.type) for field in schema)
                 else f"slice/1 pyarrow {pa.__version__}\n".encode()
                 + schema.serialize().to_pybytes()
             )
-        if not written:
+        written = self._schemas[schema]
+        if written is None:
             return None
         hasher = hashlib.blake2b(self._digest.salt, digest_size=16)
         hasher.update(written)
@@ -153,7 +148,7 @@ class ArrowSkip:
         return hasher.hexdigest()
 
     def _queue_slice(
-        self, digests: list[tuple[str, str] | None], stored: dict[str, str] | Any, count: int
+        self, digests: list[tuple[str, str] | None], stored: Mapping[str, str], count: int
     ) -> list[int]:
         """Queue every row; the positions of those the engine maps."""
         kept: list[int] = []
@@ -219,14 +214,6 @@ class ArrowSkip:
             msg = f"the engine gave a row ({position}) that was not read"
             raise AssertionError(msg)
         return 0
-
-
-def _stored_rows_digest(stored: dict[str, str] | Any, keys: list[str]) -> str | None:
-    """:func:`rows_digest` of the keys and the digests the state stores for them; None if
-    one lacks one."""
-    if len(stored) != len(set(keys)):
-        return None
-    return rows_digest(rows_text(stored.items()))
 
 
 def _keys(column: Any, compiled: CompiledMapping) -> list[str | None]:

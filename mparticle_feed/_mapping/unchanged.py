@@ -244,19 +244,12 @@ def keyed_digests(
 def keyed_column_digests(
     names: tuple[str, ...],
     columns: Sequence[Sequence[Any]],
-    compiled: CompiledMapping,
+    keys: Sequence[str | None],
     digest: SourceDigest,
-    keys: Sequence[str | None] | None = None,
 ) -> list[tuple[str, str] | None]:
-    """:func:`keyed_digests` of the rows these columns hold (``names`` all distinct),
-    without a dict per row: the same keys and digests as for the rows as dicts.
-    ``keys``: :func:`column_keys` of the key column, when already known."""
-    count = len(columns[0]) if columns else 0
-    column = compiled.key_column
-    if column is None or column not in names:
-        return [None] * count  # no key: every row is mapped, and rejected there if need be
-    if keys is None:
-        keys = column_keys(columns[names.index(column)], compiled)
+    """:func:`keyed_digests` of the rows these columns hold (``names`` all distinct), keyed
+    by ``keys`` (:func:`column_keys` of the key column), without a dict per row: the same
+    keys and digests as for the rows as dicts."""
     of_values = digest.of_values
     out: list[tuple[str, str] | None] = []
     append = out.append
@@ -294,7 +287,7 @@ def rows_text(pairs: Iterable[tuple[str, str]]) -> str:
 
 def rows_digest(text: str) -> str:
     """The digest of a :func:`rows_text` (see :meth:`KnownRows.known_slice`)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _encodable(key: str) -> bool:
