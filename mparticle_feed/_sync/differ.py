@@ -88,7 +88,8 @@ class _Differ:
 
     def skipped(self, numbers: Sequence[int], keys: list[str]) -> None:
         prefetched = self._prefetched
-        # Only keys without an entry are prefetched, and a skipped row's key has one.
+        # Only keys without an entry are prefetched, and a skipped row's key has one (unless
+        # an earlier row with it was accepted since: the check is cheap).
         if prefetched and not prefetched.keys().isdisjoint(keys):
             for key in keys:
                 prefetched.pop(key, None)

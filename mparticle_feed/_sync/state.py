@@ -278,8 +278,8 @@ class StateStore(_AcceptedEntries):
             count = conn.execute(
                 "SELECT count(*) FROM accepted WHERE name = ?", (name,)
             ).fetchone()[0]
-            tables = ["accepted", "outbox_batches", "outbox", "syncs"]
-            for table in [*tables, "source_slices"] if self._slices else tables:
+            # A file opened for writing has every table (see StateFile).
+            for table in ("accepted", "outbox_batches", "outbox", "syncs", "source_slices"):
                 conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608
         return int(count)
 

@@ -147,9 +147,7 @@ class _AcceptedEntries:
         """Store slices ``(content digest, digest of their rows' source digests)`` seen by
         the current run of ``name``, in one transaction; with ``forget_older`` (every row
         was read), drop those this run did not see (their rows changed, or moved)."""
-        if not self._slices:
-            return
-        with self._transaction() as conn:
+        with self._transaction() as conn:  # writable: the table is there (see StateFile)
             found = conn.execute("SELECT version FROM syncs WHERE name = ?", (name,)).fetchone()
             if found is None:
                 return
