@@ -87,12 +87,8 @@ class _Differ:
         return {key: value for key, value in digests.items() if value is not None}
 
     def skipped(self, numbers: Sequence[int], keys: list[str]) -> None:
-        prefetched = self._prefetched
-        # Only keys without an entry are prefetched, and a skipped row's key has one (unless
-        # an earlier row with it was accepted since: the check is cheap).
-        if prefetched and not prefetched.keys().isdisjoint(keys):
-            for key in keys:
-                prefetched.pop(key, None)
+        # Nothing of these keys was prefetched: only keys without an entry are, and a row
+        # is skipped for its entry (a key's later rows are turned away as repeats).
         self.statuses.mark_numbers(numbers, _UNCHANGED)
         self.unchanged += len(numbers)
 
