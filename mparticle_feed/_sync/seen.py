@@ -20,6 +20,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from itertools import islice
+from operator import itemgetter
 
 import orjson
 
@@ -66,14 +67,14 @@ class SeenKeys:
         # Whether a key has a filter bit; the filter is allocated then (8 MB by default).
         self._filtered = False
         # Keys on disk without a filter bit lie within the span (least, greatest key), see
-        # _spill; its keys, and lookups within it since it began.
+        # _spill; its keys, and lookups within it since it began. The span is its blocks'
+        # first least and last greatest key, kept apart for the check made once per row.
         self._span: tuple[str, str] | None = None
         self._span_keys = 0
         self._span_lookups = 0.0
         # The span's blocks (rows of the ``blocks`` table): each one's least and greatest key,
         # in order; they do not overlap.
         self._blocks: list[tuple[str, str]] = []
-        self._block_leasts: list[str] = []
         self._greatest = ""  # the greatest key on disk
         # Whether SQLite reads the keys to move as one JSON text (json_each); None: not yet
         # asked (at the first move).
@@ -158,9 +159,9 @@ class SeenKeys:
         """The keys among ``keys`` (inside the span) that a block holds, with their rows;
         the lookups are counted, and past a share of the span's keys the blocks move."""
         wanted: dict[int, list[str]] = {}
-        blocks, leasts = self._blocks, self._block_leasts
+        blocks = self._blocks
         for key in keys:
-            index = bisect_right(leasts, key) - 1
+            index = bisect_right(blocks, key, key=itemgetter(0)) - 1
             if index >= 0 and key <= blocks[index][1]:
                 wanted.setdefault(index, []).append(key)
         found: dict[str, int] = {}
@@ -193,7 +194,7 @@ class SeenKeys:
             self._set_bits(stored)
             self._insert(conn, dict(zip(stored, rows, strict=True)))
         conn.execute("DELETE FROM blocks")
-        self._blocks, self._block_leasts = [], []
+        self._blocks = []
         self._span = None
 
     def _spill(self) -> None:
@@ -231,7 +232,6 @@ class SeenKeys:
             rows = array("q", map(recent.__getitem__, ordered))
             conn.execute("INSERT INTO blocks VALUES (?, ?, ?)", (least, block, rows.tobytes()))
             self._blocks.append((least, greatest))
-            self._block_leasts.append(least)
             if self._span is None:
                 self._span = (least, greatest)
                 self._span_keys, self._span_lookups = 0, 0.0
@@ -292,7 +292,7 @@ class SeenKeys:
         self._filter = bytearray()
         self._filtered = False
         self._span = None
-        self._blocks, self._block_leasts = [], []
+        self._blocks = []
         if self._conn is not None:
             self._conn.close()
             self._conn = None
