@@ -53,6 +53,13 @@ def digested(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def _synced(rows: list[dict[str, Any]], client: EventsClient, tmp_path: Path) -> Path:
+    """A state file after a first sync of ``rows`` as an Arrow table."""
+    path = tmp_path / "state.sqlite"
+    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    return path
+
+
 def _slices(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute("SELECT count(*) FROM source_slices").fetchone()[0])
@@ -83,8 +90,7 @@ def test_a_plan_over_arrow_skips_slices_and_writes_nothing(
     client: EventsClient, tmp_path: Path, digested: list[int]
 ) -> None:
     rows = event_rows(30, users=4)
-    path = tmp_path / "state.sqlite"
-    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    path = _synced(rows, client, tmp_path)
     with sqlite3.connect(path) as conn:
         before = conn.execute("SELECT slice, rows, version FROM source_slices").fetchall()
     changed = [dict(row) for row in rows]
@@ -102,8 +108,7 @@ def test_a_changed_slice_is_digested_alone_and_old_slices_are_forgotten(
     server: FakeEventsServer, client: EventsClient, tmp_path: Path, digested: list[int]
 ) -> None:
     rows = event_rows(30, users=4)
-    path = tmp_path / "state.sqlite"
-    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    path = _synced(rows, client, tmp_path)
     rows[9] = {**rows[9], "value": -9}  # in the second slice
     digested.clear()
     before = len(server.requests)
@@ -120,8 +125,7 @@ def test_a_stale_slice_is_not_trusted_after_a_run_that_stopped(
     """A run that changed a key and stopped before forgetting old slices leaves one that
     vouches for the key's old value: the value flips back, and is sent again."""
     rows = event_rows(20, users=3)
-    path = tmp_path / "state.sqlite"
-    sync(pa.Table.from_pylist(rows), EVENTS, client, state=path, name="t", now=NOW)
+    path = _synced(rows, client, tmp_path)
     with sqlite3.connect(path) as conn:
         kept = conn.execute("SELECT name, slice, rows, version FROM source_slices").fetchall()
     changed = [dict(row) for row in rows]

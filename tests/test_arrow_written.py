@@ -310,16 +310,7 @@ def test_a_written_commerce_batch_stands_for_the_row_paths_batch() -> None:
             "total": [42.0, 0.5, -0.0],
         }
     )
-    mapping = CommerceEventMapping(
-        primary_key="id",
-        user_identities={"customer_id": "cid"},
-        timestamp_unixtime_ms="ts",
-        product_action={
-            "action": Constant("purchase"),
-            "products": "products",
-            "total_amount": "total",
-        },
-    )
+    mapping = _purchases()
     written = list(mpf.map_rows(table, mapping))
     plain = list(mpf.map_rows(reference_rows(table, 1000), mapping))
     assert all(isinstance(sourced, WrittenBatch) for sourced in written)
@@ -475,15 +466,21 @@ def test_product_action_columns_kept_by_the_writer_are_read_as_they_are(totals: 
             "products": ['[{"id": "a", "price": 1.25}]'] * rows,
         }
     )
-    mapping = CommerceEventMapping(
+    mapping = _purchases(transaction_id="txn")
+    assert_same(table, mapping, chunk=rows)
+
+
+def _purchases(**product_action: Any) -> CommerceEventMapping:
+    """Purchases of the column ``products`` for ``total`` by the user ``cid``; and more of
+    the product action's fields (column names)."""
+    return CommerceEventMapping(
         primary_key="id",
         user_identities={"customer_id": "cid"},
         timestamp_unixtime_ms="ts",
         product_action={
             "action": Constant("purchase"),
-            "transaction_id": "txn",
-            "total_amount": "total",
             "products": "products",
+            "total_amount": "total",
+            **product_action,
         },
     )
-    assert_same(table, mapping, chunk=rows)
