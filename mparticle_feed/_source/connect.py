@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sqlite3
 import sys
 import urllib.parse
@@ -104,6 +105,47 @@ def _sqlite(path: Path, query: str) -> Iterator[Any]:
         connection.close()
 
 
+#: DuckDB types whose Arrow values are the cursor's Python values (checked value by value in
+#: tests/test_cli_duckdb_arrow.py). Others differ: HUGEINT becomes a Decimal, UUID text, MAP a
+#: list of pairs, INTERVAL and TIMESTAMP_NS other types, BIT bytes.
+_ARROW_SAFE_DUCKDB = frozenset(
+    {
+        "boolean",
+        "tinyint",
+        "smallint",
+        "integer",
+        "bigint",
+        "utinyint",
+        "usmallint",
+        "uinteger",
+        "ubigint",
+        "float",
+        "double",
+        "decimal",
+        "varchar",
+        "blob",
+        "date",
+        "time",
+        "timestamp",
+        "timestamp_s",
+        "timestamp_ms",
+        "timestamp with time zone",
+        "null",
+    }
+)
+
+
+def _arrow_safe(duckdb_type: Any) -> bool:
+    kind = duckdb_type.id
+    if kind in ("list", "struct"):
+        return all(_arrow_safe(child) for _, child in duckdb_type.children)
+    return kind in _ARROW_SAFE_DUCKDB
+
+
+def _has_pyarrow() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
 @contextlib.contextmanager
 def _duckdb(path: Path, query: str, db: str) -> Iterator[Any]:
     duckdb = _require("duckdb", "duckdb", db)
@@ -115,11 +157,15 @@ def _duckdb(path: Path, query: str, db: str) -> Iterator[Any]:
         raise _refused(db, exc) from None
     try:
         try:
-            # fetchmany hands the result to Python a chunk at a time.
-            cursor = connection.execute(query)
+            # A relation is read as Arrow record batches (the Arrow engine), when pyarrow is
+            # installed and every column's Arrow values are what the cursor would give;
+            # otherwise fetchmany hands the rows to Python a chunk at a time.
+            source = connection.sql(query) if _has_pyarrow() else None
+            if source is None or not all(map(_arrow_safe, source.types)):
+                source = connection.execute(query)
         except duckdb.Error as exc:
             raise _refused(db, exc) from None
-        yield cursor
+        yield source
     finally:
         connection.close()
 
