@@ -92,10 +92,20 @@ def derive_source_request_id(
     With ``sequence`` (a number a sync's state hands out once per new batch) and its
     ``scope`` (the sync's name), equal bytes sent as two different changes get two ids.
     """
+    hashed = hashlib.sha256(canonical)
     if sequence is not None:
-        scope_bytes = (scope or "").encode("utf-8", "surrogatepass")
-        canonical += b"\x00sync:%d:%s\x00seq:%d" % (len(scope_bytes), scope_bytes, sequence)
-    raw = bytearray(hashlib.sha256(canonical).digest()[:16])
+        hashed.update(_sequence_suffix(scope, sequence))
+    return _uuid_text(hashed)
+
+
+def _sequence_suffix(scope: str | None, sequence: int) -> bytes:
+    scope_bytes = (scope or "").encode("utf-8", "surrogatepass")
+    return b"\x00sync:%d:%s\x00seq:%d" % (len(scope_bytes), scope_bytes, sequence)
+
+
+def _uuid_text(hashed: Any) -> str:
+    """The UUID-shaped id of a SHA-256 (see :func:`derive_source_request_id`)."""
+    raw = bytearray(hashed.digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom, hash-based
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     text = raw.hex()  # formatted by hand: uuid.UUID() costs more than the hash
@@ -254,6 +264,55 @@ def _packed(
     )
 
 
+#: The bytes a batch's id adds to its body: '"source_request_id":' and a comma around the id.
+_ID_KEY_BYTES = len(b'"source_request_id":,')
+_EVENTS_KEY_BYTES = len(b'"events":,')
+
+
+def _packed_written(
+    sourced: WrittenBatch, max_batch_bytes: int, ids: IdSequence | None
+) -> PackedBatch | None:
+    """A batch the Arrow engine wrote whole (header and every event as bytes), packed as
+    :func:`_split` packs it, without its pieces; None when it must be split for size or
+    holds an event model (then :func:`_split` packs it).
+
+    The engine never sets a batch's own id, so the id is always derived.
+    """
+    header_json = sourced.header_json
+    assert header_json is not None
+    each = []
+    for event in sourced.written:
+        if event.__class__ is not tuple:
+            return None
+        each.append(event[1])
+    rest = header_json[1:]
+    if each:
+        events = b",".join(each)
+        size = 1 + len(rest) + _ID_KEY_BYTES + _UUID_JSON_BYTES + _EVENTS_KEY_BYTES
+        if size + len(events) + 2 > max_batch_bytes:
+            return None
+        tail = b"".join((b'"events":[', events, b"],", rest))
+    else:
+        if 1 + len(rest) + _ID_KEY_BYTES + _UUID_JSON_BYTES > max_batch_bytes:
+            return None
+        tail = rest
+    # The canonical bytes ("{" + tail, the keys, the sequence) are hashed, not joined.
+    hashed = hashlib.sha256(b"{")
+    hashed.update(tail)
+    keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
+    if keys:
+        hashed.update(b"\x00keys:" + orjson.dumps(keys))
+    if ids is not None:
+        hashed.update(_sequence_suffix(ids.scope, ids.take()))
+    source_request_id = _uuid_text(hashed)
+    return PackedBatch(
+        source_request_id=source_request_id,
+        body=b"".join((b'{"source_request_id":"', source_request_id.encode(), b'",', tail)),
+        sourced=sourced,
+        user_key=sourced.user_key,
+    )
+
+
 def _split(
     routed: RoutedBatch, max_batch_bytes: int, ids: IdSequence | None = None
 ) -> Iterator[PackedBatch | RowProblem]:
@@ -378,7 +437,13 @@ def _pack(
             yield item
             continue
         endpoint = item.endpoint
-        for packed in _split(item, max_batch_bytes, ids):
+        sourced = item.sourced
+        whole = (
+            _packed_written(sourced, max_batch_bytes, ids)
+            if sourced.__class__ is WrittenBatch and sourced.header_json is not None
+            else None
+        )
+        for packed in (whole,) if whole is not None else _split(item, max_batch_bytes, ids):
             if isinstance(packed, RowProblem):
                 yield packed
                 continue
