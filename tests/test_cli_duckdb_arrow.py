@@ -153,7 +153,7 @@ MAPPING_DATA: dict[str, Any] = {
     "user_identities": {"customer_id": "user", "email": "email"},
     "user_attributes": {"columns": {"score": "score", "joined": "joined"}},
     "custom_attributes": {
-        "columns": {"amount": "amount", "flag": "flag", "tags": "tags", "id": "id"}
+        "columns": {"amount": "amount", "flag": "flag", "tags": "tags", "id": "id", "at": "ts"}
     },
 }
 MAPPING = mpf.mapping_from_dict(MAPPING_DATA)
