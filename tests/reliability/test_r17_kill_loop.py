@@ -13,6 +13,7 @@ user's attributes equal the warehouse's last values.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -112,11 +114,56 @@ class Sink:
             if self.kill_at == (request.index, "after"):
                 self.kill_target()  # between mParticle's 202 and the state's settle
 
+    def run(
+        self, start: Callable[[], subprocess.Popen[bytes]], mode: str, delay: float
+    ) -> tuple[int, str]:
+        """Start a run with ``start`` and kill it as ``mode`` says: while the sink holds its
+        next request ("hold"), right after answering it ("after"), or ``delay`` seconds in
+        ("timer"). The run's exit code and what it wrote to stderr."""
+        with self.lock:
+            self.kill_at = None if mode == "timer" else (self.next_request(), mode)
+        proc = start()
+        with self.lock:
+            self.target = proc.pid
+        timer = threading.Timer(delay, self.kill_target) if mode == "timer" else None
+        if timer is not None:
+            timer.start()
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self.lock:
+                self.target = None
+                self.kill_at = None
+        return proc.returncode, err.decode(errors="replace") if err else ""
+
     def kill_target(self) -> None:
         if self.target is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.target, signal.SIGKILL)
             self.target = None
+
+
+def flips(
+    rng: random.Random,
+    history: dict[str, list[tuple[str, str | None]]],
+    count: int,
+    users: int,
+) -> list[tuple[str, str, str | None]]:
+    """New (user, plan, city) values for ``count`` of the first ``users`` profiles: often
+    back to the value before the last one, else drawn afresh (a city may become NULL)."""
+    changes = []
+    for n in rng.sample(range(users), count):
+        user = f"p{n}"
+        earlier = history[user]
+        if len(earlier) > 1 and rng.random() < 0.6:
+            plan, city = earlier[-2]
+        else:
+            plan = rng.choice(["free", "pro", "team"])
+            city = rng.choice(["Lyon", "Paris", None])
+        changes.append((user, plan, city))
+    return changes
 
 
 class Warehouse:
@@ -154,14 +201,7 @@ class Warehouse:
         self.db.commit()
 
     def flip_profiles(self, count: int, users: int) -> None:
-        for n in self.rng.sample(range(users), count):
-            user = f"p{n}"
-            earlier = self.history[user]
-            if len(earlier) > 1 and self.rng.random() < 0.6:
-                plan, city = earlier[-2]  # back to the value before the last one
-            else:
-                plan = self.rng.choice(["free", "pro", "team"])
-                city = self.rng.choice(["Lyon", "Paris", None])
+        for user, plan, city in flips(self.rng, self.history, count, users):
             self._set(user, plan, city)
         self.db.commit()
 
@@ -174,6 +214,38 @@ class Warehouse:
         events = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
         profiles = self.db.execute("SELECT count(*) FROM profiles").fetchone()[0]
         return int(events + profiles)
+
+
+def reconcile(
+    held_batches: list[Batch],
+    event_ids: set[str],
+    profiles: Iterable[tuple[str, str, str | None]],
+) -> tuple[set[str], set[str], list[str]]:
+    """The sink's batches against the warehouse: the event ids lost and doubled (each event
+    carries its ``row_id``), and the users whose attributes differ from ``profiles`` (user,
+    plan, city) once the held batches are applied in arrival order, as mParticle applies them.
+    """
+    held = Counter(
+        str(e.custom_attributes["row_id"])  # type: ignore[index]
+        for batch in held_batches
+        for e in batch.events or ()
+    )
+    applied: dict[str, dict[str, Any]] = {}
+    for batch in held_batches:
+        user = batch.user_identities.customer_id if batch.user_identities else None
+        if user is None or not user.startswith("p"):
+            continue
+        profile = applied.setdefault(user, {})
+        profile.update(batch.user_attributes or {})
+        for name in batch.deleted_user_attributes or ():
+            profile.pop(name, None)
+    wrong = [
+        user
+        for user, plan, city in profiles
+        if applied.get(user) != {"plan": plan, **({"city": city} if city is not None else {})}
+    ]
+    doubled = {key for key, count in held.items() if count > 1}
+    return event_ids - set(held), doubled, wrong
 
 
 def _command(folder: Path, sink: Sink, which: str) -> list[str]:
@@ -205,6 +277,24 @@ def _command(folder: Path, sink: Sink, which: str) -> list[str]:
     ]
 
 
+def _start(folder: Path, sink: Sink, which: str, now: datetime) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        _command(folder, sink, which),
+        env=_environment(now),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def seed(folder: Path, warehouse: Any, first_events: int) -> None:
+    """The two mapping files, the first events and 600 profiles (``warehouse`` has
+    ``add_events`` and ``set_profiles``)."""
+    (folder / "events.toml").write_text(EVENTS_MAPPING)
+    (folder / "profiles.toml").write_text(PROFILES_MAPPING)
+    warehouse.add_events(START, first_events)
+    warehouse.set_profiles(600)
+
+
 def _environment(now: datetime) -> dict[str, str]:
     return {
         **os.environ,
@@ -218,11 +308,8 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
     tmp_path: Path, scorecard: Scorecard
 ) -> None:
     rng = random.Random(1117)
-    (tmp_path / "events.toml").write_text(EVENTS_MAPPING)
-    (tmp_path / "profiles.toml").write_text(PROFILES_MAPPING)
     warehouse = Warehouse(tmp_path / "warehouse.sqlite", rng)
-    warehouse.add_events(START, FIRST_EVENTS)
-    warehouse.set_profiles(600)
+    seed(tmp_path, warehouse, FIRST_EVENTS)
     sink = Sink()
     kills = unsettled_at_kill = between_202_and_settle = runs = 0
     now = START
@@ -231,27 +318,11 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
             assert runs < 4 * KILLS, "too few runs were killed: the sink is too fast"
             which = "events" if runs % 3 else "profiles"
             runs += 1
-            mode = rng.choice(["hold", "after", "timer"])
-            with sink.lock:
-                sink.kill_at = None if mode == "timer" else (sink.next_request(), mode)
-            proc = subprocess.Popen(
-                _command(tmp_path, sink, which),
-                env=_environment(now),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            code, err = sink.run(
+                functools.partial(_start, tmp_path, sink, which, now),
+                rng.choice(["hold", "after", "timer"]),
+                rng.uniform(0.6, 2.5),
             )
-            with sink.lock:
-                sink.target = proc.pid
-            timer = None
-            if mode == "timer":
-                timer = threading.Timer(rng.uniform(0.6, 2.5), sink.kill_target)
-                timer.start()
-            code = proc.wait(timeout=120)
-            if timer is not None:
-                timer.cancel()
-            with sink.lock:
-                sink.target = None
-                sink.kill_at = None
             if code == -signal.SIGKILL:
                 kills += 1
                 with StateStore(tmp_path / "state.sqlite") as state:
@@ -260,7 +331,7 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
                 held_ids = {b.source_request_id for b in sink.held()}
                 between_202_and_settle += bool(left & held_ids)
             else:
-                assert code in (0, 3), f"the CLI exited {code}"  # 3: a kill left rows pending
+                assert code in (0, 3), f"the CLI exited {code}: {err}"  # 3: rows left pending
             # Between runs: the clock moves on, rows arrive, values flip back.
             now += timedelta(hours=1)
             warehouse.add_events(now, 200)
@@ -278,31 +349,11 @@ def test_R17_kill_loop_on_the_cli_loses_nothing_and_doubles_nothing(
     finally:
         sink.server.close()
 
-    # Every event held exactly once (after de-duplication by id), none missing.
     held_batches = sink.held()
-    held = Counter(
-        str(e.custom_attributes["row_id"])  # type: ignore[union-attr, index]
-        for batch in held_batches
-        for e in batch.events or ()
-    )
     expected = {row[0] for row in warehouse.db.execute("SELECT id FROM events")}
-    lost = expected - set(held)
-    doubled = {key for key, count in held.items() if count > 1}
-    # Every user's attributes as mParticle applies them: held batches in arrival order.
-    profiles: dict[str, dict[str, Any]] = {}
-    for batch in held_batches:
-        user = batch.user_identities.customer_id if batch.user_identities else None
-        if user is None or not user.startswith("p"):
-            continue
-        profile = profiles.setdefault(user, {})
-        profile.update(batch.user_attributes or {})
-        for name in batch.deleted_user_attributes or ():
-            profile.pop(name, None)
-    wrong = [
-        user
-        for user, plan, city in warehouse.db.execute("SELECT user, plan, city FROM profiles")
-        if profiles.get(user) != {"plan": plan, **({"city": city} if city is not None else {})}
-    ]
+    lost, doubled, wrong = reconcile(
+        held_batches, expected, warehouse.db.execute("SELECT user, plan, city FROM profiles")
+    )
     rows = warehouse.rows()
     print(
         f"\nR17 kill loop: {rows:,} rows, {runs} runs, {kills} SIGKILLs; {unsettled_at_kill} "

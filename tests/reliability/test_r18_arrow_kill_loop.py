@@ -14,13 +14,12 @@ every profile equals the warehouse, and a last run finds every row unchanged.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 from reliability_kit import API_KEY, API_SECRET, Figures, Scorecard
-from test_r17_kill_loop import EVENTS_MAPPING, LARGE, PROFILES_MAPPING, START, Sink
+from test_r17_kill_loop import LARGE, START, Sink, flips, reconcile, seed
 
 from mparticle_feed._sync.state import StateStore
 from mparticle_feed.testing import ReceivedRequest, Reply
@@ -96,17 +95,7 @@ class Warehouse:
         self._write([(f"p{n}", "free", "Lyon") for n in range(count)])
 
     def flip_profiles(self, count: int, users: int) -> None:
-        changes = []
-        for n in self.rng.sample(range(users), count):
-            user = f"p{n}"
-            earlier = self.history[user]
-            if len(earlier) > 1 and self.rng.random() < 0.6:
-                plan, city = earlier[-2]  # back to the value before the last one
-            else:
-                plan = self.rng.choice(["free", "pro", "team"])
-                city = self.rng.choice(["Lyon", "Paris", None])
-            changes.append((user, plan, city))
-        self._write(changes)
+        self._write(flips(self.rng, self.history, count, users))
 
     def _write(self, profiles: list[tuple[str, str, str | None]]) -> None:
         with duckdb.connect(str(self.path)) as db:
@@ -149,11 +138,8 @@ def test_R18_arrow_kill_loop_loses_nothing_and_doubles_nothing(
     tmp_path: Path, scorecard: Scorecard
 ) -> None:
     rng = random.Random(1118)
-    (tmp_path / "events.toml").write_text(EVENTS_MAPPING)
-    (tmp_path / "profiles.toml").write_text(PROFILES_MAPPING)
     warehouse = Warehouse(tmp_path / "warehouse.duckdb", rng)
-    warehouse.add_events(START, FIRST_EVENTS)
-    warehouse.set_profiles(600)
+    seed(tmp_path, warehouse, FIRST_EVENTS)
     sink = ArrowSink()
     contenders: list[tuple[int, str]] = []  # second runs: exit code, stderr
     kills = runs = unsettled_at_kill = 0
@@ -163,33 +149,22 @@ def test_R18_arrow_kill_loop_loses_nothing_and_doubles_nothing(
             assert runs < 4 * KILLS, "too few runs were killed: the sink is too fast"
             which = "events" if runs % 3 else "profiles"
             runs += 1
-            contended = runs % 4 == 0
-            # Not the timer when a second run contends: only the first run's death may free
-            # the lock, and that is the sink's to time, after the second run has ended.
-            mode = rng.choice(["hold", "after"] if contended else ["hold", "after", "timer"])
-            with sink.lock:
-                sink.kill_at = None if mode == "timer" else (sink.next_request(), mode)
-            proc = _start(tmp_path, sink, which, now)
-            with sink.lock:
-                sink.target = proc.pid
-            timer = None
-            if mode == "timer":
-                timer = threading.Timer(rng.uniform(0.8, 3.0), sink.kill_target)
-                timer.start()
-            if contended:
+            if runs % 4 == 0:
 
                 def contend(which: str = which, now: datetime = now) -> None:
                     contenders.append(_finish(_start(tmp_path, sink, which, now)))
 
                 with sink.lock:
                     sink.contend = contend
-            code, err = _finish(proc)
-            if timer is not None:
-                timer.cancel()
-            with sink.lock:
-                sink.target = None
-                sink.kill_at = None
-                sink.contend = None
+            # Not the timer when a second run contends: only the first run's death may free
+            # the lock, and that is the sink's to time, after the second run has ended.
+            modes = ["hold", "after"] if sink.contend is not None else ["hold", "after", "timer"]
+            code, err = sink.run(
+                functools.partial(_start, tmp_path, sink, which, now),
+                rng.choice(modes),
+                rng.uniform(0.8, 3.0),
+            )
+            sink.contend = None
             if code == -signal.SIGKILL:
                 kills += 1
                 with StateStore(tmp_path / "state.sqlite") as state:
@@ -212,28 +187,10 @@ def test_R18_arrow_kill_loop_loses_nothing_and_doubles_nothing(
         sink.server.close()
 
     held_batches = sink.held()
-    held = Counter(
-        str(e.custom_attributes["row_id"])  # type: ignore[index]
-        for batch in held_batches
-        for e in batch.events or ()
-    )
     expected = {row[0] for row in warehouse.query("SELECT id FROM events")}
-    lost = expected - set(held)
-    doubled = {key for key, count in held.items() if count > 1}
-    profiles: dict[str, dict[str, Any]] = {}
-    for batch in held_batches:
-        user = batch.user_identities.customer_id if batch.user_identities else None
-        if user is None or not user.startswith("p"):
-            continue
-        profile = profiles.setdefault(user, {})
-        profile.update(batch.user_attributes or {})
-        for name in batch.deleted_user_attributes or ():
-            profile.pop(name, None)
-    wrong = [
-        user
-        for user, plan, city in warehouse.query("SELECT user, plan, city FROM profiles")
-        if profiles.get(user) != {"plan": plan, **({"city": city} if city is not None else {})}
-    ]
+    lost, doubled, wrong = reconcile(
+        held_batches, expected, warehouse.query("SELECT user, plan, city FROM profiles")
+    )
     with StateStore(tmp_path / "state.sqlite", read_only=True) as state:
         slices = state._read("SELECT count(*) FROM source_slices WHERE name = 'events'")[0][0]
     rows = len(expected) + len(warehouse.history)
