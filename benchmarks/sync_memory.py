@@ -1,13 +1,15 @@
 """Peak memory and speed of a whole ``sync`` with a state file, in this (fresh) process.
 
-    python benchmarks/sync_memory.py --rows 1000000 [--json]
+    python benchmarks/sync_memory.py --rows 1000000 [--source sqlite|arrow] [--json]
 
 N generated rows (one custom event each, three consecutive rows per user) are written to a
 SQLite file in a temporary folder, then synced with a state file — outbox, state entries,
 duplicate-key set and all — by an EventsClient to a loopback sink that answers 202 and
-keeps nothing (so the figure is the sync's, not the sink's). Peak memory is the process's
-high-water mark (VmHWM on Linux, ru_maxrss elsewhere), imports and the load included.
-run_all.py starts one process per row count so the figures do not share a heap.
+keeps nothing (so the figure is the sync's, not the sink's). With ``--source arrow`` they go
+to a DuckDB file instead, and the sync reads the query as a DuckDB relation: the Arrow
+engine, its slice records included. Peak memory is the process's high-water mark (VmHWM on
+Linux, ru_maxrss elsewhere), imports and the load included. run_all.py starts one process
+per row count so the figures do not share a heap.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -71,12 +75,49 @@ def _rows(count: int) -> Iterator[tuple[Any, ...]]:
         )
 
 
-def measure(rows: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="mparticle-feed-bench-") as folder:
-        db = sqlite3.connect(Path(folder) / "rows.db")
-        db.execute("CREATE TABLE views (id, user, email, ts, page, referrer)")
-        db.executemany("INSERT INTO views VALUES (?, ?, ?, ?, ?, ?)", _rows(rows))
-        db.commit()
+@contextmanager
+def _source(folder: Path, rows: int, kind: str) -> Iterator[Any]:
+    """The generated rows as a query over a database in ``folder``: an SQLite cursor, or a
+    DuckDB relation (Arrow), in insertion order either way."""
+    if kind == "sqlite":
+        db = sqlite3.connect(folder / "rows.db")
+        try:
+            db.execute("CREATE TABLE views (id, user, email, ts, page, referrer)")
+            db.executemany("INSERT INTO views VALUES (?, ?, ?, ?, ?, ?)", _rows(rows))
+            db.commit()
+            yield db.execute("SELECT * FROM views ORDER BY rowid")
+        finally:
+            db.close()
+        return
+    import duckdb
+
+    path = str(folder / "rows.duckdb")
+    # Loaded by another process, so this one's peak is the sync's (DuckDB keeps the memory
+    # a load used): the rows _rows generates, written by DuckDB itself.
+    base_ms = int(NOW.timestamp() * 1000) - 3_600_000
+    load = (
+        "import duckdb, sys\n"
+        "with duckdb.connect(sys.argv[1]) as db:\n"
+        "    db.execute(\"CREATE TABLE views AS SELECT 'r' || n AS id, 'u' || (n // 3) AS user, "
+        f"'user' || (n // 3) || '@example.com' AS email, {base_ms} + n AS ts, "
+        "'/products/' || (n % 997) AS page, "
+        "CASE WHEN n % 2 = 1 THEN 'https://example.com/' END AS referrer "
+        f'FROM range({rows}) t(n) ORDER BY n")\n'
+    )
+    subprocess.run([sys.executable, "-c", load, path], check=True)
+    db = duckdb.connect(path, read_only=True)
+    try:
+        # DuckDB keeps insertion order for a plain scan (preserve_insertion_order).
+        yield db.sql("SELECT * FROM views")
+    finally:
+        db.close()
+
+
+def measure(rows: int, source: str = "sqlite") -> dict[str, float]:
+    with (
+        tempfile.TemporaryDirectory(prefix="mparticle-feed-bench-") as folder,
+        _source(Path(folder), rows, source) as query,
+    ):
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -88,16 +129,14 @@ def measure(rows: int) -> dict[str, float]:
                 max_workers=4,
                 rate_limit=None,  # memory, not pacing: 333,334 batches at 270/s take 20 min
             ) as client:
-                cursor = db.execute("SELECT * FROM views ORDER BY rowid")
                 start = time.perf_counter()
                 report = sync(
-                    cursor, MAPPING, client, state=Path(folder) / "state.db", name="views", now=NOW
+                    query, MAPPING, client, state=Path(folder) / "state.db", name="views", now=NOW
                 )
                 seconds = time.perf_counter() - start
         finally:
             server.shutdown()
             server.server_close()
-            db.close()
     if not report.ok or report.sent != rows:
         msg = f"the benchmark's sync did not send every row: {report.summary()}"
         raise SystemExit(msg)
@@ -112,9 +151,12 @@ def measure(rows: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows (default 1,000,000)")
+    parser.add_argument(
+        "--source", choices=("sqlite", "arrow"), default="sqlite", help="what the rows come from"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
-    result = measure(args.rows)
+    result = measure(args.rows, args.source)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -141,6 +141,12 @@ def test_run_all_prints_the_table_and_ratios(
         "peak RSS at 400 / at 200 rows",
         "(k) N=270: 429s / requests",
         "(l) blocks of 1,000, default window / by user",
+        "sync peak RSS at 400 / at 200 rows",
+        *(
+            ("(sync, Arrow, 400 rows)", "Arrow sync peak RSS at 400 / at 200 rows")
+            if importlib.util.find_spec("pyarrow")
+            else ()
+        ),
     ):
         assert target in out
 
