@@ -483,10 +483,13 @@ def sync_memory_section(options: Options) -> SectionResult:
         "generated into a SQLite file, then synced with a state file (outbox, state "
         "entries, duplicate-key set) by an EventsClient to a loopback sink that keeps "
         "nothing; peak RSS covers the whole process, the sink's thread included",
-        "the Arrow rows (--source arrow) are the same rows written to a DuckDB file by "
-        "another process, synced from a DuckDB relation (the Arrow engine); the process "
-        "holds pyarrow and DuckDB besides",
     ]
+    if "arrow" in measured:
+        notes.append(
+            "the Arrow rows (--source arrow) are the same rows written to a DuckDB file by "
+            "another process, synced from a DuckDB relation (the Arrow engine); the process "
+            "holds pyarrow and DuckDB besides"
+        )
     return SectionResult(
         "Memory: a whole sync with a state file",
         measurements,
