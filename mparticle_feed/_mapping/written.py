@@ -22,7 +22,7 @@ import attrs
 import orjson
 
 from .._errors import ModelError
-from .._wire.codec import _json_default, from_dict
+from .._wire.codec import _json_default, from_dict, kept_bytes
 from .._wire.commerce import ProductAction
 from .._wire.common import UserIdentities
 from .._wire.enums import CustomEventType, Environment, ProductActionType
@@ -119,7 +119,7 @@ def write_events(
             except orjson.JSONEncodeError:
                 append(None)  # text JSON cannot carry (a lone surrogate): a model's
                 continue
-            append((None if stamps is None else stamps[index], written))
+            append((None if stamps is None else stamps[index], kept_bytes(written)))
         return out
     spec = [(key, names) for key, names, _ in fields]
     columns = [
@@ -144,7 +144,7 @@ def write_events(
             # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
             append(None)
             continue
-        append((None if stamps is None else stamps[index], written))
+        append((None if stamps is None else stamps[index], kept_bytes(written)))
     return out
 
 
@@ -256,9 +256,10 @@ def written_header(
         document["user_attributes"] = user_attributes
     document["user_identities"] = identities
     try:
-        return orjson.dumps(document), orjson.dumps([None, None, identities])
+        header, user_key = orjson.dumps(document), orjson.dumps([None, None, identities])
     except orjson.JSONEncodeError:
         return None  # a lone surrogate: the model, which packing reports
+    return kept_bytes(header), kept_bytes(user_key)
 
 
 class WrittenBatch(SourcedBatch):

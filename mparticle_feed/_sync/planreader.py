@@ -18,7 +18,7 @@ from .._delivery.status import OutcomeStatus
 from .._errors import PayloadError, PlanFileError
 from .._mapping.dataplan_step import RowViolation, violation_from_record
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage
-from .._wire.codec import from_dict
+from .._wire.codec import from_dict, kept_bytes
 from .records import _entry_from_list
 from .state import StateEntry
 from .status import _REJECTED, _UNCHANGED
@@ -222,7 +222,7 @@ class _PlanReader:
                 f"{document.get('source_request_id')!r} does not match {source_request_id!r}"
             )
         try:
-            body = orjson.dumps(document)
+            body = kept_bytes(orjson.dumps(document))
             batch = from_dict(document)
         except orjson.JSONEncodeError as exc:
             raise self.fail(f"batch {index} cannot be written as JSON: {exc}") from None

@@ -346,6 +346,15 @@ def from_dict(value: Mapping[str, Any]) -> Batch:
     return _structure_batch(value, "$")
 
 
+def kept_bytes(data: bytes) -> bytes:
+    """``data`` in a buffer of its own size: for orjson output kept past the call that made it.
+
+    orjson (3.12 and later) hands back the buffer it wrote into: 4 KB at the least, grown by
+    doubling, and never shrunk. A 100-byte header kept with its batch would hold 4 KB.
+    """
+    return b"".join((data, b""))  # two items: join copies (one would be handed back)
+
+
 @overload
 def dumps(batches: Batch) -> bytes: ...
 @overload
@@ -356,8 +365,8 @@ def dumps(batches: Batch | Sequence[Batch]) -> bytes:
     # intermediate tree is built, so nothing builds up to wake the cyclic garbage collector.
     try:
         if isinstance(batches, Batch):
-            return orjson.dumps(batches, default=_json_default)
-        return orjson.dumps(list(batches), default=_json_default)
+            return kept_bytes(orjson.dumps(batches, default=_json_default))
+        return kept_bytes(orjson.dumps(list(batches), default=_json_default))
     except orjson.JSONEncodeError as exc:
         # An int beyond 64 bits or a lone surrogate gets through the models; say so plainly.
         raise ModelError(f"the batch cannot be written as JSON: {exc}") from None
