@@ -24,7 +24,8 @@ class _Pending:
         self.written = written
         self.first: _Mapped | None = None
         self.events: list[Any] = []
-        self.event_rows: list[RowRef] = []
+        #: The rows with an event; None while that is every row (one list fewer a batch).
+        self.event_rows: list[RowRef] | None = None
         self.rows: list[RowRef] = []
         self.user_attributes: dict[str, Any] = {}
         #: The attribute dict merged last: a row reusing it (same user columns) adds nothing.
@@ -56,7 +57,8 @@ class _Pending:
     def add_event(self, event: Any, ref: RowRef) -> None:
         """A row with the user part of the row added last: only its event is new."""
         self.events.append(event)
-        self.event_rows.append(ref)
+        if self.event_rows is not None:
+            self.event_rows.append(ref)
         self.rows.append(ref)
 
     def add(self, mapped: _Mapped, ref: RowRef) -> None:
@@ -64,7 +66,10 @@ class _Pending:
             self.first = mapped
         if mapped.event is not None:
             self.events.append(mapped.event)
-            self.event_rows.append(ref)
+            if self.event_rows is not None:
+                self.event_rows.append(ref)
+        elif self.event_rows is None:
+            self.event_rows = list(self.rows)  # the rows so far, each with its event
         extra = mapped.user_attributes
         if extra and extra is not self.merged:
             self.user_attributes.update(extra)
@@ -74,7 +79,8 @@ class _Pending:
     def add_events(self, events: list[Any], refs: list[RowRef]) -> None:
         """Rows with the user part of the row added last: only their events are new."""
         self.events.extend(events)
-        self.event_rows.extend(refs)
+        if self.event_rows is not None:
+            self.event_rows.extend(refs)
         self.rows.extend(refs)
 
     def room(self, limit: int) -> int:
@@ -88,9 +94,8 @@ class _Pending:
         if written is not None:
             return self._flush_written(first, written)
         batch = self._batch(first, tuple(self.events) if self.events else None)
-        sourced = SourcedBatch(
-            batch=batch, event_rows=tuple(self.event_rows), rows=tuple(self.rows)
-        )
+        rows, event_rows = self._row_tuples()
+        sourced = SourcedBatch(batch=batch, event_rows=event_rows, rows=rows)
         self._reset()
         return sourced
 
@@ -116,14 +121,15 @@ class _Pending:
         """The Arrow engine's batch: its header written without a model where that is proven
         (:func:`written_header`), else the model, built now as the row path builds it."""
         header = written_header(self.environment, first, self.user_attributes)
+        rows, event_rows = self._row_tuples()
         if header is None:
             model = self._batch(first, None)
             sourced = WrittenBatch(
                 header=model,
                 written=tuple(self.events),
                 event_cls=written,
-                event_rows=tuple(self.event_rows),
-                rows=tuple(self.rows),
+                event_rows=event_rows,
+                rows=rows,
             )
         else:
             # Only identities and user attributes: the model, when asked for, from those.
@@ -137,16 +143,21 @@ class _Pending:
                 user_key=header[1],
                 written=tuple(self.events),
                 event_cls=written,
-                event_rows=tuple(self.event_rows),
-                rows=tuple(self.rows),
+                event_rows=event_rows,
+                rows=rows,
             )
         self._reset()
         return sourced
 
+    def _row_tuples(self) -> tuple[tuple[RowRef, ...], tuple[RowRef, ...]]:
+        """The batch's rows and its event rows (one tuple when every row has an event)."""
+        rows = tuple(self.rows)
+        return rows, rows if self.event_rows is None else tuple(self.event_rows)
+
     def _reset(self) -> None:
         self.first = None
         self.events = []
-        self.event_rows = []
+        self.event_rows = None
         self.rows = []
         self.user_attributes = {}
         self.merged = None
