@@ -297,7 +297,7 @@ def _run_sync(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with (
         _stop_on_signals(stop),
-        open_query(args.db, query) as source,
+        open_query(args.db, query, arrow=not args.no_arrow) as source,
         _progress(args, "sync") as progress,
         _client(args, credentials) as client,
     ):
@@ -310,7 +310,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     mapping = _mapping(args)
     query = _query(args)
-    with open_query(args.db, query) as source:
+    with open_query(args.db, query, arrow=not args.no_arrow) as source:
         # A plan never creates the state file; no state file means "send every row".
         reviewed = plan(source, mapping, **_read_options(args))
     _say(reviewed.summary())

@@ -98,6 +98,12 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     query.add_argument("--query", help="the SQL query whose rows are sent")
     query.add_argument("--query-file", type=Path, help="a file holding the SQL query")
     parser.add_argument(
+        "--no-arrow",
+        action="store_true",
+        help="read a DuckDB query with its cursor, row by row, even where it could be read as "
+        "Arrow (same requests either way; the cursor uses less memory, Arrow less CPU)",
+    )
+    parser.add_argument(
         "--mapping", required=True, type=Path, help="the mapping file (.toml or .json)"
     )
     parser.add_argument(

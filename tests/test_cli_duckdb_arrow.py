@@ -273,3 +273,30 @@ def test_the_cli_plans_a_duckdb_file_through_arrow(
         (r.row.row_number, r.field, r.reason) for r in rejects
     ]
     assert [r.field for r in rejects] == ["event_name", "custom_attributes.tags"]
+
+
+def test_no_arrow_reads_duckdb_with_its_cursor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(CREATE)
+        con.execute(
+            "INSERT INTO events VALUES (1, 'u1', NULL, 'Bought', "
+            "TIMESTAMPTZ '2026-05-01 00:00:00+00', 1.5, 0.5, true, NULL, NULL)"
+        )
+    read: list[type] = []
+    planner = mpf.plan
+
+    def spy(source: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(type(source))
+        return planner(source, *args, **kwargs)
+
+    monkeypatch.setattr("mparticle_feed._sync.run.plan", spy)
+    mapping = tmp_path / "m.json"
+    mapping.write_text(json.dumps(MAPPING_DATA), encoding="utf-8")
+    query = "SELECT * FROM events"
+    arguments = ["plan", "--db", str(path), "--query", query, "--mapping", str(mapping), "-q"]
+    assert main([*arguments, "--no-arrow"]) == 0
+    assert main(arguments) == 0
+    assert read == [duckdb.DuckDBPyConnection, duckdb.DuckDBPyRelation]

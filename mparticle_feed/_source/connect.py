@@ -147,7 +147,7 @@ def _has_pyarrow() -> bool:
 
 
 @contextlib.contextmanager
-def _duckdb(path: Path, query: str, db: str) -> Iterator[Any]:
+def _duckdb(path: Path, query: str, db: str, *, arrow: bool = True) -> Iterator[Any]:
     duckdb = _require("duckdb", "duckdb", db)
     if not path.exists():
         raise ConfigurationError(f"--db: {path} does not exist")
@@ -160,7 +160,7 @@ def _duckdb(path: Path, query: str, db: str) -> Iterator[Any]:
             # A relation is read as Arrow record batches (the Arrow engine), when pyarrow is
             # installed and every column's Arrow values are what the cursor would give;
             # otherwise fetchmany hands the rows to Python a chunk at a time.
-            source = connection.sql(query) if _has_pyarrow() else None
+            source = connection.sql(query) if arrow and _has_pyarrow() else None
             if source is None or not all(map(_arrow_safe, source.types)):
                 source = connection.execute(query)
         except duckdb.Error as exc:
@@ -234,8 +234,13 @@ def _callable(spec: str, query: str) -> Iterator[Any]:
         connection.close()
 
 
-def open_query(db: str, query: str) -> contextlib.AbstractContextManager[Any]:
+def open_query(
+    db: str, query: str, *, arrow: bool = True
+) -> contextlib.AbstractContextManager[Any]:
     """Connect to ``db``, run ``query``, and yield what :func:`rows_from` reads; close on exit.
+
+    A DuckDB query is handed over as a relation (read as Arrow) when pyarrow is installed
+    and every column's type reaches Arrow as the cursor's values, unless ``arrow`` is false.
 
     Raises :class:`ConfigurationError` (naming the URL without its password) when ``db`` is
     not understood, its driver is not installed, or the connection or query fails.
@@ -244,7 +249,7 @@ def open_query(db: str, query: str) -> contextlib.AbstractContextManager[Any]:
     if scheme == "sqlite":
         return _sqlite(_file_path(db, scheme), query)
     if scheme == "duckdb":
-        return _duckdb(_file_path(db, scheme), query, db)
+        return _duckdb(_file_path(db, scheme), query, db, arrow=arrow)
     if scheme in ("postgresql", "postgres"):
         return _postgresql(db, query)
     if scheme:
@@ -252,7 +257,7 @@ def open_query(db: str, query: str) -> contextlib.AbstractContextManager[Any]:
     path = Path(db)
     suffix = path.suffix.lower()
     if suffix in _DUCKDB_SUFFIXES:
-        return _duckdb(path, query, db)
+        return _duckdb(path, query, db, arrow=arrow)
     if suffix in _SQLITE_SUFFIXES or path.exists():
         return _sqlite(path, query)
     module_name, sep, attribute = db.partition(":")
