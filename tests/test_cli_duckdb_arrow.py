@@ -231,21 +231,23 @@ def test_rows_planned_through_arrow_or_the_cursor_give_the_same_requests_and_rej
     assert _planned(db, arrow=True) == _planned(db, arrow=False)
 
 
-def test_the_cli_plans_a_duckdb_file_through_arrow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+THREE_ROWS = (
+    "(1, 'u1', NULL, 'Bought', TIMESTAMPTZ '2026-05-01 00:00:00+00', 1.5, 0.5, true, "
+    "DATE '2020-01-01', NULL), "
+    "(2, 'u1', NULL, NULL, TIMESTAMPTZ '2026-05-01 00:00:00+00', 1.5, 0.5, true, NULL, NULL), "
+    "(3, 'u2', 'a@b.c', 'Bought', TIMESTAMPTZ '2026-05-01 00:00:00+00', NULL, NULL, NULL, "
+    "NULL, ['a'])"
+)
+
+
+@pytest.fixture
+def cli_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[type]]:
+    """The CLI's ``plan`` arguments over a DuckDB file of THREE_ROWS, and the type of each
+    source ``plan`` is then handed (filled as the CLI runs)."""
     path = tmp_path / "events.duckdb"
     with duckdb.connect(str(path)) as con:
         con.execute(CREATE)
-        con.execute(
-            "INSERT INTO events VALUES "
-            "(1, 'u1', NULL, 'Bought', TIMESTAMPTZ '2026-05-01 00:00:00+00', 1.5, 0.5, true, "
-            "DATE '2020-01-01', NULL), "
-            "(2, 'u1', NULL, NULL, TIMESTAMPTZ '2026-05-01 00:00:00+00', 1.5, 0.5, true, NULL, "
-            "NULL), "
-            "(3, 'u2', 'a@b.c', 'Bought', TIMESTAMPTZ '2026-05-01 00:00:00+00', NULL, NULL, NULL, "
-            "NULL, ['a'])"
-        )
+        con.execute(f"INSERT INTO events VALUES {THREE_ROWS}")
     read: list[type] = []
     planner = mpf.plan
 
@@ -257,14 +259,20 @@ def test_the_cli_plans_a_duckdb_file_through_arrow(
     monkeypatch.setenv("MPARTICLE_FEED_TEST_NOW", NOW.isoformat())
     mapping = tmp_path / "m.json"
     mapping.write_text(json.dumps(MAPPING_DATA), encoding="utf-8")
-    out = tmp_path / "cli.jsonl"
-    db = f"duckdb:///{path}"
     query = "SELECT * FROM events ORDER BY id"
-    arguments = ["plan", "--db", db, "--query", query, "--mapping", str(mapping), "--out", str(out)]
-    assert main([*arguments, "--allow-rejected", "-q"]) == 0
+    db = f"duckdb:///{path}"
+    return ["plan", "--db", db, "--query", query, "--mapping", str(mapping), "-q"], read
+
+
+def test_the_cli_plans_a_duckdb_file_through_arrow(
+    cli_plan: tuple[list[str], list[type]], tmp_path: Path
+) -> None:
+    arguments, read = cli_plan
+    out = tmp_path / "cli.jsonl"
+    assert main([*arguments, "--out", str(out), "--allow-rejected"]) == 0
     assert read == [duckdb.DuckDBPyRelation]
     reviewed = mpf.Plan.read_jsonl(out)
-    rows_in, requests, rejects, _ = _planned(db, arrow=False)
+    rows_in, requests, rejects, _ = _planned(arguments[2], arrow=False)
     assert reviewed.rows_in == rows_in == 3
     assert [r.body for r in reviewed.requests] == [body for _, body, _ in requests]
     assert len(requests) == 1
@@ -275,28 +283,8 @@ def test_the_cli_plans_a_duckdb_file_through_arrow(
     assert [r.field for r in rejects] == ["event_name", "custom_attributes.tags"]
 
 
-def test_no_arrow_reads_duckdb_with_its_cursor(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "events.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(CREATE)
-        con.execute(
-            "INSERT INTO events VALUES (1, 'u1', NULL, 'Bought', "
-            "TIMESTAMPTZ '2026-05-01 00:00:00+00', 1.5, 0.5, true, NULL, NULL)"
-        )
-    read: list[type] = []
-    planner = mpf.plan
-
-    def spy(source: Any, *args: Any, **kwargs: Any) -> Any:
-        read.append(type(source))
-        return planner(source, *args, **kwargs)
-
-    monkeypatch.setattr("mparticle_feed._sync.run.plan", spy)
-    mapping = tmp_path / "m.json"
-    mapping.write_text(json.dumps(MAPPING_DATA), encoding="utf-8")
-    query = "SELECT * FROM events"
-    arguments = ["plan", "--db", str(path), "--query", query, "--mapping", str(mapping), "-q"]
-    assert main([*arguments, "--no-arrow"]) == 0
-    assert main(arguments) == 0
+def test_no_arrow_reads_duckdb_with_its_cursor(cli_plan: tuple[list[str], list[type]]) -> None:
+    arguments, read = cli_plan
+    assert main([*arguments, "--no-arrow", "--allow-rejected"]) == 0
+    assert main([*arguments, "--allow-rejected"]) == 0
     assert read == [duckdb.DuckDBPyConnection, duckdb.DuckDBPyRelation]
