@@ -137,6 +137,28 @@ def test_duckdb_url(server: FakeEventsServer, mapping: Path, tmp_path: Path) -> 
     assert len(server.accepted_requests()) == 2
 
 
+def test_a_state_carries_over_between_arrow_and_the_cursor(
+    server: FakeEventsServer, mapping: Path, tmp_path: Path
+) -> None:
+    """Runs that read DuckDB as Arrow and runs with --no-arrow share one state: what one
+    sent, the other finds unchanged, and only new or changed rows go out."""
+    path = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(CREATE)
+        con.executemany("INSERT INTO views VALUES (?, ?, ?, ?)", ROWS)
+    state = ("--state", str(tmp_path / "s.sqlite"))
+    assert run(str(path), mapping, server, *state) == 0
+    assert run(str(path), mapping, server, *state, "--no-arrow") == 0
+    assert len(server.accepted_requests()) == 1  # the cursor's run found every row unchanged
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE views SET page = 'checkout' WHERE view_id = 3")
+        con.execute("INSERT INTO views VALUES (?, ?, ?, ?)", [5, "u2", "faq", ROWS[0][3]])
+    assert run(str(path), mapping, server, *state, "--no-arrow") == 0
+    assert run(str(path), mapping, server, *state) == 0  # through Arrow: nothing new
+    assert len(server.accepted_requests()) == 2
+    assert sorted(map(str, sent_pages(server))) == ["None", "cart", "checkout", "faq", "home"]
+
+
 def test_any_other_url_goes_to_sqlalchemy(
     server: FakeEventsServer, mapping: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
