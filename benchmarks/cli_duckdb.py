@@ -84,11 +84,19 @@ def measure(rows: int) -> dict[str, dict[str, tuple[float, float]]]:
         with running_sink() as url:
             for label, extra in (("arrow", []), ("cursor", ["--no-arrow"])):
                 state = ["--state", str(Path(folder) / f"{label}.sqlite")]
-                sync = ["sync", *source, *extra, *state, "--base-url", url]
-                sync += ["--rate-limit", "0"]
+                summary = Path(folder) / f"{label}.json"
+                sync = ["sync", *source, *extra, *state, "--base-url", url, "--rate-limit", "0"]
+                sync += ["--summary-json", str(summary)]
+                first = _run(sync, environment)
+                sent = json.loads(summary.read_text())["sent"]
+                second = _run(sync, environment)
+                again = json.loads(summary.read_text())["requests_sent"]
+                if not sent or again:
+                    msg = f"({label}) the first sync sent {sent} rows, the second {again} requests"
+                    raise SystemExit(msg)
                 results[label] = {
-                    "first sync": _run(sync, environment),
-                    "second sync": _run(sync, environment),
+                    "first sync": first,
+                    "second sync": second,
                     "plan": _run(["plan", *source, *extra], environment),
                 }
     return results

@@ -281,6 +281,23 @@ def test_arrow_benchmark_sends_byte_identical_bodies_and_syncs() -> None:
     assert "(j0) / (j)" in finished.stdout
 
 
+def test_the_cli_duckdb_benchmark_runs_both_ways() -> None:
+    """The script's own checks (the first sync sends rows, the second nothing, for Arrow and
+    for --no-arrow) raise SystemExit when they fail."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("duckdb")
+    finished = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "cli_duckdb.py"), "--rows", "200"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr
+    for command in ("first sync", "second sync", "plan"):
+        assert command in finished.stdout
+
+
 def test_sync_cost_runs_and_the_second_sync_sends_nothing() -> None:
     sys.path.insert(0, str(BENCHMARKS))
     try:
