@@ -214,13 +214,18 @@ class _Pieces:
         return prefix + self.header_rest
 
     def size(self, events_json_bytes: int | None, id_bytes: int) -> int:
-        # Mirrors body(): braces/keys are counted exactly.
-        size = 1 + len(self.header_rest)
-        if id_bytes:
-            size += len(b'"source_request_id":,') + id_bytes
-        if events_json_bytes is not None:
-            size += len(b'"events":,') + events_json_bytes
-        return size
+        return _batch_size(len(self.header_rest), events_json_bytes, id_bytes)
+
+
+def _batch_size(rest_bytes: int, events_json_bytes: int | None, id_bytes: int) -> int:
+    """The bytes of ``_Pieces.body``: "{", the id (``id_bytes`` quoted, 0 for none), the
+    events' array (None for none) and the header's rest, braces and keys counted exactly."""
+    size = 1 + rest_bytes
+    if id_bytes:
+        size += len(b'"source_request_id":,') + id_bytes
+    if events_json_bytes is not None:
+        size += len(b'"events":,') + events_json_bytes
+    return size
 
 
 def _array(items: Sequence[bytes]) -> bytes:
@@ -243,19 +248,7 @@ def _packed(
         source_request_id = pieces.user_id
     else:
         canonical = pieces.body(events_json, pieces.user_id)
-        keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
-        if keys:
-            # Two rows may map to identical batches; their primary keys keep the ids apart.
-            canonical += b"\x00keys:" + orjson.dumps(keys)
-        if part is not None:
-            # Parts of one batch may hold identical events; the position keeps them apart.
-            canonical += b"\x00part:%d" % part
-        if ids is None:
-            source_request_id = derive_source_request_id(canonical)
-        else:
-            source_request_id = derive_source_request_id(
-                canonical, scope=ids.scope, sequence=ids.take()
-            )
+        source_request_id = _derived_id((canonical,), sourced, part, ids)
     return PackedBatch(
         source_request_id=source_request_id,
         body=pieces.body(events_json, source_request_id),
@@ -264,9 +257,24 @@ def _packed(
     )
 
 
-#: The bytes a batch's id adds to its body: '"source_request_id":' and a comma around the id.
-_ID_KEY_BYTES = len(b'"source_request_id":,')
-_EVENTS_KEY_BYTES = len(b'"events":,')
+def _derived_id(
+    canonical: Sequence[bytes], sourced: SourcedBatch, part: int | None, ids: IdSequence | None
+) -> str:
+    """:func:`derive_source_request_id` of a batch's canonical bytes (hashed piece by piece,
+    not joined), its rows' primary keys and, for a part of a split batch, its position."""
+    hashed = hashlib.sha256()
+    for piece in canonical:
+        hashed.update(piece)
+    keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
+    if keys:
+        # Two rows may map to identical batches; their primary keys keep the ids apart.
+        hashed.update(b"\x00keys:" + orjson.dumps(keys))
+    if part is not None:
+        # Parts of one batch may hold identical events; the position keeps them apart.
+        hashed.update(b"\x00part:%d" % part)
+    if ids is not None:
+        hashed.update(_sequence_suffix(ids.scope, ids.take()))
+    return _uuid_text(hashed)
 
 
 def _packed_written(
@@ -288,23 +296,13 @@ def _packed_written(
     rest = header_json[1:]
     if each:
         events = b",".join(each)
-        size = 1 + len(rest) + _ID_KEY_BYTES + _UUID_JSON_BYTES + _EVENTS_KEY_BYTES
-        if size + len(events) + 2 > max_batch_bytes:
-            return None
         tail = b"".join((b'"events":[', events, b"],", rest))
+        events_json_bytes: int | None = len(events) + 2
     else:
-        if 1 + len(rest) + _ID_KEY_BYTES + _UUID_JSON_BYTES > max_batch_bytes:
-            return None
-        tail = rest
-    # The canonical bytes ("{" + tail, the keys, the sequence) are hashed, not joined.
-    hashed = hashlib.sha256(b"{")
-    hashed.update(tail)
-    keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
-    if keys:
-        hashed.update(b"\x00keys:" + orjson.dumps(keys))
-    if ids is not None:
-        hashed.update(_sequence_suffix(ids.scope, ids.take()))
-    source_request_id = _uuid_text(hashed)
+        tail, events_json_bytes = rest, None
+    if _batch_size(len(rest), events_json_bytes, _UUID_JSON_BYTES) > max_batch_bytes:
+        return None
+    source_request_id = _derived_id((b"{", tail), sourced, None, ids)
     return PackedBatch(
         source_request_id=source_request_id,
         body=b"".join((b'{"source_request_id":"', source_request_id.encode(), b'",', tail)),
