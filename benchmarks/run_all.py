@@ -309,21 +309,12 @@ def _fresh_process(script: str, rows: int, *options: str) -> dict[str, Any]:
     return result
 
 
-def _memory_targets(
-    measurements: list[Measurement], label: str, *, limit_mb: float | None = 150
-) -> list[Target]:
-    """Peak RSS under ``limit_mb`` at the most rows (when given), and flat: within 20% of
-    the fewest rows'."""
+def _memory_targets(measurements: list[Measurement], label: str) -> list[Target]:
+    """Peak RSS under 150 MB at the most rows, and flat: within 20% of the fewest rows'."""
     if not measurements:
         return []
     largest, smallest = measurements[-1], measurements[0]
-    targets = []
-    if limit_mb is not None:
-        targets.append(
-            Target(
-                f"{label} at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", limit_mb
-            )
-        )
+    targets = [Target(f"{label} at {largest.units:,} rows, MB", largest.peak_rss_mb or 0, "<", 150)]
     if len(measurements) > 1:
         ratio = (largest.peak_rss_mb or 0) / (smallest.peak_rss_mb or 1)
         targets.append(
@@ -473,10 +464,9 @@ def sync_memory_section(options: Options) -> SectionResult:
                     peak_rss_mb=result["peak_rss_mb"],
                 )
             )
-    # Over Arrow, pyarrow and DuckDB's own buffers add a fixed amount: only flatness is a target.
+    # Over Arrow the figures are printed, not held to a target: DuckDB's reading alone grows
+    # with the table (see the Performance page), pyarrow and DuckDB take 100 MB and more.
     targets = _memory_targets(measured["sqlite"], "sync peak RSS")
-    if "arrow" in measured:
-        targets += _memory_targets(measured["arrow"], "Arrow sync peak RSS", limit_mb=None)
     measurements = [m for source in sources for m in measured[source]]
     notes = [
         "each row count runs in its own process (benchmarks/sync_memory.py): rows are "

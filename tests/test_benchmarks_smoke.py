@@ -143,7 +143,7 @@ def test_run_all_prints_the_table_and_ratios(
         "(l) blocks of 1,000, default window / by user",
         "sync peak RSS at 400 / at 200 rows",
         *(
-            ("(sync, Arrow, 400 rows)", "Arrow sync peak RSS at 400 / at 200 rows")
+            ("(sync, Arrow, 200 rows)", "(sync, Arrow, 400 rows)")
             if importlib.util.find_spec("pyarrow")
             else ()
         ),
