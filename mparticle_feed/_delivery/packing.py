@@ -265,7 +265,7 @@ def _derived_id(
     hashed = hashlib.sha256()
     for piece in canonical:
         hashed.update(piece)
-    keys = [row.primary_key for row in sourced.rows if row.primary_key is not None]
+    keys = sourced._primary_keys()
     if keys:
         # Two rows may map to identical batches; their primary keys keep the ids apart.
         hashed.update(b"\x00keys:" + orjson.dumps(keys))

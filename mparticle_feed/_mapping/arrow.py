@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import compress
 from operator import not_
 from typing import Any, cast
@@ -131,13 +131,20 @@ class Run:
     the batching take the rows in one step.
     """
 
-    __slots__ = ("cuts", "events", "first", "refs")
+    __slots__ = ("cuts", "events", "first", "keys", "numbers")
 
     def __init__(
-        self, first: _Mapped, refs: list[RowRef], events: list[Any], cuts: list[int]
+        self,
+        first: _Mapped,
+        numbers: Sequence[int],
+        keys: Sequence[str | None],
+        events: list[Any],
+        cuts: list[int],
     ) -> None:
         self.first = first
-        self.refs = refs
+        #: The rows' numbers and primary keys, side by side (no RowRef made a row).
+        self.numbers = numbers
+        self.keys = keys
         self.events = events
         #: Per row, the values it cut to mParticle's limits (counted for the rows kept).
         self.cuts = cuts
@@ -337,8 +344,7 @@ class ArrowEngine:
         starts.update(index + 1 for index in flagged)
         bounds = sorted(index for index in starts if index < rows)
         truncated = part.truncated
-        # Every row's reference at once (a flagged row's is left unused): one map, not one a run.
-        refs = list(map(RowRef, range(start + 1, start + rows + 1), part.keys))
+        keys = part.keys
         for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
             mapped = (
                 None if first in flagged else part.mapped(first, events[first], truncated[first])
@@ -348,4 +354,5 @@ class ArrowEngine:
                 for index in range(first, end):
                     yield self._row_path(columns.row(index, self.needed), start + index + 1)
                 continue
-            yield Run(mapped, refs[first:end], events[first:end], truncated[first:end])
+            numbers = range(start + first + 1, start + end + 1)
+            yield Run(mapped, numbers, keys[first:end], events[first:end], truncated[first:end])

@@ -184,16 +184,15 @@ class ArrowSkip:
     def _numbered_run(self, run: Run) -> Iterator[Run]:
         """``run`` numbered; cut where skipped rows fall between two of its rows, so that
         the rows before them are checked for repeated keys before the skipped ones are."""
-        refs = run.refs
         start = 0
-        numbered: list[RowRef] = []
+        numbered: list[int] = []
         queue = self._queue
-        for position, ref in enumerate(refs):
+        for position, number in enumerate(run.numbers):
             if position > start and queue and queue[0][1] is not None:
                 yield _part(run, start, position, numbered)
                 start, numbered = position, []
-            numbered.append(self._number(ref))
-        yield _part(run, start, len(refs), numbered)
+            numbered.append(self._skip_until(number))
+        yield _part(run, start, len(run.numbers), numbered)
 
     def _number(self, ref: RowRef) -> RowRef:
         number = self._skip_until(ref.row_number)
@@ -229,13 +228,13 @@ def _keys(column: Any, compiled: CompiledMapping) -> list[str | None]:
     return column_keys(values, compiled)
 
 
-def _part(run: Run, start: int, end: int, refs: list[RowRef]) -> Run:
-    """Rows ``start`` to ``end`` of ``run``, with these references."""
-    if start == 0 and end == len(run.refs):
-        run.refs = refs
+def _part(run: Run, start: int, end: int, numbers: list[int]) -> Run:
+    """Rows ``start`` to ``end`` of ``run``, with these input row numbers."""
+    if start == 0 and end == len(run.numbers):
+        run.numbers = numbers
         return run
     first = run.first if start == 0 else _with_event(run.first, run.events[start])
-    return Run(first, refs, run.events[start:end], run.cuts[start:end])
+    return Run(first, numbers, run.keys[start:end], run.events[start:end], run.cuts[start:end])
 
 
 def _holds_dictionary(pa: Any, kind: Any) -> bool:

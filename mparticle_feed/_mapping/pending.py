@@ -3,20 +3,32 @@ fill it (one user's rows; the regroup window holds several of these)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
 from .compile import _Mapped
 from .limits import MAX_USER_ATTRIBUTES
-from .provenance import RowRef, SourcedBatch
+from .provenance import RowRef, RowSpan, SourcedBatch
 from .written import WrittenBatch, written_header
 
-__all__ = ["_Pending", "_with_event"]
+__all__ = ["_Pending", "_WrittenPending", "_with_event"]
 
 
 class _Pending:
     """The batch being filled: one user's consecutive rows."""
+
+    __slots__ = (
+        "environment",
+        "event_rows",
+        "events",
+        "first",
+        "merged",
+        "rows",
+        "user_attributes",
+        "written",
+    )
 
     def __init__(self, environment: Any, written: type[Any] | None = None) -> None:
         self.environment = environment
@@ -54,6 +66,9 @@ class _Pending:
     def full(self, limit: int) -> bool:
         return len(self.events) >= limit
 
+    def row_count(self) -> int:
+        return len(self.rows)
+
     def add_event(self, event: Any, ref: RowRef) -> None:
         """A row with the user part of the row added last: only its event is new."""
         self.events.append(event)
@@ -70,14 +85,20 @@ class _Pending:
                 self.event_rows.append(ref)
         elif self.event_rows is None:
             self.event_rows = list(self.rows)  # the rows so far, each with its event
+        self._merge(mapped)
+        self.rows.append(ref)
+
+    def _merge(self, mapped: _Mapped) -> None:
         extra = mapped.user_attributes
         if extra and extra is not self.merged:
             self.user_attributes.update(extra)
             self.merged = extra
-        self.rows.append(ref)
 
-    def add_events(self, events: list[Any], refs: list[RowRef]) -> None:
+    def add_events(
+        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+    ) -> None:
         """Rows with the user part of the row added last: only their events are new."""
+        refs = list(map(RowRef, numbers, keys))
         self.events.extend(events)
         if self.event_rows is not None:
             self.event_rows.extend(refs)
@@ -121,15 +142,11 @@ class _Pending:
         """The Arrow engine's batch: its header written without a model where that is proven
         (:func:`written_header`), else the model, built now as the row path builds it."""
         header = written_header(self.environment, first, self.user_attributes)
-        rows, event_rows = self._row_tuples()
+        provenance = self._provenance()
         if header is None:
             model = self._batch(first, None)
             sourced = WrittenBatch(
-                header=model,
-                written=tuple(self.events),
-                event_cls=written,
-                event_rows=event_rows,
-                rows=rows,
+                header=model, written=tuple(self.events), event_cls=written, **provenance
             )
         else:
             # Only identities and user attributes: the model, when asked for, from those.
@@ -143,11 +160,15 @@ class _Pending:
                 user_key=header[1],
                 written=tuple(self.events),
                 event_cls=written,
-                event_rows=event_rows,
-                rows=rows,
+                **provenance,
             )
         self._reset()
         return sourced
+
+    def _provenance(self) -> dict[str, Any]:
+        """The written batch's rows, as :class:`WrittenBatch` takes them."""
+        rows, event_rows = self._row_tuples()
+        return {"rows": rows, "event_rows": event_rows}
 
     def _row_tuples(self) -> tuple[tuple[RowRef, ...], tuple[RowRef, ...]]:
         """The batch's rows and its event rows (one tuple when every row has an event)."""
@@ -161,6 +182,68 @@ class _Pending:
         self.rows = []
         self.user_attributes = {}
         self.merged = None
+
+
+class _WrittenPending(_Pending):
+    """The Arrow engine's batch being filled: while every row has an event, its rows are
+    kept as their numbers and keys, and handed on as a :class:`RowSpan` (a row's
+    :class:`RowRef` is made only if the batch's rows are asked for); else as
+    :class:`_Pending` keeps them."""
+
+    __slots__ = ("keys", "numbers", "spanned")
+
+    def __init__(self, environment: Any, written: type[Any]) -> None:
+        super().__init__(environment, written)
+        self.spanned = True
+        self.numbers: list[int] = []
+        self.keys: list[str | None] = []
+
+    def row_count(self) -> int:
+        return len(self.numbers) if self.spanned else len(self.rows)
+
+    def add(self, mapped: _Mapped, ref: RowRef) -> None:
+        if self.spanned and mapped.event is None:
+            # A row without an event: from here on, rows as _Pending keeps them.
+            self.spanned = False
+            self.rows = list(map(RowRef, self.numbers, self.keys))
+        if not self.spanned:
+            super().add(mapped, ref)
+            return
+        if self.first is None:
+            self.first = mapped
+        self.events.append(mapped.event)
+        self._merge(mapped)
+        self.numbers.append(ref.row_number)
+        self.keys.append(ref.primary_key)
+
+    def add_event(self, event: Any, ref: RowRef) -> None:
+        if not self.spanned:
+            super().add_event(event, ref)
+            return
+        self.events.append(event)
+        self.numbers.append(ref.row_number)
+        self.keys.append(ref.primary_key)
+
+    def add_events(
+        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+    ) -> None:
+        if not self.spanned:
+            super().add_events(events, numbers, keys)
+            return
+        self.events.extend(events)
+        self.numbers.extend(numbers)
+        self.keys.extend(keys)
+
+    def _provenance(self) -> dict[str, Any]:
+        if not self.spanned:
+            return super()._provenance()
+        return {"span": RowSpan(self.numbers, self.keys)}
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.spanned = True
+        self.numbers = []
+        self.keys = []
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:

@@ -14,7 +14,7 @@ import attrs
 from .._errors import ModelError
 from .._wire.models import Batch
 
-__all__ = ["RowProblem", "RowRef", "SourcedBatch", "Stage"]
+__all__ = ["RowProblem", "RowRef", "RowSpan", "SourcedBatch", "Stage"]
 
 
 class Stage(str, Enum):
@@ -38,6 +38,29 @@ class RowRef:
     primary_key: str | None = None
 
 
+class RowSpan:
+    """Rows side by side: ``numbers[i]`` and ``keys[i]`` are one row's number and primary key.
+
+    The Arrow engine hands rows on this way, so a row's :class:`RowRef` is made only when
+    something asks for it (a report, a state entry); most never are.
+    """
+
+    __slots__ = ("keys", "numbers")
+
+    def __init__(self, numbers: Sequence[int], keys: Sequence[str | None]) -> None:
+        self.numbers = numbers
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, part: slice) -> RowSpan:
+        return RowSpan(self.numbers[part], self.keys[part])
+
+    def ref(self, position: int) -> RowRef:
+        return RowRef(self.numbers[position], self.keys[position])
+
+
 @attrs.frozen(kw_only=True)
 class SourcedBatch:
     """A batch with the rows it was built from.
@@ -56,6 +79,13 @@ class SourcedBatch:
         if len(events) != len(self.event_rows):
             msg = f"{len(events)} events but {len(self.event_rows)} event_rows"
             raise ModelError(msg)
+
+    def _primary_keys(self) -> list[str]:
+        """The rows' primary keys, in row order (rows without one left out)."""
+        return [row.primary_key for row in self.rows if row.primary_key is not None]
+
+    def _event_count(self) -> int:
+        return len(self.event_rows)
 
     def _events_part(
         self, indexes: Sequence[int], event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]

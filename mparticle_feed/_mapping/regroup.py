@@ -10,13 +10,13 @@ order, and every row keeps its row number and primary key: the window works on r
 mapped, so rejects are unaffected.
 
 The window knows nothing of how a batch is built: it works with any group that has
-``accepts``/``add``/``add_event``/``flush``/``full`` and a ``rows`` list, so another engine can share it.
+``accepts``/``add``/``add_event``/``flush``/``full``/``row_count``, so another engine can share it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from .._errors import ConfigurationError
@@ -35,8 +35,7 @@ Item_contra = TypeVar("Item_contra", contravariant=True)
 class Group(Protocol[Item_contra]):
     """The batch being filled for one user, as the window sees it."""
 
-    @property
-    def rows(self) -> list[RowRef]: ...
+    def row_count(self) -> int: ...
 
     def accepts(self, item: Item_contra, limit: int) -> bool: ...
 
@@ -44,7 +43,9 @@ class Group(Protocol[Item_contra]):
 
     def add_event(self, event: Any, ref: RowRef) -> None: ...
 
-    def add_events(self, events: list[Any], refs: list[RowRef]) -> None: ...
+    def add_events(
+        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+    ) -> None: ...
 
     def room(self, limit: int) -> int: ...
 
@@ -135,7 +136,9 @@ class RegroupWindow(Generic[G]):
             self._evict(self._last_slot)
         return True
 
-    def push_more(self, events: list[Any], refs: list[RowRef], start: int) -> int:
+    def push_more(
+        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None], start: int
+    ) -> int:
         """``push_next`` for ``events[start:]`` in one step, as many as the batch of the row
         pushed last takes; returns the position of the first row not added (``start`` when
         that batch has left the window: ``push`` that row).
@@ -146,10 +149,10 @@ class RegroupWindow(Generic[G]):
         group = self._last
         if group is None:
             return start
-        end = min(len(refs), start + group.room(self.limit))
+        end = min(len(numbers), start + group.room(self.limit))
         if end <= start:
             return start
-        group.add_events(events[start:end], refs[start:end])
+        group.add_events(events[start:end], numbers[start:end], keys[start:end])
         self._held += end - start
         if group.full(self.limit):
             # Row by row, the rows before the last one may have overfilled the window.
@@ -193,7 +196,7 @@ class RegroupWindow(Generic[G]):
         group = self._groups.pop(slot)
         if group is self._last:
             self._last = None
-        self._held -= len(group.rows)
+        self._held -= group.row_count()
         self.ready.append(group.flush())
         if unfilled:
             self._let_go[slot] = None
@@ -209,6 +212,6 @@ class RegroupWindow(Generic[G]):
         yield from self.take()
         while self._groups:
             _, group = self._groups.popitem(last=False)
-            self._held -= len(group.rows)
+            self._held -= group.row_count()
             yield group.flush()
         self._last = None

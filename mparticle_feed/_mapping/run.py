@@ -20,7 +20,7 @@ from .arrow_skip import ArrowSkip
 from .columns import check_columns
 from .compile import CompiledMapping, _Mapped
 from .dataplan_step import DATA_PLAN_POLICIES, DataPlanPolicy, DataPlanStep, RowViolation
-from .pending import _Pending, _with_event
+from .pending import _Pending, _with_event, _WrittenPending
 from .provenance import RowProblem, RowRef, SourcedBatch, Stage
 from .regroup import DEFAULT_GROUP_WINDOW, RegroupWindow, check_group_window
 from .rejects import _Reject
@@ -296,7 +296,7 @@ class MappingRun(Iterator[SourcedBatch]):
     def _out(self, sourced: SourcedBatch) -> SourcedBatch:
         self.batches_out += 1
         self._batches_made += 1
-        self.events_out += len(sourced.event_rows)
+        self.events_out += sourced._event_count()
         return sourced
 
     def _run(self, rows: Iterator[Any]) -> Iterator[SourcedBatch]:
@@ -387,40 +387,46 @@ class MappingRun(Iterator[SourcedBatch]):
                 self.rows_in += 1
                 self._reject(ref, outcome.field, outcome.reason)
                 continue
-            yield Run(outcome, [ref], [None], [outcome.truncated])
+            yield Run(outcome, (ref.row_number,), (ref.primary_key,), [None], [outcome.truncated])
 
     def _run_results_windowed(self, results: Iterator[Result | Run]) -> Iterator[SourcedBatch]:
         """The Arrow engine's rows through the regroup window, one by one as ``_run`` does."""
         environment, written = self.mapping.environment, self._written
+        new_group: Callable[[], _Pending] = (
+            (lambda: _Pending(environment))
+            if written is None
+            else (lambda: _WrittenPending(environment, written))
+        )
         window = self._window = RegroupWindow(
-            self.group_window, lambda: _Pending(environment, written), self.max_events_per_batch
+            self.group_window, new_group, self.max_events_per_batch
         )
         push, push_next, push_more = window.push, window.push_next, window.push_more
         for run in self._runs(results):
             first = run.first
             key = first.user_key
-            refs, events = run.refs, run.events
+            numbers, keys, events = run.numbers, run.keys, run.events
             if self.key_check is None:
                 # No duplicate check: the run's rows join the batch of its first row in
                 # one step, as many as it takes.
-                count = len(refs)
+                count = len(numbers)
                 self.rows_in += count
                 self.rows_mapped += count
                 self.values_truncated += sum(run.cuts)
-                push(key, first, refs[0])
+                push(key, first, RowRef(numbers[0], keys[0]))
                 position = 1
                 while position < count:
-                    position = push_more(events, refs, position)
+                    position = push_more(events, numbers, keys, position)
                     if position < count:
-                        push(key, _with_event(first, events[position]), refs[position])
+                        ref = RowRef(numbers[position], keys[position])
+                        push(key, _with_event(first, events[position]), ref)
                         position += 1
                 if window.ready:
                     for sourced in window.take():
                         yield self._out(sourced)
                 continue
             pushed = False  # a row of this run was pushed last: the next joins its batch
-            for position in range(len(refs)):
-                ref = refs[position]
+            for position in range(len(numbers)):
+                ref = RowRef(numbers[position], keys[position])
                 if self._duplicate(ref):
                     continue
                 self.rows_in += 1
@@ -445,7 +451,8 @@ class MappingRun(Iterator[SourcedBatch]):
         environment, written = self.mapping.environment, self._written
         for run in self._runs(results):
             first = run.first
-            for position, ref in enumerate(run.refs):
+            for position in range(len(run.numbers)):
+                ref = RowRef(run.numbers[position], run.keys[position])
                 if self._duplicate(ref):
                     continue
                 self.rows_in += 1

@@ -27,7 +27,7 @@ from .._wire.commerce import ProductAction
 from .._wire.common import UserIdentities
 from .._wire.enums import CustomEventType, Environment, ProductActionType
 from .._wire.models import Batch, CommerceEvent, CustomEvent
-from .provenance import RowRef, SourcedBatch
+from .provenance import RowRef, RowSpan, SourcedBatch
 
 __all__ = [
     "CUSTOM_EVENT_TYPE",
@@ -262,6 +262,11 @@ def written_header(
     return kept_bytes(header), kept_bytes(user_key)
 
 
+#: SourcedBatch's own slots, which WrittenBatch's properties of the same names stand before.
+_ROWS_SLOT: Any = SourcedBatch.__dict__["rows"]
+_EVENT_ROWS_SLOT: Any = SourcedBatch.__dict__["event_rows"]
+
+
 class WrittenBatch(SourcedBatch):
     """A sourced batch whose events are written data (a model where the row path mapped it).
 
@@ -270,11 +275,15 @@ class WrittenBatch(SourcedBatch):
     ``header_json`` (when set) is the header as the codec writes it, and ``user_key`` what
     packing orders the user's batches by: packing then builds no model. Without ``header``,
     the header model is built on first use from ``header_kwargs``.
+
+    Its rows are given as ``rows`` and ``event_rows``, or as a :class:`RowSpan` of every
+    row with an event (``span``): their :class:`RowRef` s are then made on first use.
     """
 
     __slots__ = (
         "_header",
         "_model",
+        "_span",
         "event_cls",
         "header_json",
         "header_kwargs",
@@ -289,6 +298,7 @@ class WrittenBatch(SourcedBatch):
     user_key: bytes | None
     _header: Batch | None
     _model: Batch | None
+    _span: RowSpan | None
 
     def __init__(
         self,
@@ -296,15 +306,25 @@ class WrittenBatch(SourcedBatch):
         header: Batch | None = None,
         written: tuple[Any, ...],
         event_cls: type[Any],
-        event_rows: tuple[RowRef, ...],
-        rows: tuple[RowRef, ...],
+        event_rows: tuple[RowRef, ...] | None = None,
+        rows: tuple[RowRef, ...] | None = None,
+        span: RowSpan | None = None,
         header_kwargs: dict[str, Any] | None = None,
         header_json: bytes | None = None,
         user_key: bytes | None = None,
     ) -> None:
-        if len(written) != len(event_rows):
+        if span is None:
+            if event_rows is None or rows is None:
+                msg = "a written batch needs its rows and event rows, or their span"
+                raise ModelError(msg)
+            counted = len(event_rows)
+            _ROWS_SLOT.__set__(self, rows)
+            _EVENT_ROWS_SLOT.__set__(self, event_rows)
+        else:
+            counted = len(span)
+        if len(written) != counted:
             # SourcedBatch's own check, which this constructor bypasses.
-            msg = f"{len(written)} events but {len(event_rows)} event_rows"
+            msg = f"{len(written)} events but {counted} event_rows"
             raise ModelError(msg)
         if header is None and header_kwargs is None:
             msg = "a written batch needs its header or the header's fields"
@@ -317,9 +337,36 @@ class WrittenBatch(SourcedBatch):
         setter(self, "user_key", user_key)
         setter(self, "written", written)
         setter(self, "event_cls", event_cls)
-        setter(self, "event_rows", event_rows)
-        setter(self, "rows", rows)
+        setter(self, "_span", span)
         setter(self, "_model", None)
+
+    @property
+    def rows(self) -> tuple[RowRef, ...]:
+        span = self._span
+        if span is None:
+            rows: tuple[RowRef, ...] = _ROWS_SLOT.__get__(self, SourcedBatch)
+            return rows
+        # Every row has an event: the rows are the event rows.
+        return self.event_rows
+
+    @property
+    def event_rows(self) -> tuple[RowRef, ...]:
+        try:
+            event_rows: tuple[RowRef, ...] = _EVENT_ROWS_SLOT.__get__(self, SourcedBatch)
+        except AttributeError:
+            span = cast(RowSpan, self._span)
+            event_rows = tuple(map(RowRef, span.numbers, span.keys))
+            _EVENT_ROWS_SLOT.__set__(self, event_rows)
+        return event_rows
+
+    def _primary_keys(self) -> list[str]:
+        span = self._span
+        if span is None:
+            return super()._primary_keys()
+        return [key for key in span.keys if key is not None]
+
+    def _event_count(self) -> int:
+        return len(self.written)
 
     @property
     def header(self) -> Batch:

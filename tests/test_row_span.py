@@ -1,0 +1,129 @@
+"""The Arrow engine's rows as spans: a batch's RowRefs made only when asked for.
+
+``_WrittenPending`` keeps row numbers and primary keys side by side while every row has an
+event, and hands them on as a ``RowSpan``; ``WrittenBatch`` makes the ``RowRef`` s on first
+use. Whatever the adds, the rows it gives are the row path's (``_Pending``'s).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mparticle_feed as mpf
+from mparticle_feed._mapping.compile import _Mapped
+from mparticle_feed._mapping.pending import _Pending, _WrittenPending
+from mparticle_feed._mapping.provenance import RowSpan
+from mparticle_feed._mapping.written import WrittenBatch
+from mparticle_feed.pipeline import RowRef, SourcedBatch
+
+_EVENT = (
+    1_700_000_000_000,
+    b'{"event_type":"custom_event","data":{"event_name":"e","custom_event_type":"other"}}',
+)
+
+
+def _mapped(event: Any) -> _Mapped:
+    identities = (("customer_id", "u1"),)
+    user_key = (identities, (), None, None, None, None, None, ())
+    return _Mapped(user_key, identities, (), None, None, None, None, None, None, event, 0)
+
+
+def _written(span: RowSpan) -> WrittenBatch:
+    return WrittenBatch(
+        header_kwargs={"environment": None, "user_identities": {"customer_id": "u1"}},
+        written=(_EVENT,) * len(span),
+        event_cls=mpf.CustomEvent,
+        span=span,
+    )
+
+
+@given(
+    keys=st.lists(st.one_of(st.none(), st.text(max_size=3)), max_size=6),
+    first=st.integers(1, 10**6),
+)
+def test_a_span_gives_the_rows_the_row_path_gives(keys: list[str | None], first: int) -> None:
+    numbers = range(first, first + len(keys))
+    sourced = _written(RowSpan(numbers, keys))
+    expected = tuple(RowRef(number, key) for number, key in zip(numbers, keys, strict=True))
+    assert sourced.rows == expected
+    assert sourced.event_rows == expected
+    # Every row has its event: one tuple, as the row path hands on (the sync relies on it).
+    assert sourced.rows is sourced.event_rows
+    assert sourced._primary_keys() == [key for key in keys if key is not None]
+    assert sourced._event_count() == len(keys)
+    assert pickle.loads(pickle.dumps(sourced)) == sourced
+    assert sourced == SourcedBatch(batch=sourced.batch, event_rows=expected, rows=expected)
+
+
+def test_a_span_must_match_the_events() -> None:
+    with pytest.raises(mpf.ModelError, match="2 events but 1 event_rows"):
+        WrittenBatch(
+            header_kwargs={"environment": None},
+            written=(_EVENT, _EVENT),
+            event_cls=mpf.CustomEvent,
+            span=RowSpan((1,), (None,)),
+        )
+    with pytest.raises(mpf.ModelError, match="rows and event rows, or their span"):
+        WrittenBatch(header_kwargs={"environment": None}, written=(), event_cls=mpf.CustomEvent)
+
+
+# One add as the window makes it: a row with its user part, a row with only its event, or
+# the next rows of a run; ``has_event`` False is a row that mapped to no event.
+_ADDS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.booleans()),
+        st.tuples(st.just("add_event"), st.just(True)),
+        st.tuples(st.just("add_events"), st.integers(1, 4)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _fill(group: _Pending, adds: list[tuple[str, Any]]) -> None:
+    number = 0
+
+    def next_ref() -> RowRef:
+        nonlocal number
+        number += 1
+        return RowRef(number, None if number % 3 == 0 else f"k{number}")
+
+    # The first add is always a row with its user part (the window opens a group so).
+    for position, (kind, argument) in enumerate(adds):
+        if kind == "add" or position == 0:
+            has_event = argument if kind == "add" else True
+            group.add(_mapped(_EVENT if has_event else None), next_ref())
+        elif kind == "add_event":
+            group.add_event(_EVENT, next_ref())
+        else:
+            refs = [next_ref() for _ in range(argument)]
+            group.add_events(
+                [_EVENT] * argument,
+                [ref.row_number for ref in refs],
+                [ref.primary_key for ref in refs],
+            )
+
+
+@given(adds=_ADDS)
+def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
+    adds: list[tuple[str, Any]],
+) -> None:
+    plain, spanned = _Pending(None), _WrittenPending(None, mpf.CustomEvent)
+    _fill(plain, adds)
+    _fill(spanned, adds)
+    assert spanned.row_count() == plain.row_count()
+    rows, event_rows = plain._row_tuples()
+    sourced = spanned.flush()
+    assert isinstance(sourced, WrittenBatch)
+    assert sourced.rows == rows
+    assert sourced.event_rows == event_rows
+    assert len(sourced.written) == len(event_rows)
+    assert sourced._primary_keys() == [r.primary_key for r in rows if r.primary_key is not None]
+    # Flushed, the group starts again keeping spans.
+    assert spanned.row_count() == 0
+    assert spanned.spanned
