@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import mparticle_feed as mpf
 from mparticle_feed._mapping.compile import _Mapped
-from mparticle_feed._mapping.pending import _Pending, _WrittenPending
+from mparticle_feed._mapping.pending import _NO_ROWS, _Pending, _WrittenPending
 from mparticle_feed._mapping.provenance import RowSpan
 from mparticle_feed._mapping.written import WrittenBatch
 from mparticle_feed.pipeline import RowRef, SourcedBatch
@@ -124,6 +124,7 @@ def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
     assert sourced.event_rows == event_rows
     assert len(sourced.written) == len(event_rows)
     assert sourced._primary_keys() == [r.primary_key for r in rows if r.primary_key is not None]
-    # Flushed, the group starts again keeping spans.
+    # Flushed, the group starts again keeping spans; the shared empty rows list stays empty.
     assert spanned.row_count() == 0
     assert spanned.spanned
+    assert _NO_ROWS == []

@@ -3,6 +3,7 @@ fill it (one user's rows; the regroup window holds several of these)."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,6 +185,10 @@ class _Pending:
         self.merged = None
 
 
+#: The rows list of every batch still kept as a span: never added to (see _WrittenPending).
+_NO_ROWS: list[RowRef] = []
+
+
 class _WrittenPending(_Pending):
     """The Arrow engine's batch being filled: while every row has an event, its rows are
     kept as their numbers and keys, and handed on as a :class:`RowSpan` (a row's
@@ -194,8 +199,14 @@ class _WrittenPending(_Pending):
 
     def __init__(self, environment: Any, written: type[Any]) -> None:
         super().__init__(environment, written)
+        self._spanning()
+
+    def _spanning(self) -> None:
+        # Row numbers in an array and no rows list: a batch held open in the regroup window
+        # is then a few objects the garbage collector tracks, not one per row.
         self.spanned = True
-        self.numbers: list[int] = []
+        self.rows = _NO_ROWS
+        self.numbers: array[int] = array("q")
         self.keys: list[str | None] = []
 
     def row_count(self) -> int:
@@ -241,9 +252,7 @@ class _WrittenPending(_Pending):
 
     def _reset(self) -> None:
         super()._reset()
-        self.spanned = True
-        self.numbers = []
-        self.keys = []
+        self._spanning()
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:
