@@ -8,6 +8,7 @@ use. Whatever the adds, the rows it gives are the row path's (``_Pending``'s).
 from __future__ import annotations
 
 import pickle
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,13 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
-from mparticle_feed._mapping.compile import _Mapped
+from mparticle_feed._mapping.compile import _KnownMapped, _Mapped
 from mparticle_feed._mapping.pending import _NO_ROWS, _Pending, _WrittenPending
 from mparticle_feed._mapping.provenance import RowSpan
 from mparticle_feed._mapping.written import WrittenBatch
 from mparticle_feed.pipeline import RowRef, SourcedBatch
 
-_EVENT = (
+_EVENT: Any = (
     1_700_000_000_000,
     b'{"event_type":"custom_event","data":{"event_name":"e","custom_event_type":"other"}}',
 )
@@ -128,3 +129,40 @@ def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
     assert spanned.row_count() == 0
     assert spanned.spanned
     assert _NO_ROWS == []
+
+
+def test_a_header_is_written_unchecked_only_from_the_attributes_proven_plain() -> None:
+    """A batch whose first row the Arrow engine proved plain, joined by a row the row path
+    mapped with a value the model must see (a Decimal): the header is the model's."""
+    identities = (("customer_id", "u1"),)
+    user_key = (identities, (), None, None, None, None, None, ())
+    known = _KnownMapped(
+        user_key, identities, (), None, None, None, None, None, {"a": 1}, _EVENT, 0
+    )
+    later = _Mapped(
+        user_key,
+        identities,
+        (),
+        None,
+        None,
+        None,
+        None,
+        None,
+        {"b": Decimal("1.10")},
+        _EVENT,
+        0,
+    )
+    group = _WrittenPending(mpf.Environment.DEVELOPMENT, mpf.CustomEvent)
+    group.add(known, RowRef(1))
+    assert group.accepts(later, 100)
+    group.add(later, RowRef(2))
+    sourced = group.flush()
+    assert isinstance(sourced, WrittenBatch)
+    assert sourced.header_json is None
+    assert sourced.header.user_attributes == {"a": 1, "b": 1.1}  # as the model holds it
+    alone = _WrittenPending(mpf.Environment.DEVELOPMENT, mpf.CustomEvent)
+    alone.add(known, RowRef(1))
+    alone.add_event(_EVENT, RowRef(2))
+    header = alone.flush()
+    assert isinstance(header, WrittenBatch)
+    assert header.header_json == mpf.dumps(header.header)

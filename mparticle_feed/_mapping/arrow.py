@@ -33,6 +33,7 @@ import attrs
 
 from .._source.rows import _column_names
 from .._source.sources import arrow_reader, is_arrow_shaped, is_cursor
+from .._wire.enums import Environment
 from .._wire.models import CommerceEvent
 from .arrow_columns import (
     Columns,
@@ -44,7 +45,7 @@ from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Constant, Struct, SyncKind
-from .written import written_event_type, written_order
+from .written import _IDENTITY_ORDER, written_event_type, written_order
 from .written_structs import StructWriter, struct_writer
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
@@ -259,6 +260,12 @@ class ArrowEngine:
         self.identity_columns = [
             (name, cast(Column, source).name) for name, source in mapping.user_identities
         ]
+        environment = mapping.environment
+        #: Batch headers written without checking each value (``written.known_header``),
+        #: where a slice's user attribute columns are of plain types too.
+        self.known_headers = (environment is None or environment.__class__ is Environment) and all(
+            name in _IDENTITY_ORDER for name, _ in self.identity_columns
+        )
         self.attribute_maps = [
             (
                 name,

@@ -31,7 +31,7 @@ from .arrow_columns import (
     same_as_before,
 )
 from .arrow_json import written_events
-from .compile import _Mapped
+from .compile import _KnownMapped, _Mapped
 from .written import WrittenField
 from .written_structs import written_struct
 
@@ -84,6 +84,8 @@ class Converted:
             identity_texts(compiled, columns, column) for _, column in engine.identity_columns
         ]
         self.has_user_attributes = False
+        #: What mapped rows are: _KnownMapped where the header's values are proven plain.
+        self.mapped_cls: type[_Mapped] = _KnownMapped if engine.known_headers else _Mapped
         self.user_names: tuple[str, ...] = ()
         user_lists: list[list[Any]] = []
         event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
@@ -92,7 +94,6 @@ class Converted:
         joinable = not engine.per_row_user
         self.zeros: set[int] = set()
         pa = columns.pa
-        compute = arrow_compute()
         plain = engine.writes
         for field, builder, attr_names, attr_columns in engine.attribute_maps:
             lists = [
@@ -107,13 +108,7 @@ class Converted:
                 continue
             self.has_user_attributes = True
             self.user_names, user_lists = attr_names, lists
-            for column in attr_columns:
-                tp = columns.type_of(column)
-                if pa.types.is_floating(tp):
-                    zeros = compute.equal(columns.batch.column(column), 0.0)
-                    self.zeros.update(compute.indices_nonzero(zeros.fill_null(False)).to_pylist())
-                elif not (pa.types.is_boolean(tp) or is_text(pa, tp) or is_int(pa, tp)):
-                    joinable = False
+            joinable = self._user_columns(engine, columns, attr_columns) and joinable
         event_columns = self._event_columns(engine, columns, rows, plain=plain)
         self.flagged: set[int] = set()
         for values in (
@@ -154,6 +149,27 @@ class Converted:
             if engine.struct_writers:
                 # Its objects are data, not models: a row JSON cannot carry goes the row path.
                 self.flagged.update(i for i, event in enumerate(self.written) if event is None)
+
+    def _user_columns(
+        self, engine: ArrowEngine, columns: Columns, attr_columns: tuple[str, ...]
+    ) -> bool:
+        """Note the user attribute columns' float zeros and whether the header's values are
+        proven plain (``mapped_cls``); whether equal values are written alike (joinable)."""
+        pa = columns.pa
+        compute = arrow_compute()
+        if engine.known_headers and not all(
+            plain_type(pa, columns.type_of(c)) for c in attr_columns
+        ):
+            self.mapped_cls = _Mapped
+        joinable = True
+        for column in attr_columns:
+            tp = columns.type_of(column)
+            if pa.types.is_floating(tp):
+                zeros = compute.equal(columns.batch.column(column), 0.0)
+                self.zeros.update(compute.indices_nonzero(zeros.fill_null(False)).to_pylist())
+            elif not (pa.types.is_boolean(tp) or is_text(pa, tp) or is_int(pa, tp)):
+                joinable = False
+        return joinable
 
     def _event_columns(
         self, engine: ArrowEngine, columns: Columns, rows: int, *, plain: bool
@@ -285,7 +301,7 @@ class Converted:
             if self.has_user_attributes
             else None
         )
-        return _Mapped(
+        return self.mapped_cls(
             # compile.py's user key, field for field: a row the row path maps joins the same batch.
             (identity_pairs, (), None, None, None, None, None, ()),
             identity_pairs,

@@ -58,6 +58,13 @@ class _Mapped:
     extras: tuple[tuple[str, Any], ...] = ()
 
 
+@attrs.define
+class _KnownMapped(_Mapped):
+    """A row the Arrow engine mapped from columns whose values it proved plain for a batch
+    header (text identities; text, integer, boolean or finite float user attributes): its
+    header is written without checking each value again (``written.known_header``)."""
+
+
 class CompiledMapping(_UserPart, _EventPart):
     """A mapping turned into per-field closures; ``map_row`` maps one row or raises _Reject.
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
-from .compile import _Mapped
+from .compile import _KnownMapped, _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, RowSpan, SourcedBatch
-from .written import WrittenBatch, written_header
+from .written import WrittenBatch, known_header, written_header
 
 __all__ = ["_Pending", "_WrittenPending", "_with_event"]
 
@@ -142,7 +142,12 @@ class _Pending:
     def _flush_written(self, first: _Mapped, written: type[Any]) -> WrittenBatch:
         """The Arrow engine's batch: its header written without a model where that is proven
         (:func:`written_header`), else the model, built now as the row path builds it."""
-        header = written_header(self.environment, first, self.user_attributes)
+        merged = self.merged
+        if first.__class__ is _KnownMapped and (merged is None or merged is first.user_attributes):
+            # Only first's attributes (same-user rows of its run reuse its dict): proven plain.
+            header = known_header(self.environment, first, self.user_attributes)
+        else:
+            header = written_header(self.environment, first, self.user_attributes)
         provenance = self._provenance()
         if header is None:
             model = self._batch(first, None)

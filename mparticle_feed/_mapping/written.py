@@ -228,15 +228,8 @@ def written_header(
     ):
         return None
     given = dict(first.identities)
-    names = tuple(given)
-    ordered = _ORDERED_NAMES.get(names)
-    if ordered is None:
-        if not all(name in _IDENTITY_ORDER for name in names):
-            return None
-        ordered = tuple(sorted(names, key=_IDENTITY_ORDER.__getitem__))
-        if len(_ORDERED_NAMES) < _SHAPES_KEPT:
-            _ORDERED_NAMES[names] = ordered
-    if not _TEXT.issuperset(map(type, given.values())):
+    ordered = _ordered(tuple(given))
+    if ordered is None or not _TEXT.issuperset(map(type, given.values())):
         return None
     if user_attributes:
         if not _TEXT.issuperset(map(type, user_attributes)):
@@ -248,6 +241,41 @@ def written_header(
             for item in user_attributes.values():  # a loop: cheaper than all() per batch
                 if item.__class__ is float and item - item != 0.0:
                     return None  # not finite: the model's converter refuses it
+    return _header_bytes(environment, given, ordered, user_attributes)
+
+
+def known_header(
+    environment: Any, first: Any, user_attributes: dict[str, Any]
+) -> tuple[bytes, bytes] | None:
+    """:func:`written_header` for a row the Arrow engine proved plain (``_KnownMapped``): no
+    other user-level field, an environment the codec writes, identities of known names
+    holding text, ``user_attributes`` those of ``first`` (text keys; values text, integers,
+    booleans, null or finite floats). The same bytes, without checking each value again."""
+    given = dict(first.identities)
+    ordered = _ordered(tuple(given))
+    if ordered is None:
+        return None
+    return _header_bytes(environment, given, ordered, user_attributes)
+
+
+def _ordered(names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Identity names in :class:`UserIdentities`'s field order; None for an unknown name."""
+    ordered = _ORDERED_NAMES.get(names)
+    if ordered is None:
+        if not all(name in _IDENTITY_ORDER for name in names):
+            return None
+        ordered = tuple(sorted(names, key=_IDENTITY_ORDER.__getitem__))
+        if len(_ORDERED_NAMES) < _SHAPES_KEPT:
+            _ORDERED_NAMES[names] = ordered
+    return ordered
+
+
+_IDENTITIES_KEY = b'"user_identities":'
+
+
+def _header_bytes(
+    environment: Any, given: dict[str, str], ordered: tuple[str, ...], user_attributes: Any
+) -> tuple[bytes, bytes] | None:
     identities = {name: given[name] for name in ordered}
     document: dict[str, Any] = {}
     if environment is not None:
@@ -256,10 +284,13 @@ def written_header(
         document["user_attributes"] = user_attributes
     document["user_identities"] = identities
     try:
-        header, user_key = orjson.dumps(document), orjson.dumps([None, None, identities])
+        header = orjson.dumps(document)
     except orjson.JSONEncodeError:
         return None  # a lone surrogate: the model, which packing reports
-    return kept_bytes(header), kept_bytes(user_key)
+    # The identities' JSON ends the header: the user key, [null,null,identities], reuses it.
+    # Their key appears once unescaped (a quote inside any value is written \").
+    start = header.rindex(_IDENTITIES_KEY) + len(_IDENTITIES_KEY)
+    return kept_bytes(header), b"".join((b"[null,null,", header[start:-1], b"]"))
 
 
 #: SourcedBatch's own slots, which WrittenBatch's properties of the same names stand before.
