@@ -110,6 +110,7 @@ class _Pending:
         return limit - len(self.events)
 
     def flush(self) -> SourcedBatch:
+        """The batch of the rows added (the group is not used again)."""
         first = self.first
         assert first is not None
         written = self.written
@@ -117,9 +118,7 @@ class _Pending:
             return self._flush_written(first, written)
         batch = self._batch(first, tuple(self.events) if self.events else None)
         rows, event_rows = self._row_tuples()
-        sourced = SourcedBatch(batch=batch, event_rows=event_rows, rows=rows)
-        self._reset()
-        return sourced
+        return SourcedBatch(batch=batch, event_rows=event_rows, rows=rows)
 
     def _batch(self, first: _Mapped, events: tuple[Any, ...] | None) -> Batch:
         """The batch model: ``first``'s user part, the attributes merged, ``events``."""
@@ -168,7 +167,6 @@ class _Pending:
                 event_cls=written,
                 **provenance,
             )
-        self._reset()
         return sourced
 
     def _provenance(self) -> dict[str, Any]:
@@ -180,14 +178,6 @@ class _Pending:
         """The batch's rows and its event rows (one tuple when every row has an event)."""
         rows = tuple(self.rows)
         return rows, rows if self.event_rows is None else tuple(self.event_rows)
-
-    def _reset(self) -> None:
-        self.first = None
-        self.events = []
-        self.event_rows = None
-        self.rows = []
-        self.user_attributes = {}
-        self.merged = None
 
 
 #: The rows list of every batch still kept as a span: never added to (see _WrittenPending).
@@ -204,9 +194,6 @@ class _WrittenPending(_Pending):
 
     def __init__(self, environment: Any, written: type[Any]) -> None:
         super().__init__(environment, written)
-        self._spanning()
-
-    def _spanning(self) -> None:
         # Row numbers in an array and no rows list: a batch held open in the regroup window
         # is then a few objects the garbage collector tracks, not one per row.
         self.spanned = True
@@ -254,10 +241,6 @@ class _WrittenPending(_Pending):
         if not self.spanned:
             return super()._provenance()
         return {"span": RowSpan(self.numbers, self.keys)}
-
-    def _reset(self) -> None:
-        super()._reset()
-        self._spanning()
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:
