@@ -314,21 +314,29 @@ def test_sync_cost_runs_and_the_second_sync_sends_nothing() -> None:
     assert all(result["main_seconds"][k] <= result["seconds"][k] + 0.01 for k in ("n0", "n1", "n2"))
 
 
+def _compare_checkouts(old: Path, new: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "compare_checkouts.py"),
+            str(old),
+            str(new),
+            *("--rows", "200", "--repeat", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
 def test_compare_checkouts_times_both_and_refuses_different_bodies(tmp_path: Path) -> None:
     """Compared with itself the script prints both checkouts' times; with a copy whose ids
     differ it stops, since the two no longer do the same work."""
     pytest.importorskip("pyarrow")
     pytest.importorskip("duckdb")
     project = BENCHMARKS.parent
-    script = str(BENCHMARKS / "compare_checkouts.py")
-    tiny = ["--rows", "200", "--repeat", "1"]
-    same = subprocess.run(
-        [sys.executable, script, str(project), str(project), *tiny],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    same = _compare_checkouts(project, project)
     assert same.returncode == 0, same.stderr
     assert "new / old" in same.stdout
     other = tmp_path / "other"
@@ -338,12 +346,6 @@ def test_compare_checkouts_times_both_and_refuses_different_bodies(tmp_path: Pat
     text = packing.read_text()
     assert "0x0F) | 0x80" in text
     packing.write_text(text.replace("0x0F) | 0x80", "0x0F) | 0x40"))  # another id version
-    different = subprocess.run(
-        [sys.executable, script, str(project), str(other), *tiny],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    different = _compare_checkouts(project, other)
     assert different.returncode != 0
     assert "byte-identical" in different.stderr

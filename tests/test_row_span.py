@@ -28,10 +28,13 @@ _EVENT: Any = (
 )
 
 
-def _mapped(event: Any) -> _Mapped:
+def _mapped(
+    event: Any, user_attributes: dict[str, Any] | None = None, cls: type[_Mapped] = _Mapped
+) -> _Mapped:
+    """A row mapped for user u1 (a _KnownMapped: one the Arrow engine proved plain)."""
     identities = (("customer_id", "u1"),)
     user_key = (identities, (), None, None, None, None, None, ())
-    return _Mapped(user_key, identities, (), None, None, None, None, None, None, event, 0)
+    return cls(user_key, identities, (), None, None, None, None, None, user_attributes, event, 0)
 
 
 def _written(span: RowSpan) -> WrittenBatch:
@@ -131,24 +134,8 @@ def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
 def test_a_header_is_written_unchecked_only_from_the_attributes_proven_plain() -> None:
     """A batch whose first row the Arrow engine proved plain, joined by a row the row path
     mapped with a value the model must see (a Decimal): the header is the model's."""
-    identities = (("customer_id", "u1"),)
-    user_key = (identities, (), None, None, None, None, None, ())
-    known = _KnownMapped(
-        user_key, identities, (), None, None, None, None, None, {"a": 1}, _EVENT, 0
-    )
-    later = _Mapped(
-        user_key,
-        identities,
-        (),
-        None,
-        None,
-        None,
-        None,
-        None,
-        {"b": Decimal("1.10")},
-        _EVENT,
-        0,
-    )
+    known = _mapped(_EVENT, {"a": 1}, _KnownMapped)
+    later = _mapped(_EVENT, {"b": Decimal("1.10")})
     group = _WrittenPending(mpf.Environment.DEVELOPMENT, mpf.CustomEvent)
     group.add(known, RowRef(1))
     assert group.accepts(later, 100)
