@@ -140,7 +140,9 @@ class _Pending:
 
     def _flush_written(self, first: _Mapped, written: type[Any]) -> WrittenBatch:
         """The Arrow engine's batch: its header written without a model where that is proven
-        (:func:`written_header`), else the model, built now as the row path builds it."""
+        (:func:`written_header`; :func:`known_header` where the engine proved the first
+        row's values plain and no other row added attributes), else the model, built now as
+        the row path builds it."""
         merged = self.merged
         if first.__class__ is _KnownMapped and (merged is None or merged is first.user_attributes):
             # Only first's attributes (same-user rows of its run reuse its dict): proven plain.
