@@ -294,3 +294,21 @@ def test_no_arrow_reads_duckdb_with_its_cursor(cli_plan: tuple[list[str], list[t
     assert main([*arguments, "--no-arrow", "--allow-rejected"]) == 0
     assert main([*arguments, "--allow-rejected"]) == 0
     assert read == [duckdb.DuckDBPyConnection, duckdb.DuckDBPyRelation]
+
+
+def test_an_error_in_a_row_names_the_database_either_way(
+    cli_plan: tuple[list[str], list[type]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A query that fails on a row's value: the cursor fails as it runs, a relation as it
+    is read; either way the CLI names the database, with no traceback."""
+    arguments, read = cli_plan
+    failing = [*arguments]
+    failing[failing.index("--query") + 1] = "SELECT *, CAST(name AS INTEGER) AS n FROM events"
+    messages = []
+    for extra in ([], ["--no-arrow"]):
+        assert main([*failing, *extra]) == 2
+        messages.append(capsys.readouterr().err)
+    assert read == [duckdb.DuckDBPyRelation]  # the relation failed inside plan, as it read
+    for message in messages:
+        assert message.startswith(f"mparticle-feed: --db {failing[2]}: ConversionException: ")
+        assert "Traceback" not in message

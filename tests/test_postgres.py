@@ -257,3 +257,18 @@ def test_a_misspelt_column_fails_before_a_row_is_fetched(dsn: str) -> None:
     with psycopg_2(dsn, name="views") as cursor, pytest.raises(mpf.MappingError) as caught:
         mpf.plan(cursor, mapping)
     assert "'customer_no' is not in the source (did you mean 'customer'?)" in str(caught.value)
+
+
+def test_an_error_in_a_later_row_names_the_database(dsn: str) -> None:
+    """A server-side cursor runs as it is fetched: a row that fails past the first fetch is
+    reported as the query's failure, naming the database, not as the driver's traceback."""
+    from mparticle_feed._source.connect import open_query
+
+    parts = dict(part.split("=", 1) for part in dsn.split())
+    url = f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+    query = "SELECT n, 1 / (n - 5000) AS inverse FROM generate_series(1, 6000) AS n"
+    with pytest.raises(mpf.ConfigurationError) as refused, open_query(url, query) as cursor:
+        assert len(cursor.fetchmany(100)) == 100  # the first rows come back
+        while cursor.fetchmany(1000):
+            pass
+    assert str(refused.value).startswith(f"--db {url}: DivisionByZero: ")

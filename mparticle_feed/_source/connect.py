@@ -165,7 +165,11 @@ def _duckdb(path: Path, query: str, db: str, *, arrow: bool = True) -> Iterator[
                 source = connection.execute(query)
         except duckdb.Error as exc:
             raise _refused(db, exc) from None
-        yield source
+        try:
+            yield source
+        except duckdb.Error as exc:
+            # A relation runs as it is read: an error in its rows arrives while reading.
+            raise _refused(db, exc) from None
     finally:
         connection.close()
 
@@ -184,7 +188,11 @@ def _postgresql(db: str, query: str) -> Iterator[Any]:
                 cursor.execute(query)
             except psycopg.Error as exc:
                 raise _refused(db, exc) from None
-            yield cursor
+            try:
+                yield cursor
+            except psycopg.Error as exc:
+                # A server-side cursor runs as it is fetched: an error in a later row too.
+                raise _refused(db, exc) from None
     finally:
         connection.close()
 
