@@ -267,8 +267,14 @@ def test_an_error_in_a_later_row_names_the_database(dsn: str) -> None:
     parts = dict(part.split("=", 1) for part in dsn.split())
     url = f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
     query = "SELECT n, 1 / (n - 5000) AS inverse FROM generate_series(1, 6000) AS n"
-    with pytest.raises(mpf.ConfigurationError) as refused, open_query(url, query) as cursor:
-        assert len(cursor.fetchmany(100)) == 100  # the first rows come back
-        while cursor.fetchmany(1000):
-            pass
+    fetched: list[int] = []
+
+    def read_all() -> None:
+        with open_query(url, query) as cursor:
+            while rows := cursor.fetchmany(1000):
+                fetched.append(len(rows))
+
+    with pytest.raises(mpf.ConfigurationError) as refused:
+        read_all()
+    assert fetched[:1] == [1000]  # the first rows came back before the failing one
     assert str(refused.value).startswith(f"--db {url}: DivisionByZero: ")
