@@ -54,12 +54,6 @@ class RowSpan:
     def __len__(self) -> int:
         return len(self.numbers)
 
-    def __getitem__(self, part: slice) -> RowSpan:
-        return RowSpan(self.numbers[part], self.keys[part])
-
-    def ref(self, position: int) -> RowRef:
-        return RowRef(self.numbers[position], self.keys[position])
-
 
 @attrs.frozen(kw_only=True)
 class SourcedBatch:
