@@ -182,10 +182,6 @@ class _Pending:
         return rows, rows if self.event_rows is None else tuple(self.event_rows)
 
 
-#: The rows list of every batch still kept as a span: never added to (see _WrittenPending).
-_NO_ROWS: list[RowRef] = []
-
-
 class _WrittenPending(_Pending):
     """The Arrow engine's batch being filled: while every row has an event, its rows are
     kept as their numbers and keys, and handed on as a :class:`RowSpan` (a row's
@@ -196,10 +192,9 @@ class _WrittenPending(_Pending):
 
     def __init__(self, environment: Any, written: type[Any]) -> None:
         super().__init__(environment, written)
-        # Row numbers in an array and no rows list: a batch held open in the regroup window
-        # is then a few objects the garbage collector tracks, not one per row.
+        # Row numbers in an array (its rows list stays empty): a batch held open in the
+        # regroup window is then a few objects the garbage collector tracks, not one per row.
         self.spanned = True
-        self.rows = _NO_ROWS
         self.numbers: array[int] = array("q")
         self.keys: list[str | None] = []
 
