@@ -260,21 +260,23 @@ def test_a_misspelt_column_fails_before_a_row_is_fetched(dsn: str) -> None:
 
 
 def test_an_error_in_a_later_row_names_the_database(dsn: str) -> None:
-    """A server-side cursor runs as it is fetched: a row that fails past the first fetch is
+    """A streamed result runs as it is fetched: a row that fails past the first fetch is
     reported as the query's failure, naming the database, not as the driver's traceback."""
     from mparticle_feed._source.connect import open_query
 
     parts = dict(part.split("=", 1) for part in dsn.split())
     url = f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
     query = "SELECT n, 1 / (n - 5000) AS inverse FROM generate_series(1, 6000) AS n"
-    fetched: list[int] = []
+    # psycopg's server-side cursor, and SQLAlchemy's streamed result over psycopg.
+    for db in (url, url.replace("postgresql://", "postgresql+psycopg://")):
+        fetched: list[int] = []
 
-    def read_all() -> None:
-        with open_query(url, query) as cursor:
-            while rows := cursor.fetchmany(1000):
-                fetched.append(len(rows))
+        def read_all(db: str = db, fetched: list[int] = fetched) -> None:
+            with open_query(db, query) as cursor:
+                while rows := cursor.fetchmany(1000):
+                    fetched.append(len(rows))
 
-    with pytest.raises(mpf.ConfigurationError) as refused:
-        read_all()
-    assert fetched[:1] == [1000]  # the first rows came back before the failing one
-    assert str(refused.value).startswith(f"--db {url}: DivisionByZero: ")
+        with pytest.raises(mpf.ConfigurationError) as refused:
+            read_all()
+        assert fetched[:1] == [1000]  # the first rows came back before the failing one
+        assert str(refused.value).startswith(f"--db {db}: DivisionByZero: ")

@@ -213,7 +213,8 @@ def _sqlalchemy(db: str, query: str) -> Iterator[Any]:
             except sqlalchemy.exc.DBAPIError as exc:
                 raise _refused(db, exc.orig or exc) from None
             yield result
-    except sqlalchemy.exc.OperationalError as exc:
+    except sqlalchemy.exc.DBAPIError as exc:
+        # Connecting, or a streamed result failing on a row as it is read.
         raise _refused(db, exc.orig or exc) from None
     finally:
         engine.dispose()
