@@ -459,3 +459,42 @@ def test_consent_is_sent_when_it_changes_like_a_user_attribute(
     assert not consent_only.user_attributes
     assert consent_only.consent_state is not None
     assert consent_only.consent_state.gdpr["marketing"].consented is False  # type: ignore[index]
+
+
+def test_a_source_that_fails_part_way_stops_the_sync_and_a_rerun_completes_it(
+    server: FakeEventsServer, state: StateStore
+) -> None:
+    """A warehouse that fails on a row (a cast a value refuses, a dropped connection) ends
+    the sync with its error; what was sent before is in the state, so the rerun over the
+    fixed source sends the rest, and the sink (which keeps one copy per source_request_id)
+    holds every row once."""
+    rows = event_rows(1200, users=50)
+
+    def failing() -> Iterator[dict[str, Any]]:
+        yield from rows[:700]
+        raise RuntimeError("the warehouse dropped the connection")
+
+    options: dict[str, Any] = {"state": state, "name": "things", "now": NOW, "group_window": 0}
+    # Unpaced: one batch a row here (group_window 0), so that rows go out before the failure.
+    with EventsClient("test-key", "test-secret", base_url=server.url, rate_limit=None) as client:
+        with pytest.raises(RuntimeError, match="dropped the connection"):
+            sync(failing(), EVENTS, client, **options)
+        assert len(server.requests) > 0  # rows before the failure went out
+        report = sync(rows, EVENTS, client, **options)
+    assert report.ok
+    assert (report.failed, report.pending) == (0, 0)
+    check_invariant(report)
+    held: dict[str, list[str]] = {}
+    for request in server.requests:
+        if request.accepted:
+            for batch in request.batches or ():
+                held.setdefault(
+                    str(batch.source_request_id),
+                    [
+                        str(event.custom_attributes["row_id"])  # type: ignore[attr-defined,index]
+                        for event in batch.events or ()
+                    ],
+                )
+    counts = Counter(key for keys in held.values() for key in keys)
+    assert set(counts) == {row["id"] for row in rows}
+    assert set(counts.values()) == {1}
