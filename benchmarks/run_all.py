@@ -622,6 +622,7 @@ def sync_cost_section(options: Options) -> SectionResult:
         ("n0", "bare pipeline: map_rows → route → pack"),
         ("n1", f"first sync, fresh state file ({result['requests_first']:,} requests)"),
         ("n2", "second sync, same state file, nothing sent"),
+        ("n3", "a sync without a state (no target: delivery alone)"),
     )
     return SectionResult(
         "A sync against the cost of its rows",
@@ -634,6 +635,8 @@ def sync_cost_section(options: Options) -> SectionResult:
             f"{rows:,} rows of (e) in a SQLite file; CPU seconds of this process (the client's "
             "4 workers included; the FakeEventsServer runs in a child process, uncounted), "
             f"median of {repeat}, interleaved (benchmarks/sync_cost.py)",
+            f"(n3) / (n0) = {result['stateless_ratio']:.2f}: what the state adds to a first "
+            f"sync is (n1) - (n3) = {(seconds['n1'] - seconds['n3']) / seconds['n0']:.2f} of (n0)",
             "garbage collection (gc.callbacks): "
             + ", ".join(
                 f"({label}) {in_gc[label]:.3f} s, {in_gc[label] / seconds[label]:.0%}"

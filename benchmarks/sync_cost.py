@@ -8,7 +8,10 @@ The rows of (e) (custom events and purchases, in a SQLite file) go through
 - (n1) a first ``sync`` of each table with a fresh state file (outbox, state entries,
   duplicate-key set), delivered by an ``EventsClient`` (4 workers, no pacing) to a
   ``FakeEventsServer`` that runs in a child process, so its CPU is not counted;
-- (n2) a second ``sync`` against the same state file: every row unchanged, nothing sent.
+- (n2) a second ``sync`` against the same state file: every row unchanged, nothing sent;
+- (n3) a ``sync`` without a state (``state=None``), delivered as (n1): no outbox, no
+  entries, no digests. Not a target: it shows what delivery alone costs, so (n1) less (n3)
+  is what the state (exactly-once and the later runs' skipping) costs.
 
 Each figure is the CPU time of this process (the client's threads included: delivery is
 part of a sync; the sink's is not), median of ``--repeat``, the three interleaved; the
@@ -107,8 +110,9 @@ def bare(db_path: Path, now: datetime) -> Callable[[], int]:
     return run
 
 
-def syncing(db_path: Path, state: Path, url: str, now: datetime) -> Callable[[], int]:
-    """Both tables synced with ``state``; returns how many requests were sent."""
+def syncing(db_path: Path, state: Path | None, url: str, now: datetime) -> Callable[[], int]:
+    """Both tables synced with ``state`` (None: without one); returns how many requests were
+    sent."""
 
     def run() -> int:
         db = pipeline.connect(db_path)
@@ -130,6 +134,15 @@ def syncing(db_path: Path, state: Path, url: str, now: datetime) -> Callable[[],
         return requests
 
     return run
+
+
+#: What each run is, in the order they take turns.
+LABELS = {
+    "n0": "bare pipeline",
+    "n1": "first sync",
+    "n2": "second sync",
+    "n3": "sync without a state",
+}
 
 
 def _cpu(run: Callable[[], int], timer: GcTimer) -> tuple[float, float, float, int]:
@@ -154,10 +167,10 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
         pipeline.build_database(batches, db_path).close()
         with pipeline.connect(db_path) as db:
             rows = pipeline.row_count(db)
-        seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
-        gc_seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
-        main_seconds: dict[str, list[float]] = {"n0": [], "n1": [], "n2": []}
-        sent = {"n1": 0, "n2": 0}
+        seconds: dict[str, list[float]] = {label: [] for label in LABELS}
+        gc_seconds: dict[str, list[float]] = {label: [] for label in LABELS}
+        main_seconds: dict[str, list[float]] = {label: [] for label in LABELS}
+        sent = {"n1": 0, "n2": 0, "n3": 0}
         timer = GcTimer()
         with running_sink() as url, timer.installed():
             bare(db_path, now)()  # warm-up: imports, compiled mappings
@@ -167,6 +180,7 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
                     ("n0", bare(db_path, now)),
                     ("n1", syncing(db_path, state, url, now)),
                     ("n2", syncing(db_path, state, url, now)),
+                    ("n3", syncing(db_path, None, url, now)),
                 ):
                     cpu, in_gc, in_main, result = _cpu(run, timer)
                     seconds[label].append(cpu)
@@ -174,6 +188,8 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
                     main_seconds[label].append(in_main)
                     if label in sent:
                         sent[label] = result
+    if sent["n3"] != sent["n1"]:
+        raise SystemExit(f"(n3) sent {sent['n3']} requests where (n1) sent {sent['n1']}")
     medians = {label: statistics.median(values) for label, values in seconds.items()}
     gc_medians = {label: statistics.median(values) for label, values in gc_seconds.items()}
     main_medians = {label: statistics.median(values) for label, values in main_seconds.items()}
@@ -184,8 +200,10 @@ def measure(batches: int, repeat: int) -> dict[str, Any]:
         "main_seconds": main_medians,
         "requests_first": sent["n1"],
         "requests_second": sent["n2"],
+        "requests_stateless": sent["n3"],
         "first_ratio": medians["n1"] / medians["n0"],
         "second_ratio": medians["n2"] / medians["n0"],
+        "stateless_ratio": medians["n3"] / medians["n0"],
     }
 
 
@@ -221,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         f"rows: {result['rows']:,}; requests: first run {result['requests_first']:,}, "
         f"second run {result['requests_second']:,}"
     )
-    for label, what in (("n0", "bare pipeline"), ("n1", "first sync"), ("n2", "second sync")):
+    for label, what in LABELS.items():
         print(
             f"({label}) {what}: {s[label]:.3f} CPU s (calling thread {m[label]:.3f} s, "
             f"client workers {max(s[label] - m[label], 0.0):.3f} s), gc {g[label]:.3f} s "
@@ -229,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"(n1)/(n0) = {result['first_ratio']:.2f} (target <= 1.5)")
     print(f"(n2)/(n0) = {result['second_ratio']:.2f} (target <= 0.9)")
+    print(
+        f"(n3)/(n0) = {result['stateless_ratio']:.2f} (no target: delivery alone; the state "
+        f"adds (n1)-(n3) = {(s['n1'] - s['n3']) / s['n0']:.2f} of (n0))"
+    )
     return 0
 
 
