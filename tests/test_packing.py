@@ -4,12 +4,22 @@ import uuid
 from collections import Counter
 from datetime import datetime, timezone
 
+import attrs
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mparticle_feed import Batch, CustomEvent, ModelError, UserIdentities, dumps
+from mparticle_feed import (
+    Batch,
+    CommerceEvent,
+    CustomEvent,
+    ModelError,
+    Product,
+    ProductAction,
+    UserIdentities,
+    dumps,
+)
 from mparticle_feed._delivery.packing import (
     MAX_BATCH_BYTES,
     MAX_REQUEST_BYTES,
@@ -297,3 +307,103 @@ def test_a_batch_json_cannot_carry_is_rejected_not_raised() -> None:
     assert problem.stage is Stage.PACKING
     assert problem.row.primary_key == "k1"
     assert "cannot be written as JSON" in problem.reason
+    assert problem.field == "custom_attributes.n"
+
+
+#: Text JSON cannot carry: what undecodable bytes read leniently (surrogateescape) give.
+LONE = "caf\udce9"
+
+
+def _events_batch(user: str, attributes: list[dict[str, object]]) -> Batch:
+    return Batch(
+        events=[
+            CustomEvent(
+                event_name=f"e{i}",
+                custom_event_type="other",
+                timestamp_unixtime_ms=1_700_000_000_000 + i,
+                custom_attributes=values,
+            )
+            for i, values in enumerate(attributes)
+        ],
+        user_identities=UserIdentities(customer_id=user),
+    )
+
+
+def _one_per_row(batch: Batch, first: int = 1) -> SourcedBatch:
+    refs = tuple(RowRef(first + i, f"k{first + i}") for i in range(len(batch.events or ())))
+    return SourcedBatch(batch=batch, event_rows=refs, rows=refs)
+
+
+def _packed_bodies(items: list[Request | RowProblem]) -> list[bytes]:
+    return [b.body for r in items if isinstance(r, Request) for b in r.batches]
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=12))
+def test_only_the_rows_whose_events_json_cannot_carry_are_rejected(bad: list[bool]) -> None:
+    """A lone surrogate in one row's event rejects that row, naming the field; the user's
+    other rows are packed as a batch of those events alone would be."""
+    attributes = [{"city": LONE if is_bad else f"city {i}"} for i, is_bad in enumerate(bad)]
+    whole = _events_batch("u1", attributes)
+    sourced = _one_per_row(whole)
+    out = list(pack([RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced, whole=True)]))
+    problems = [item for item in out if isinstance(item, RowProblem)]
+    assert [p.row.row_number for p in problems] == [i + 1 for i, b in enumerate(bad) if b]
+    assert {(p.field, p.stage) for p in problems} <= {("custom_attributes.city", Stage.PACKING)}
+    assert all("surrogates not allowed" in p.reason for p in problems)
+    kept = [i for i, b in enumerate(bad) if not b]
+    sent = [row for r in out if isinstance(r, Request) for b in r.batches for row in b.sourced.rows]
+    assert [row.row_number for row in sent] == [i + 1 for i in kept]
+    if kept:
+        alone = attrs.evolve(whole, events=[whole.events[i] for i in kept])  # type: ignore[index]
+        refs = tuple(RowRef(i + 1, f"k{i + 1}") for i in kept)
+        expected = pack(
+            [
+                RoutedBatch(
+                    endpoint=Endpoint.LIVE,
+                    sourced=SourcedBatch(batch=alone, event_rows=refs, rows=refs),
+                    whole=True,
+                )
+            ]
+        )
+        assert _packed_bodies(out) == _packed_bodies(list(expected))
+
+
+def test_json_text_it_cannot_carry_is_found_in_nested_fields_and_in_user_fields() -> None:
+    nested = Batch(
+        events=[
+            CommerceEvent(
+                timestamp_unixtime_ms=1_700_000_000_000,
+                product_action=ProductAction(
+                    action="purchase",
+                    products=[Product(id="p1", name="ok"), Product(id="p2", name=LONE)],
+                ),
+            )
+        ],
+        user_identities=UserIdentities(customer_id="u1"),
+    )
+    (problem,) = pack([RoutedBatch(endpoint=Endpoint.LIVE, sourced=_one_per_row(nested))])
+    assert isinstance(problem, RowProblem)
+    assert problem.field == "product_action.products[1].name"
+
+    # An identity is every row's: all of the batch's rows are rejected, naming it.
+    user = _events_batch(LONE, [{"a": "1"}, {"a": "2"}])
+    problems = list(pack([RoutedBatch(endpoint=Endpoint.LIVE, sourced=_one_per_row(user))]))
+    assert [(p.row.row_number, p.field) for p in problems if isinstance(p, RowProblem)] == [
+        (1, "user_identities.customer_id"),
+        (2, "user_identities.customer_id"),
+    ]
+    assert all(isinstance(p, RowProblem) for p in problems)
+
+
+def test_a_row_with_an_event_json_cannot_carry_is_not_sent_in_part() -> None:
+    # Row 1 gave two events, the second holding a lone surrogate: the row is rejected once
+    # and neither of its events is sent; row 2 is.
+    batch = _events_batch("u1", [{"a": "fine"}, {"a": LONE}, {"a": "row two"}])
+    one, two = RowRef(1, "k1"), RowRef(2, "k2")
+    sourced = SourcedBatch(batch=batch, event_rows=(one, one, two), rows=(one, two))
+    out = list(pack([RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)]))
+    problems = [item for item in out if isinstance(item, RowProblem)]
+    assert [(p.row, p.field) for p in problems] == [(one, "custom_attributes.a")]
+    (body,) = _packed_bodies(out)
+    assert b"row two" in body
+    assert b"fine" not in body

@@ -113,6 +113,25 @@ def test_rejected_rows_are_sent_again_next_run(
     assert second.unchanged == 5
 
 
+def test_text_json_cannot_carry_rejects_only_its_row_and_the_users_other_rows_are_sent(
+    server: FakeEventsServer, client: EventsClient, state: StateStore
+) -> None:
+    # Undecodable bytes read leniently (surrogateescape) give a lone surrogate; one user's
+    # six rows share a batch, and only the row holding it is turned away.
+    rows = event_rows(6, users=1)
+    rows[3] = {**rows[3], "value": "caf\udce9"}
+    first = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    assert (first.accepted, first.rejected) == (5, 1)
+    (problem,) = first.rejects
+    assert (problem.row.primary_key, problem.field) == ("r0003", "custom_attributes.value")
+    assert "surrogates not allowed" in problem.reason
+    assert sorted(sent_keys(server)) == ["r0000", "r0001", "r0002", "r0004", "r0005"]
+    check_invariant(first)
+    rows[3] = {**rows[3], "value": "café"}
+    second = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
+    assert (second.sent, second.unchanged) == (1, 5)
+
+
 # --- acceptance: crash and resume -------------------------------------------------------------
 
 

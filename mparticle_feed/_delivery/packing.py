@@ -25,6 +25,7 @@ id whose input includes the user's id.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -32,9 +33,9 @@ import attrs
 import orjson
 
 from .._errors import ConfigurationError
-from .._mapping.provenance import RowProblem, SourcedBatch, Stage, events_part
+from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
 from .._mapping.written import WrittenBatch, event_bytes
-from .._wire.codec import _json_default
+from .._wire.codec import _json_default, to_dict
 from .routing import Endpoint, RoutedBatch
 
 __all__ = [
@@ -318,13 +319,10 @@ def _split(
     sourced = routed.sourced
     try:
         pieces = _Pieces(sourced)
-    except orjson.JSONEncodeError as exc:
+    except orjson.JSONEncodeError:
         # Values the models let through but JSON cannot carry (an int beyond 64 bits, a
-        # lone surrogate): the batch's rows are rejected here rather than ending the run.
-        for row in sourced.rows:
-            yield RowProblem(
-                row=row, stage=Stage.PACKING, reason=f"the batch cannot be written as JSON: {exc}"
-            )
+        # lone surrogate): the rows holding one are rejected here rather than ending the run.
+        yield from _split_unwritable(routed, max_batch_bytes, ids)
         return
     user_id_bytes = 0 if pieces.user_id is None else len(orjson.dumps(pieces.user_id))
     keeps_user_id = routed.whole and pieces.user_id is not None
@@ -386,6 +384,95 @@ def _split(
         part_size += cost
     if part:
         yield emit(part, part_number)
+
+
+def _split_unwritable(
+    routed: RoutedBatch, max_batch_bytes: int, ids: IdSequence | None
+) -> Iterator[PackedBatch | RowProblem]:
+    """A batch JSON cannot carry whole: each row whose event holds the value is rejected,
+    naming its field, and the rest of the batch is packed. A value in the user-level fields
+    (an identity, a user attribute) is every row's: all of them are rejected."""
+    sourced = routed.sourced
+    header = events_part(sourced, [])
+    try:
+        _Pieces(header)
+    except orjson.JSONEncodeError as exc:
+        yield from _all_rejected(
+            sourced,
+            f"the batch's user-level fields cannot be written as JSON: {exc}",
+            _unwritable_path(to_dict(header.batch)),
+        )
+        return
+    refused: dict[RowRef, RowProblem] = {}
+    for index, row in enumerate(sourced.event_rows):
+        if row in refused:
+            continue
+        alone = events_part(sourced, [index])
+        try:
+            _Pieces(alone)
+        except orjson.JSONEncodeError as exc:
+            found = _unwritable_path(to_dict(alone.batch).get("events"))
+            refused[row] = RowProblem(
+                row=row,
+                stage=Stage.PACKING,
+                reason=f"the event cannot be written as JSON: {exc}",
+                # The path inside the event, as the mapping names fields.
+                field=None if found is None else _EVENT_PREFIX.sub("", found),
+            )
+    if not refused:
+        # Every event written alone, not the whole (never seen): nothing to single out.
+        yield from _all_rejected(sourced, "the batch cannot be written as JSON", None)
+        return
+    yield from refused.values()
+    # A refused row's other events go with it: a row is sent whole or not at all.
+    kept = [i for i, row in enumerate(sourced.event_rows) if row not in refused]
+    rest = events_part(sourced, kept)
+    if rest.rows:
+        yield from _split(attrs.evolve(routed, sourced=rest, whole=False), max_batch_bytes, ids)
+
+
+def _all_rejected(sourced: SourcedBatch, reason: str, field: str | None) -> Iterator[RowProblem]:
+    for row in sourced.rows:
+        yield RowProblem(row=row, stage=Stage.PACKING, reason=reason, field=field)
+
+
+#: What :func:`_unwritable_path` puts before a path inside the one event it is given.
+_EVENT_PREFIX = re.compile(r"^\[0\]\.(data\.)?")
+
+
+def _unwritable_path(value: Any, path: str = "") -> str | None:
+    """The path of the first value in ``value`` (plain data) that JSON cannot carry: text
+    with a lone surrogate, an integer beyond 64 bits; None when there is none."""
+    if isinstance(value, str):
+        return None if _encodable(value) else path
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and not _encodable(key):
+                return inner
+            found = _unwritable_path(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _unwritable_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def pack(
