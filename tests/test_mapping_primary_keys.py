@@ -49,7 +49,7 @@ def test_a_lone_surrogate_in_a_primary_key_rejects_that_row_only(
     assert (run.rows_in, run.rows_mapped, run.rows_rejected) == (3, 2, 1)
     [problem] = run.rejected
     assert problem.row.row_number == position + 1
-    assert problem.field is None
+    assert problem.field == "primary_key"
     assert problem.reason == "the primary key is not valid Unicode text (a lone surrogate)"
     assert problem.row.primary_key == key.encode("utf-8", "backslashreplace").decode()
     sent = sorted(ref.primary_key for batch in batches for ref in batch.rows)

@@ -191,7 +191,7 @@ class MappingRun(Iterator[SourcedBatch]):
         except UnicodeEncodeError:
             self._reject(
                 RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
-                None,
+                "primary_key",
                 "the primary key is not valid Unicode text (a lone surrogate)",
             )
             return True
@@ -223,7 +223,9 @@ class MappingRun(Iterator[SourcedBatch]):
         if key is not None and self.key_check is not None:
             first = self.key_check(key, self.rows_in)
             if first is not None:
-                self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+                self._reject(
+                    ref, "primary_key", f"duplicate primary key, first seen at row {first}"
+                )
                 return None
         self.values_truncated += mapped.truncated
         return mapped, ref
@@ -271,7 +273,9 @@ class MappingRun(Iterator[SourcedBatch]):
                     # Mapped, it would map as before, then be turned away as mapping does.
                     ref = RowRef(number, key)
                     self._reject(
-                        ref, None, f"duplicate primary key, first seen at row {seen_at[position]}"
+                        ref,
+                        "primary_key",
+                        f"duplicate primary key, first seen at row {seen_at[position]}",
                     )
                     continue
                 listed.append(number)
@@ -340,7 +344,9 @@ class MappingRun(Iterator[SourcedBatch]):
             if key is not None and self.key_check is not None:
                 first = self.key_check(key, self.rows_in)
                 if first is not None:
-                    self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+                    self._reject(
+                        ref, "primary_key", f"duplicate primary key, first seen at row {first}"
+                    )
                     continue
             self.values_truncated += mapped.truncated
             push(mapped.user_key, mapped, ref)
@@ -373,7 +379,7 @@ class MappingRun(Iterator[SourcedBatch]):
         if first is None:
             return False
         self.rows_in += 1
-        self._reject(ref, None, f"duplicate primary key, first seen at row {first}")
+        self._reject(ref, "primary_key", f"duplicate primary key, first seen at row {first}")
         return True
 
     def _runs(self, results: Iterator[Result | Run]) -> Iterator[Run]:
