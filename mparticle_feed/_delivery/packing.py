@@ -442,27 +442,30 @@ _EVENT_PREFIX = re.compile(r"^\[0\]\.(data\.)?")
 
 def _unwritable_path(value: Any, path: str = "") -> str | None:
     """The path of the first value in ``value`` (plain data) that JSON cannot carry: text
-    with a lone surrogate, an integer beyond 64 bits; None when there is none."""
+    with a lone surrogate, an integer beyond 64 bits, a type orjson does not write (a float
+    subclass such as ``numpy.float64``); None when there is none."""
     if isinstance(value, str):
         return None if _encodable(value) else path
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool) or value.__class__ is float:
         return None
     if isinstance(value, int):
         return None if -(2**63) <= value < 2**64 else path
     if isinstance(value, dict):
         for key, item in value.items():
             inner = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and not _encodable(key):
+            if key.__class__ is not str or not _encodable(key):
                 return inner
             found = _unwritable_path(item, inner)
             if found is not None:
                 return found
-    elif isinstance(value, (list, tuple)):
+        return None
+    if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             found = _unwritable_path(item, f"{path}[{index}]")
             if found is not None:
                 return found
-    return None
+        return None
+    return path
 
 
 def _encodable(text: str) -> bool:

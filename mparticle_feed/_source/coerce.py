@@ -125,6 +125,9 @@ def to_timestamp_ms(
         if _DATE_ONLY.match(text):
             return to_timestamp_ms(parsed.date(), unit=unit, tz=tz)
         return _datetime_ms(parsed, tz)
+    native = _numpy_native(value)
+    if native is not value:
+        return to_timestamp_ms(native, unit=unit, tz=tz)
     raise CoercionError(
         f"expected a datetime, date, ISO-8601 string or epoch number, got {type_name(value)}"
     )
@@ -134,7 +137,8 @@ def _finite_decimal(value: float | Decimal) -> Decimal:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise CoercionError(f"{value!r} is not a finite number")
-        return Decimal(repr(value))
+        # float's own repr: a subclass's (numpy.float64's) may not be a number's text.
+        return Decimal(float.__repr__(value))
     if not value.is_finite():
         raise CoercionError(f"{value!r} is not a finite number")
     return value
@@ -167,6 +171,9 @@ def to_str(value: Any) -> str:
         return str(value)
     if isinstance(value, bytes):
         return _text(value)
+    native = _numpy_native(value)
+    if native is not value:
+        return to_str(native)
     raise CoercionError(f"expected text, got {type_name(value)}")
 
 
@@ -175,9 +182,13 @@ def to_key_str(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise CoercionError(f"{value!r} is not a usable key")
-        return str(int(value)) if value.is_integer() else repr(value)
+        return str(int(value)) if value.is_integer() else float.__repr__(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
+    if not isinstance(value, (str, int)):
+        native = _numpy_native(value)
+        if native is not value:
+            return to_key_str(native)
     return to_str(value)
 
 
@@ -198,6 +209,9 @@ def to_int(value: Any) -> int:
         if number != number.to_integral_value():
             raise CoercionError(f"{value!r} is not a whole number")
         return int(number)
+    native = _numpy_native(value)
+    if native is not value:
+        return to_int(native)
     raise CoercionError(f"expected an integer, got {type_name(value)}")
 
 
@@ -219,6 +233,9 @@ def to_decimal(value: Any) -> Decimal:
         return _finite_decimal(value)
     if isinstance(value, (str, bytes)):
         return _decimal_from_text(_text(value).strip())
+    native = _numpy_native(value)
+    if native is not value:
+        return to_decimal(native)
     raise CoercionError(f"expected a number, got {type_name(value)}")
 
 
@@ -227,7 +244,7 @@ def to_float(value: Any) -> float:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise CoercionError(f"{value!r} is not a finite number")
-        return value
+        return value if value.__class__ is float else float(value)  # numpy.float64: a float
     return float(_exact(to_decimal(value)))
 
 
@@ -254,6 +271,9 @@ def to_bool(value: Any) -> bool:
         if text in _FALSE:
             return False
         raise CoercionError(f"{_preview(text)} is not a boolean")
+    native = _numpy_native(value)
+    if native is not value:
+        return to_bool(native)
     raise CoercionError(f"expected a boolean, got {type_name(value)}")
 
 
@@ -280,7 +300,8 @@ def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bo
         return value
     if isinstance(value, float):
         _finite_decimal(value)
-        return value
+        # A subclass (numpy.float64) as a float: JSON writers take only floats themselves.
+        return value if value.__class__ is float else float(value)
     if isinstance(value, Decimal):
         _exact(_finite_decimal(value))
         return value
@@ -292,6 +313,9 @@ def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bo
         return _aware_iso(value, tz)
     if isinstance(value, date):
         return value.isoformat()
+    native = _numpy_native(value)
+    if native is not value:
+        return to_scalar(native, tz=tz)
     raise CoercionError(f"expected text, a number or a boolean, got {type_name(value)}")
 
 
@@ -302,6 +326,31 @@ def to_user_attribute(
     if isinstance(value, (list, tuple)):
         return [None if item is None else to_scalar(item, tz=tz) for item in value]
     return to_scalar(value, tz=tz)
+
+
+def _numpy_native(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds; any other value itself (the same object).
+
+    Rows built by hand from numpy or pandas (``row.to_dict()`` of ``df.iterrows()``) hold
+    ``numpy.int64``, ``numpy.float32``, ``numpy.bool_`` or ``numpy.datetime64`` values, which
+    are no Python numbers or datetimes: they are read as the value ``item()`` gives. A
+    ``datetime64`` is read at microseconds (``item()`` gives an int below that) and is naive,
+    as ``datetime64`` has no time zone. numpy is never imported here.
+    """
+    if type(value).__module__ != "numpy" or getattr(value, "ndim", None) != 0:
+        return value
+    if value.dtype.kind in "Mm":
+        # At microseconds item() gives a datetime (a timedelta for timedelta64), else an int.
+        native = value.astype(f"{value.dtype.name.split('[')[0]}[us]").item()
+        if native is None:
+            raise CoercionError(f"{value!r} is a null: rows hold None for a null")
+        if isinstance(native, int):
+            raise CoercionError(f"{value!r} is outside the years a datetime holds (1..9999)")
+        return native
+    native = value.item()
+    if native is value or type(native).__module__ == "numpy":
+        return value  # no Python value of its own (a numpy void or object scalar)
+    return native
 
 
 def parse_json(value: Any) -> Any:

@@ -109,7 +109,7 @@ def _structure_decimal(value: Any, _: type) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise TypeError(f"expected a number, got {type_name(value)}")
     if isinstance(value, float):
-        return Decimal(repr(value))
+        return Decimal(float.__repr__(value))  # a subclass's repr may not be a number's
     return Decimal(value)
 
 

@@ -123,7 +123,8 @@ def _decimal_number_slow(value: object) -> Decimal:
         result = Decimal(value)
     elif isinstance(value, float):
         try:
-            result = Decimal(repr(value))
+            # float's own repr: a subclass's (numpy.float64's) may not be a number's text.
+            result = Decimal(float.__repr__(value))
         except InvalidOperation:
             result = Decimal("NaN")
     else:
@@ -283,7 +284,8 @@ def _check_scalar(value: object, where: str) -> Scalar:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ModelError(f"{where}: {value!r} is not a finite number")
-        return value
+        # A subclass (numpy.float64) as a float: JSON writers take only floats themselves.
+        return value if value.__class__ is float else float(value)
     raise ModelError(
         f"{where}: {type(value).__name__} is not allowed; use str, int, float, bool, Decimal or None"
     )
