@@ -38,14 +38,15 @@ CREATE TABLE page_views (
     amount numeric(10, 2),
     props jsonb,
     uid uuid,
-    tags text[]
+    tags text[],
+    code bytea  -- psycopg2 reads it as a memoryview, psycopg as bytes
 );
 INSERT INTO page_views VALUES
     (1, 'c1', 'gold', 5, '2024-03-01 12:00:00+00', '2024-03-01 13:00:00', 12.50,
-     '{"source": "ad"}', '00000000-0000-4000-8000-000000000001', '{a,b}'),
-    (2, 'c1', NULL, NULL, '2024-03-01 13:00:00+00', NULL, NULL, NULL, NULL, NULL),
+     '{"source": "ad"}', '00000000-0000-4000-8000-000000000001', '{a,b}', decode('6162', 'hex')),
+    (2, 'c1', NULL, NULL, '2024-03-01 13:00:00+00', NULL, NULL, NULL, NULL, NULL, NULL),
     (3, 'c2', 'free', 7, '2024-01-20 08:30:00+02', '2024-01-20 07:30:00', 0.10,
-     '{"source": "mail", "n": 2}', '00000000-0000-4000-8000-000000000003', '{}');
+     '{"source": "mail", "n": 2}', '00000000-0000-4000-8000-000000000003', '{}', NULL);
 """
 QUERY = "SELECT * FROM page_views ORDER BY customer, id"
 MAPPING = mpf.CustomEventMapping(
@@ -62,6 +63,7 @@ MAPPING = mpf.CustomEventMapping(
             "amount": "amount",
             "local_at": "local_at",
             "uid": "uid",
+            "code": "code",
         },
         json_column="props",
     ),
@@ -77,6 +79,7 @@ EXPECTED = [
                     "data": {
                         "custom_attributes": {
                             "amount": 12.5,
+                            "code": "ab",
                             "local_at": "2024-03-01T13:00:00+01:00",
                             "plan": "gold",
                             "source": "ad",

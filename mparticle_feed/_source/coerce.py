@@ -125,7 +125,7 @@ def to_timestamp_ms(
         if _DATE_ONLY.match(text):
             return to_timestamp_ms(parsed.date(), unit=unit, tz=tz)
         return _datetime_ms(parsed, tz)
-    native = _numpy_native(value)
+    native = _native(value)
     if native is not value:
         return to_timestamp_ms(native, unit=unit, tz=tz)
     raise CoercionError(
@@ -171,7 +171,7 @@ def to_str(value: Any) -> str:
         return str(value)
     if isinstance(value, bytes):
         return _text(value)
-    native = _numpy_native(value)
+    native = _native(value)
     if native is not value:
         return to_str(native)
     raise CoercionError(f"expected text, got {type_name(value)}")
@@ -186,7 +186,7 @@ def to_key_str(value: Any) -> str:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if not isinstance(value, (str, int)):
-        native = _numpy_native(value)
+        native = _native(value)
         if native is not value:
             return to_key_str(native)
     return to_str(value)
@@ -209,7 +209,7 @@ def to_int(value: Any) -> int:
         if number != number.to_integral_value():
             raise CoercionError(f"{value!r} is not a whole number")
         return int(number)
-    native = _numpy_native(value)
+    native = _native(value)
     if native is not value:
         return to_int(native)
     raise CoercionError(f"expected an integer, got {type_name(value)}")
@@ -233,7 +233,7 @@ def to_decimal(value: Any) -> Decimal:
         return _finite_decimal(value)
     if isinstance(value, (str, bytes)):
         return _decimal_from_text(_text(value).strip())
-    native = _numpy_native(value)
+    native = _native(value)
     if native is not value:
         return to_decimal(native)
     raise CoercionError(f"expected a number, got {type_name(value)}")
@@ -271,7 +271,7 @@ def to_bool(value: Any) -> bool:
         if text in _FALSE:
             return False
         raise CoercionError(f"{_preview(text)} is not a boolean")
-    native = _numpy_native(value)
+    native = _native(value)
     if native is not value:
         return to_bool(native)
     raise CoercionError(f"expected a boolean, got {type_name(value)}")
@@ -313,7 +313,7 @@ def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bo
         return _aware_iso(value, tz)
     if isinstance(value, date):
         return value.isoformat()
-    native = _numpy_native(value)
+    native = _native(value)
     if native is not value:
         return to_scalar(native, tz=tz)
     raise CoercionError(f"expected text, a number or a boolean, got {type_name(value)}")
@@ -328,15 +328,19 @@ def to_user_attribute(
     return to_scalar(value, tz=tz)
 
 
-def _numpy_native(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds; any other value itself (the same object).
+def _native(value: Any) -> Any:
+    """The Python value a driver's or numpy's value stands for; any other value itself (the
+    same object).
 
-    Rows built by hand from numpy or pandas (``row.to_dict()`` of ``df.iterrows()``) hold
+    psycopg2 reads ``bytea`` as a ``memoryview``: it is read as the bytes it shows (so is a
+    ``bytearray``). Rows built by hand from numpy or pandas (``row.to_dict()`` of ``df.iterrows()``) hold
     ``numpy.int64``, ``numpy.float32``, ``numpy.bool_`` or ``numpy.datetime64`` values, which
     are no Python numbers or datetimes: they are read as the value ``item()`` gives. A
     ``datetime64`` is read at microseconds (``item()`` gives an int below that) and is naive,
     as ``datetime64`` has no time zone. numpy is never imported here.
     """
+    if isinstance(value, (memoryview, bytearray)):
+        return bytes(value)
     if type(value).__module__ != "numpy" or getattr(value, "ndim", None) != 0:
         return value
     if value.dtype.kind in "Mm":
