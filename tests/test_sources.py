@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -273,6 +274,14 @@ def test_pandas_nulls_are_none_and_nullable_integers_stay_integers() -> None:
     assert type(rows[0]["visits"]) is int
     assert type(rows[0]["at"]) is datetime
     assert rows[0]["at"].tzinfo is not None
+
+
+def test_pandas_nanoseconds_are_cut_to_microseconds_without_a_warning() -> None:
+    frame = pd.DataFrame({"at": pd.to_datetime(["2026-11-30 10:00:00.123456789"], utc=True)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas warns when it drops nanoseconds unless told not to
+        (row,) = mpf.rows_from(frame)
+    assert row["at"] == datetime(2026, 11, 30, 10, 0, 0, 123456, tzinfo=timezone.utc)
 
 
 def test_pandas_object_columns_with_pd_na_and_decimals() -> None:

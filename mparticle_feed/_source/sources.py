@@ -62,8 +62,9 @@ def _pandas_rows(frame: Any, chunk_size: int) -> Iterator[dict[str, Any]]:
             series = chunk.iloc[:, position]
             missing = series.isna().tolist()
             if series.dtype.kind == "M":  # datetime64, with or without a time zone
+                # Nanoseconds are cut without pandas' warning: the wire counts milliseconds.
                 values = [
-                    None if null else value.to_pydatetime()
+                    None if null else value.to_pydatetime(warn=False)
                     for value, null in zip(series.tolist(), missing, strict=True)
                 ]
             else:
