@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -213,3 +214,18 @@ def test_memoryviews_and_bytearrays_are_read_as_the_bytes_they_hold(data: bytes)
         expected = outcome(coerce, data)
         assert outcome(coerce, memoryview(data)) == expected
         assert outcome(coerce, bytearray(data)) == expected
+
+
+def test_times_of_day_and_addresses_are_read_as_text() -> None:
+    """psycopg reads time, timetz, inet and cidr as these objects; psycopg2 hands inet over
+    as text."""
+    from datetime import time
+
+    assert to_scalar(time(9, 30)) == "09:30:00"
+    assert to_scalar(time(9, 30, tzinfo=timezone(timedelta(hours=2)))) == "09:30:00+02:00"
+    address, network = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_network("10.0.0.0/8")
+    for coerce in (to_str, to_key_str, to_scalar):
+        assert coerce(address) == "2001:db8::1"
+        assert coerce(network) == "10.0.0.0/8"
+    with pytest.raises(CoercionError, match="'2001:db8::1' is not a number"):
+        to_int(address)  # its text, read as a number

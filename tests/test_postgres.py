@@ -39,14 +39,19 @@ CREATE TABLE page_views (
     props jsonb,
     uid uuid,
     tags text[],
-    code bytea  -- psycopg2 reads it as a memoryview, psycopg as bytes
+    code bytea,  -- psycopg2 reads it as a memoryview, psycopg as bytes
+    addr inet,  -- psycopg reads it as an ipaddress object, psycopg2 as text
+    opens time
 );
 INSERT INTO page_views VALUES
     (1, 'c1', 'gold', 5, '2024-03-01 12:00:00+00', '2024-03-01 13:00:00', 12.50,
-     '{"source": "ad"}', '00000000-0000-4000-8000-000000000001', '{a,b}', decode('6162', 'hex')),
-    (2, 'c1', NULL, NULL, '2024-03-01 13:00:00+00', NULL, NULL, NULL, NULL, NULL, NULL),
+     '{"source": "ad"}', '00000000-0000-4000-8000-000000000001', '{a,b}', decode('6162', 'hex'),
+     '192.168.0.1', '09:30'),
+    (2, 'c1', NULL, NULL, '2024-03-01 13:00:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+     NULL),
     (3, 'c2', 'free', 7, '2024-01-20 08:30:00+02', '2024-01-20 07:30:00', 0.10,
-     '{"source": "mail", "n": 2}', '00000000-0000-4000-8000-000000000003', '{}', NULL);
+     '{"source": "mail", "n": 2}', '00000000-0000-4000-8000-000000000003', '{}', NULL,
+     NULL, NULL);
 """
 QUERY = "SELECT * FROM page_views ORDER BY customer, id"
 MAPPING = mpf.CustomEventMapping(
@@ -64,6 +69,8 @@ MAPPING = mpf.CustomEventMapping(
             "local_at": "local_at",
             "uid": "uid",
             "code": "code",
+            "addr": "addr",
+            "opens": "opens",
         },
         json_column="props",
     ),
@@ -79,7 +86,9 @@ EXPECTED = [
                     "data": {
                         "custom_attributes": {
                             "amount": 12.5,
+                            "addr": "192.168.0.1",
                             "code": "ab",
+                            "opens": "09:30:00",
                             "local_at": "2024-03-01T13:00:00+01:00",
                             "plan": "gold",
                             "source": "ad",

@@ -3,6 +3,7 @@ them never changes what a sync sends or stores."""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -201,6 +202,17 @@ def test_column_digests_are_the_row_digests(names: list[str], data: st.DataObjec
     keys = column_keys(columns[names.index(key)], compiled)
     by_columns = keyed_column_digests(tuple(names), columns, keys, digest)
     assert by_columns == keyed_digests(rows, compiled, digest)
+
+
+def test_addresses_are_digested_by_their_text_and_type() -> None:
+    # psycopg reads inet and cidr as ipaddress objects: digested, so unchanged rows skip.
+    digest = SourceDigest("salt")
+    address = digest({"ip": ipaddress.ip_address("192.168.0.1")})
+    assert address is not None
+    assert address == digest({"ip": ipaddress.ip_address("192.168.0.1")})
+    assert address != digest({"ip": ipaddress.ip_address("192.168.0.2")})
+    assert address != digest({"ip": "192.168.0.1"})  # the type counts too
+    assert digest({"net": ipaddress.ip_network("10.0.0.0/8")}) is not None
 
 
 @pytest.mark.parametrize("value", [2**70, object(), "\ud800"])

@@ -7,6 +7,7 @@ a naive ``datetime`` is accepted only when the mapping declares one.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import uuid
@@ -288,7 +289,7 @@ def _aware_iso(value: datetime, tz: tzinfo | None) -> str:
 
 
 def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bool | Decimal:
-    """An attribute value: str, number or bool kept; UUID, bytes and dates become text.
+    """An attribute value: str, number or bool kept; UUID, bytes, dates and times become text.
 
     Integers must fit in 64 bits (signed): a larger one cannot be sent as a JSON number.
     """
@@ -311,8 +312,8 @@ def to_scalar(value: Any, *, tz: tzinfo | None = None) -> str | int | float | bo
         return _text(value)
     if isinstance(value, datetime):
         return _aware_iso(value, tz)
-    if isinstance(value, date):
-        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()  # a time of day (with its offset, if any) as text
     native = _native(value)
     if native is not value:
         return to_scalar(native, tz=tz)
@@ -328,12 +329,21 @@ def to_user_attribute(
     return to_scalar(value, tz=tz)
 
 
+_ADDRESSES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
+
+
 def _native(value: Any) -> Any:
     """The Python value a driver's or numpy's value stands for; any other value itself (the
     same object).
 
     psycopg2 reads ``bytea`` as a ``memoryview``: it is read as the bytes it shows (so is a
-    ``bytearray``). Rows built by hand from numpy or pandas (``row.to_dict()`` of ``df.iterrows()``) hold
+    ``bytearray``). psycopg reads ``inet`` and ``cidr`` as :mod:`ipaddress` objects: they are
+    read as their text, as psycopg2 hands it over. Rows built by hand from numpy or pandas (``row.to_dict()`` of ``df.iterrows()``) hold
     ``numpy.int64``, ``numpy.float32``, ``numpy.bool_`` or ``numpy.datetime64`` values, which
     are no Python numbers or datetimes: they are read as the value ``item()`` gives. A
     ``datetime64`` is read at microseconds (``item()`` gives an int below that) and is naive,
@@ -341,6 +351,8 @@ def _native(value: Any) -> Any:
     """
     if isinstance(value, (memoryview, bytearray)):
         return bytes(value)
+    if isinstance(value, _ADDRESSES):
+        return str(value)  # psycopg reads inet and cidr as ipaddress objects
     if type(value).__module__ != "numpy" or getattr(value, "ndim", None) != 0:
         return value
     if value.dtype.kind in "Mm":
