@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from coercers import EVERY_COERCER, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -193,24 +194,7 @@ def test_bad_json_is_refused(value: Any) -> None:
 @given(st.binary(max_size=12) | st.text(max_size=8).map(str.encode))
 def test_memoryviews_and_bytearrays_are_read_as_the_bytes_they_hold(data: bytes) -> None:
     """psycopg2 reads bytea as a memoryview: every coercer treats it (and a bytearray) as bytes."""
-    coercers: list[Any] = [
-        to_str,
-        to_key_str,
-        to_int,
-        to_decimal,
-        to_float,
-        to_bool,
-        lambda value: to_scalar(value, tz=timezone.utc),
-        lambda value: to_timestamp_ms(value, tz=timezone.utc),
-    ]
-
-    def outcome(coerce: Any, value: object) -> object:
-        try:
-            return coerce(value)
-        except CoercionError as exc:
-            return CoercionError, str(exc)
-
-    for coerce in coercers:
+    for coerce in EVERY_COERCER:
         expected = outcome(coerce, data)
         assert outcome(coerce, memoryview(data)) == expected
         assert outcome(coerce, bytearray(data)) == expected

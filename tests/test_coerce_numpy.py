@@ -2,52 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from coercers import EVERY_COERCER, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
 import mparticle_feed as mpf
 from mparticle_feed import pipeline
-from mparticle_feed._source.coerce import (
-    CoercionError,
-    to_bool,
-    to_decimal,
-    to_float,
-    to_int,
-    to_key_str,
-    to_scalar,
-    to_str,
-    to_timestamp_ms,
-)
+from mparticle_feed._source.coerce import CoercionError, to_scalar, to_timestamp_ms
 
 np = pytest.importorskip("numpy")
 
-COERCERS: list[Callable[[Any], Any]] = [
-    to_str,
-    to_key_str,
-    to_int,
-    to_decimal,
-    to_float,
-    to_bool,
-    lambda value: to_scalar(value, tz=timezone.utc),
-    lambda value: to_timestamp_ms(value, tz=timezone.utc),
-]
-
-
-def _outcome(coerce: Callable[[Any], Any], value: Any) -> tuple[str, Any]:
-    try:
-        return "value", coerce(value)
-    except CoercionError as exc:
-        return "refused", str(exc)
-
 
 def _same_as_native(scalar: Any, native: Any) -> None:
-    for coerce in COERCERS:
-        got, expected = _outcome(coerce, scalar), _outcome(coerce, native)
+    for coerce in EVERY_COERCER:
+        got, expected = outcome(coerce, scalar), outcome(coerce, native)
         if expected[0] == "value":
             assert got == expected
             assert type(got[1]) is type(expected[1])
