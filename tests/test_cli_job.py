@@ -9,9 +9,11 @@ import json
 import logging
 import re
 import sqlite3
+import string
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,9 +21,12 @@ from pathlib import Path
 import duckdb
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mparticle_feed as mpf
 from mparticle_feed._cli import _ProgressDisplay, main
+from mparticle_feed._source.connect import redact_url
 from mparticle_feed._sync.send import Progress
 from mparticle_feed.testing import FakeEventsServer
 from mparticle_feed.testing._fake_server import Reply
@@ -199,6 +204,56 @@ def test_a_password_in_a_url_is_never_printed(
     err = capsys.readouterr().err
     assert "postgresql://alice:***@127.0.0.1:9/warehouse" in err
     assert "s3cr" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # libpq takes the password as a query parameter too; port 9: nothing listens.
+        (
+            "postgresql://alice@127.0.0.1:9/warehouse?password=s3cr3t-pw&sslmode=disable",
+            "postgresql://alice@127.0.0.1:9/warehouse?password=***&sslmode=disable",
+        ),
+        # A MotherDuck token in a DuckDB URL; the file does not exist.
+        ("duckdb:///md:shop?motherduck_token=s3cr3t-pw", "md:shop?motherduck_token=*** does not"),
+        ("sqlite:///missing.db?key=s3cr3t-pw", "missing.db?key=*** does not exist"),
+        # An ODBC connect string, percent-encoded inside a SQLAlchemy URL.
+        ("nosuchdialect:///?odbc_connect=DSN%3Dx%3BPWD%3Ds3cr3t-pw", "PWD%3D***"),
+        # Not a URL at all: a keyword DSN is refused without repeating its password.
+        ("host=127.0.0.1 port=9 password=s3cr3t-pw", "password=***"),
+    ],
+)
+def test_secrets_in_a_urls_parameters_are_never_printed(
+    url: str,
+    shown: str,
+    server: FakeEventsServer,
+    mapping: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run(url, mapping, server, "--log-level", "debug") == 2
+    err = capsys.readouterr().err
+    assert shown in err
+    assert "s3cr3t" not in err
+    assert not any("s3cr3t" in message for message in caplog.messages)
+
+
+@given(
+    st.text(alphabet=string.ascii_letters + string.digits + "-_.~!$%()*+,@:/", min_size=3),
+    st.sampled_from(["password", "PWD", "access_token", "api_key", "client_secret"]),
+)
+def test_redact_url_never_shows_a_secret_parameter(secret: str, name: str) -> None:
+    for url in (
+        f"postgresql://u@h/db?{name}={urllib.parse.quote(secret, safe='')}&x=1",
+        f"mssql+pyodbc:///?odbc_connect={urllib.parse.quote(f'DSN=x;{name}={secret}', safe='')}",
+        f"u:{urllib.parse.quote(secret, safe='')}@h".join(("postgresql://", "/db")),
+    ):
+        shown = redact_url(url)
+        for form in (secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret)):
+            assert form not in shown, (url, shown)
 
 
 def test_module_callable_from_the_working_directory(

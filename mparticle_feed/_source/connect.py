@@ -4,8 +4,9 @@
 psycopg 3 with a server-side cursor, so the server holds the result and rows arrive a chunk
 at a time; any other ``scheme://`` URL goes to SQLAlchemy (when installed) with streamed
 results. ``MODULE:CALLABLE`` names a function returning a DB-API connection, importable from
-the working directory. A URL's password is never shown: every message names the URL with
-the password replaced by ``***``.
+the working directory. A URL's secrets are never shown: every message names the URL with its
+password, and the value of any parameter named like a secret (``?password=``,
+``?motherduck_token=``), replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import re
 import sqlite3
 import sys
 import urllib.parse
@@ -30,8 +32,26 @@ _DUCKDB_SUFFIXES = (".duckdb", ".ddb")
 _CURSOR_NAME = "mparticle_feed_rows"
 
 
+#: A parameter whose name says its value is a secret, as a URL's query (``?password=``,
+#: ``?motherduck_token=``), a keyword DSN (``password=...``) or an ODBC string (``PWD=...;``)
+#: writes it: the name, the ``=`` and the value.
+_SECRET_PARAMETER = re.compile(
+    r"(?i)([\w.-]*(?:pass|pwd|secret|token|key|auth|cred|sig)[\w.-]*)(\s*=\s*)([^&;\s]+)"
+)
+#: Secrets shorter than this are not searched for in free text (a driver's message): the
+#: URL itself is always shown redacted, by its structure.
+_SHORTEST_SECRET = 3
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``; anything else unchanged."""
+    """``url`` with its secrets replaced by ``***``: the password before the host, and the
+    value of any parameter named like a secret (``?password=``, ``?access_token=``, a keyword
+    DSN's ``password=``, an ODBC string's ``PWD=``, percent-encoded or not). Anything else
+    unchanged."""
+    return _scrub(_SECRET_PARAMETER.sub(r"\1\2***", _without_password(url)), url)
+
+
+def _without_password(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         password = parts.password
@@ -47,15 +67,35 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
-def _scrub(text: str, url: str) -> str:
-    """A driver's message with the URL's password removed, should the driver repeat it."""
+def _secrets(url: str) -> set[str]:
+    """Every secret ``url`` holds, in each form a message may repeat it (as written,
+    percent-decoded, percent-encoded)."""
     try:
         password = urllib.parse.urlsplit(url).password
     except ValueError:
-        return text
-    if not password:
-        return text
-    for form in {password, urllib.parse.unquote(password), urllib.parse.quote(password)}:
+        password = None
+    found = {password} if password else set()
+    decoded = url
+    for _ in range(3):  # a connect string inside a URL may be encoded twice
+        found.update(match.group(3) for match in _SECRET_PARAMETER.finditer(decoded))
+        decoded = urllib.parse.unquote(decoded)
+    return {
+        form
+        for secret in found
+        for form in (
+            secret,
+            urllib.parse.unquote(secret),
+            urllib.parse.quote(secret),
+            urllib.parse.quote(secret, safe=""),
+        )
+        if len(form) >= _SHORTEST_SECRET
+    }
+
+
+def _scrub(text: str, url: str) -> str:
+    """A message with every secret of ``url`` removed, should a driver (or a path built from
+    the URL) repeat one."""
+    for form in sorted(_secrets(url), key=len, reverse=True):
         text = text.replace(form, "***")
     return text
 
@@ -69,7 +109,7 @@ def _file_path(url: str, scheme: str) -> Path:
     path = url[len(scheme) + len(":///") :]
     if not url.startswith(f"{scheme}:///") or not path:
         raise ConfigurationError(
-            f"--db: write {scheme}:///path/to/file (three slashes), got {url!r}"
+            f"--db: write {scheme}:///path/to/file (three slashes), got {redact_url(url)!r}"
         )
     return Path(path).expanduser()
 
@@ -88,9 +128,9 @@ def _lenient_text(data: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _sqlite(path: Path, query: str) -> Iterator[Any]:
+def _sqlite(path: Path, query: str, db: str) -> Iterator[Any]:
     if not path.exists():
-        raise ConfigurationError(f"--db: {path} does not exist")
+        raise ConfigurationError(_scrub(f"--db: {path} does not exist", db))
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     # Undecodable bytes become lone surrogates: that row is rejected, the run goes on
     # (SQLite's default stops every run at that row).
@@ -99,7 +139,7 @@ def _sqlite(path: Path, query: str) -> Iterator[Any]:
         try:
             cursor = connection.execute(query)
         except sqlite3.Error as exc:
-            raise _refused(str(path), exc) from None
+            raise _refused(db, exc) from None
         yield cursor
     finally:
         connection.close()
@@ -150,7 +190,7 @@ def _has_pyarrow() -> bool:
 def _duckdb(path: Path, query: str, db: str, *, arrow: bool = True) -> Iterator[Any]:
     duckdb = _require("duckdb", "duckdb", db)
     if not path.exists():
-        raise ConfigurationError(f"--db: {path} does not exist")
+        raise ConfigurationError(_scrub(f"--db: {path} does not exist", db))
     try:
         connection = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
@@ -256,7 +296,7 @@ def open_query(
     """
     scheme = urllib.parse.urlsplit(db).scheme.lower() if "://" in db else ""
     if scheme == "sqlite":
-        return _sqlite(_file_path(db, scheme), query)
+        return _sqlite(_file_path(db, scheme), query, db)
     if scheme == "duckdb":
         return _duckdb(_file_path(db, scheme), query, db, arrow=arrow)
     if scheme in ("postgresql", "postgres"):
@@ -268,11 +308,12 @@ def open_query(
     if suffix in _DUCKDB_SUFFIXES:
         return _duckdb(path, query, db, arrow=arrow)
     if suffix in _SQLITE_SUFFIXES or path.exists():
-        return _sqlite(path, query)
+        return _sqlite(path, query, db)
     module_name, sep, attribute = db.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigurationError(
-            f"--db: {db!r} is not a database URL (sqlite:///, duckdb:///, postgresql://, or a "
-            "SQLAlchemy URL), an existing SQLite or DuckDB file, or MODULE:CALLABLE"
+            f"--db: {redact_url(db)!r} is not a database URL (sqlite:///, duckdb:///, "
+            "postgresql://, or a SQLAlchemy URL), an existing SQLite or DuckDB file, or "
+            "MODULE:CALLABLE"
         )
     return _callable(db, query)
