@@ -407,3 +407,13 @@ def test_a_row_with_an_event_json_cannot_carry_is_not_sent_in_part() -> None:
     (body,) = _packed_bodies(out)
     assert b"row two" in body
     assert b"fine" not in body
+
+
+def test_an_attribute_name_json_cannot_carry_is_named_escaped() -> None:
+    # A JSON column's key read leniently: the path names it, and can itself be written out.
+    batch = _events_batch("u1", [{LONE: "x"}, {"fine": "y"}])
+    out = list(pack([RoutedBatch(endpoint=Endpoint.LIVE, sourced=_one_per_row(batch))]))
+    (problem,) = [item for item in out if isinstance(item, RowProblem)]
+    assert problem.field == "custom_attributes.caf\\udce9"
+    problem.field.encode("utf-8")  # no lone surrogate left in the path
+    assert len(_packed_bodies(out)) == 1

@@ -452,7 +452,9 @@ def _unwritable_path(value: Any, path: str = "") -> str | None:
         return None if -(2**63) <= value < 2**64 else path
     if isinstance(value, dict):
         for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
+            # A name JSON cannot carry is shown escaped: the path itself is written out.
+            name = key.encode("utf-8", "backslashreplace").decode() if isinstance(key, str) else key
+            inner = f"{path}.{name}" if path else str(name)
             if key.__class__ is not str or not _encodable(key):
                 return inner
             found = _unwritable_path(item, inner)
