@@ -343,11 +343,12 @@ def _native(value: Any) -> Any:
 
     psycopg2 reads ``bytea`` as a ``memoryview``: it is read as the bytes it shows (so is a
     ``bytearray``). psycopg reads ``inet`` and ``cidr`` as :mod:`ipaddress` objects: they are
-    read as their text, as psycopg2 hands it over. Rows built by hand from numpy or pandas (``row.to_dict()`` of ``df.iterrows()``) hold
-    ``numpy.int64``, ``numpy.float32``, ``numpy.bool_`` or ``numpy.datetime64`` values, which
-    are no Python numbers or datetimes: they are read as the value ``item()`` gives. A
-    ``datetime64`` is read at microseconds (``item()`` gives an int below that) and is naive,
-    as ``datetime64`` has no time zone. numpy is never imported here.
+    read as their text, as psycopg2 hands it over. Rows built by hand from numpy or pandas
+    (``row.to_dict()`` of ``df.iterrows()``) hold ``numpy.int64``, ``numpy.float32``,
+    ``numpy.bool_`` or ``numpy.datetime64`` values, which are no Python numbers or datetimes:
+    they are read as the value ``item()`` gives. A ``datetime64`` is read at microseconds
+    (``item()`` gives an int below that) and is naive, as ``datetime64`` has no time zone.
+    numpy is never imported here.
     """
     if isinstance(value, (memoryview, bytearray)):
         return bytes(value)
