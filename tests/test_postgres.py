@@ -23,6 +23,7 @@ import sqlalchemy
 from psycopg.rows import dict_row, namedtuple_row
 
 import mparticle_feed as mpf
+from mparticle_feed import pipeline
 from mparticle_feed.testing import FakeEventsServer
 
 NOW = datetime(2024, 3, 2, tzinfo=timezone.utc)
@@ -189,6 +190,28 @@ def sqlalchemy_result(dsn: str) -> Iterator[Any]:
         engine.dispose()
 
 
+#: ADBC hands ``numeric`` over as text and ``inet`` as PostgreSQL's binary form (an opaque
+#: extension type): the query casts them, as the Arrow page says to (see the test below).
+ADBC_QUERY = (
+    "SELECT id, customer, plan, visits, at, local_at, amount::float8 AS amount, props, uid, "
+    "tags, code, host(addr) AS addr, opens FROM page_views ORDER BY customer, id"
+)
+
+
+def _adbc_uri(dsn: str) -> str:
+    params = dict(part.split("=") for part in dsn.split())
+    return f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
+
+
+@contextmanager
+def adbc_reader(dsn: str, query: str = ADBC_QUERY) -> Iterator[Any]:
+    """PostgreSQL's ADBC driver: the result as a RecordBatchReader (the Arrow engine)."""
+    dbapi = pytest.importorskip("adbc_driver_postgresql.dbapi")
+    with dbapi.connect(_adbc_uri(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        yield cursor.fetch_record_batch()
+
+
 CURSORS: dict[str, Callable[[str], AbstractContextManager[Any]]] = {
     "psycopg client-side": psycopg3,
     "psycopg dict_row": lambda dsn: psycopg3(dsn, row_factory=dict_row),
@@ -205,6 +228,7 @@ CURSORS: dict[str, Callable[[str], AbstractContextManager[Any]]] = {
         dsn, name="views", cursor_factory=psycopg2.extras.RealDictCursor
     ),
     "SQLAlchemy streamed Result": sqlalchemy_result,
+    "ADBC RecordBatchReader": adbc_reader,
 }
 
 
@@ -235,6 +259,25 @@ def test_every_cursor_kind_syncs_the_exact_json_and_then_nothing(
             second = mpf.sync(cursor, MAPPING, client, state=state, name="views", now=NOW)
         assert (second.rows_in, second.sent, second.unchanged) == (3, 0, 3)
         assert server.requests == []
+
+
+def test_adbc_hands_numeric_over_as_text_and_inet_as_binary(dsn: str) -> None:
+    """What the Arrow page says of ADBC's PostgreSQL driver, uncast: a ``numeric`` is sent as
+    its text, and an ``inet`` (binary in an opaque extension type) is rejected naming its
+    field, where psycopg reads a number and an address."""
+    with adbc_reader(dsn, QUERY) as reader:
+        run = mpf.map_rows(reader, MAPPING)
+        sent = [
+            batch
+            for request in pipeline.pack(pipeline.route(run, now=NOW))
+            if isinstance(request, pipeline.Request)
+            for batch in orjson.loads(request.body)
+        ]
+    [problem] = run.rejected
+    assert (problem.row.row_number, problem.field) == (1, "custom_attributes.addr")
+    assert "not valid UTF-8" in problem.reason
+    attributes = [e["data"].get("custom_attributes", {}) for b in sent for e in b["events"]]
+    assert {"amount": "0.10"}.items() <= attributes[-1].items()
 
 
 def test_a_changed_row_is_the_only_one_sent_again(dsn: str, tmp_path: Path) -> None:
