@@ -181,6 +181,9 @@ class MappingRun(Iterator[SourcedBatch]):
         if self.on_reject is not None:
             self.on_reject(problem)
 
+    def _reject_duplicate(self, ref: RowRef, first: int) -> None:
+        self._reject(ref, "primary_key", f"duplicate primary key, first seen at row {first}")
+
     def _unsendable(self, key: str) -> bool:
         """Reject the row when its (non-ASCII) primary key holds a lone surrogate.
 
@@ -223,9 +226,7 @@ class MappingRun(Iterator[SourcedBatch]):
         if key is not None and self.key_check is not None:
             first = self.key_check(key, self.rows_in)
             if first is not None:
-                self._reject(
-                    ref, "primary_key", f"duplicate primary key, first seen at row {first}"
-                )
+                self._reject_duplicate(ref, first)
                 return None
         self.values_truncated += mapped.truncated
         return mapped, ref
@@ -272,11 +273,7 @@ class MappingRun(Iterator[SourcedBatch]):
                 if position in seen_at:
                     # Mapped, it would map as before, then be turned away as mapping does.
                     ref = RowRef(number, key)
-                    self._reject(
-                        ref,
-                        "primary_key",
-                        f"duplicate primary key, first seen at row {seen_at[position]}",
-                    )
+                    self._reject_duplicate(ref, seen_at[position])
                     continue
                 listed.append(number)
                 unchanged.append(key)
@@ -344,9 +341,7 @@ class MappingRun(Iterator[SourcedBatch]):
             if key is not None and self.key_check is not None:
                 first = self.key_check(key, self.rows_in)
                 if first is not None:
-                    self._reject(
-                        ref, "primary_key", f"duplicate primary key, first seen at row {first}"
-                    )
+                    self._reject_duplicate(ref, first)
                     continue
             self.values_truncated += mapped.truncated
             push(mapped.user_key, mapped, ref)
@@ -379,7 +374,7 @@ class MappingRun(Iterator[SourcedBatch]):
         if first is None:
             return False
         self.rows_in += 1
-        self._reject(ref, "primary_key", f"duplicate primary key, first seen at row {first}")
+        self._reject_duplicate(ref, first)
         return True
 
     def _runs(self, results: Iterator[Result | Run]) -> Iterator[Run]:

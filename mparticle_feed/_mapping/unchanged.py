@@ -11,7 +11,6 @@ state stores once mParticle accepts it.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from .._source.coerce import ADDRESS_TYPES
 from .rejects import _Reject
 from .spec import RowMapping
 
@@ -45,13 +45,6 @@ __all__ = [
 SKIP_CHUNK = 500
 #: Distinct row shapes remembered (names, and which columns are null); past it, start over.
 _SHAPE_CACHE_LIMIT = 4096
-#: Address types psycopg reads inet and cidr as, digested by their text.
-_ADDRESSES = (
-    ipaddress.IPv4Address,
-    ipaddress.IPv6Address,
-    ipaddress.IPv4Network,
-    ipaddress.IPv6Network,
-)
 #: Per row shape: its names and types as written, which values are floats, and whether any
 #: value is a container (or a type whose JSON may hold one).
 _Shape = tuple[bytes, tuple[int, ...], bool]
@@ -188,7 +181,7 @@ def _exact_text(value: Any) -> str:
         return bytes(value).hex()
     if isinstance(value, timedelta):
         return f"{value.days} {value.seconds} {value.microseconds}"
-    if isinstance(value, _ADDRESSES):
+    if isinstance(value, ADDRESS_TYPES):
         return str(value)  # psycopg's inet and cidr: the text tells any two apart
     raise TypeError(type(value).__name__)
 

@@ -23,6 +23,7 @@ from .._errors import ModelError, type_name
 from .._wire.values import exact_number
 
 __all__ = [
+    "ADDRESS_TYPES",
     "MAX_TIMESTAMP_MS",
     "CoercionError",
     "EpochUnit",
@@ -329,7 +330,9 @@ def to_user_attribute(
     return to_scalar(value, tz=tz)
 
 
-_ADDRESSES = (
+#: The :mod:`ipaddress` types psycopg reads ``inet`` and ``cidr`` as: read (and digested)
+#: as their text.
+ADDRESS_TYPES = (
     ipaddress.IPv4Address,
     ipaddress.IPv6Address,
     ipaddress.IPv4Network,
@@ -352,7 +355,7 @@ def _native(value: Any) -> Any:
     """
     if isinstance(value, (memoryview, bytearray)):
         return bytes(value)
-    if isinstance(value, _ADDRESSES):
+    if isinstance(value, ADDRESS_TYPES):
         return str(value)  # psycopg reads inet and cidr as ipaddress objects
     if type(value).__module__ != "numpy" or getattr(value, "ndim", None) != 0:
         return value
