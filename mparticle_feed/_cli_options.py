@@ -135,8 +135,8 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
         "--group-window",
         type=int,
         default=10_000,
-        help="rows within which a user's rows share batches when not consecutive "
-        "(default 10000; 0: consecutive rows only)",
+        help="rows held in all users' open batches, so that a user's rows share batches "
+        "when not consecutive (default 10000; 0: consecutive rows only)",
     )
     _add(parser, "quiet", "no progress, only the report")
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import mparticle_feed as mpf
 from mparticle_feed import ConfigurationError, CustomEventMapping, map_rows, plan
 from mparticle_feed._cli import main
+from mparticle_feed._mapping.run import ordering_advice
 from mparticle_feed.testing import FakeEventsServer
 
 MAPPING = CustomEventMapping(
@@ -64,6 +65,21 @@ def test_every_row_once_each_users_order_kept_batches_bounded(
     assert all(rows == sorted(rows) for rows in per_user.values())
     assert run.events_out == len(users)
     assert run.batches_out == len(batches)
+
+
+def test_the_window_is_shared_by_every_users_open_batch() -> None:
+    """The Mapping page's figures: how far apart a user's rows may lie and still share a
+    batch depends on how many users take turns, not on a distance in rows."""
+    few = map_rows(_rows([n % 50 for n in range(50_000)]), MAPPING)
+    assert sum(1 for _ in few) == 500  # 50 users over 50,000 rows: full batches of 100
+    many = map_rows(_rows([n % 5_000 for n in range(50_000)]), MAPPING)
+    batches = sum(1 for _ in many)
+    # Rows 5,000 apart, well within the 10,000-row window, yet about two a user are held.
+    assert 2.9 < many.events_per_batch < 3.1
+    assert many.split_users == batches - 5_000  # every batch after a user's first
+    advice = ordering_advice(many)
+    assert advice is not None
+    assert "earlier batch had already left the regroup window unfilled" in advice
 
 
 @given(users=st.lists(st.integers(0, 6), max_size=80), per_batch=st.integers(1, 5))

@@ -44,7 +44,7 @@ class MappingRun(Iterator[SourcedBatch]):
     names a data plan, ``violations`` lists each :class:`RowViolation` found, and rows a
     ``block`` policy turns away are among the rejected (stage ``data_plan``).
     ``events_out`` counts the events of the batches mapped, ``split_users`` the batches
-    opened for a user whose earlier rows lay further back than ``group_window`` rows (see
+    opened for a user whose earlier batch the regroup window had let go unfilled (see
     :func:`map_rows`).
     """
 
@@ -475,7 +475,7 @@ def _column(source: Any) -> str | None:
 def ordering_advice(run: MappingRun) -> str | None:
     """What to change when the row order cost batches; None when it did not.
 
-    A run whose batches were split off a user's earlier rows (further back than the window)
+    A run whose batches were split off a user's earlier batch (let go by the window unfilled)
     in a fifth or more of its batches gets the ``ORDER BY`` that keeps each user together.
     """
     splits = run.split_users
@@ -491,10 +491,11 @@ def ordering_advice(run: MappingRun) -> str | None:
         columns.append(stamp)
     order = f"ORDER BY {', '.join(columns)}" if columns else "an ORDER BY on the user's identity"
     return (
-        f"{splits:,} of {run.batches_out:,} batches hold rows of a user whose earlier rows lay "
-        f"more than group_window={run.group_window:,} rows back ({run.events_per_batch:.1f} "
-        f"events a batch). mParticle's limit counts batches: {order} in the query (or a larger "
-        "group_window) fills batches and shortens the sync."
+        f"{splits:,} of {run.batches_out:,} batches hold rows of a user whose earlier batch had "
+        f"already left the regroup window unfilled (group_window={run.group_window:,} rows, "
+        f"shared by every user's open batch; {run.events_per_batch:.1f} events a batch). "
+        f"mParticle's limit counts batches: {order} in the query (or a larger group_window) "
+        "fills batches and shortens the sync."
     )
 
 
@@ -513,10 +514,10 @@ def map_rows(
     """Map rows from any source :func:`rows_from` reads into batches, streaming.
 
     Rows of the same user (same identities, device ids, mpid and batch-level fields) share
-    a batch of at most ``max_events_per_batch`` events, in row order, when they lie within
-    ``group_window`` rows of each other (default 10,000: the open batches of several users
-    are held, that many rows in all, the oldest let go first; 0 groups consecutive rows
-    only). A user-attribute mapping makes one batch per row. A row that cannot be mapped is
+    a batch of at most ``max_events_per_batch`` events, in row order, while it is open in the
+    regroup window: ``group_window`` rows in all (default 10,000) held in the open batches
+    of every user, the oldest batch let go first when the window is over (0 groups
+    consecutive rows only). A user-attribute mapping makes one batch per row. A row that cannot be mapped is
     recorded in ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with
     ``strict=True`` the first such row raises :class:`RowError` instead. A source that
     declares its columns (a cursor, a DataFrame, Arrow) is checked against the mapping first:

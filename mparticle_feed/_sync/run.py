@@ -227,7 +227,7 @@ def plan(
     is only read. A plan holds every request body in memory: use it for review, and
     :func:`sync` for large runs. ``data_plan_policy`` is as for :func:`sync`; with
     ``"block"`` the plan shows exactly what mParticle would drop. ``group_window`` is
-    :func:`map_rows`'s: a user's rows within that many rows of each other share batches.
+    :func:`map_rows`'s: the rows the regroup window holds, in all users' open batches.
     """
     store, owned = _read_only_state(state)
     created = now if now is not None else utc_now()
