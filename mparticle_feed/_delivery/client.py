@@ -99,7 +99,16 @@ class EventsClient:
 
     ``timeout`` is the read timeout of one attempt and ``connect_timeout`` its connect
     timeout. ``retry`` sets the retry policy. ``clock``, ``sleep`` and ``random`` can be
-    replaced in tests so that backoff takes no real time.
+    replaced in tests so that backoff takes no real time. ``max_workers`` requests are in
+    flight at once. ``ca_certs`` names a CA bundle to verify the server with instead of the
+    system's. At most ``max_response_bytes`` of a response body are read (what a rejected
+    row's report holds).
+
+    ``max_batches``, ``max_request_bytes`` and ``max_batch_bytes`` are packing's limits,
+    mParticle's by default (100 batches and 256,000 bytes a request, 128,000 bytes a
+    batch): lower them freely; mParticle refuses requests over its own.
+    ``historical_after`` and ``historical_min_age`` are routing's thresholds (see
+    :func:`~mparticle_feed.pipeline.route`).
 
     ``proxy`` names a forward proxy (``http://user:password@proxy.corp:3128``); without it,
     ``HTTPS_PROXY`` and ``NO_PROXY`` from the environment apply unless ``trust_env=False``.
