@@ -4,6 +4,7 @@ them never changes what a sync sends or stores."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -26,13 +27,15 @@ from sync_data import (
     sent_keys,
 )
 
-from mparticle_feed import Computed, CustomEventMapping
+from mparticle_feed import Attributes, Computed, CustomEventMapping
 from mparticle_feed._delivery.client import EventsClient
 from mparticle_feed._mapping.compile import CompiledMapping
 from mparticle_feed._mapping.unchanged import SourceDigest, digestible
 from mparticle_feed._sync.run import plan, sync
 from mparticle_feed._sync.state import StateStore
 from mparticle_feed.testing import FakeEventsServer
+
+_NOW_MS = int(NOW.timestamp() * 1000) - 60_000
 
 
 @pytest.fixture
@@ -103,6 +106,48 @@ def test_a_change_outside_the_mapping_is_mapped_once_then_skipped(
     third = sync(rows, EVENTS, client, state=state, name="things", now=NOW)
     assert mapped == []  # the digests were stored although nothing was sent
     assert third.unchanged == 10
+
+
+@pytest.mark.parametrize("engine", ["rows", "arrow"])
+def test_json_attributes_in_another_key_order_are_not_sent_again(
+    server: FakeEventsServer, client: EventsClient, state: StateStore, engine: str
+) -> None:
+    """The state's event hashes ignore key order; the bytes sent keep the source's order.
+
+    So a hash of the bytes packing writes cannot stand in for them: the reordered row
+    would go again, a second copy of the same event in mParticle.
+    """
+    mapping = CustomEventMapping(
+        primary_key="id",
+        user_identities={"customer_id": "user"},
+        event_name="name",
+        timestamp_unixtime_ms="at",
+        custom_attributes=Attributes(json_column="props"),
+    )
+
+    def rows(props: dict[str, Any]) -> Any:
+        found = [{"id": "r1", "user": "u1", "name": "e", "at": _NOW_MS, "props": json.dumps(props)}]
+        if engine == "rows":
+            return found
+        pa = pytest.importorskip("pyarrow")
+        return pa.Table.from_pylist(found)
+
+    first = sync(
+        rows({"a": 1, "b": "x", "c": True}), mapping, client, state=state, name="j", now=NOW
+    )
+    assert first.sent == 1, first.rejects
+    assert b'"custom_attributes":{"a":1,"b":"x","c":true}' in server.requests[-1].body
+    before = len(server.requests)
+    again = sync(
+        rows({"c": True, "a": 1, "b": "x"}), mapping, client, state=state, name="j", now=NOW
+    )
+    assert (again.sent, again.unchanged) == (0, 1)
+    assert len(server.requests) == before
+    changed = sync(
+        rows({"c": True, "a": 2, "b": "x"}), mapping, client, state=state, name="j", now=NOW
+    )
+    assert changed.sent == 1
+    assert b'"custom_attributes":{"c":true,"a":2,"b":"x"}' in server.requests[-1].body
 
 
 def test_values_that_flip_back_are_sent_each_time(
