@@ -36,6 +36,7 @@ from .._errors import ConfigurationError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
 from .._mapping.written import WrittenBatch, event_bytes
 from .._wire.codec import _json_default, to_dict
+from .._wire.values import utf8_text
 from .routing import Endpoint, RoutedBatch
 
 __all__ = [
@@ -445,7 +446,7 @@ def _unwritable_path(value: Any, path: str = "") -> str | None:
     with a lone surrogate, an integer beyond 64 bits, a type orjson does not write (a float
     subclass such as ``numpy.float64``); None when there is none."""
     if isinstance(value, str):
-        return None if _encodable(value) else path
+        return None if utf8_text(value) else path
     if value is None or isinstance(value, bool) or value.__class__ is float:
         return None
     if isinstance(value, int):
@@ -455,7 +456,7 @@ def _unwritable_path(value: Any, path: str = "") -> str | None:
             # A name JSON cannot carry is shown escaped: the path itself is written out.
             name = key.encode("utf-8", "backslashreplace").decode() if isinstance(key, str) else key
             inner = f"{path}.{name}" if path else str(name)
-            if key.__class__ is not str or not _encodable(key):
+            if key.__class__ is not str or not utf8_text(key):
                 return inner
             found = _unwritable_path(item, inner)
             if found is not None:
@@ -468,16 +469,6 @@ def _unwritable_path(value: Any, path: str = "") -> str | None:
                 return found
         return None
     return path
-
-
-def _encodable(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def pack(

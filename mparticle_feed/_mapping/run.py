@@ -15,6 +15,7 @@ from typing import Any
 from .._errors import ConfigurationError, RowError, type_name
 from .._source.rows import RowSource
 from .._source.sources import rows_from
+from .._wire.values import utf8_text
 from .arrow import ArrowEngine, Result, Run, arrow_source_reader
 from .arrow_skip import ArrowSkip
 from .columns import check_columns
@@ -189,16 +190,14 @@ class MappingRun(Iterator[SourcedBatch]):
 
         Undecodable bytes read leniently give one; it cannot be sent, hashed or stored.
         """
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError:
-            self._reject(
-                RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
-                "primary_key",
-                "the primary key is not valid Unicode text (a lone surrogate)",
-            )
-            return True
-        return False
+        if utf8_text(key):
+            return False
+        self._reject(
+            RowRef(self.rows_in, key.encode("utf-8", "backslashreplace").decode()),
+            "primary_key",
+            "the primary key is not valid Unicode text (a lone surrogate)",
+        )
+        return True
 
     def _mapped(self, row: Any) -> tuple[_Mapped, RowRef] | None:
         """One row mapped with its reference, or None once it was rejected."""
@@ -517,8 +516,8 @@ def map_rows(
     a batch of at most ``max_events_per_batch`` events, in row order, while it is open in the
     regroup window: ``group_window`` rows in all (default 10,000) held in the open batches
     of every user, the oldest batch let go first when the window is over (0 groups
-    consecutive rows only). A user-attribute mapping makes one batch per row. A row that cannot be mapped is
-    recorded in ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with
+    consecutive rows only). A user-attribute mapping makes one batch per row. A row that
+    cannot be mapped is recorded in ``run.rejected`` (and passed to ``on_reject``) and the run goes on; with
     ``strict=True`` the first such row raises :class:`RowError` instead. A source that
     declares its columns (a cursor, a DataFrame, Arrow) is checked against the mapping first:
     a column the mapping reads and the source lacks raises :class:`MappingError` before any

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from .._source.coerce import ADDRESS_TYPES
+from .._wire.values import utf8_text
 from .rejects import _Reject
 from .spec import RowMapping
 
@@ -236,7 +237,7 @@ def keyed_digests(
                 key = compiled.primary_key(row)
             except _Reject:
                 key = None
-            if key is not None and (key.isascii() or _encodable(key)):
+            if key is not None and (key.isascii() or utf8_text(key)):
                 value = digest(row)
                 if value is not None:
                     pair = (key, value)
@@ -277,7 +278,7 @@ def column_keys(values: Sequence[Any], compiled: CompiledMapping) -> list[str | 
             key = value if value.__class__ is str else key_text(value)
         except _Reject:
             key = None
-        append(key if key is not None and (key.isascii() or _encodable(key)) else None)
+        append(key if key is not None and (key.isascii() or utf8_text(key)) else None)
     return out
 
 
@@ -291,11 +292,3 @@ def rows_text(pairs: Iterable[tuple[str, str]]) -> str:
 def rows_digest(text: str) -> str:
     """The digest of a :func:`rows_text` (see :meth:`KnownRows.known_slice`)."""
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def _encodable(key: str) -> bool:
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

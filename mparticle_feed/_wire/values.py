@@ -40,6 +40,18 @@ def json_number(value: Decimal) -> int | float:
     return float(value)
 
 
+def utf8_text(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: no lone surrogate, as undecodable bytes
+    read leniently (``surrogateescape``) give. JSON, hashes and the state need that."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def timestamp_ms(value: int | datetime) -> int:
     """Epoch milliseconds from an aware datetime or an int; a naive datetime is refused."""
     if type(value) is int and -_INT64_MAX <= value <= _INT64_MAX:
