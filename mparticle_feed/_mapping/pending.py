@@ -92,6 +92,9 @@ class _Pending:
     def _merge(self, mapped: _Mapped) -> None:
         extra = mapped.user_attributes
         if extra and extra is not self.merged:
+            if self.user_attributes is self.merged:
+                # The first row's own dict (see start): copied before it changes.
+                self.user_attributes = dict(self.user_attributes)
             self.user_attributes.update(extra)
             self.merged = extra
 
@@ -104,6 +107,15 @@ class _Pending:
         if self.event_rows is not None:
             self.event_rows.extend(refs)
         self.rows.extend(refs)
+
+    def start(
+        self, first: _Mapped, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+    ) -> None:
+        """The first rows of a new batch: ``first`` (the first row mapped, its event
+        ``events[0]``), then rows with its user part and the other events."""
+        self.add(first, RowRef(numbers[0], keys[0]))
+        if len(numbers) > 1:
+            self.add_events(events[1:], numbers[1:], keys[1:])
 
     def room(self, limit: int) -> int:
         """Events this batch takes before it is full."""
@@ -190,13 +202,19 @@ class _WrittenPending(_Pending):
 
     __slots__ = ("keys", "numbers", "spanned")
 
+    numbers: Sequence[int]
+    keys: Sequence[str | None]
+
     def __init__(self, environment: Any, written: type[Any]) -> None:
-        super().__init__(environment, written)
-        # Row numbers in an array (its rows list stays empty): a batch held open in the
-        # regroup window is then a few objects the garbage collector tracks, not one per row.
+        # Not _Pending's: the first row added (``add`` or ``start``) sets the events, row
+        # numbers and keys, and ``rows`` is made only when a row without an event comes. A
+        # batch held open in the regroup window is then a few objects, not one per row.
+        self.environment = environment
+        self.written = written
+        self.first: _Mapped | None = None
+        self.event_rows: list[RowRef] | None = None
+        self.merged: dict[str, Any] | None = None
         self.spanned = True
-        self.numbers: array[int] = array("q")
-        self.keys: list[str | None] = []
 
     def row_count(self) -> int:
         return len(self.numbers) if self.spanned else len(self.rows)
@@ -205,24 +223,30 @@ class _WrittenPending(_Pending):
         if self.spanned and mapped.event is None:
             # A row without an event: from here on, rows as _Pending keeps them.
             self.spanned = False
-            self.rows = list(map(RowRef, self.numbers, self.keys))
+            if self.first is None:
+                self.events, self.user_attributes, self.rows = [], {}, []
+            else:
+                self.rows = list(map(RowRef, self.numbers, self.keys))
         if not self.spanned:
             super().add(mapped, ref)
             return
         if self.first is None:
-            self.first = mapped
+            self.start(mapped, [mapped.event], (ref.row_number,), (ref.primary_key,))
+            return
         self.events.append(mapped.event)
         self._merge(mapped)
-        self.numbers.append(ref.row_number)
-        self.keys.append(ref.primary_key)
+        numbers, keys = self._own()
+        numbers.append(ref.row_number)
+        keys.append(ref.primary_key)
 
     def add_event(self, event: Any, ref: RowRef) -> None:
         if not self.spanned:
             super().add_event(event, ref)
             return
         self.events.append(event)
-        self.numbers.append(ref.row_number)
-        self.keys.append(ref.primary_key)
+        numbers, keys = self._own()
+        numbers.append(ref.row_number)
+        keys.append(ref.primary_key)
 
     def add_events(
         self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
@@ -231,8 +255,35 @@ class _WrittenPending(_Pending):
             super().add_events(events, numbers, keys)
             return
         self.events.extend(events)
-        self.numbers.extend(numbers)
-        self.keys.extend(keys)
+        own_numbers, own_keys = self._own()
+        own_numbers.extend(numbers)
+        own_keys.extend(keys)
+
+    def start(
+        self, first: _Mapped, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+    ) -> None:
+        if first.event is None:
+            super().start(first, events, numbers, keys)
+            return
+        self.first = first
+        # A run's events are its own list (the engine slices one per run), kept; its numbers
+        # and keys too, until a row is added (``_own``).
+        self.events = events if events[0] is first.event else [first.event, *events[1:]]
+        if first.user_attributes:
+            # The first row's dict, shared until another row's attributes change it (_merge).
+            self.user_attributes = self.merged = first.user_attributes
+        else:
+            self.user_attributes = {}
+        self.numbers = numbers
+        self.keys = keys
+
+    def _own(self) -> tuple[array[int], list[str | None]]:
+        """The row numbers and keys as an array and a list that rows are added to."""
+        numbers, keys = self.numbers, self.keys
+        if not isinstance(numbers, array) or not isinstance(keys, list):
+            numbers = self.numbers = array("q", numbers)
+            keys = self.keys = list(keys)
+        return numbers, keys
 
     def _provenance(self) -> dict[str, Any]:
         if not self.spanned:

@@ -25,7 +25,7 @@ from .provenance import RowRef, SourcedBatch
 __all__ = ["DEFAULT_GROUP_WINDOW", "RegroupWindow", "check_group_window"]
 
 #: Rows held by default: enough for a user's rows spread over this many rows to share a
-#: batch (measured in benchmarks/regroup.py), for a few MB of mapped rows.
+#: batch (measured in benchmarks/ceiling.py), for a few MB of mapped rows.
 DEFAULT_GROUP_WINDOW = 10_000
 
 Item = TypeVar("Item")
@@ -45,6 +45,10 @@ class Group(Protocol[Item_contra]):
 
     def add_events(
         self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+    ) -> None: ...
+
+    def start(
+        self, first: Any, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
     ) -> None: ...
 
     def room(self, limit: int) -> int: ...
@@ -164,6 +168,44 @@ class RegroupWindow(Generic[G]):
         elif self._held > self.window and len(self._groups) > 1:
             self._evict(self._last_slot)
         return end
+
+    def push_run(
+        self,
+        key: Any,
+        first: Any,
+        events: list[Any],
+        numbers: Sequence[int],
+        keys: Sequence[str | None],
+    ) -> int:
+        """``push`` of a run's first row (``first``, mapped) and ``push_more`` of the rows
+        after it, in one step, for a user without an open batch; returns the rows added
+        (0 when the user has one, or a batch holds a single event: ``push`` the rows then).
+
+        The same batches, in the same order: letting the oldest batches go once, after the
+        rows are added, lets go of those the two steps let go of in turn.
+        """
+        slot = _slot(key)
+        if self.limit < 2 or slot in self._groups:
+            return 0
+        count = min(len(numbers), self.limit)
+        if count < len(numbers):
+            events, numbers, keys = events[:count], numbers[:count], keys[:count]
+        if slot in self._let_go:
+            self.splits += 1
+        group = self._groups[slot] = self._new_group()
+        group.start(first, events, numbers, keys)
+        self._held += count
+        self._last, self._last_key, self._last_slot = group, key, slot
+        if count == self.limit:
+            # Full: as push_more, the window fits the rows before the last before it goes.
+            self._held -= 1
+            if self._held > self.window and len(self._groups) > 1:
+                self._evict(slot)
+            self._held += 1
+            self._release(slot)
+        elif self._held > self.window and len(self._groups) > 1:
+            self._evict(slot)
+        return count
 
     def _push_other(self, key: Any, item: Any, ref: RowRef) -> None:
         slot = _slot(key)

@@ -401,6 +401,7 @@ class MappingRun(Iterator[SourcedBatch]):
             self.group_window, new_group, self.max_events_per_batch
         )
         push, push_next, push_more = window.push, window.push_next, window.push_more
+        push_run = window.push_run
         for run in self._runs(results):
             first = run.first
             key = first.user_key
@@ -412,8 +413,10 @@ class MappingRun(Iterator[SourcedBatch]):
                 self.rows_in += count
                 self.rows_mapped += count
                 self.values_truncated += sum(run.cuts)
-                push(key, first, RowRef(numbers[0], keys[0]))
-                position = 1
+                position = push_run(key, first, events, numbers, keys)
+                if not position:
+                    push(key, first, RowRef(numbers[0], keys[0]))
+                    position = 1
                 while position < count:
                     position = push_more(events, numbers, keys, position)
                     if position < count:
