@@ -58,7 +58,7 @@ def test_a_span_gives_the_rows_the_row_path_gives(keys: list[str | None], first:
     assert sourced.event_rows == expected
     # Every row has its event: one tuple, as the row path hands on (the sync relies on it).
     assert sourced.rows is sourced.event_rows
-    assert sourced._primary_keys() == [key for key in keys if key is not None]
+    assert list(sourced._primary_keys()) == [key for key in keys if key is not None]
     assert sourced._event_count() == len(keys)
     assert pickle.loads(pickle.dumps(sourced)) == sourced
     assert sourced == SourcedBatch(batch=sourced.batch, event_rows=expected, rows=expected)
@@ -76,11 +76,13 @@ def test_a_span_must_match_the_events() -> None:
         WrittenBatch(header_kwargs={"environment": None}, written=(), event_cls=mpf.CustomEvent)
 
 
-# One add as the window makes it: a row with its user part, a row with only its event, or
-# the next rows of a run; ``has_event`` False is a row that mapped to no event.
+# One add as the window makes it: a row with its user part, a row with only its event, the
+# next rows of a run, or (first) a whole run at once; ``has_event`` False is a row that
+# mapped to no event.
 _ADDS = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.booleans()),
+        st.tuples(st.just("start"), st.integers(1, 4)),
         st.tuples(st.just("add_event"), st.just(True)),
         st.tuples(st.just("add_events"), st.integers(1, 4)),
     ),
@@ -97,9 +99,18 @@ def _fill(group: _Pending, adds: list[tuple[str, Any]]) -> None:
         number += 1
         return RowRef(number, None if number % 3 == 0 else f"k{number}")
 
-    # The first add is always a row with its user part (the window opens a group so).
+    # The first add is always a row with its user part, or a run (the window opens a group
+    # so); a run's numbers and keys are tuples, as the engine's.
     for position, (kind, argument) in enumerate(adds):
-        if kind == "add" or position == 0:
+        if kind == "start" and position == 0:
+            refs = [next_ref() for _ in range(argument)]
+            group.start(
+                _mapped(_EVENT),
+                (_EVENT,) * argument,
+                tuple(ref.row_number for ref in refs),
+                tuple(ref.primary_key for ref in refs),
+            )
+        elif kind in ("add", "start") or position == 0:
             has_event = argument if kind == "add" else True
             group.add(_mapped(_EVENT if has_event else None), next_ref())
         elif kind == "add_event":
@@ -127,7 +138,9 @@ def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
     assert sourced.rows == rows
     assert sourced.event_rows == event_rows
     assert len(sourced.written) == len(event_rows)
-    assert sourced._primary_keys() == [r.primary_key for r in rows if r.primary_key is not None]
+    assert list(sourced._primary_keys()) == [
+        r.primary_key for r in rows if r.primary_key is not None
+    ]
 
 
 def test_a_header_is_written_unchecked_only_from_the_attributes_proven_plain() -> None:

@@ -107,11 +107,16 @@ def _sequence_suffix(scope: str | None, sequence: int) -> bytes:
 
 def _uuid_text(hashed: Any) -> str:
     """The UUID-shaped id of a SHA-256 (see :func:`derive_source_request_id`)."""
-    raw = bytearray(hashed.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom, hash-based
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex()  # formatted by hand: uuid.UUID() costs more than the hash
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    # The first 16 bytes in hex, formatted by hand (uuid.UUID() costs more than the hash):
+    # byte 6's high half is the version (8: custom, hash-based), byte 8's two high bits the
+    # RFC 4122 variant (10).
+    text = hashed.hexdigest()
+    variant = _VARIANT_DIGITS[text[16]]
+    return f"{text[:8]}-{text[8:12]}-8{text[13:16]}-{variant}{text[17:20]}-{text[20:32]}"
+
+
+#: A hex digit with its two high bits set to the RFC 4122 variant (10).
+_VARIANT_DIGITS = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
 
 
 @attrs.define

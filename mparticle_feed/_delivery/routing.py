@@ -12,9 +12,10 @@ event exactly ``historical_min_age`` old may go historical ("less than 72 hours"
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 
 import attrs
@@ -124,6 +125,10 @@ def _duration(value: timedelta | int) -> str:
     return f"{sign}{hours} h {minutes} min" if hours else f"{sign}{minutes} min"
 
 
+#: A written event's timestamp: the first of its (timestamp, bytes).
+_FIRST: Callable[[Any], Any] = itemgetter(0)
+
+
 def route(
     batches: Iterable[Batch | SourcedBatch],
     *,
@@ -170,7 +175,12 @@ def _route(
         if not historical_only and isinstance(sourced, WrittenBatch):
             # The usual case first: every event younger than historical_after (or without a
             # timestamp) goes live, so the batch goes whole.
-            stamps = [stamp for stamp in map(event_stamp, events) if stamp is not None]
+            try:
+                stamps = list(map(_FIRST, events))  # written (timestamp, bytes), read in C
+            except TypeError:  # an event model among them (not subscriptable)
+                stamps = list(map(event_stamp, events))
+            if None in stamps:
+                stamps = [stamp for stamp in stamps if stamp is not None]
             if not stamps or now_ms - min(stamps) < after_ms:
                 yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
                 continue

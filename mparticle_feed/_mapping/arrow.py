@@ -139,7 +139,7 @@ class Run:
         first: _Mapped,
         numbers: Sequence[int],
         keys: Sequence[str | None],
-        events: list[Any],
+        events: Sequence[Any],
         cuts: list[int],
     ) -> None:
         self.first = first
@@ -351,15 +351,17 @@ class ArrowEngine:
         starts.update(index + 1 for index in flagged)
         bounds = sorted(index for index in starts if index < rows)
         truncated = part.truncated
-        keys = part.keys
+        # Tuples: a run's slices of them, held in an open batch, are left by the garbage
+        # collector once it has seen they hold no containers (a list is scanned as long as
+        # it lives).
+        keys = tuple(part.keys)
+        held = tuple(events)
         for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
-            mapped = (
-                None if first in flagged else part.mapped(first, events[first], truncated[first])
-            )
+            mapped = None if first in flagged else part.mapped(first, held[first], truncated[first])
             if mapped is None:
                 # Flagged, or no identity: the row path maps or rejects each row, with the reason.
                 for index in range(first, end):
                     yield self._row_path(columns.row(index, self.needed), start + index + 1)
                 continue
             numbers = range(start + first + 1, start + end + 1)
-            yield Run(mapped, numbers, keys[first:end], events[first:end], truncated[first:end])
+            yield Run(mapped, numbers, keys[first:end], held[first:end], truncated[first:end])

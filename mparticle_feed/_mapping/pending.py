@@ -99,7 +99,7 @@ class _Pending:
             self.merged = extra
 
     def add_events(
-        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+        self, events: Sequence[Any], numbers: Sequence[int], keys: Sequence[str | None]
     ) -> None:
         """Rows with the user part of the row added last: only their events are new."""
         refs = list(map(RowRef, numbers, keys))
@@ -109,7 +109,11 @@ class _Pending:
         self.rows.extend(refs)
 
     def start(
-        self, first: _Mapped, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+        self,
+        first: _Mapped,
+        events: Sequence[Any],
+        numbers: Sequence[int],
+        keys: Sequence[str | None],
     ) -> None:
         """The first rows of a new batch: ``first`` (the first row mapped, its event
         ``events[0]``), then rows with its user part and the other events."""
@@ -204,6 +208,8 @@ class _WrittenPending(_Pending):
 
     numbers: Sequence[int]
     keys: Sequence[str | None]
+    # A run's tuples until a row is added (_own); then a list, as _Pending's.
+    events: Sequence[Any]  # type: ignore[assignment]
 
     def __init__(self, environment: Any, written: type[Any]) -> None:
         # Not _Pending's: the first row added (``add`` or ``start``) sets the events, row
@@ -226,6 +232,7 @@ class _WrittenPending(_Pending):
             if self.first is None:
                 self.events, self.user_attributes, self.rows = [], {}, []
             else:
+                self.events = list(self.events)
                 self.rows = list(map(RowRef, self.numbers, self.keys))
         if not self.spanned:
             super().add(mapped, ref)
@@ -233,9 +240,9 @@ class _WrittenPending(_Pending):
         if self.first is None:
             self.start(mapped, [mapped.event], (ref.row_number,), (ref.primary_key,))
             return
-        self.events.append(mapped.event)
+        events, numbers, keys = self._own()
+        events.append(mapped.event)
         self._merge(mapped)
-        numbers, keys = self._own()
         numbers.append(ref.row_number)
         keys.append(ref.primary_key)
 
@@ -243,31 +250,35 @@ class _WrittenPending(_Pending):
         if not self.spanned:
             super().add_event(event, ref)
             return
-        self.events.append(event)
-        numbers, keys = self._own()
+        events, numbers, keys = self._own()
+        events.append(event)
         numbers.append(ref.row_number)
         keys.append(ref.primary_key)
 
     def add_events(
-        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+        self, events: Sequence[Any], numbers: Sequence[int], keys: Sequence[str | None]
     ) -> None:
         if not self.spanned:
             super().add_events(events, numbers, keys)
             return
-        self.events.extend(events)
-        own_numbers, own_keys = self._own()
+        own_events, own_numbers, own_keys = self._own()
+        own_events.extend(events)
         own_numbers.extend(numbers)
         own_keys.extend(keys)
 
     def start(
-        self, first: _Mapped, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+        self,
+        first: _Mapped,
+        events: Sequence[Any],
+        numbers: Sequence[int],
+        keys: Sequence[str | None],
     ) -> None:
         if first.event is None:
             super().start(first, events, numbers, keys)
             return
         self.first = first
-        # A run's events are its own list (the engine slices one per run), kept; its numbers
-        # and keys too, until a row is added (``_own``).
+        # The run's own events, row numbers and keys (the engine's tuples), kept until a row
+        # is added (``_own``).
         self.events = events if events[0] is first.event else [first.event, *events[1:]]
         if first.user_attributes:
             # The first row's dict, shared until another row's attributes change it (_merge).
@@ -277,13 +288,18 @@ class _WrittenPending(_Pending):
         self.numbers = numbers
         self.keys = keys
 
-    def _own(self) -> tuple[array[int], list[str | None]]:
-        """The row numbers and keys as an array and a list that rows are added to."""
-        numbers, keys = self.numbers, self.keys
-        if not isinstance(numbers, array) or not isinstance(keys, list):
+    def _own(self) -> tuple[list[Any], array[int], list[str | None]]:
+        """The events, row numbers and keys as lists (an array) that rows are added to."""
+        events, numbers, keys = self.events, self.numbers, self.keys
+        if (
+            not isinstance(events, list)
+            or not isinstance(numbers, array)
+            or not isinstance(keys, list)
+        ):
+            events = self.events = list(events)
             numbers = self.numbers = array("q", numbers)
             keys = self.keys = list(keys)
-        return numbers, keys
+        return events, numbers, keys
 
     def _provenance(self) -> dict[str, Any]:
         if not self.spanned:

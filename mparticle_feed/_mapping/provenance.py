@@ -74,7 +74,7 @@ class SourcedBatch:
             msg = f"{len(events)} events but {len(self.event_rows)} event_rows"
             raise ModelError(msg)
 
-    def _primary_keys(self) -> list[str]:
+    def _primary_keys(self) -> Sequence[str]:
         """The rows' primary keys, in row order (rows without one left out)."""
         return [row.primary_key for row in self.rows if row.primary_key is not None]
 

@@ -44,11 +44,11 @@ class Group(Protocol[Item_contra]):
     def add_event(self, event: Any, ref: RowRef) -> None: ...
 
     def add_events(
-        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+        self, events: Sequence[Any], numbers: Sequence[int], keys: Sequence[str | None]
     ) -> None: ...
 
     def start(
-        self, first: Any, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None]
+        self, first: Any, events: Sequence[Any], numbers: Sequence[int], keys: Sequence[str | None]
     ) -> None: ...
 
     def room(self, limit: int) -> int: ...
@@ -141,7 +141,7 @@ class RegroupWindow(Generic[G]):
         return True
 
     def push_more(
-        self, events: list[Any], numbers: Sequence[int], keys: Sequence[str | None], start: int
+        self, events: Sequence[Any], numbers: Sequence[int], keys: Sequence[str | None], start: int
     ) -> int:
         """``push_next`` for ``events[start:]`` in one step, as many as the batch of the row
         pushed last takes; returns the position of the first row not added (``start`` when
@@ -173,7 +173,7 @@ class RegroupWindow(Generic[G]):
         self,
         key: Any,
         first: Any,
-        events: list[Any],
+        events: Sequence[Any],
         numbers: Sequence[int],
         keys: Sequence[str | None],
     ) -> int:

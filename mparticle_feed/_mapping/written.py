@@ -390,11 +390,14 @@ class WrittenBatch(SourcedBatch):
             _EVENT_ROWS_SLOT.__set__(self, event_rows)
         return event_rows
 
-    def _primary_keys(self) -> list[str]:
+    def _primary_keys(self) -> Sequence[str]:
         span = self._span
         if span is None:
             return super()._primary_keys()
-        return [key for key in span.keys if key is not None]
+        keys = span.keys
+        if None in keys:
+            return [key for key in keys if key is not None]
+        return cast("Sequence[str]", keys)
 
     def _event_count(self) -> int:
         return len(self.written)
