@@ -19,7 +19,7 @@ import mparticle_feed as mpf
 from mparticle_feed._mapping.compile import _KnownMapped, _Mapped
 from mparticle_feed._mapping.pending import _Pending, _WrittenPending
 from mparticle_feed._mapping.provenance import RowSpan
-from mparticle_feed._mapping.written import WrittenBatch
+from mparticle_feed._mapping.written import WrittenBatch, WrittenEvents
 from mparticle_feed.pipeline import RowRef, SourcedBatch
 
 _EVENT: Any = (
@@ -91,7 +91,27 @@ _ADDS = st.lists(
 )
 
 
-def _fill(group: _Pending, adds: list[tuple[str, Any]]) -> None:
+def _event(number: int) -> Any:
+    """Row ``number``'s event: written ((timestamp, bytes)), or every fourth a model."""
+    if number % 4 == 0:
+        return mpf.CustomEvent(event_name=f"e{number}", custom_event_type="other")
+    body = b'{"event_type":"custom_event","data":{"event_name":"e%d"}}' % number
+    return (1_700_000_000_000 + number, body)
+
+
+def _events(events: list[Any], side_by_side: bool) -> Any:
+    """Events as the row path hands them on, or as the Arrow engine's runs hold them."""
+    if not side_by_side:
+        return events
+    return WrittenEvents(
+        tuple(e[1] if e.__class__ is tuple else e for e in events),
+        tuple(e[0] if e.__class__ is tuple else None for e in events),
+        mixed=any(e.__class__ is not tuple for e in events),
+    )
+
+
+def _fill(group: _Pending, adds: list[tuple[str, Any]], *, engine: bool) -> None:
+    """The adds, on ``group``; ``engine``: runs' events as the Arrow engine holds them."""
     number = 0
 
     def next_ref() -> RowRef:
@@ -104,21 +124,24 @@ def _fill(group: _Pending, adds: list[tuple[str, Any]]) -> None:
     for position, (kind, argument) in enumerate(adds):
         if kind == "start" and position == 0:
             refs = [next_ref() for _ in range(argument)]
+            events = [_event(ref.row_number) for ref in refs]
             group.start(
-                _mapped(_EVENT),
-                (_EVENT,) * argument,
+                _mapped(events[0]),
+                _events(events, engine),
                 tuple(ref.row_number for ref in refs),
                 tuple(ref.primary_key for ref in refs),
             )
         elif kind in ("add", "start") or position == 0:
             has_event = argument if kind == "add" else True
-            group.add(_mapped(_EVENT if has_event else None), next_ref())
+            ref = next_ref()
+            group.add(_mapped(_event(ref.row_number) if has_event else None), ref)
         elif kind == "add_event":
-            group.add_event(_EVENT, next_ref())
+            ref = next_ref()
+            group.add_event(_event(ref.row_number), ref)
         else:
             refs = [next_ref() for _ in range(argument)]
             group.add_events(
-                [_EVENT] * argument,
+                _events([_event(ref.row_number) for ref in refs], engine),
                 [ref.row_number for ref in refs],
                 [ref.primary_key for ref in refs],
             )
@@ -128,16 +151,17 @@ def _fill(group: _Pending, adds: list[tuple[str, Any]]) -> None:
 def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
     adds: list[tuple[str, Any]],
 ) -> None:
+    """And its events: those held side by side with their timestamps are paired again."""
     plain, spanned = _Pending(None), _WrittenPending(None, mpf.CustomEvent)
-    _fill(plain, adds)
-    _fill(spanned, adds)
+    _fill(plain, adds, engine=False)
+    _fill(spanned, adds, engine=True)
     assert spanned.row_count() == plain.row_count()
     rows, event_rows = plain._row_tuples()
     sourced = spanned.flush()
     assert isinstance(sourced, WrittenBatch)
     assert sourced.rows == rows
     assert sourced.event_rows == event_rows
-    assert len(sourced.written) == len(event_rows)
+    assert sourced.written == tuple(plain.events)
     assert list(sourced._primary_keys()) == [
         r.primary_key for r in rows if r.primary_key is not None
     ]

@@ -45,7 +45,7 @@ from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Constant, Struct, SyncKind
-from .written import _IDENTITY_ORDER, written_event_type, written_order
+from .written import _IDENTITY_ORDER, WrittenEvents, written_event_type, written_order
 from .written_structs import StructWriter, struct_writer
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
@@ -353,9 +353,13 @@ class ArrowEngine:
         truncated = part.truncated
         # Tuples: a run's slices of them, held in an open batch, are left by the garbage
         # collector once it has seen they hold no containers (a list is scanned as long as
-        # it lives).
+        # it lives). Written events and their timestamps side by side, not paired.
         keys = tuple(part.keys)
-        held = tuple(events)
+        held: Sequence[Any] = (
+            tuple(events)
+            if part.written is None
+            else WrittenEvents(tuple(events), tuple(part.stamps), mixed=None in part.written)
+        )
         for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
             mapped = None if first in flagged else part.mapped(first, held[first], truncated[first])
             if mapped is None:

@@ -11,6 +11,7 @@ and written objects as orjson wrote them. Any other row is written by ``write_ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import repeat
 from operator import is_
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "any_marked",
     "escaped",
     "joined",
+    "written_blobs",
     "written_events",
     "written_numbers",
     "written_objects",
@@ -336,27 +338,52 @@ def written_events(
     event_type: Any,
     objects: frozenset[str] = frozenset(),
 ) -> list[tuple[int | None, bytes] | None]:
-    """What :func:`.write_events` gives for the rows, joined column by column where proven
-    (see the module's text) and by ``write_events`` for the rest. ``objects``: the keys whose
-    values are written objects (bytes, :func:`.written_struct`)."""
+    """What :func:`.write_events` gives for the rows: :func:`written_blobs`, zipped."""
+    blobs, stamps = written_blobs(columns, fields, flagged, event_type, objects)
+    return [
+        None if blob is None else (stamp, blob) for stamp, blob in zip(stamps, blobs, strict=True)
+    ]
+
+
+def written_blobs(
+    columns: Columns,
+    fields: list[WrittenField],
+    flagged: set[int],
+    event_type: Any,
+    objects: frozenset[str] = frozenset(),
+) -> tuple[list[bytes | None], Sequence[int | None]]:
+    """Each row's event as :func:`.write_events` writes it (bytes, None where it does not)
+    and its timestamp, side by side: joined column by column where proven (see the module's
+    text) and by ``write_events`` for the rest. ``objects``: the keys whose values are
+    written objects (bytes, :func:`.written_struct`).
+
+    No (timestamp, bytes) tuple per row: the open batches of the regroup window hold these
+    rows, and the garbage collector would count and scan a container per event.
+    """
     rows = columns.batch.num_rows
     if not rows:
-        return []  # pyarrow's joins refuse empty arrays beside scalars
+        return [], []  # pyarrow's joins refuse empty arrays beside scalars
+    stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
+    stamps = [None] * rows if stamps is None else stamps
     try:
         events, elsewhere = _events(columns, fields, objects, event_type)
     except Unproven:
-        return write_events(_fragments(fields, objects), flagged, event_type)
+        return _split(write_events(_fragments(fields, objects), flagged, event_type), stamps)
     rest = elsewhere - flagged
-    stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
-    # Tuples made in C: every row's (timestamp, bytes), then the rows written otherwise.
-    out: list[tuple[int | None, bytes] | None] = list(
-        zip([None] * rows if stamps is None else stamps, events, strict=True)
-    )
+    blobs: list[bytes | None] = events
     for index in flagged:
-        out[index] = None
+        blobs[index] = None
     if rest:
         fragments = _fragments(fields, objects)
         slow = write_events(fragments, flagged | (set(range(rows)) - rest), event_type)
         for index in rest:
-            out[index] = slow[index]
-    return out
+            written = slow[index]
+            blobs[index] = None if written is None else written[1]
+    return blobs, stamps
+
+
+def _split(
+    written: list[tuple[int | None, bytes] | None], stamps: Sequence[int | None]
+) -> tuple[list[bytes | None], Sequence[int | None]]:
+    """``write_events``' rows as bytes and timestamps side by side."""
+    return [None if event is None else event[1] for event in written], stamps

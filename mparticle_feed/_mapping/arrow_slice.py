@@ -7,7 +7,7 @@ Per row: its primary key, its user part, its event's fields (or its event writte
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -30,7 +30,7 @@ from .arrow_columns import (
     plain_type,
     same_as_before,
 )
-from .arrow_json import written_events
+from .arrow_json import written_blobs
 from .compile import _KnownMapped, _Mapped
 from .written import WrittenField
 from .written_structs import written_struct
@@ -135,11 +135,12 @@ class Converted:
             (field, list(zip(attr_names, lists, strict=True)))
             for field, attr_names, lists in event_attributes
         ]
-        #: Per row, the event written as JSON: (its timestamp, its bytes); None where the
-        #: row's event is a model (or the row path maps the row).
-        self.written: list[tuple[int | None, bytes] | None] | None = None
+        #: Per row, the event written as JSON (bytes), and its timestamp in ``stamps``; None
+        #: where the row's event is a model (or the row path maps the row).
+        self.written: list[bytes | None] | None = None
+        self.stamps: Sequence[int | None] = ()
         if plain:
-            self.written = written_events(
+            self.written, self.stamps = written_blobs(
                 columns,
                 self._written_fields(engine, columns, rows, event_attributes),
                 self.flagged,
@@ -256,7 +257,8 @@ class Converted:
         return out
 
     def event(self, index: int) -> Any:
-        """The row's event (None for a user-attribute mapping); raises ModelError."""
+        """The row's event, as bytes where written (its timestamp in ``stamps``), else a model
+        (None for a user-attribute mapping); raises ModelError."""
         if self.event_cls is None:
             return None
         written = self.written

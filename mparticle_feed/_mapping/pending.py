@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from .._wire.common import DeviceInfo, UserIdentities
 from .._wire.models import Batch
 from .compile import _KnownMapped, _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, RowSpan, SourcedBatch
-from .written import WrittenBatch, known_header, written_header
+from .written import WrittenBatch, WrittenEvents, known_header, written_header
 
 __all__ = ["_Pending", "_WrittenPending", "_with_event"]
 
@@ -169,7 +169,7 @@ class _Pending:
         if header is None:
             model = self._batch(first, None)
             sourced = WrittenBatch(
-                header=model, written=tuple(self.events), event_cls=written, **provenance
+                header=model, written=self._written_events(), event_cls=written, **provenance
             )
         else:
             # Only identities and user attributes: the model, when asked for, from those.
@@ -181,11 +181,15 @@ class _Pending:
                 },
                 header_json=header[0],
                 user_key=header[1],
-                written=tuple(self.events),
+                written=self._written_events(),
                 event_cls=written,
                 **provenance,
             )
         return sourced
+
+    def _written_events(self) -> tuple[Any, ...]:
+        """The events as a :class:`WrittenBatch` holds them."""
+        return tuple(self.events)
 
     def _provenance(self) -> dict[str, Any]:
         """The written batch's rows, as :class:`WrittenBatch` takes them."""
@@ -201,15 +205,18 @@ class _Pending:
 class _WrittenPending(_Pending):
     """The Arrow engine's batch being filled: while every row has an event, its rows are
     kept as their numbers and keys, and handed on as a :class:`RowSpan` (a row's
-    :class:`RowRef` is made only if the batch's rows are asked for); else as
+    :class:`RowRef` is made only if the batch's rows are asked for), and its written events
+    as bytes beside their timestamps (paired only when the batch is flushed); else as
     :class:`_Pending` keeps them."""
 
-    __slots__ = ("keys", "numbers", "spanned")
+    __slots__ = ("keys", "mixed", "numbers", "spanned", "stamps")
 
     numbers: Sequence[int]
     keys: Sequence[str | None]
-    # A run's tuples until a row is added (_own); then a list, as _Pending's.
+    # A run's tuples until a row is added (_own); then lists. Written events are bytes here
+    # (their timestamps in ``stamps``), paired again by _written_events.
     events: Sequence[Any]  # type: ignore[assignment]
+    stamps: Sequence[int | None] | None
 
     def __init__(self, environment: Any, written: type[Any]) -> None:
         # Not _Pending's: the first row added (``add`` or ``start``) sets the events, row
@@ -221,37 +228,43 @@ class _WrittenPending(_Pending):
         self.event_rows: list[RowRef] | None = None
         self.merged: dict[str, Any] | None = None
         self.spanned = True
+        #: Whether an event is a model (not bytes): pairing then looks at each.
+        self.mixed = False
 
     def row_count(self) -> int:
         return len(self.numbers) if self.spanned else len(self.rows)
 
     def add(self, mapped: _Mapped, ref: RowRef) -> None:
         if self.spanned and mapped.event is None:
-            # A row without an event: from here on, rows as _Pending keeps them.
+            # A row without an event: from here on, rows and events as _Pending keeps them.
             self.spanned = False
             if self.first is None:
                 self.events, self.user_attributes, self.rows = [], {}, []
             else:
-                self.events = list(self.events)
+                self.events = list(self._written_events())
                 self.rows = list(map(RowRef, self.numbers, self.keys))
+            self.stamps = None
         if not self.spanned:
             super().add(mapped, ref)
             return
         if self.first is None:
-            self.start(mapped, [mapped.event], (ref.row_number,), (ref.primary_key,))
+            self.start(mapped, (mapped.event,), (ref.row_number,), (ref.primary_key,))
             return
-        events, numbers, keys = self._own()
-        events.append(mapped.event)
         self._merge(mapped)
-        numbers.append(ref.row_number)
-        keys.append(ref.primary_key)
+        self.add_event(mapped.event, ref)
 
     def add_event(self, event: Any, ref: RowRef) -> None:
         if not self.spanned:
             super().add_event(event, ref)
             return
-        events, numbers, keys = self._own()
-        events.append(event)
+        events, stamps, numbers, keys = self._own()
+        if event.__class__ is tuple:
+            stamps.append(event[0])
+            events.append(event[1])
+        else:
+            stamps.append(None)
+            events.append(event)
+            self.mixed = True
         numbers.append(ref.row_number)
         keys.append(ref.primary_key)
 
@@ -261,8 +274,11 @@ class _WrittenPending(_Pending):
         if not self.spanned:
             super().add_events(events, numbers, keys)
             return
-        own_events, own_numbers, own_keys = self._own()
-        own_events.extend(events)
+        written = events if isinstance(events, WrittenEvents) else _unpaired(events)
+        own_events, own_stamps, own_numbers, own_keys = self._own()
+        own_events.extend(written.events)
+        own_stamps.extend(written.stamps)
+        self.mixed = self.mixed or written.mixed
         own_numbers.extend(numbers)
         own_keys.extend(keys)
 
@@ -277,9 +293,13 @@ class _WrittenPending(_Pending):
             super().start(first, events, numbers, keys)
             return
         self.first = first
-        # The run's own events, row numbers and keys (the engine's tuples), kept until a row
-        # is added (``_own``).
-        self.events = events if events[0] is first.event else [first.event, *events[1:]]
+        # Else rows the row path mapped (or the push of one row): its event is first's.
+        written = (
+            events if isinstance(events, WrittenEvents) else _unpaired([first.event, *events[1:]])
+        )
+        # The run's own events, timestamps, row numbers and keys (the engine's tuples), kept
+        # until a row is added (``_own``).
+        self.events, self.stamps, self.mixed = written.events, written.stamps, written.mixed
         if first.user_attributes:
             # The first row's dict, shared until another row's attributes change it (_merge).
             self.user_attributes = self.merged = first.user_attributes
@@ -288,23 +308,55 @@ class _WrittenPending(_Pending):
         self.numbers = numbers
         self.keys = keys
 
-    def _own(self) -> tuple[list[Any], array[int], list[str | None]]:
-        """The events, row numbers and keys as lists (an array) that rows are added to."""
-        events, numbers, keys = self.events, self.numbers, self.keys
-        if (
-            not isinstance(events, list)
-            or not isinstance(numbers, array)
-            or not isinstance(keys, list)
-        ):
+    def _own(self) -> tuple[list[Any], list[int | None], array[int], list[str | None]]:
+        """The events, timestamps, row numbers and keys as lists (an array) that rows are
+        added to."""
+        events, stamps, numbers, keys = self.events, self.stamps, self.numbers, self.keys
+        if not isinstance(numbers, array):
             events = self.events = list(events)
+            stamps = self.stamps = list(cast("Sequence[int | None]", stamps))
             numbers = self.numbers = array("q", numbers)
             keys = self.keys = list(keys)
-        return events, numbers, keys
+        return (
+            cast("list[Any]", events),
+            cast("list[int | None]", stamps),
+            numbers,
+            cast("list[str | None]", keys),
+        )
+
+    def _written_events(self) -> tuple[Any, ...]:
+        stamps = self.stamps
+        if stamps is None:
+            return tuple(self.events)
+        if not self.mixed:
+            return tuple(zip(stamps, self.events, strict=True))
+        return tuple(
+            [
+                (stamp, event) if event.__class__ is bytes else event
+                for stamp, event in zip(stamps, self.events, strict=True)
+            ]
+        )
 
     def _provenance(self) -> dict[str, Any]:
         if not self.spanned:
             return super()._provenance()
         return {"span": RowSpan(self.numbers, self.keys)}
+
+
+def _unpaired(events: Sequence[Any]) -> WrittenEvents:
+    """Events as a written batch holds them ((timestamp, bytes), or models) side by side."""
+    blobs: list[Any] = []
+    stamps: list[int | None] = []
+    mixed = False
+    for event in events:
+        if event.__class__ is tuple:
+            stamps.append(event[0])
+            blobs.append(event[1])
+        else:
+            stamps.append(None)
+            blobs.append(event)
+            mixed = True
+    return WrittenEvents(blobs, stamps, mixed=mixed)
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:

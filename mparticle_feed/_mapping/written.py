@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import attrs
 import orjson
@@ -32,6 +32,7 @@ from .provenance import RowRef, RowSpan, SourcedBatch
 __all__ = [
     "CUSTOM_EVENT_TYPE",
     "WrittenBatch",
+    "WrittenEvents",
     "WrittenField",
     "event_bytes",
     "event_data",
@@ -190,6 +191,39 @@ def event_bytes(event: Any) -> bytes:
 def event_data(event: Any) -> Any:
     """What the codec's hook gives for an event: the decoded data, or the model itself."""
     return orjson.loads(event[1]) if event.__class__ is tuple else event
+
+
+class WrittenEvents(Sequence[Any]):
+    """Events side by side with their timestamps: ``events[i]`` is bytes (an event the Arrow
+    engine wrote) or a model, ``stamps[i]`` the written event's timestamp. An item is what
+    a written batch holds: (timestamp, bytes), or the model; a slice is a
+    :class:`WrittenEvents`. The engine's runs and open batches keep their events so, with
+    no tuple per event for the garbage collector to count and scan."""
+
+    __slots__ = ("events", "mixed", "stamps")
+
+    def __init__(
+        self, events: Sequence[Any], stamps: Sequence[int | None], *, mixed: bool = True
+    ) -> None:
+        self.events = events
+        self.stamps = stamps
+        #: False when every event is bytes (none is a model).
+        self.mixed = mixed
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> WrittenEvents: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return WrittenEvents(self.events[index], self.stamps[index], mixed=self.mixed)
+        event = self.events[index]
+        return (self.stamps[index], event) if event.__class__ is bytes else event
 
 
 #: The rank of each identity in what the codec writes for ``UserIdentities`` (field order).
