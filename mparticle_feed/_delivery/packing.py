@@ -175,10 +175,11 @@ class _Pieces:
         self.user_id: str | None = None
         if isinstance(sourced, WrittenBatch) and sourced.header_json is not None:
             # Header and events written already: nothing to build, the pieces are joined.
-            self._each = [
-                event[1] if event.__class__ is tuple else event_bytes(event)
-                for event in sourced.written
-            ]
+            self._each = (
+                list(sourced.blobs)
+                if sourced.all_written
+                else [event_bytes(event) for event in sourced.blobs]
+            )
             self.events_json = _array(self._each) if self._each else None
             # The engine never sets a batch's own id (user_id stays None).
             self.header_rest = sourced.header_json[1:]
@@ -188,7 +189,7 @@ class _Pieces:
             # Events written as bytes already (orjson's compact array is the items joined
             # by commas): the header is the batch without them.
             document: dict[str, Any] = dict(_json_default(sourced.header))
-            self._each = [event_bytes(event) for event in sourced.written]
+            self._each = [event_bytes(event) for event in sourced.blobs]
             self.events_json = _array(self._each) if self._each else None
         else:
             document = dict(_json_default(sourced.batch))
@@ -295,14 +296,12 @@ def _packed_written(
     """
     header_json = sourced.header_json
     assert header_json is not None
-    each = []
-    for event in sourced.written:
-        if event.__class__ is not tuple:
-            return None
-        each.append(event[1])
+    if not sourced.all_written:
+        return None
+    blobs = sourced.blobs
     rest = header_json[1:]
-    if each:
-        events = b",".join(each)
+    if blobs:
+        events = b",".join(blobs)
         tail = b"".join((b'"events":[', events, b"],", rest))
         events_json_bytes: int | None = len(events) + 2
     else:

@@ -12,18 +12,17 @@ event exactly ``historical_min_age`` old may go historical ("less than 72 hours"
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from .._errors import ConfigurationError, ModelError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
 from .._mapping.written import WrittenBatch, event_stamp
-from .._wire.models import Batch, Event
+from .._wire.models import Batch
 
 __all__ = [
     "DEFAULT_HISTORICAL_AFTER",
@@ -125,10 +124,6 @@ def _duration(value: timedelta | int) -> str:
     return f"{sign}{hours} h {minutes} min" if hours else f"{sign}{minutes} min"
 
 
-#: A written event's timestamp: the first of its (timestamp, bytes).
-_FIRST: Callable[[Any], Any] = itemgetter(0)
-
-
 def route(
     batches: Iterable[Batch | SourcedBatch],
     *,
@@ -153,6 +148,16 @@ def route(
     return _route(batches, now, historical_after, historical_min_age, historical_only)
 
 
+def _all_live(stamps: Sequence[int | None], oldest_live: int) -> bool:
+    """Whether every event is younger than historical_after (or has no timestamp): stamped
+    after ``oldest_live`` (now less historical_after, in ms)."""
+    known = cast(
+        "Sequence[int]",
+        [stamp for stamp in stamps if stamp is not None] if None in stamps else stamps,
+    )
+    return not known or min(known) > oldest_live
+
+
 def _route(
     batches: Iterable[Batch | SourcedBatch],
     now: datetime,
@@ -165,30 +170,26 @@ def _route(
     min_age_ms = historical_min_age // timedelta(milliseconds=1)
     for position, item in enumerate(batches, start=1):
         sourced = as_sourced(item, position)
-        # Events written as data (the Arrow engine's) are read as data, not models.
-        events: Sequence[Event | dict[str, Any]] = (
-            sourced.written if isinstance(sourced, WrittenBatch) else (sourced.batch.events or ())
-        )
+        # Events written as data (the Arrow engine's) are read as data, not models: their
+        # timestamps are kept beside them.
+        events: Sequence[Any]
+        stamps: Sequence[int | None] | None
+        if isinstance(sourced, WrittenBatch):
+            events, stamps = sourced.blobs, sourced.event_stamps()
+        else:
+            events, stamps = sourced.batch.events or (), None
         if not events:
             yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
             continue
-        if not historical_only and isinstance(sourced, WrittenBatch):
-            # The usual case first: every event younger than historical_after (or without a
-            # timestamp) goes live, so the batch goes whole.
-            try:
-                stamps = list(map(_FIRST, events))  # written (timestamp, bytes), read in C
-            except TypeError:  # an event model among them (not subscriptable)
-                stamps = list(map(event_stamp, events))
-            if None in stamps:
-                stamps = [stamp for stamp in stamps if stamp is not None]
-            if not stamps or now_ms - min(stamps) < after_ms:
-                yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
-                continue
+        if not historical_only and stamps is not None and _all_live(stamps, now_ms - after_ms):
+            # The usual case first, on written timestamps: the batch goes live whole.
+            yield RoutedBatch(endpoint=Endpoint.LIVE, sourced=sourced)
+            continue
         live: list[int] = []
         historical: list[int] = []
         refused: list[tuple[int, str]] = []
         for index, event in enumerate(events):
-            stamp = event_stamp(event)
+            stamp = event_stamp(event) if stamps is None else stamps[index]
             age = None if stamp is None else now_ms - stamp
             goes_historical = historical_only or (age is not None and age >= after_ms)
             if not goes_historical:

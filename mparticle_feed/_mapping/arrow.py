@@ -355,17 +355,24 @@ class ArrowEngine:
         # collector once it has seen they hold no containers (a list is scanned as long as
         # it lives). Written events and their timestamps side by side, not paired.
         keys = tuple(part.keys)
-        held: Sequence[Any] = (
-            tuple(events)
-            if part.written is None
-            else WrittenEvents(tuple(events), tuple(part.stamps), mixed=None in part.written)
-        )
+        held = tuple(events)
+        written = part.written is not None
+        stamps = tuple(part.stamps)
+        mixed = written and None in cast("list[bytes | None]", part.written)
         for first, end in zip(bounds, [*bounds[1:], rows], strict=True):
-            mapped = None if first in flagged else part.mapped(first, held[first], truncated[first])
+            event = held[first]
+            if written and event.__class__ is bytes:
+                event = (stamps[first], event)  # the event as a written batch holds it
+            mapped = None if first in flagged else part.mapped(first, event, truncated[first])
             if mapped is None:
                 # Flagged, or no identity: the row path maps or rejects each row, with the reason.
                 for index in range(first, end):
                     yield self._row_path(columns.row(index, self.needed), start + index + 1)
                 continue
             numbers = range(start + first + 1, start + end + 1)
-            yield Run(mapped, numbers, keys[first:end], held[first:end], truncated[first:end])
+            run_events: Sequence[Any] = (
+                WrittenEvents(held[first:end], stamps[first:end], mixed=mixed)
+                if written
+                else held[first:end]
+            )
+            yield Run(mapped, numbers, keys[first:end], run_events, truncated[first:end])

@@ -169,7 +169,7 @@ class _Pending:
         if header is None:
             model = self._batch(first, None)
             sourced = WrittenBatch(
-                header=model, written=self._written_events(), event_cls=written, **provenance
+                header=model, event_cls=written, **self._written_events(), **provenance
             )
         else:
             # Only identities and user attributes: the model, when asked for, from those.
@@ -181,15 +181,15 @@ class _Pending:
                 },
                 header_json=header[0],
                 user_key=header[1],
-                written=self._written_events(),
                 event_cls=written,
+                **self._written_events(),
                 **provenance,
             )
         return sourced
 
-    def _written_events(self) -> tuple[Any, ...]:
-        """The events as a :class:`WrittenBatch` holds them."""
-        return tuple(self.events)
+    def _written_events(self) -> dict[str, Any]:
+        """The events, as :class:`WrittenBatch` takes them."""
+        return {"written": self.events}
 
     def _provenance(self) -> dict[str, Any]:
         """The written batch's rows, as :class:`WrittenBatch` takes them."""
@@ -214,7 +214,7 @@ class _WrittenPending(_Pending):
     numbers: Sequence[int]
     keys: Sequence[str | None]
     # A run's tuples until a row is added (_own); then lists. Written events are bytes here
-    # (their timestamps in ``stamps``), paired again by _written_events.
+    # (their timestamps in ``stamps``), handed on so to the WrittenBatch.
     events: Sequence[Any]  # type: ignore[assignment]
     stamps: Sequence[int | None] | None
 
@@ -241,7 +241,7 @@ class _WrittenPending(_Pending):
             if self.first is None:
                 self.events, self.user_attributes, self.rows = [], {}, []
             else:
-                self.events = list(self._written_events())
+                self.events = list(self._paired())
                 self.rows = list(map(RowRef, self.numbers, self.keys))
             self.stamps = None
         if not self.spanned:
@@ -324,18 +324,23 @@ class _WrittenPending(_Pending):
             cast("list[str | None]", keys),
         )
 
-    def _written_events(self) -> tuple[Any, ...]:
+    def _written_events(self) -> dict[str, Any]:
         stamps = self.stamps
         if stamps is None:
-            return tuple(self.events)
-        if not self.mixed:
-            return tuple(zip(stamps, self.events, strict=True))
-        return tuple(
-            [
-                (stamp, event) if event.__class__ is bytes else event
-                for stamp, event in zip(stamps, self.events, strict=True)
-            ]
-        )
+            return super()._written_events()
+        return {
+            "blobs": tuple(self.events),
+            "stamps": tuple(stamps),
+            "all_written": not self.mixed,
+        }
+
+    def _paired(self) -> list[Any]:
+        """The events as _Pending keeps them: (timestamp, bytes), or models."""
+        stamps = cast("Sequence[int | None]", self.stamps)
+        return [
+            (stamp, event) if event.__class__ is bytes else event
+            for stamp, event in zip(stamps, self.events, strict=True)
+        ]
 
     def _provenance(self) -> dict[str, Any]:
         if not self.spanned:

@@ -181,7 +181,10 @@ def event_stamp(event: Any) -> int | None:
 
 
 def event_bytes(event: Any) -> bytes:
-    """An event's JSON bytes as the codec writes them (raises orjson.JSONEncodeError)."""
+    """An event's JSON bytes as the codec writes them (raises orjson.JSONEncodeError): written
+    (bytes, or (timestamp, bytes)), or a model."""
+    if event.__class__ is bytes:
+        return event
     if event.__class__ is tuple:
         written: bytes = event[1]
         return written
@@ -190,6 +193,8 @@ def event_bytes(event: Any) -> bytes:
 
 def event_data(event: Any) -> Any:
     """What the codec's hook gives for an event: the decoded data, or the model itself."""
+    if event.__class__ is bytes:
+        return orjson.loads(event)
     return orjson.loads(event[1]) if event.__class__ is tuple else event
 
 
@@ -310,7 +315,8 @@ _IDENTITIES_KEY = b'"user_identities":'
 def _header_bytes(
     environment: Any, given: dict[str, str], ordered: tuple[str, ...], user_attributes: Any
 ) -> tuple[bytes, bytes] | None:
-    identities = {name: given[name] for name in ordered}
+    # In the codec's order already, as identities mostly are: the dict as it is.
+    identities = given if tuple(given) == ordered else {name: given[name] for name in ordered}
     document: dict[str, Any] = {}
     if environment is not None:
         document["environment"] = environment
@@ -349,14 +355,18 @@ class WrittenBatch(SourcedBatch):
         "_header",
         "_model",
         "_span",
+        "all_written",
+        "blobs",
         "event_cls",
         "header_json",
         "header_kwargs",
+        "stamps",
         "user_key",
-        "written",
     )
 
-    written: tuple[Any, ...]
+    blobs: tuple[Any, ...]
+    stamps: tuple[int | None, ...]
+    all_written: bool
     event_cls: type[Any]
     header_json: bytes | None
     header_kwargs: dict[str, Any] | None
@@ -369,7 +379,10 @@ class WrittenBatch(SourcedBatch):
         self,
         *,
         header: Batch | None = None,
-        written: tuple[Any, ...],
+        written: Sequence[Any] | None = None,
+        blobs: tuple[Any, ...] = (),
+        stamps: tuple[int | None, ...] = (),
+        all_written: bool = False,
         event_cls: type[Any],
         event_rows: tuple[RowRef, ...] | None = None,
         rows: tuple[RowRef, ...] | None = None,
@@ -387,9 +400,12 @@ class WrittenBatch(SourcedBatch):
             _EVENT_ROWS_SLOT.__set__(self, event_rows)
         else:
             counted = len(span)
-        if len(written) != counted:
+        if written is not None:
+            blobs, stamps = _unpair(written)
+            all_written = set(map(type, blobs)) <= {bytes}
+        if len(blobs) != counted or len(stamps) != counted:
             # SourcedBatch's own check, which this constructor bypasses.
-            msg = f"{len(written)} events but {counted} event_rows"
+            msg = f"{len(blobs)} events but {counted} event_rows"
             raise ModelError(msg)
         if header is None and header_kwargs is None:
             msg = "a written batch needs its header or the header's fields"
@@ -400,10 +416,31 @@ class WrittenBatch(SourcedBatch):
         setter(self, "header_kwargs", header_kwargs)
         setter(self, "header_json", header_json)
         setter(self, "user_key", user_key)
-        setter(self, "written", written)
+        setter(self, "blobs", blobs)
+        setter(self, "stamps", stamps)
+        setter(self, "all_written", all_written)
         setter(self, "event_cls", event_cls)
         setter(self, "_span", span)
         setter(self, "_model", None)
+
+    @property
+    def written(self) -> tuple[Any, ...]:
+        """Each event as (timestamp, bytes) where written, else its model. Kept as
+        ``blobs`` (each event's bytes, or its model) beside ``stamps`` (a written event's
+        timestamp): no tuple per event while the batch lives."""
+        pairs = zip(self.stamps, self.blobs, strict=True)
+        if self.all_written:
+            return tuple(pairs)
+        return tuple([(stamp, blob) if blob.__class__ is bytes else blob for stamp, blob in pairs])
+
+    def event_stamps(self) -> Sequence[int | None]:
+        """Each event's ``timestamp_unixtime_ms``."""
+        if self.all_written:
+            return self.stamps
+        return [
+            stamp if blob.__class__ is bytes else blob.timestamp_unixtime_ms
+            for stamp, blob in zip(self.stamps, self.blobs, strict=True)
+        ]
 
     @property
     def rows(self) -> tuple[RowRef, ...]:
@@ -434,7 +471,7 @@ class WrittenBatch(SourcedBatch):
         return cast("Sequence[str]", keys)
 
     def _event_count(self) -> int:
-        return len(self.written)
+        return len(self.blobs)
 
     @property
     def header(self) -> Batch:
@@ -454,7 +491,7 @@ class WrittenBatch(SourcedBatch):
         """The model batch the row path builds, from the written events (built once)."""
         model: Batch | None = self._model
         if model is None:
-            events = tuple(_event_model(self.event_cls, event) for event in self.written)
+            events = tuple(_event_model(self.event_cls, event) for event in self.blobs)
             model = attrs.evolve(self.header, events=events or None)
             object.__setattr__(self, "_model", model)
         return model
@@ -463,13 +500,15 @@ class WrittenBatch(SourcedBatch):
         self, indexes: Sequence[int], event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]
     ) -> WrittenBatch:
         # events_part's cut (routing, packing and the differ), on the written events.
-        written = self.written
+        blobs, stamps = self.blobs, self.stamps
         return WrittenBatch(
             header=self._header,
             header_kwargs=self.header_kwargs,
             header_json=self.header_json,
             user_key=self.user_key,
-            written=tuple(written[i] for i in indexes),
+            blobs=tuple([blobs[i] for i in indexes]),
+            stamps=tuple([stamps[i] for i in indexes]),
+            all_written=self.all_written,
             event_cls=self.event_cls,
             event_rows=event_rows,
             rows=rows,
@@ -494,16 +533,27 @@ class WrittenBatch(SourcedBatch):
 
 
 def _event_model(cls: type[Any], event: Any) -> Any:
-    """The model of a written event (a model is itself): a custom event from its data, as
-    its keyword arguments; any other through the codec, as ``loads`` reads it."""
-    if event.__class__ is not tuple:
+    """The model of a written event (bytes, or (timestamp, bytes); a model is itself): a
+    custom event from its data, as its keyword arguments; any other through the codec, as
+    ``loads`` reads it."""
+    if event.__class__ is tuple:
+        event = event[1]
+    if event.__class__ is not bytes:
         return event
     if cls is CustomEvent:
-        return cls(**orjson.loads(event[1])["data"])
-    events = from_dict({"events": [orjson.loads(event[1])]}).events
+        return cls(**orjson.loads(event)["data"])
+    events = from_dict({"events": [orjson.loads(event)]}).events
     assert events is not None
     return events[0]
 
 
 def _plain(batch: Batch, event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]) -> SourcedBatch:
     return SourcedBatch(batch=batch, event_rows=event_rows, rows=rows)
+
+
+def _unpair(written: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[int | None, ...]]:
+    """Events as (timestamp, bytes) or models, as bytes (or models) and timestamps."""
+    return (
+        tuple([event[1] if event.__class__ is tuple else event for event in written]),
+        tuple([event[0] if event.__class__ is tuple else None for event in written]),
+    )

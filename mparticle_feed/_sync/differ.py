@@ -341,7 +341,7 @@ def _written_event_hashes(sourced: WrittenBatch) -> list[str]:
                 + orjson.dumps(event_data(event), default=_json_default, option=_HASH_OPTIONS)
                 + b"]"
             )
-            for event in sourced.written
+            for event in sourced.blobs
         ]
     except TypeError:
         return _event_hashes(sourced.batch)
