@@ -214,3 +214,80 @@ def test_the_arrow_engine_regroups_as_the_row_path_does(users: list[int], window
     got = [[r.row_number for r in b.event_rows] for b in arrow]
     assert got == [[r.row_number for r in b.event_rows] for b in row_path]
     assert arrow.events_per_batch == row_path.events_per_batch
+
+
+class _Recorder:
+    """A group that records its rows: (user, row number) pairs, in the order added."""
+
+    def __init__(self) -> None:
+        self.user: Any = None
+        self.rows: list[tuple[Any, int]] = []
+
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def accepts(self, item: Any, limit: int) -> bool:
+        return self.user is None or (item == self.user and len(self.rows) < limit)
+
+    def add(self, item: Any, ref: Any) -> None:
+        self.user = item
+        self.rows.append((item, ref.row_number))
+
+    def add_event(self, event: Any, ref: Any) -> None:
+        self.rows.append((self.user, ref.row_number))
+
+    def add_events(self, events: Any, numbers: Any, keys: Any) -> None:
+        self.rows.extend((self.user, number) for number in numbers)
+
+    def start(self, first: Any, events: Any, numbers: Any, keys: Any) -> None:
+        self.user = first
+        self.rows.extend((first, number) for number in numbers)
+
+    def room(self, limit: int) -> int:
+        return limit - len(self.rows)
+
+    def full(self, limit: int) -> bool:
+        return len(self.rows) >= limit
+
+    def flush(self) -> Any:
+        return tuple(self.rows)
+
+
+def _fed(runs: list[tuple[int, int]], window: int, limit: int, *, whole: bool) -> list[Any]:
+    """The batches a window lets go of, fed runs of (user, rows) row by row as ``push`` and
+    ``push_more`` take them, or (``whole``) starting each run with ``push_run``."""
+    from mparticle_feed._mapping.provenance import RowRef
+    from mparticle_feed._mapping.regroup import RegroupWindow
+
+    regroup: RegroupWindow[Any] = RegroupWindow(window, _Recorder, limit)
+    out: list[Any] = []
+    number = 0
+    for user, count in runs:
+        numbers = list(range(number + 1, number + count + 1))
+        number += count
+        events, keys = [None] * count, [None] * count
+        position = regroup.push_run(user, user, events, numbers, keys) if whole else 0
+        if not position:
+            regroup.push(user, user, RowRef(numbers[0]))
+            position = 1
+        while position < count:
+            position = regroup.push_more(events, numbers, keys, position)
+            if position < count:
+                regroup.push(user, user, RowRef(numbers[position]))
+                position += 1
+        out.extend(regroup.take())
+    out.extend(regroup.drain())
+    return out
+
+
+@given(
+    runs=st.lists(st.tuples(st.integers(0, 5), st.integers(1, 9)), max_size=40),
+    window=st.integers(0, 30),
+    limit=st.integers(1, 6),
+)
+def test_a_run_pushed_whole_makes_the_batches_its_rows_make_one_by_one(
+    runs: list[tuple[int, int]], window: int, limit: int
+) -> None:
+    """``push_run`` is ``push`` of the run's first row then ``push_more``: the same batches,
+    in the same order, whatever the window, the batch limit and the users' runs."""
+    assert _fed(runs, window, limit, whole=True) == _fed(runs, window, limit, whole=False)
