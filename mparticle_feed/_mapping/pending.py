@@ -347,6 +347,35 @@ class _WrittenPending(_Pending):
             return super()._provenance()
         return {"span": RowSpan(self.numbers, self.keys)}
 
+    def flush(self) -> SourcedBatch:
+        first, stamps, merged, written = self.first, self.stamps, self.merged, self.written
+        if (
+            written is not None
+            and self.spanned
+            and stamps is not None
+            and first.__class__ is _KnownMapped
+            and (merged is None or merged is first.user_attributes)
+        ):
+            # The engine's usual batch, built in one step: _flush_written's known case.
+            assert first is not None
+            header = known_header(self.environment, first, self.user_attributes)
+            if header is not None:
+                return WrittenBatch.of_span(
+                    header[0],
+                    header[1],
+                    {
+                        "environment": self.environment,
+                        "user_identities": dict(first.identities),
+                        "user_attributes": self.user_attributes or None,
+                    },
+                    tuple(self.events),
+                    tuple(stamps),
+                    not self.mixed,
+                    written,
+                    RowSpan(self.numbers, self.keys),
+                )
+        return super().flush()
+
 
 def _unpaired(events: Sequence[Any]) -> WrittenEvents:
     """Events as a written batch holds them ((timestamp, bytes), or models) side by side."""
