@@ -360,19 +360,19 @@ class _WrittenPending(_Pending):
             assert first is not None
             header = known_header(self.environment, first, self.user_attributes)
             if header is not None:
-                return WrittenBatch.of_span(
-                    header[0],
-                    header[1],
-                    {
+                return WrittenBatch(
+                    header_json=header[0],
+                    user_key=header[1],
+                    header_kwargs={
                         "environment": self.environment,
                         "user_identities": dict(first.identities),
                         "user_attributes": self.user_attributes or None,
                     },
-                    tuple(self.events),
-                    tuple(stamps),
-                    not self.mixed,
-                    written,
-                    RowSpan(self.numbers, self.keys),
+                    blobs=tuple(self.events),
+                    stamps=tuple(stamps),
+                    all_written=not self.mixed,
+                    event_cls=written,
+                    span=RowSpan(self.numbers, self.keys),
                 )
         return super().flush()
 

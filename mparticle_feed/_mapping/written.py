@@ -423,34 +423,6 @@ class WrittenBatch(SourcedBatch):
         setter(self, "_span", span)
         setter(self, "_model", None)
 
-    @classmethod
-    def of_span(  # noqa: PLR0917 - one caller, the batch's every field
-        cls,
-        header_json: bytes,
-        user_key: bytes,
-        header_kwargs: dict[str, Any],
-        blobs: tuple[Any, ...],
-        stamps: tuple[int | None, ...],
-        all_written: bool,
-        event_cls: type[Any],
-        span: RowSpan,
-    ) -> WrittenBatch:
-        """The batch ``__init__`` builds from these (a written header, every row with an
-        event), without its checks: the Arrow engine's open batch holds one event a row."""
-        batch = cls.__new__(cls)
-        setter = object.__setattr__
-        setter(batch, "_header", None)
-        setter(batch, "header_kwargs", header_kwargs)
-        setter(batch, "header_json", header_json)
-        setter(batch, "user_key", user_key)
-        setter(batch, "blobs", blobs)
-        setter(batch, "stamps", stamps)
-        setter(batch, "all_written", all_written)
-        setter(batch, "event_cls", event_cls)
-        setter(batch, "_span", span)
-        setter(batch, "_model", None)
-        return batch
-
     @property
     def written(self) -> tuple[Any, ...]:
         """Each event as (timestamp, bytes) where written, else its model. Kept as
