@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 pa = pytest.importorskip("pyarrow")
 
 from mparticle_feed._mapping.arrow_columns import FLAG, Columns  # noqa: E402
-from mparticle_feed._mapping.arrow_json import _fragments, written_events  # noqa: E402
+from mparticle_feed._mapping.arrow_json import _fragments, written_blobs  # noqa: E402
 from mparticle_feed._mapping.written import (  # noqa: E402
     CUSTOM_EVENT_TYPE,
     WrittenField,
+    paired,
     write_events,
 )
 from mparticle_feed._wire.enums import CustomEventType  # noqa: E402
@@ -106,6 +107,12 @@ def events(draw: Any) -> tuple[Columns, list[WrittenField], set[int], frozenset[
         for key, names, values in drawn
     ]
     return columns, fields, flagged, frozenset({"product_action"})
+
+
+def written_events(*args: Any) -> list[Any]:
+    """:func:`written_blobs` paired as ``write_events`` gives its rows."""
+    blobs, stamps = written_blobs(*args)
+    return paired(blobs, stamps)
 
 
 @SETTINGS

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 from operator import is_
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from .arrow_columns import FLAG, Columns, arrow_compute
-from .written import WrittenField, write_events
+from .written import WrittenField, unpaired, write_events
 
 __all__ = [
     "Unproven",
@@ -27,7 +27,6 @@ __all__ = [
     "escaped",
     "joined",
     "written_blobs",
-    "written_events",
     "written_numbers",
     "written_objects",
 ]
@@ -331,20 +330,6 @@ def _fragments(fields: list[WrittenField], objects: frozenset[str]) -> list[Writ
     ]
 
 
-def written_events(
-    columns: Columns,
-    fields: list[WrittenField],
-    flagged: set[int],
-    event_type: Any,
-    objects: frozenset[str] = frozenset(),
-) -> list[tuple[int | None, bytes] | None]:
-    """What :func:`.write_events` gives for the rows: :func:`written_blobs`, zipped."""
-    blobs, stamps = written_blobs(columns, fields, flagged, event_type, objects)
-    return [
-        None if blob is None else (stamp, blob) for stamp, blob in zip(stamps, blobs, strict=True)
-    ]
-
-
 def written_blobs(
     columns: Columns,
     fields: list[WrittenField],
@@ -368,7 +353,8 @@ def written_blobs(
     try:
         events, elsewhere = _events(columns, fields, objects, event_type)
     except Unproven:
-        return _split(write_events(_fragments(fields, objects), flagged, event_type), stamps)
+        slow = write_events(_fragments(fields, objects), flagged, event_type)
+        return cast("list[bytes | None]", unpaired(slow).events), stamps  # unpaired's lists
     rest = elsewhere - flagged
     blobs: list[bytes | None] = events
     for index in flagged:
@@ -380,10 +366,3 @@ def written_blobs(
             written = slow[index]
             blobs[index] = None if written is None else written[1]
     return blobs, stamps
-
-
-def _split(
-    written: list[tuple[int | None, bytes] | None], stamps: Sequence[int | None]
-) -> tuple[list[bytes | None], Sequence[int | None]]:
-    """``write_events``' rows as bytes and timestamps side by side."""
-    return [None if event is None else event[1] for event in written], stamps

@@ -12,7 +12,14 @@ from .._wire.models import Batch
 from .compile import _KnownMapped, _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, RowSpan, SourcedBatch
-from .written import WrittenBatch, WrittenEvents, known_header, written_header
+from .written import (
+    WrittenBatch,
+    WrittenEvents,
+    known_header,
+    paired,
+    unpaired,
+    written_header,
+)
 
 __all__ = ["_Pending", "_WrittenPending", "_with_event"]
 
@@ -165,36 +172,27 @@ class _Pending:
             header = known_header(self.environment, first, self.user_attributes)
         else:
             header = written_header(self.environment, first, self.user_attributes)
-        provenance = self._provenance()
         if header is None:
-            model = self._batch(first, None)
-            sourced = WrittenBatch(
-                header=model, event_cls=written, **self._written_events(), **provenance
+            return WrittenBatch(
+                header=self._batch(first, None), event_cls=written, **self._written_fields()
             )
-        else:
-            # Only identities and user attributes: the model, when asked for, from those.
-            sourced = WrittenBatch(
-                header_kwargs={
-                    "environment": self.environment,
-                    "user_identities": dict(first.identities),
-                    "user_attributes": self.user_attributes or None,
-                },
-                header_json=header[0],
-                user_key=header[1],
-                event_cls=written,
-                **self._written_events(),
-                **provenance,
-            )
-        return sourced
+        # Only identities and user attributes: the model, when asked for, from those.
+        return WrittenBatch(
+            header_kwargs={
+                "environment": self.environment,
+                "user_identities": dict(first.identities),
+                "user_attributes": self.user_attributes or None,
+            },
+            header_json=header[0],
+            user_key=header[1],
+            event_cls=written,
+            **self._written_fields(),
+        )
 
-    def _written_events(self) -> dict[str, Any]:
-        """The events, as :class:`WrittenBatch` takes them."""
-        return {"written": self.events}
-
-    def _provenance(self) -> dict[str, Any]:
-        """The written batch's rows, as :class:`WrittenBatch` takes them."""
+    def _written_fields(self) -> dict[str, Any]:
+        """The batch's events and rows, as :class:`WrittenBatch` takes them."""
         rows, event_rows = self._row_tuples()
-        return {"rows": rows, "event_rows": event_rows}
+        return {"written": self.events, "rows": rows, "event_rows": event_rows}
 
     def _row_tuples(self) -> tuple[tuple[RowRef, ...], tuple[RowRef, ...]]:
         """The batch's rows and its event rows (one tuple when every row has an event)."""
@@ -241,7 +239,7 @@ class _WrittenPending(_Pending):
             if self.first is None:
                 self.events, self.user_attributes, self.rows = [], {}, []
             else:
-                self.events = list(self._paired())
+                self.events = paired(self.events, cast("Sequence[int | None]", self.stamps))
                 self.rows = list(map(RowRef, self.numbers, self.keys))
             self.stamps = None
         if not self.spanned:
@@ -274,7 +272,7 @@ class _WrittenPending(_Pending):
         if not self.spanned:
             super().add_events(events, numbers, keys)
             return
-        written = events if isinstance(events, WrittenEvents) else _unpaired(events)
+        written = events if isinstance(events, WrittenEvents) else unpaired(events)
         own_events, own_stamps, own_numbers, own_keys = self._own()
         own_events.extend(written.events)
         own_stamps.extend(written.stamps)
@@ -295,7 +293,7 @@ class _WrittenPending(_Pending):
         self.first = first
         # Else rows the row path mapped (or the push of one row): its event is first's.
         written = (
-            events if isinstance(events, WrittenEvents) else _unpaired([first.event, *events[1:]])
+            events if isinstance(events, WrittenEvents) else unpaired([first.event, *events[1:]])
         )
         # The run's own events, timestamps, row numbers and keys (the engine's tuples), kept
         # until a row is added (``_own``).
@@ -312,85 +310,28 @@ class _WrittenPending(_Pending):
         """The events, timestamps, row numbers and keys as lists (an array) that rows are
         added to."""
         events, stamps, numbers, keys = self.events, self.stamps, self.numbers, self.keys
-        if not isinstance(numbers, array):
+        if not isinstance(numbers, array) or not isinstance(events, list):
             events = self.events = list(events)
             stamps = self.stamps = list(cast("Sequence[int | None]", stamps))
             numbers = self.numbers = array("q", numbers)
             keys = self.keys = list(keys)
         return (
-            cast("list[Any]", events),
+            events,
             cast("list[int | None]", stamps),
             numbers,
             cast("list[str | None]", keys),
         )
 
-    def _written_events(self) -> dict[str, Any]:
+    def _written_fields(self) -> dict[str, Any]:
         stamps = self.stamps
-        if stamps is None:
-            return super()._written_events()
+        if not self.spanned or stamps is None:
+            return super()._written_fields()
         return {
             "blobs": tuple(self.events),
             "stamps": tuple(stamps),
             "all_written": not self.mixed,
+            "span": RowSpan(self.numbers, self.keys),
         }
-
-    def _paired(self) -> list[Any]:
-        """The events as _Pending keeps them: (timestamp, bytes), or models."""
-        stamps = cast("Sequence[int | None]", self.stamps)
-        return [
-            (stamp, event) if event.__class__ is bytes else event
-            for stamp, event in zip(stamps, self.events, strict=True)
-        ]
-
-    def _provenance(self) -> dict[str, Any]:
-        if not self.spanned:
-            return super()._provenance()
-        return {"span": RowSpan(self.numbers, self.keys)}
-
-    def flush(self) -> SourcedBatch:
-        first, stamps, merged, written = self.first, self.stamps, self.merged, self.written
-        if (
-            written is not None
-            and self.spanned
-            and stamps is not None
-            and first.__class__ is _KnownMapped
-            and (merged is None or merged is first.user_attributes)
-        ):
-            # The engine's usual batch, built in one step: _flush_written's known case.
-            assert first is not None
-            header = known_header(self.environment, first, self.user_attributes)
-            if header is not None:
-                return WrittenBatch(
-                    header_json=header[0],
-                    user_key=header[1],
-                    header_kwargs={
-                        "environment": self.environment,
-                        "user_identities": dict(first.identities),
-                        "user_attributes": self.user_attributes or None,
-                    },
-                    blobs=tuple(self.events),
-                    stamps=tuple(stamps),
-                    all_written=not self.mixed,
-                    event_cls=written,
-                    span=RowSpan(self.numbers, self.keys),
-                )
-        return super().flush()
-
-
-def _unpaired(events: Sequence[Any]) -> WrittenEvents:
-    """Events as a written batch holds them ((timestamp, bytes), or models) side by side."""
-    blobs: list[Any] = []
-    stamps: list[int | None] = []
-    mixed = False
-    for event in events:
-        if event.__class__ is tuple:
-            stamps.append(event[0])
-            blobs.append(event[1])
-        else:
-            stamps.append(None)
-            blobs.append(event)
-            mixed = True
-    return WrittenEvents(blobs, stamps, mixed=mixed)
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:

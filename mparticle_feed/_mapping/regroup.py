@@ -179,13 +179,13 @@ class RegroupWindow(Generic[G]):
     ) -> int:
         """``push`` of a run's first row (``first``, mapped) and ``push_more`` of the rows
         after it, in one step, for a user without an open batch; returns the rows added
-        (0 when the user has one, or a batch holds a single event: ``push`` the rows then).
+        (0 when the user has one: ``push`` the rows then).
 
         The same batches, in the same order: letting the oldest batches go once, after the
         rows are added, lets go of those the two steps let go of in turn.
         """
         slot = _slot(key)
-        if self.limit < 2 or slot in self._groups:
+        if slot in self._groups:
             return 0
         count = min(len(numbers), self.limit)
         if count < len(numbers):

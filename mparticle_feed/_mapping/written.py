@@ -37,6 +37,8 @@ __all__ = [
     "event_bytes",
     "event_data",
     "event_stamp",
+    "paired",
+    "unpaired",
     "write_events",
     "written_event_type",
     "written_header",
@@ -231,6 +233,31 @@ class WrittenEvents(Sequence[Any]):
         return (self.stamps[index], event) if event.__class__ is bytes else event
 
 
+def paired(blobs: Sequence[Any], stamps: Sequence[int | None]) -> list[Any]:
+    """Events as a written batch hands them on: (timestamp, bytes) where written, else the
+    model (or None) as it is."""
+    return [
+        (stamp, blob) if blob.__class__ is bytes else blob
+        for stamp, blob in zip(stamps, blobs, strict=True)
+    ]
+
+
+def unpaired(events: Iterable[Any]) -> WrittenEvents:
+    """:func:`paired`'s inverse, in lists: bytes (or the model, or None) beside timestamps."""
+    blobs: list[Any] = []
+    stamps: list[int | None] = []
+    mixed = False
+    for event in events:
+        if event.__class__ is tuple:
+            stamps.append(event[0])
+            blobs.append(event[1])
+        else:
+            stamps.append(None)
+            blobs.append(event)
+            mixed = True
+    return WrittenEvents(blobs, stamps, mixed=mixed)
+
+
 #: The rank of each identity in what the codec writes for ``UserIdentities`` (field order).
 _IDENTITY_ORDER = {field.name: rank for rank, field in enumerate(attrs.fields(UserIdentities))}
 #: The identity names a mapping gives, in the codec's order (few shapes per mapping).
@@ -401,8 +428,12 @@ class WrittenBatch(SourcedBatch):
         else:
             counted = len(span)
         if written is not None:
-            blobs, stamps = _unpair(written)
-            all_written = set(map(type, blobs)) <= {bytes}
+            events = unpaired(written)
+            blobs, stamps, all_written = (
+                tuple(events.events),
+                tuple(events.stamps),
+                not events.mixed,
+            )
         if len(blobs) != counted or len(stamps) != counted:
             # SourcedBatch's own check, which this constructor bypasses.
             msg = f"{len(blobs)} events but {counted} event_rows"
@@ -428,10 +459,9 @@ class WrittenBatch(SourcedBatch):
         """Each event as (timestamp, bytes) where written, else its model. Kept as
         ``blobs`` (each event's bytes, or its model) beside ``stamps`` (a written event's
         timestamp): no tuple per event while the batch lives."""
-        pairs = zip(self.stamps, self.blobs, strict=True)
         if self.all_written:
-            return tuple(pairs)
-        return tuple([(stamp, blob) if blob.__class__ is bytes else blob for stamp, blob in pairs])
+            return tuple(zip(self.stamps, self.blobs, strict=True))
+        return tuple(paired(self.blobs, self.stamps))
 
     def event_stamps(self) -> Sequence[int | None]:
         """Each event's ``timestamp_unixtime_ms``."""
@@ -549,11 +579,3 @@ def _event_model(cls: type[Any], event: Any) -> Any:
 
 def _plain(batch: Batch, event_rows: tuple[RowRef, ...], rows: tuple[RowRef, ...]) -> SourcedBatch:
     return SourcedBatch(batch=batch, event_rows=event_rows, rows=rows)
-
-
-def _unpair(written: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[int | None, ...]]:
-    """Events as (timestamp, bytes) or models, as bytes (or models) and timestamps."""
-    return (
-        tuple([event[1] if event.__class__ is tuple else event for event in written]),
-        tuple([event[0] if event.__class__ is tuple else None for event in written]),
-    )
