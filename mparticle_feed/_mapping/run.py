@@ -400,44 +400,38 @@ class MappingRun(Iterator[SourcedBatch]):
         window = self._window = RegroupWindow(
             self.group_window, new_group, self.max_events_per_batch
         )
-        push, push_next, push_more = window.push, window.push_next, window.push_more
-        push_run = window.push_run
+        push, push_next = window.push, window.push_next
         for run in self._runs(results):
             first = run.first
             key = first.user_key
             numbers, keys, events = run.numbers, run.keys, run.events
+            count = len(numbers)
             if self.key_check is None:
-                # No duplicate check: the run's rows join the batch of its first row in
-                # one step, as many as it takes.
-                count = len(numbers)
                 self.rows_in += count
                 self.rows_mapped += count
                 self.values_truncated += sum(run.cuts)
-                position = push_run(key, first, events, numbers, keys)
-                if not position:
-                    push(key, first, RowRef(numbers[0], keys[0]))
-                    position = 1
-                while position < count:
-                    position = push_more(events, numbers, keys, position)
-                    if position < count:
+                _push_whole(window, run)
+            else:
+                # Each row's key checked first, in order (a repeated key is rejected and
+                # counted where it falls); with none repeated, the run goes in whole.
+                kept: list[int] = []
+                for position in range(count):
+                    if self._duplicate(RowRef(numbers[position], keys[position])):
+                        continue
+                    self.rows_in += 1
+                    self.rows_mapped += 1
+                    self.values_truncated += run.cuts[position]
+                    kept.append(position)
+                if len(kept) == count:
+                    _push_whole(window, run)
+                else:
+                    pushed = False  # a row of this run was pushed last: the next joins its batch
+                    for position in kept:
                         ref = RowRef(numbers[position], keys[position])
-                        push(key, _with_event(first, events[position]), ref)
-                        position += 1
-                if window.ready:
-                    for sourced in window.take():
-                        yield self._out(sourced)
-                continue
-            pushed = False  # a row of this run was pushed last: the next joins its batch
-            for position in range(len(numbers)):
-                ref = RowRef(numbers[position], keys[position])
-                if self._duplicate(ref):
-                    continue
-                self.rows_in += 1
-                if not (pushed and push_next(events[position], ref)):
-                    push(key, first if position == 0 else _with_event(first, events[position]), ref)
-                    pushed = True
-                self.rows_mapped += 1
-                self.values_truncated += run.cuts[position]
+                        if not (pushed and push_next(events[position], ref)):
+                            row = first if position == 0 else _with_event(first, events[position])
+                            push(key, row, ref)
+                            pushed = True
             if window.ready:
                 for sourced in window.take():
                     yield self._out(sourced)
@@ -467,6 +461,26 @@ class MappingRun(Iterator[SourcedBatch]):
                 self.values_truncated += run.cuts[position]
                 yield self._out(single.flush())
         self._log()
+
+
+def _push_whole(window: RegroupWindow[Any], run: Run) -> None:
+    """A run's rows into the window in as few steps as it takes: its first row's batch
+    started with all it holds (``push_run``), the rest ``push_more`` and ``push`` as a batch
+    fills."""
+    first, numbers, keys, events = run.first, run.numbers, run.keys, run.events
+    key = first.user_key
+    count = len(numbers)
+    position = window.push_run(key, first, events, numbers, keys)
+    if not position:
+        window.push(key, first, RowRef(numbers[0], keys[0]))
+        position = 1
+    while position < count:
+        position = window.push_more(events, numbers, keys, position)
+        if position < count:
+            window.push(
+                key, _with_event(first, events[position]), RowRef(numbers[position], keys[position])
+            )
+            position += 1
 
 
 def _column(source: Any) -> str | None:
