@@ -310,9 +310,10 @@ class ArrowEngine:
         for read in reader:
             # Slices of a record batch: the Python values of a slice at a time stay few, so
             # memory stays flat and the garbage collector has little to scan.
+            matches: dict[tuple[str, str], Any] = {}
             for offset in range(0, read.num_rows, SLICE_ROWS):
                 batch = normalised(pa, read.slice(offset, SLICE_ROWS))
-                columns = Columns(pa, batch)
+                columns = Columns(pa, batch, read, offset, matches)
                 if self.fallback is not None or not self.needed <= columns.names:
                     # A missing column: the row path names it in every row's rejection.
                     for row in batch.to_pylist():

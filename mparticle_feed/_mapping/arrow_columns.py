@@ -109,11 +109,18 @@ def per_value(
 class Columns:
     """One record batch's columns, each converted to Python values at most once."""
 
-    def __init__(self, pa: Any, batch: Any) -> None:
+    def __init__(
+        self, pa: Any, batch: Any, read: Any = None, offset: int = 0, matches: Any = None
+    ) -> None:
         self.pa = pa
         self.batch = batch
         self.names = set(batch.schema.names)
         self._values: dict[str, list[Any]] = {}
+        # The record batch this one is a slice of (from ``offset``), and the regular
+        # expression matches over its columns, shared by its slices.
+        self._read = batch if read is None else read
+        self._offset = offset
+        self._matches: dict[tuple[str, str], Any] = {} if matches is None else matches
 
     def type_of(self, name: str) -> Any:
         return self.batch.schema.field(name).type
@@ -123,6 +130,21 @@ class Columns:
         if cached is None:
             cached = self._values[name] = self.batch.column(name).to_pylist()
         return cached
+
+    def matched(self, name: str, pattern: str) -> Any:
+        """Per row, whether text column ``name`` matches ``pattern`` (null: False).
+
+        Matched over the whole record batch once, for all its slices: Arrow compiles the
+        expression on every call, which costs as much as matching thousands of rows.
+        """
+        whole = self._matches.get((name, pattern))
+        if whole is None:
+            compute = arrow_compute()
+            found = compute.match_substring_regex(self._read.column(name), pattern)
+            whole = self._matches[name, pattern] = compute.fill_null(found, False)
+        if self._offset == 0 and len(whole) == self.batch.num_rows:
+            return whole
+        return whole.slice(self._offset, self.batch.num_rows)
 
     def source_of(self, values: list[Any]) -> Any:
         """The Arrow column whose Python values ``values`` is (the same list), else None."""

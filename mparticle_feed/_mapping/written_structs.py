@@ -380,7 +380,7 @@ def _texts_written(columns: Columns, name: str, writer: StructWriter) -> list[An
         return None
     compute = arrow_compute()
     array = columns.batch.column(name)
-    proven = compute.fill_null(compute.match_substring_regex(array, pattern), False)
+    proven = columns.matched(name, pattern)
     if not compute.any(proven).as_py():
         return _each(columns.values(name), writer.written_list)
     binary = pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary()
