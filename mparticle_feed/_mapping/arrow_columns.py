@@ -54,6 +54,7 @@ _SPACE = (
 )
 #: A text ``str.strip`` changes.
 _EDGE_SPACE = f"^{_SPACE}|{_SPACE}$"
+_EDGE_SPACE_OR_EMPTY = f"{_EDGE_SPACE}|^$"
 
 
 def normalised(pa: Any, batch: Any) -> Any:
@@ -182,44 +183,69 @@ def keys(compiled: CompiledMapping, columns: Columns, rows: int) -> list[Any]:
 
 
 def identity_texts(compiled: CompiledMapping, columns: Columns, column: str) -> list[Any]:
-    values = columns.values(column)
     tp = columns.type_of(column)
-    if is_text(columns.pa, tp):
-        # str.strip on each: quicker than any Arrow check for short texts such as ids.
-        if not columns.batch.column(column).null_count:
-            return list(map(str.strip, values))
-        return [None if value is None else value.strip() for value in values]
-    if is_int(columns.pa, tp):
-        return [None if value is None else str(value) for value in values]
+    values = columns.values(column)
+    if is_text(columns.pa, tp) or is_int(columns.pa, tp):
+        return identity_values(
+            columns, column, values, nulls=columns.batch.column(column).null_count > 0
+        )
     to_text = compiled._to_text
     return per_value(values, lambda value: to_text(value, "").strip())
+
+
+def identity_values(columns: Columns, column: str, values: list[Any], *, nulls: bool) -> list[Any]:
+    """Values of a text or integer identity column (all its rows' or some; ``nulls``: whether
+    any is null) as the row path reads them: text stripped, integers as text. These never
+    refuse a value."""
+    if is_text(columns.pa, columns.type_of(column)):
+        # str.strip on each: quicker than any Arrow check for short texts such as ids.
+        if not nulls:
+            return list(map(str.strip, values))
+        return [None if value is None else value.strip() for value in values]
+    return [None if value is None else str(value) for value in values]
+
+
+def identity_kept(columns: Columns, column: str) -> bool:
+    """Whether :func:`identity_values` reads the column (it never refuses a value)."""
+    tp = columns.type_of(column)
+    return is_text(columns.pa, tp) or is_int(columns.pa, tp)
+
+
+def attribute_kept(columns: Columns, column: str) -> bool:
+    """Whether the attribute policy keeps every value of the column as it is (checked
+    column-wise): booleans, 64-bit integers, finite floats, text none of it over the limit."""
+    tp = columns.type_of(column)
+    pa = columns.pa
+    if pa.types.is_boolean(tp):
+        return True
+    if pa.types.is_signed_integer(tp) or (pa.types.is_unsigned_integer(tp) and tp.bit_width < 64):
+        return True  # every value fits a signed 64-bit integer
+    compute = arrow_compute()
+    if is_text(pa, tp):
+        # No value longer in UTF-8 bytes than the limit (in characters, never more than
+        # bytes): every value is kept, without a check per value.
+        longest = compute.max(compute.binary_length(columns.batch.column(column))).as_py()
+        return longest is None or longest <= MAX_ATTRIBUTE_VALUE
+    if pa.types.is_floating(tp):
+        # Every value finite (or null).
+        return compute.all(compute.is_finite(columns.batch.column(column))).as_py() is not False
+    return False
 
 
 def attribute_values(
     columns: Columns, builder: _AttributeBuilder, attr: str, column: str
 ) -> list[Any]:
     values = columns.values(column)
+    if attribute_kept(columns, column):
+        return values  # the column's own list
     tp = columns.type_of(column)
     pa = columns.pa
-    if pa.types.is_boolean(tp):
-        return values
     if is_text(pa, tp):
-        # No value longer in UTF-8 bytes than the limit (in characters, never more than
-        # bytes): every value is kept, without a check per value.
-        compute = arrow_compute()
-        longest = compute.max(compute.binary_length(columns.batch.column(column))).as_py()
-        if longest is None or longest <= MAX_ATTRIBUTE_VALUE:
-            return values
         return [
             FLAG if value is not None and len(value) > MAX_ATTRIBUTE_VALUE else value
             for value in values
         ]
-    if pa.types.is_signed_integer(tp) or (pa.types.is_unsigned_integer(tp) and tp.bit_width < 64):
-        return values  # every value fits a signed 64-bit integer
     if pa.types.is_floating(tp):
-        compute = arrow_compute()
-        if compute.all(compute.is_finite(columns.batch.column(column))).as_py() is not False:
-            return values  # every value finite (or null): the column's own list
         return [value if value is None or math.isfinite(value) else FLAG for value in values]
 
     def convert(value: Any) -> Any:
@@ -396,7 +422,7 @@ def _names_kept(columns: Columns, column: str, *, required: bool) -> bool:
     if required and array.null_count:
         return False
     compute = arrow_compute()
-    if compute.any(compute.match_substring_regex(array, f"{_EDGE_SPACE}|^$")).as_py():
+    if compute.any(columns.matched(column, _EDGE_SPACE_OR_EMPTY)).as_py():
         return False
     longest = compute.max(compute.utf8_length(array)).as_py()
     return longest is None or longest <= MAX_EVENT_NAME

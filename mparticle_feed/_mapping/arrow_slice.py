@@ -18,12 +18,15 @@ from .arrow_columns import (
     FLAG,
     Columns,
     arrow_compute,
+    attribute_kept,
     attribute_values,
     by_row,
     event_field,
     event_names,
     event_types,
+    identity_kept,
     identity_texts,
+    identity_values,
     is_int,
     is_text,
     keys,
@@ -80,14 +83,14 @@ class Converted:
         compiled = engine.compiled
         self.keys = keys(compiled, columns, rows)
         self.identity_names = [name for name, _ in engine.identity_columns]
-        identity_lists = [
-            identity_texts(compiled, columns, column) for _, column in engine.identity_columns
-        ]
+        self._columns = columns
+        self._identity_sources = [column for _, column in engine.identity_columns]
+        self._user_sources: tuple[str, ...] = ()
         self.has_user_attributes = False
         #: What mapped rows are: _KnownMapped where the header's values are proven plain.
         self.mapped_cls: type[_Mapped] = _KnownMapped if engine.known_headers else _Mapped
         self.user_names: tuple[str, ...] = ()
-        user_lists: list[list[Any]] = []
+        user_builder: Any = None
         event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
         # A row may share the user part of the row before only when equal values are written
         # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
@@ -96,19 +99,36 @@ class Converted:
         pa = columns.pa
         plain = engine.writes
         for field, builder, attr_names, attr_columns in engine.attribute_maps:
+            if field == "user_attributes":
+                self.has_user_attributes = True
+                self.user_names, self._user_sources, user_builder = (
+                    attr_names,
+                    attr_columns,
+                    builder,
+                )
+                joinable = self._user_columns(engine, columns, attr_columns) and joinable
+                continue
             lists = [
                 attribute_values(columns, builder, attr, column)
                 for attr, column in zip(attr_names, attr_columns, strict=True)
             ]
-            if field != "user_attributes":
-                event_attributes.append((field, attr_names, lists))
-                # Values orjson writes as the model's hook does: their converter
-                # (optional_scalar_map) hands them back unchanged.
-                plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
-                continue
-            self.has_user_attributes = True
-            self.user_names, user_lists = attr_names, lists
-            joinable = self._user_columns(engine, columns, attr_columns) and joinable
+            event_attributes.append((field, attr_names, lists))
+            # Values orjson writes as the model's hook does: their converter
+            # (optional_scalar_map) hands them back unchanged.
+            plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
+        same = self._same_users(columns, rows) if joinable else None
+        #: Whether the user part's values are read at the runs' first rows only (``users_at``).
+        self._deferred = same is not None
+        identity_lists: list[list[Any]] = []
+        user_lists: list[list[Any]] = []
+        if not self._deferred:
+            identity_lists = [
+                identity_texts(compiled, columns, column) for column in self._identity_sources
+            ]
+            user_lists = [
+                attribute_values(columns, user_builder, attr, column)
+                for attr, column in zip(self.user_names, self._user_sources, strict=True)
+            ]
         event_columns = self._event_columns(engine, columns, rows, plain=plain)
         self.flagged: set[int] = set()
         for values in (
@@ -123,12 +143,16 @@ class Converted:
             # A column's own list holds no FLAG: not scanned.
             if columns.source_of(values) is None and FLAG in values:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
-        self.identity_columns = list(zip(self.identity_names, identity_lists, strict=True))
-        self.user_columns = list(zip(self.user_names, user_lists, strict=True))
-        self.user_lists = [*identity_lists, *user_lists]
-        self.same = (
-            _sameness(engine, columns, self.user_lists, rows) if joinable else [False] * rows
-        )
+        #: Per user field, its values by row (a list), or by the rows read (``users_at``).
+        self.identity_columns: list[tuple[str, Any]] = []
+        self.user_columns: list[tuple[str, Any]] = []
+        if not self._deferred:
+            self.identity_columns = list(zip(self.identity_names, identity_lists, strict=True))
+            self.user_columns = list(zip(self.user_names, user_lists, strict=True))
+        if same is None:
+            user_part = [*identity_lists, *user_lists]
+            same = _sameness(engine, columns, user_part, rows) if joinable else [False] * rows
+        self.same = same
         # Read by index, row by row: no tuple per row for the event's fields.
         self.event_columns = event_columns
         self.attribute_columns = [
@@ -150,6 +174,41 @@ class Converted:
             if engine.struct_writers:
                 # Its objects are data, not models: a row JSON cannot carry goes the row path.
                 self.flagged.update(i for i, event in enumerate(self.written) if event is None)
+
+    def _same_users(self, columns: Columns, rows: int) -> list[bool] | None:
+        """Per row after the first, whether it repeats the row before's user part, compared
+        in Arrow, when the user part's values need not be read row by row: every identity
+        column is text or integers and the policy keeps every user attribute as it is, so
+        no row is flagged for them and only each run's first row is read. Else None."""
+        if not all(identity_kept(columns, column) for column in self._identity_sources):
+            return None
+        if not all(attribute_kept(columns, column) for column in self._user_sources):
+            return None
+        return same_as_before(columns, [*self._identity_sources, *self._user_sources], rows)
+
+    def users_at(self, starts: list[int]) -> None:
+        """Read the user part's values of rows ``starts`` (each run's first row) where
+        ``mapped`` is to find them; it reads no other row's."""
+        if not self._deferred:
+            return
+        columns = self._columns
+        pa = columns.pa
+        indices = pa.array(starts, pa.int64())
+        identities = []
+        for name, column in zip(self.identity_names, self._identity_sources, strict=True):
+            taken = columns.batch.column(column).take(indices)
+            texts = identity_values(columns, column, taken.to_pylist(), nulls=taken.null_count > 0)
+            identities.append((name, dict(zip(starts, texts, strict=True))))
+        self.identity_columns = identities
+        self.user_columns = [
+            (
+                name,
+                dict(
+                    zip(starts, columns.batch.column(column).take(indices).to_pylist(), strict=True)
+                ),
+            )
+            for name, column in zip(self.user_names, self._user_sources, strict=True)
+        ]
 
     def _user_columns(
         self, engine: ArrowEngine, columns: Columns, attr_columns: tuple[str, ...]
