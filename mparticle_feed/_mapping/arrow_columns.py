@@ -171,6 +171,8 @@ def keys(compiled: CompiledMapping, columns: Columns, rows: int) -> list[Any]:
         return [None] * rows
     values = columns.values(column)
     if is_text(columns.pa, columns.type_of(column)):
+        if not columns.batch.column(column).null_count:
+            return values  # the column's own list
         return [FLAG if value is None else value for value in values]
     primary_key = compiled.primary_key
     out: list[Any] = []

@@ -90,32 +90,8 @@ class Converted:
         #: What mapped rows are: _KnownMapped where the header's values are proven plain.
         self.mapped_cls: type[_Mapped] = _KnownMapped if engine.known_headers else _Mapped
         self.user_names: tuple[str, ...] = ()
-        user_builder: Any = None
-        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
-        # A row may share the user part of the row before only when equal values are written
-        # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
-        joinable = not engine.per_row_user
         self.zeros: set[int] = set()
-        pa = columns.pa
-        plain = engine.writes
-        for field, builder, attr_names, attr_columns in engine.attribute_maps:
-            if field == "user_attributes":
-                self.has_user_attributes = True
-                self.user_names, self._user_sources, user_builder = (
-                    attr_names,
-                    attr_columns,
-                    builder,
-                )
-                joinable = self._user_columns(engine, columns, attr_columns) and joinable
-                continue
-            lists = [
-                attribute_values(columns, builder, attr, column)
-                for attr, column in zip(attr_names, attr_columns, strict=True)
-            ]
-            event_attributes.append((field, attr_names, lists))
-            # Values orjson writes as the model's hook does: their converter
-            # (optional_scalar_map) hands them back unchanged.
-            plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
+        event_attributes, plain, joinable, user_builder = self._attributes(engine, columns)
         same = self._same_users(columns, rows) if joinable else None
         #: Whether the user part's values are read at the runs' first rows only (``users_at``).
         self._deferred = same is not None
@@ -125,9 +101,11 @@ class Converted:
             identity_lists = [
                 identity_texts(compiled, columns, column) for column in self._identity_sources
             ]
+            user_pairs: list[tuple[str, str]] = list(
+                zip(self.user_names, self._user_sources, strict=True)
+            )
             user_lists = [
-                attribute_values(columns, user_builder, attr, column)
-                for attr, column in zip(self.user_names, self._user_sources, strict=True)
+                attribute_values(columns, user_builder, attr, column) for attr, column in user_pairs
             ]
         event_columns = self._event_columns(engine, columns, rows, plain=plain)
         self.flagged: set[int] = set()
@@ -174,6 +152,36 @@ class Converted:
             if engine.struct_writers:
                 # Its objects are data, not models: a row JSON cannot carry goes the row path.
                 self.flagged.update(i for i, event in enumerate(self.written) if event is None)
+
+    def _attributes(
+        self, engine: ArrowEngine, columns: Columns
+    ) -> tuple[list[tuple[str, tuple[str, ...], list[list[Any]]]], bool, bool, Any]:
+        """The event's attribute maps read (name, attribute names, values per attribute);
+        whether they are plain (written as data); whether a row may share the row before's
+        user part; the user attributes' builder (their columns are read later)."""
+        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
+        # A row may share the user part of the row before only when equal values are written
+        # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
+        joinable = not engine.per_row_user
+        pa = columns.pa
+        plain = engine.writes
+        user_builder: Any = None
+        for field, builder, attr_names, attr_columns in engine.attribute_maps:
+            if field == "user_attributes":
+                self.has_user_attributes = True
+                self.user_names, self._user_sources = attr_names, attr_columns
+                user_builder = builder
+                joinable = self._user_columns(engine, columns, attr_columns) and joinable
+                continue
+            lists = [
+                attribute_values(columns, builder, attr, column)
+                for attr, column in zip(attr_names, attr_columns, strict=True)
+            ]
+            event_attributes.append((field, attr_names, lists))
+            # Values orjson writes as the model's hook does: their converter
+            # (optional_scalar_map) hands them back unchanged.
+            plain = plain and all(plain_type(pa, columns.type_of(c)) for c in attr_columns)
+        return event_attributes, plain, joinable, user_builder
 
     def _same_users(self, columns: Columns, rows: int) -> list[bool] | None:
         """Per row after the first, whether it repeats the row before's user part, compared
