@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -95,6 +96,8 @@ class Converted:
         same = self._same_users(columns, rows) if joinable else None
         #: Whether the user part's values are read at the runs' first rows only (``users_at``).
         self._deferred = same is not None
+        #: By row read (``users_at``): its identities (name, text) and user attributes.
+        self._user_parts: dict[int, tuple[tuple[tuple[str, str], ...], Any]] | None = None
         identity_lists: list[list[Any]] = []
         user_lists: list[list[Any]] = []
         if not self._deferred:
@@ -121,9 +124,9 @@ class Converted:
             # A column's own list holds no FLAG: not scanned.
             if columns.source_of(values) is None and FLAG in values:
                 self.flagged.update(i for i, value in enumerate(values) if value is FLAG)
-        #: Per user field, its values by row (a list), or by the rows read (``users_at``).
-        self.identity_columns: list[tuple[str, Any]] = []
-        self.user_columns: list[tuple[str, Any]] = []
+        #: Per user field, its values by row (read row by row: not ``_deferred``).
+        self.identity_columns: list[tuple[str, list[Any]]] = []
+        self.user_columns: list[tuple[str, list[Any]]] = []
         if not self._deferred:
             self.identity_columns = list(zip(self.identity_names, identity_lists, strict=True))
             self.user_columns = list(zip(self.user_names, user_lists, strict=True))
@@ -195,28 +198,62 @@ class Converted:
         return same_as_before(columns, [*self._identity_sources, *self._user_sources], rows)
 
     def users_at(self, starts: list[int]) -> None:
-        """Read the user part's values of rows ``starts`` (each run's first row) where
-        ``mapped`` is to find them; it reads no other row's."""
+        """Read the user part of rows ``starts`` (each run's first row), where ``mapped`` is
+        to find it; it reads no other row's."""
         if not self._deferred:
             return
         columns = self._columns
         pa = columns.pa
         indices = pa.array(starts, pa.int64())
-        identities = []
-        for name, column in zip(self.identity_names, self._identity_sources, strict=True):
+        identity_lists = []
+        for column in self._identity_sources:
             taken = columns.batch.column(column).take(indices)
-            texts = identity_values(columns, column, taken.to_pylist(), nulls=taken.null_count > 0)
-            identities.append((name, dict(zip(starts, texts, strict=True))))
-        self.identity_columns = identities
-        self.user_columns = [
-            (
-                name,
-                dict(
-                    zip(starts, columns.batch.column(column).take(indices).to_pylist(), strict=True)
-                ),
-            )
-            for name, column in zip(self.user_names, self._user_sources, strict=True)
-        ]
+            nulls = taken.null_count > 0
+            identity_lists.append(identity_values(columns, column, taken.to_pylist(), nulls=nulls))
+        pairs: list[tuple[tuple[str, str], ...]]
+        if not identity_lists:
+            pairs = [()] * len(starts)
+        elif all(map(all, identity_lists)):
+            # No identity left out (none null or empty): each row's pairs zipped in C.
+            named = [
+                zip(repeat(name), texts)
+                for name, texts in zip(self.identity_names, identity_lists, strict=True)
+            ]
+            pairs = list(zip(*named, strict=True))
+        else:
+            pairs = [
+                tuple(
+                    [
+                        (name, text)
+                        for name, text in zip(self.identity_names, texts, strict=True)
+                        if text
+                    ]
+                )
+                for texts in zip(*identity_lists, strict=True)
+            ]
+        attributes: list[dict[str, Any] | None]
+        if not self.has_user_attributes:
+            attributes = [None] * len(starts)
+        elif not self._user_sources:
+            attributes = [{} for _ in starts]
+        else:
+            taken_columns = [
+                columns.batch.column(column).take(indices) for column in self._user_sources
+            ]
+            user_lists = [taken.to_pylist() for taken in taken_columns]
+            names = self.user_names
+            if not any(taken.null_count for taken in taken_columns):
+                attributes = list(map(dict, map(zip, repeat(names), zip(*user_lists, strict=True))))
+            else:
+                attributes = [
+                    {
+                        name: value
+                        for name, value in zip(names, values, strict=True)
+                        if value is not None
+                    }
+                    for values in zip(*user_lists, strict=True)
+                ]
+        self._user_parts = dict(zip(starts, zip(pairs, attributes, strict=True), strict=True))
 
     def _user_columns(
         self, engine: ArrowEngine, columns: Columns, attr_columns: tuple[str, ...]
@@ -356,20 +393,24 @@ class Converted:
 
     def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
         """What the row path maps the row to; None when it has no identity."""
-        identity_pairs = tuple(
-            [(name, values[index]) for name, values in self.identity_columns if values[index]]
-        )
+        user_attributes: dict[str, Any] | None
+        if self._user_parts is not None:
+            identity_pairs, user_attributes = self._user_parts[index]
+        else:
+            identity_pairs = tuple(
+                [(name, values[index]) for name, values in self.identity_columns if values[index]]
+            )
+            user_attributes = (
+                {
+                    name: value
+                    for name, values in self.user_columns
+                    if (value := values[index]) is not None
+                }
+                if self.has_user_attributes
+                else None
+            )
         if not identity_pairs:
             return None
-        user_attributes = (
-            {
-                name: value
-                for name, values in self.user_columns
-                if (value := values[index]) is not None
-            }
-            if self.has_user_attributes
-            else None
-        )
         return self.mapped_cls(
             # compile.py's user key, field for field: a row the row path maps joins the same batch.
             (identity_pairs, (), None, None, None, None, None, ()),
