@@ -241,6 +241,8 @@ def _array(items: Sequence[bytes]) -> bytes:
 
 
 _UUID_JSON_BYTES = 38  # a quoted 36-character UUID
+#: What a derived id adds to a batch's canonical bytes: its key and value, and a comma.
+_ID_FIELD_BYTES = len(b'"source_request_id":,') + _UUID_JSON_BYTES
 
 
 def _packed(
@@ -256,7 +258,7 @@ def _packed(
         source_request_id = pieces.user_id
     else:
         canonical = pieces.body(events_json, pieces.user_id)
-        source_request_id = _derived_id((canonical,), sourced, part, ids)
+        source_request_id = _derived_id(canonical, sourced, part, ids)
     return PackedBatch(
         source_request_id=source_request_id,
         body=pieces.body(events_json, source_request_id),
@@ -266,13 +268,11 @@ def _packed(
 
 
 def _derived_id(
-    canonical: Sequence[bytes], sourced: SourcedBatch, part: int | None, ids: IdSequence | None
+    canonical: bytes, sourced: SourcedBatch, part: int | None, ids: IdSequence | None
 ) -> str:
-    """:func:`derive_source_request_id` of a batch's canonical bytes (hashed piece by piece,
-    not joined), its rows' primary keys and, for a part of a split batch, its position."""
-    hashed = hashlib.sha256()
-    for piece in canonical:
-        hashed.update(piece)
+    """:func:`derive_source_request_id` of a batch's canonical bytes, its rows' primary keys
+    and, for a part of a split batch, its position."""
+    hashed = hashlib.sha256(canonical)
     keys = sourced._primary_keys()
     if keys:
         # Two rows may map to identical batches; their primary keys keep the ids apart.
@@ -299,19 +299,19 @@ def _packed_written(
     if not sourced.all_written:
         return None
     blobs = sourced.blobs
-    rest = header_json[1:]
+    # The canonical bytes (no id), as _Pieces.body writes them: "{", the events, the rest.
     if blobs:
-        events = b",".join(blobs)
-        tail = b"".join((b'"events":[', events, b"],", rest))
-        events_json_bytes: int | None = len(events) + 2
+        canonical = b"".join((b'{"events":[', b",".join(blobs), b"],", header_json[1:]))
     else:
-        tail, events_json_bytes = rest, None
-    if _batch_size(len(rest), events_json_bytes, _UUID_JSON_BYTES) > max_batch_bytes:
+        canonical = header_json
+    if len(canonical) + _ID_FIELD_BYTES > max_batch_bytes:
         return None
-    source_request_id = _derived_id((b"{", tail), sourced, None, ids)
+    source_request_id = _derived_id(canonical, sourced, None, ids)
     return PackedBatch(
         source_request_id=source_request_id,
-        body=b"".join((b'{"source_request_id":"', source_request_id.encode(), b'",', tail)),
+        body=b"".join(
+            (b'{"source_request_id":"', source_request_id.encode(), b'",', canonical[1:])
+        ),
         sourced=sourced,
         user_key=sourced.user_key,
     )
