@@ -39,11 +39,8 @@ from mparticle_feed._mapping.compile import _KnownMapped, _Mapped  # noqa: E402
 from mparticle_feed._mapping.provenance import events_part  # noqa: E402
 from mparticle_feed._mapping.sources import Constant  # noqa: E402
 from mparticle_feed._mapping.spec import CommerceEventMapping, CustomEventMapping  # noqa: E402
-from mparticle_feed._mapping.written import (  # noqa: E402
-    WrittenBatch,
-    known_header,
-    written_header,
-)
+from mparticle_feed._mapping.written import WrittenBatch  # noqa: E402
+from mparticle_feed._mapping.written_header import known_header, written_header  # noqa: E402
 from mparticle_feed._sync.run import plan  # noqa: E402
 from mparticle_feed._sync.state import StateStore  # noqa: E402
 

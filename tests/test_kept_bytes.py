@@ -15,7 +15,8 @@ from pathlib import Path
 
 import mparticle_feed as mpf
 from mparticle_feed._mapping.compile import _Mapped
-from mparticle_feed._mapping.written import CUSTOM_EVENT_TYPE, write_events, written_header
+from mparticle_feed._mapping.written import CUSTOM_EVENT_TYPE, write_events
+from mparticle_feed._mapping.written_header import written_header
 from mparticle_feed._wire.enums import Environment
 
 COUNT = 300

@@ -45,7 +45,8 @@ from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
 from .rejects import _Reject
 from .sources import Attributes, Column, Constant, Struct, SyncKind
-from .written import _IDENTITY_ORDER, WrittenEvents, written_event_type, written_order
+from .written import WrittenEvents, written_event_type, written_order
+from .written_header import _IDENTITY_ORDER
 from .written_structs import StructWriter, struct_writer
 
 __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
@@ -261,7 +262,7 @@ class ArrowEngine:
             (name, cast(Column, source).name) for name, source in mapping.user_identities
         ]
         environment = mapping.environment
-        #: Batch headers written without checking each value (``written.known_header``),
+        #: Batch headers written without checking each value (``written_header.known_header``),
         #: where a slice's user attribute columns are of plain types too.
         self.known_headers = (environment is None or environment.__class__ is Environment) and all(
             name in _IDENTITY_ORDER for name, _ in self.identity_columns

@@ -62,7 +62,7 @@ class _Mapped:
 class _KnownMapped(_Mapped):
     """A row the Arrow engine mapped from columns whose values it proved plain for a batch
     header (text identities; text, integer, boolean or finite float user attributes): its
-    header is written without checking each value again (``written.known_header``)."""
+    header is written without checking each value again (``written_header.known_header``)."""
 
 
 class CompiledMapping(_UserPart, _EventPart):

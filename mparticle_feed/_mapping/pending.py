@@ -12,14 +12,8 @@ from .._wire.models import Batch
 from .compile import _KnownMapped, _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, RowSpan, SourcedBatch
-from .written import (
-    WrittenBatch,
-    WrittenEvents,
-    known_header,
-    paired,
-    unpaired,
-    written_header,
-)
+from .written import WrittenBatch, WrittenEvents, paired, unpaired
+from .written_header import known_header, written_header
 
 __all__ = ["_Pending", "_WrittenPending", "_with_event"]
 
@@ -173,26 +167,35 @@ class _Pending:
         else:
             header = written_header(self.environment, first, self.user_attributes)
         if header is None:
-            return WrittenBatch(
-                header=self._batch(first, None), event_cls=written, **self._written_fields()
-            )
+            return self._written_batch(written, self._batch(first, None), None, None, None)
         # Only identities and user attributes: the model, when asked for, from those.
-        return WrittenBatch(
-            header_kwargs={
-                "environment": self.environment,
-                "user_identities": dict(first.identities),
-                "user_attributes": self.user_attributes or None,
-            },
-            header_json=header[0],
-            user_key=header[1],
-            event_cls=written,
-            **self._written_fields(),
-        )
+        fields = {
+            "environment": self.environment,
+            "user_identities": first.identities,
+            "user_attributes": self.user_attributes or None,
+        }
+        return self._written_batch(written, None, fields, header[0], header[1])
 
-    def _written_fields(self) -> dict[str, Any]:
-        """The batch's events and rows, as :class:`WrittenBatch` takes them."""
+    def _written_batch(
+        self,
+        written: type[Any],
+        header: Batch | None,
+        header_kwargs: dict[str, Any] | None,
+        header_json: bytes | None,
+        user_key: bytes | None,
+    ) -> WrittenBatch:
+        """The batch with its events and rows, its header as given."""
         rows, event_rows = self._row_tuples()
-        return {"written": self.events, "rows": rows, "event_rows": event_rows}
+        return WrittenBatch(
+            header=header,
+            header_kwargs=header_kwargs,
+            header_json=header_json,
+            user_key=user_key,
+            event_cls=written,
+            written=self.events,
+            rows=rows,
+            event_rows=event_rows,
+        )
 
     def _row_tuples(self) -> tuple[tuple[RowRef, ...], tuple[RowRef, ...]]:
         """The batch's rows and its event rows (one tuple when every row has an event)."""
@@ -322,16 +325,23 @@ class _WrittenPending(_Pending):
             cast("list[str | None]", keys),
         )
 
-    def _written_fields(self) -> dict[str, Any]:
+    def _written_batch(
+        self,
+        written: type[Any],
+        header: Batch | None,
+        header_kwargs: dict[str, Any] | None,
+        header_json: bytes | None,
+        user_key: bytes | None,
+    ) -> WrittenBatch:
         stamps = self.stamps
         if not self.spanned or stamps is None:
-            return super()._written_fields()
-        return {
-            "blobs": tuple(self.events),
-            "stamps": tuple(stamps),
-            "all_written": not self.mixed,
-            "span": RowSpan(self.numbers, self.keys),
-        }
+            return super()._written_batch(written, header, header_kwargs, header_json, user_key)
+        return WrittenBatch.spanned(
+            (header, header_kwargs, header_json, user_key),
+            written,
+            (tuple(self.events), tuple(stamps), not self.mixed),
+            RowSpan(self.numbers, self.keys),
+        )
 
 
 def _with_event(first: _Mapped, event: Any) -> _Mapped:

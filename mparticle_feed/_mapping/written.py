@@ -25,7 +25,7 @@ from .._errors import ModelError
 from .._wire.codec import _json_default, from_dict, kept_bytes
 from .._wire.commerce import ProductAction
 from .._wire.common import UserIdentities
-from .._wire.enums import CustomEventType, Environment, ProductActionType
+from .._wire.enums import CustomEventType, ProductActionType
 from .._wire.models import Batch, CommerceEvent, CustomEvent
 from .provenance import RowRef, RowSpan, SourcedBatch
 
@@ -41,7 +41,6 @@ __all__ = [
     "unpaired",
     "write_events",
     "written_event_type",
-    "written_header",
     "written_order",
 ]
 
@@ -258,108 +257,6 @@ def unpaired(events: Iterable[Any]) -> WrittenEvents:
     return WrittenEvents(blobs, stamps, mixed=mixed)
 
 
-#: The rank of each identity in what the codec writes for ``UserIdentities`` (field order).
-_IDENTITY_ORDER = {field.name: rank for rank, field in enumerate(attrs.fields(UserIdentities))}
-#: The identity names a mapping gives, in the codec's order (few shapes per mapping).
-_ORDERED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_SHAPES_KEPT = 1024
-_TEXT = frozenset({str})
-#: User attribute values ``optional_user_attributes`` hands back unchanged (floats: finite).
-_PLAIN_KINDS = frozenset({str, int, bool, float, type(None)})
-
-
-def written_header(
-    environment: Any, first: Any, user_attributes: dict[str, Any]
-) -> tuple[bytes, bytes] | None:
-    """A batch header's bytes, as the codec writes the :class:`Batch` the row path builds from
-    ``first`` (a mapped row) and the merged ``user_attributes``, and the user key packing
-    orders by; None unless the model is proven to keep every value as it is.
-
-    Proven: identities (text) and user attributes whose keys are text and values text,
-    integers, booleans, null or finite floats (``optional_user_attributes`` hands those back
-    unchanged), no other user-level field. The codec writes ``environment`` first, then the
-    set fields in the model's field order: ``user_attributes`` before ``user_identities``,
-    each identity in :class:`UserIdentities`'s field order.
-    """
-    if (
-        first.device
-        or first.extras
-        or not first.identities
-        or first.mpid is not None
-        or first.mp_deviceid is not None
-        or first.ip is not None
-        or first.application_info is not None
-        or first.context is not None
-        or (environment is not None and environment.__class__ is not Environment)
-    ):
-        return None
-    given = dict(first.identities)
-    ordered = _ordered(tuple(given))
-    if ordered is None or not _TEXT.issuperset(map(type, given.values())):
-        return None
-    if user_attributes:
-        if not _TEXT.issuperset(map(type, user_attributes)):
-            return None
-        kinds = set(map(type, user_attributes.values()))
-        if not kinds <= _PLAIN_KINDS:
-            return None
-        if float in kinds:
-            for item in user_attributes.values():  # a loop: cheaper than all() per batch
-                if item.__class__ is float and item - item != 0.0:
-                    return None  # not finite: the model's converter refuses it
-    return _header_bytes(environment, given, ordered, user_attributes)
-
-
-def known_header(
-    environment: Any, first: Any, user_attributes: dict[str, Any]
-) -> tuple[bytes, bytes] | None:
-    """:func:`written_header` for a row the Arrow engine proved plain (``_KnownMapped``): no
-    other user-level field, an environment the codec writes, identities of known names
-    holding text, ``user_attributes`` those of ``first`` (text keys; values text, integers,
-    booleans, null or finite floats). The same bytes, without checking each value again."""
-    given = dict(first.identities)
-    ordered = _ordered(tuple(given))
-    if ordered is None:
-        return None
-    return _header_bytes(environment, given, ordered, user_attributes)
-
-
-def _ordered(names: tuple[str, ...]) -> tuple[str, ...] | None:
-    """Identity names in :class:`UserIdentities`'s field order; None for an unknown name."""
-    ordered = _ORDERED_NAMES.get(names)
-    if ordered is None:
-        if not all(name in _IDENTITY_ORDER for name in names):
-            return None
-        ordered = tuple(sorted(names, key=_IDENTITY_ORDER.__getitem__))
-        if len(_ORDERED_NAMES) < _SHAPES_KEPT:
-            _ORDERED_NAMES[names] = ordered
-    return ordered
-
-
-_IDENTITIES_KEY = b'"user_identities":'
-
-
-def _header_bytes(
-    environment: Any, given: dict[str, str], ordered: tuple[str, ...], user_attributes: Any
-) -> tuple[bytes, bytes] | None:
-    # In the codec's order already, as identities mostly are: the dict as it is.
-    identities = given if tuple(given) == ordered else {name: given[name] for name in ordered}
-    document: dict[str, Any] = {}
-    if environment is not None:
-        document["environment"] = environment
-    if user_attributes:
-        document["user_attributes"] = user_attributes
-    document["user_identities"] = identities
-    try:
-        header = orjson.dumps(document)
-    except orjson.JSONEncodeError:
-        return None  # a lone surrogate: the model, which packing reports
-    # The identities' JSON ends the header: the user key, [null,null,identities], reuses it.
-    # Their key appears once unescaped (a quote inside any value is written \").
-    start = header.rindex(_IDENTITIES_KEY) + len(_IDENTITIES_KEY)
-    return kept_bytes(header), b"".join((b"[null,null,", header[start:-1], b"]"))
-
-
 #: SourcedBatch's own slots, which WrittenBatch's properties of the same names stand before.
 _ROWS_SLOT: Any = SourcedBatch.__dict__["rows"]
 _EVENT_ROWS_SLOT: Any = SourcedBatch.__dict__["event_rows"]
@@ -438,21 +335,52 @@ class WrittenBatch(SourcedBatch):
             # SourcedBatch's own check, which this constructor bypasses.
             msg = f"{len(blobs)} events but {counted} event_rows"
             raise ModelError(msg)
-        if header is None and header_kwargs is None:
+        self._fill((header, header_kwargs, header_json, user_key), event_cls, blobs, stamps, span)
+        object.__setattr__(self, "all_written", all_written)
+
+    def _fill(
+        self,
+        header: tuple[Batch | None, dict[str, Any] | None, bytes | None, bytes | None],
+        event_cls: type[Any],
+        blobs: tuple[Any, ...],
+        stamps: tuple[int | None, ...],
+        span: RowSpan | None,
+    ) -> None:
+        model, header_kwargs, header_json, user_key = header
+        if model is None and header_kwargs is None:
             msg = "a written batch needs its header or the header's fields"
             raise ModelError(msg)
         # SourcedBatch is frozen: its fields are set as attrs sets them.
         setter = object.__setattr__
-        setter(self, "_header", header)
+        setter(self, "_header", model)
         setter(self, "header_kwargs", header_kwargs)
         setter(self, "header_json", header_json)
         setter(self, "user_key", user_key)
         setter(self, "blobs", blobs)
         setter(self, "stamps", stamps)
-        setter(self, "all_written", all_written)
         setter(self, "event_cls", event_cls)
         setter(self, "_span", span)
         setter(self, "_model", None)
+
+    @classmethod
+    def spanned(
+        cls,
+        header: tuple[Batch | None, dict[str, Any] | None, bytes | None, bytes | None],
+        event_cls: type[Any],
+        events: tuple[tuple[Any, ...], tuple[int | None, ...], bool],
+        span: RowSpan,
+    ) -> WrittenBatch:
+        """A batch of rows that all have an event (the Arrow engine's common batch), made
+        without the keyword constructor's steps: ``header`` is (header, header_kwargs,
+        header_json, user_key), ``events`` (blobs, stamps, all_written)."""
+        blobs, stamps, all_written = events
+        if len(blobs) != len(span) or len(stamps) != len(span):
+            msg = f"{len(blobs)} events but {len(span)} event_rows"
+            raise ModelError(msg)
+        self = cls.__new__(cls)
+        self._fill(header, event_cls, blobs, stamps, span)
+        object.__setattr__(self, "all_written", all_written)
+        return self
 
     @property
     def written(self) -> tuple[Any, ...]:
@@ -510,6 +438,8 @@ class WrittenBatch(SourcedBatch):
         if header is None:
             kwargs = dict(cast("dict[str, Any]", self.header_kwargs))
             identities = kwargs.get("user_identities")
+            if identities.__class__ is tuple:  # (name, text) pairs, as the engine keeps them
+                identities = dict(identities)
             if identities.__class__ is dict:
                 kwargs["user_identities"] = UserIdentities(**identities)
             header = Batch(**kwargs)
