@@ -175,7 +175,8 @@ def _route(
         events: Sequence[Any]
         stamps: Sequence[int | None] | None
         if isinstance(sourced, WrittenBatch):
-            events, stamps = sourced.blobs, sourced.event_stamps()
+            events = sourced.blobs
+            stamps = sourced.stamps if sourced.all_written else sourced.event_stamps()
         else:
             events, stamps = sourced.batch.events or (), None
         if not events:

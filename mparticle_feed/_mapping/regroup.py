@@ -227,23 +227,32 @@ class RegroupWindow(Generic[G]):
 
     def _evict(self, keep: int) -> None:
         """Let the oldest batches go until the window fits (never the one just added to)."""
-        while self._held > self.window and len(self._groups) > 1:
-            oldest = next(iter(self._groups))
+        groups = self._groups
+        while self._held > self.window and len(groups) > 1:
+            oldest, group = groups.popitem(last=False)
             if oldest == keep:
-                self._groups.move_to_end(keep)
+                groups[oldest] = group  # the newest now
                 continue
-            self._release(oldest, unfilled=True)
+            self._let_go_of(oldest, group)
 
-    def _release(self, slot: int, *, unfilled: bool = False) -> None:
-        group = self._groups.pop(slot)
+    def _release(self, slot: int) -> None:
+        """Let a filled batch (or one its user's next row cannot join) go."""
+        self._flushed(self._groups.pop(slot))
+
+    def _let_go_of(self, slot: int, group: G) -> None:
+        """Let an unfilled batch go, taken out of the window already; its user is noted."""
+        self._flushed(group)
+        let_go = self._let_go
+        let_go[slot] = None
+        if len(let_go) > self._let_go_cap:
+            let_go.popitem(last=False)
+
+    def _flushed(self, group: G) -> None:
+        """A batch out of the window, flushed into ``ready``."""
         if group is self._last:
             self._last = None
         self._held -= group.row_count()
         self.ready.append(group.flush())
-        if unfilled:
-            self._let_go[slot] = None
-            if len(self._let_go) > self._let_go_cap:
-                self._let_go.popitem(last=False)
 
     def take(self) -> list[SourcedBatch]:
         ready, self.ready = self.ready, []
