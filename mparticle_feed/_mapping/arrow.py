@@ -352,7 +352,7 @@ class ArrowEngine:
         starts.update(flagged)
         starts.update(index + 1 for index in flagged)
         bounds = sorted(index for index in starts if index < rows)
-        part.users_at(bounds)
+        part.users_at([index for index in bounds if index not in flagged])
         truncated = part.truncated
         # Tuples: a run's slices of them, held in an open batch, are left by the garbage
         # collector once it has seen they hold no containers (a list is scanned as long as

@@ -7,7 +7,7 @@ Per row: its primary key, its user part, its event's fields (or its event writte
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, cast
 
@@ -96,8 +96,9 @@ class Converted:
         same = self._same_users(columns, rows) if joinable else None
         #: Whether the user part's values are read at the runs' first rows only (``users_at``).
         self._deferred = same is not None
-        #: By row read (``users_at``): its identities (name, text) and user attributes.
-        self._user_parts: dict[int, tuple[tuple[tuple[str, str], ...], Any]] | None = None
+        #: Per row read (``users_at``), in order: its number, identities (name, text) and user
+        #: attributes.
+        self._user_parts: Iterator[tuple[int, tuple[tuple[str, str], ...], Any]] = iter(())
         identity_lists: list[list[Any]] = []
         user_lists: list[list[Any]] = []
         if not self._deferred:
@@ -198,8 +199,8 @@ class Converted:
         return same_as_before(columns, [*self._identity_sources, *self._user_sources], rows)
 
     def users_at(self, starts: list[int]) -> None:
-        """Read the user part of rows ``starts`` (each run's first row), where ``mapped`` is
-        to find it; it reads no other row's."""
+        """Read the user part of rows ``starts`` (each run's first row, unflagged): ``mapped``
+        is to be asked for these rows, in this order, and no other."""
         if not self._deferred:
             return
         columns = self._columns
@@ -210,18 +211,20 @@ class Converted:
             taken = columns.batch.column(column).take(indices)
             nulls = taken.null_count > 0
             identity_lists.append(identity_values(columns, column, taken.to_pylist(), nulls=nulls))
-        pairs: list[tuple[tuple[str, str], ...]]
+        # Iterators, each run's made as ``mapped`` asks for it: made all at once, the slice's
+        # containers would set the garbage collector going while the window frees as many.
+        pairs: Iterator[tuple[tuple[str, str], ...]]
         if not identity_lists:
-            pairs = [()] * len(starts)
+            pairs = repeat((), len(starts))
         elif all(map(all, identity_lists)):
             # No identity left out (none null or empty): each row's pairs zipped in C.
             named = [
                 zip(repeat(name), texts)
                 for name, texts in zip(self.identity_names, identity_lists, strict=True)
             ]
-            pairs = list(zip(*named, strict=True))
+            pairs = zip(*named, strict=True)
         else:
-            pairs = [
+            pairs = (
                 tuple(
                     [
                         (name, text)
@@ -230,12 +233,12 @@ class Converted:
                     ]
                 )
                 for texts in zip(*identity_lists, strict=True)
-            ]
-        attributes: list[dict[str, Any] | None]
+            )
+        attributes: Iterator[dict[str, Any] | None]
         if not self.has_user_attributes:
-            attributes = [None] * len(starts)
+            attributes = repeat(None, len(starts))
         elif not self._user_sources:
-            attributes = [{} for _ in starts]
+            attributes = ({} for _ in starts)
         else:
             taken_columns = [
                 columns.batch.column(column).take(indices) for column in self._user_sources
@@ -243,17 +246,17 @@ class Converted:
             user_lists = [taken.to_pylist() for taken in taken_columns]
             names = self.user_names
             if not any(taken.null_count for taken in taken_columns):
-                attributes = list(map(dict, map(zip, repeat(names), zip(*user_lists, strict=True))))
+                attributes = map(dict, map(zip, repeat(names), zip(*user_lists, strict=True)))
             else:
-                attributes = [
+                attributes = (
                     {
                         name: value
                         for name, value in zip(names, values, strict=True)
                         if value is not None
                     }
                     for values in zip(*user_lists, strict=True)
-                ]
-        self._user_parts = dict(zip(starts, zip(pairs, attributes, strict=True), strict=True))
+                )
+        self._user_parts = zip(starts, pairs, attributes, strict=True)
 
     def _user_columns(
         self, engine: ArrowEngine, columns: Columns, attr_columns: tuple[str, ...]
@@ -394,8 +397,11 @@ class Converted:
     def mapped(self, index: int, event: Any, truncated: int) -> _Mapped | None:
         """What the row path maps the row to; None when it has no identity."""
         user_attributes: dict[str, Any] | None
-        if self._user_parts is not None:
-            identity_pairs, user_attributes = self._user_parts[index]
+        if self._deferred:
+            read, identity_pairs, user_attributes = next(self._user_parts)
+            if read != index:
+                msg = f"row {index} asked for; row {read} was read for it"
+                raise AssertionError(msg)
         else:
             identity_pairs = tuple(
                 [(name, values[index]) for name, values in self.identity_columns if values[index]]
