@@ -50,9 +50,8 @@ def written_header(
         or (environment is not None and environment.__class__ is not Environment)
     ):
         return None
-    given = dict(first.identities)
-    ordered = _ordered(tuple(given))
-    if ordered is None or not _TEXT.issuperset(map(type, given.values())):
+    identities = _in_order(dict(first.identities))
+    if identities is None or not _TEXT.issuperset(map(type, identities.values())):
         return None
     if user_attributes:
         if not _TEXT.issuperset(map(type, user_attributes)):
@@ -64,7 +63,7 @@ def written_header(
             for item in user_attributes.values():  # a loop: cheaper than all() per batch
                 if item.__class__ is float and item - item != 0.0:
                     return None  # not finite: the model's converter refuses it
-    return _header_bytes(environment, given, ordered, user_attributes)
+    return _header_bytes(environment, identities, user_attributes)
 
 
 def known_header(
@@ -74,15 +73,16 @@ def known_header(
     other user-level field, an environment the codec writes, identities of known names
     holding text, ``user_attributes`` those of ``first`` (text keys; values text, integers,
     booleans, null or finite floats). The same bytes, without checking each value again."""
-    given = dict(first.identities)
-    ordered = _ordered(tuple(given))
-    if ordered is None:
+    identities = _in_order(dict(first.identities))
+    if identities is None:
         return None
-    return _header_bytes(environment, given, ordered, user_attributes)
+    return _header_bytes(environment, identities, user_attributes)
 
 
-def _ordered(names: tuple[str, ...]) -> tuple[str, ...] | None:
-    """Identity names in :class:`UserIdentities`'s field order; None for an unknown name."""
+def _in_order(given: dict[str, str]) -> dict[str, str] | None:
+    """Identities in :class:`UserIdentities`'s field order (``given`` itself when it is, as
+    identities mostly are); None for an unknown name."""
+    names = tuple(given)
     ordered = _ORDERED_NAMES.get(names)
     if ordered is None:
         if not all(name in _IDENTITY_ORDER for name in names):
@@ -90,17 +90,16 @@ def _ordered(names: tuple[str, ...]) -> tuple[str, ...] | None:
         ordered = tuple(sorted(names, key=_IDENTITY_ORDER.__getitem__))
         if len(_ORDERED_NAMES) < _SHAPES_KEPT:
             _ORDERED_NAMES[names] = ordered
-    return ordered
+    return given if names == ordered else {name: given[name] for name in ordered}
 
 
 _IDENTITIES_KEY = b'"user_identities":'
 
 
 def _header_bytes(
-    environment: Any, given: dict[str, str], ordered: tuple[str, ...], user_attributes: Any
+    environment: Any, identities: dict[str, str], user_attributes: Any
 ) -> tuple[bytes, bytes] | None:
-    # In the codec's order already, as identities mostly are: the dict as it is.
-    identities = given if tuple(given) == ordered else {name: given[name] for name in ordered}
+    """The header's bytes and the user key, from identities in the codec's order."""
     document: dict[str, Any] = {}
     if environment is not None:
         document["environment"] = environment
