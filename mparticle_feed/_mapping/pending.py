@@ -12,7 +12,7 @@ from .._wire.models import Batch
 from .compile import _KnownMapped, _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, RowSpan, SourcedBatch
-from .written import WrittenBatch, WrittenEvents, paired, unpaired
+from .written import HeaderParts, WrittenBatch, WrittenEvents, paired, unpaired
 from .written_header import known_header, written_header
 
 __all__ = ["_Pending", "_WrittenPending", "_with_event"]
@@ -167,27 +167,22 @@ class _Pending:
         else:
             header = written_header(self.environment, first, self.user_attributes)
         if header is None:
-            return self._written_batch(written, self._batch(first, None), None, None, None)
+            return self._written_batch(written, (self._batch(first, None), None, None, None))
         # Only identities and user attributes: the model, when asked for, from those.
         fields = {
             "environment": self.environment,
             "user_identities": first.identities,
             "user_attributes": self.user_attributes or None,
         }
-        return self._written_batch(written, None, fields, header[0], header[1])
+        return self._written_batch(written, (None, fields, header[0], header[1]))
 
-    def _written_batch(
-        self,
-        written: type[Any],
-        header: Batch | None,
-        header_kwargs: dict[str, Any] | None,
-        header_json: bytes | None,
-        user_key: bytes | None,
-    ) -> WrittenBatch:
-        """The batch with its events and rows, its header as given."""
+    def _written_batch(self, written: type[Any], header: HeaderParts) -> WrittenBatch:
+        """The batch with its events and rows, its header as given: (the model,
+        header_kwargs, header_json, user_key)."""
         rows, event_rows = self._row_tuples()
+        model, header_kwargs, header_json, user_key = header
         return WrittenBatch(
-            header=header,
+            header=model,
             header_kwargs=header_kwargs,
             header_json=header_json,
             user_key=user_key,
@@ -325,19 +320,12 @@ class _WrittenPending(_Pending):
             cast("list[str | None]", keys),
         )
 
-    def _written_batch(
-        self,
-        written: type[Any],
-        header: Batch | None,
-        header_kwargs: dict[str, Any] | None,
-        header_json: bytes | None,
-        user_key: bytes | None,
-    ) -> WrittenBatch:
+    def _written_batch(self, written: type[Any], header: HeaderParts) -> WrittenBatch:
         stamps = self.stamps
         if not self.spanned or stamps is None:
-            return super()._written_batch(written, header, header_kwargs, header_json, user_key)
+            return super()._written_batch(written, header)
         return WrittenBatch.spanned(
-            (header, header_kwargs, header_json, user_key),
+            header,
             written,
             (tuple(self.events), tuple(stamps), not self.mixed),
             RowSpan(self.numbers, self.keys),

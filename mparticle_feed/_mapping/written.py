@@ -31,6 +31,7 @@ from .provenance import RowRef, RowSpan, SourcedBatch
 
 __all__ = [
     "CUSTOM_EVENT_TYPE",
+    "HeaderParts",
     "WrittenBatch",
     "WrittenEvents",
     "WrittenField",
@@ -257,6 +258,10 @@ def unpaired(events: Iterable[Any]) -> WrittenEvents:
     return WrittenEvents(blobs, stamps, mixed=mixed)
 
 
+#: A written batch's header: the model, or the fields it is built from on first use, with
+#: the header's bytes and the user key (None where the model is written by packing).
+HeaderParts = tuple["Batch | None", "dict[str, Any] | None", "bytes | None", "bytes | None"]
+
 #: SourcedBatch's own slots, which WrittenBatch's properties of the same names stand before.
 _ROWS_SLOT: Any = SourcedBatch.__dict__["rows"]
 _EVENT_ROWS_SLOT: Any = SourcedBatch.__dict__["event_rows"]
@@ -340,7 +345,7 @@ class WrittenBatch(SourcedBatch):
 
     def _fill(
         self,
-        header: tuple[Batch | None, dict[str, Any] | None, bytes | None, bytes | None],
+        header: HeaderParts,
         event_cls: type[Any],
         blobs: tuple[Any, ...],
         stamps: tuple[int | None, ...],
@@ -365,7 +370,7 @@ class WrittenBatch(SourcedBatch):
     @classmethod
     def spanned(
         cls,
-        header: tuple[Batch | None, dict[str, Any] | None, bytes | None, bytes | None],
+        header: HeaderParts,
         event_cls: type[Any],
         events: tuple[tuple[Any, ...], tuple[int | None, ...], bool],
         span: RowSpan,
