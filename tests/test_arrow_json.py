@@ -20,7 +20,6 @@ from mparticle_feed._mapping.arrow_json import _fragments, written_blobs  # noqa
 from mparticle_feed._mapping.written import (  # noqa: E402
     CUSTOM_EVENT_TYPE,
     WrittenField,
-    paired,
     write_events,
 )
 from mparticle_feed._wire.enums import CustomEventType  # noqa: E402
@@ -109,18 +108,15 @@ def events(draw: Any) -> tuple[Columns, list[WrittenField], set[int], frozenset[
     return columns, fields, flagged, frozenset({"product_action"})
 
 
-def written_events(*args: Any) -> list[Any]:
-    """:func:`written_blobs` paired as ``write_events`` gives its rows."""
-    blobs, stamps = written_blobs(*args)
-    return paired(blobs, stamps)
-
-
 @SETTINGS
 @given(events())
 def test_events_joined_in_arrow_are_what_write_events_writes(case: Any) -> None:
     columns, fields, flagged, objects = case
     expected = write_events(_fragments(fields, objects), flagged, CUSTOM_EVENT_TYPE)
-    assert written_events(columns, fields, flagged, CUSTOM_EVENT_TYPE, objects) == expected
+    blobs, stamps = written_blobs(columns, fields, flagged, CUSTOM_EVENT_TYPE, objects)
+    assert blobs == expected
+    timestamps = next(values for key, _, values in fields if key == "timestamp_unixtime_ms")
+    assert list(stamps) == timestamps
 
 
 def test_bytes_that_are_not_written_objects_are_left_to_write_events() -> None:
@@ -128,6 +124,7 @@ def test_bytes_that_are_not_written_objects_are_left_to_write_events() -> None:
     batch = pa.RecordBatch.from_pydict({"raw": pa.array([b"1", None], pa.binary())})
     columns = Columns(pa, batch)
     fields: list[WrittenField] = [("event_name", None, columns.values("raw"))]
-    written = written_events(columns, fields, set(), CUSTOM_EVENT_TYPE)
+    written, stamps = written_blobs(columns, fields, set(), CUSTOM_EVENT_TYPE)
     assert written == write_events(fields, set(), CUSTOM_EVENT_TYPE)
     assert written[0] is None
+    assert list(stamps) == [None, None]  # no timestamp field

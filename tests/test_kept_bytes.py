@@ -65,7 +65,7 @@ def test_written_events_are_their_own_size() -> None:
 
     def events() -> list[bytes]:
         written = write_events(fields, set(), CUSTOM_EVENT_TYPE)  # type: ignore[arg-type]
-        return [event[1] for event in written if event is not None]
+        return [event for event in written if event is not None]
 
     _assert_own_size(events)
 

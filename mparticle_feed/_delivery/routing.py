@@ -21,7 +21,7 @@ import attrs
 
 from .._errors import ConfigurationError, ModelError
 from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
-from .._mapping.written import WrittenBatch, event_stamp
+from .._mapping.written import WrittenBatch
 from .._wire.models import Batch
 
 __all__ = [
@@ -190,7 +190,7 @@ def _route(
         historical: list[int] = []
         refused: list[tuple[int, str]] = []
         for index, event in enumerate(events):
-            stamp = event_stamp(event) if stamps is None else stamps[index]
+            stamp = event.timestamp_unixtime_ms if stamps is None else stamps[index]
             age = None if stamp is None else now_ms - stamp
             goes_historical = historical_only or (age is not None and age >= after_ms)
             if not goes_historical:

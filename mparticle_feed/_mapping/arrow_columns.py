@@ -143,8 +143,6 @@ class Columns:
             compute = arrow_compute()
             found = compute.match_substring_regex(self._read.column(name), pattern)
             whole = self._matches[name, pattern] = compute.fill_null(found, False)
-        if self._offset == 0 and len(whole) == self.batch.num_rows:
-            return whole
         return whole.slice(self._offset, self.batch.num_rows)
 
     def source_of(self, values: list[Any]) -> Any:

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 from operator import is_
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
 from .arrow_columns import FLAG, Columns, arrow_compute
-from .written import WrittenField, unpaired, write_events
+from .written import WrittenField, write_events
 
 __all__ = [
     "Unproven",
@@ -353,8 +353,7 @@ def written_blobs(
     try:
         events, elsewhere = _events(columns, fields, objects, event_type)
     except Unproven:
-        slow = write_events(_fragments(fields, objects), flagged, event_type)
-        return cast("list[bytes | None]", unpaired(slow).events), stamps  # unpaired's lists
+        return write_events(_fragments(fields, objects), flagged, event_type), stamps
     rest = elsewhere - flagged
     blobs: list[bytes | None] = events
     for index in flagged:
@@ -363,6 +362,5 @@ def written_blobs(
         fragments = _fragments(fields, objects)
         slow = write_events(fragments, flagged | (set(range(rows)) - rest), event_type)
         for index in rest:
-            written = slow[index]
-            blobs[index] = None if written is None else written[1]
+            blobs[index] = slow[index]
     return blobs, stamps

@@ -12,7 +12,14 @@ from .._wire.models import Batch
 from .compile import _KnownMapped, _Mapped
 from .limits import MAX_USER_ATTRIBUTES
 from .provenance import RowRef, RowSpan, SourcedBatch
-from .written import HeaderParts, WrittenBatch, WrittenEvents, paired, unpaired
+from .written import (
+    HeaderParts,
+    WrittenBatch,
+    WrittenEvents,
+    append_unpaired,
+    paired,
+    unpaired,
+)
 from .written_header import known_header, written_header
 
 __all__ = ["_Pending", "_WrittenPending", "_with_event"]
@@ -254,12 +261,7 @@ class _WrittenPending(_Pending):
             super().add_event(event, ref)
             return
         events, stamps, numbers, keys = self._own()
-        if event.__class__ is tuple:
-            stamps.append(event[0])
-            events.append(event[1])
-        else:
-            stamps.append(None)
-            events.append(event)
+        if append_unpaired(event, events, stamps):
             self.mixed = True
         numbers.append(ref.row_number)
         keys.append(ref.primary_key)

@@ -35,9 +35,9 @@ __all__ = [
     "WrittenBatch",
     "WrittenEvents",
     "WrittenField",
+    "append_unpaired",
     "event_bytes",
     "event_data",
-    "event_stamp",
     "paired",
     "unpaired",
     "write_events",
@@ -95,7 +95,7 @@ def written_event_type(cls: type[Any]) -> Any:
 
 def write_events(
     fields: list[WrittenField], flagged: set[int], event_type: Any = CUSTOM_EVENT_TYPE
-) -> list[tuple[int | None, bytes] | None]:
+) -> list[bytes | None]:
     """Each row's event as the codec writes it, from the columns, without a model (None for
     the rows in ``flagged``, and where JSON cannot carry a value). ``event_type`` is what
     the codec writes for the event's class.
@@ -103,9 +103,8 @@ def write_events(
     An attribute map's dict is built for its row only and dropped once written: few
     containers live at once, so the garbage collector has little to walk.
     """
-    stamps = next((values for key, _, values in fields if key == "timestamp_unixtime_ms"), None)
     dumps = orjson.dumps
-    out: list[tuple[int | None, bytes] | None] = []
+    out: list[bytes | None] = []
     append = out.append
     dense = _dense(fields)
     if dense is not None:
@@ -122,7 +121,7 @@ def write_events(
             except orjson.JSONEncodeError:
                 append(None)  # text JSON cannot carry (a lone surrogate): a model's
                 continue
-            append((None if stamps is None else stamps[index], kept_bytes(written)))
+            append(kept_bytes(written))
         return out
     spec = [(key, names) for key, names, _ in fields]
     columns = [
@@ -147,7 +146,7 @@ def write_events(
             # Text JSON cannot carry (a lone surrogate): a model, which packing reports.
             append(None)
             continue
-        append((None if stamps is None else stamps[index], kept_bytes(written)))
+        append(kept_bytes(written))
     return out
 
 
@@ -173,31 +172,18 @@ def _dense(fields: list[WrittenField]) -> tuple[list[str], list[Iterable[Any]]] 
     return (keys, rows) if keys else None
 
 
-def event_stamp(event: Any) -> int | None:
-    """An event's ``timestamp_unixtime_ms``: written ``(timestamp, bytes)``, or a model."""
-    if event.__class__ is tuple:
-        stamp: int | None = event[0]
-        return stamp
-    value: int | None = event.timestamp_unixtime_ms
-    return value
-
-
 def event_bytes(event: Any) -> bytes:
-    """An event's JSON bytes as the codec writes them (raises orjson.JSONEncodeError): written
-    (bytes, or (timestamp, bytes)), or a model."""
+    """A written batch's event (``blobs[i]``: bytes, or a model) as the codec writes it
+    (raises orjson.JSONEncodeError)."""
     if event.__class__ is bytes:
         return event
-    if event.__class__ is tuple:
-        written: bytes = event[1]
-        return written
     return orjson.dumps(event, default=_json_default)
 
 
 def event_data(event: Any) -> Any:
-    """What the codec's hook gives for an event: the decoded data, or the model itself."""
-    if event.__class__ is bytes:
-        return orjson.loads(event)
-    return orjson.loads(event[1]) if event.__class__ is tuple else event
+    """What the codec's hook gives for a written batch's event: the decoded data, or the
+    model itself."""
+    return orjson.loads(event) if event.__class__ is bytes else event
 
 
 class WrittenEvents(Sequence[Any]):
@@ -248,14 +234,20 @@ def unpaired(events: Iterable[Any]) -> WrittenEvents:
     stamps: list[int | None] = []
     mixed = False
     for event in events:
-        if event.__class__ is tuple:
-            stamps.append(event[0])
-            blobs.append(event[1])
-        else:
-            stamps.append(None)
-            blobs.append(event)
-            mixed = True
+        mixed = append_unpaired(event, blobs, stamps) or mixed
     return WrittenEvents(blobs, stamps, mixed=mixed)
+
+
+def append_unpaired(event: Any, blobs: list[Any], stamps: list[int | None]) -> bool:
+    """Append an event, (timestamp, bytes) or a model, to ``blobs`` and ``stamps`` (None for
+    a model's); True for a model."""
+    if event.__class__ is tuple:
+        stamps.append(event[0])
+        blobs.append(event[1])
+        return False
+    stamps.append(None)
+    blobs.append(event)
+    return True
 
 
 #: A written batch's header: the model, or the fields it is built from on first use, with
@@ -498,11 +490,8 @@ class WrittenBatch(SourcedBatch):
 
 
 def _event_model(cls: type[Any], event: Any) -> Any:
-    """The model of a written event (bytes, or (timestamp, bytes); a model is itself): a
-    custom event from its data, as its keyword arguments; any other through the codec, as
-    ``loads`` reads it."""
-    if event.__class__ is tuple:
-        event = event[1]
+    """The model of a written event (bytes; a model is itself): a custom event from its data,
+    as its keyword arguments; any other through the codec, as ``loads`` reads it."""
     if event.__class__ is not bytes:
         return event
     if cls is CustomEvent:
