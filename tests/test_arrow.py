@@ -867,7 +867,7 @@ def test_written_path_is_taken_only_where_it_is_proven() -> None:
     assert batches
     for sourced in batches:
         assert isinstance(sourced, WrittenBatch)
-        assert all(isinstance(event, mpf.CustomEvent) for event in sourced.written)
+        assert all(isinstance(event, mpf.CustomEvent) for event in sourced.blobs)
 
 
 def test_routing_packing_and_the_differ_read_written_events_without_models(

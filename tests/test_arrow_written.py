@@ -324,9 +324,9 @@ def test_a_written_commerce_batch_stands_for_the_row_paths_batch() -> None:
     plain = list(mpf.map_rows(reference_rows(table, 1000), mapping))
     assert all(isinstance(sourced, WrittenBatch) for sourced in written)
     assert all(
-        event.__class__ is tuple
+        blob.__class__ is bytes
         for sourced in written
-        for event in sourced.written  # type: ignore[attr-defined]
+        for blob in sourced.blobs  # type: ignore[attr-defined]
     )
     assert written == plain
     assert [mpf.dumps(s.batch) for s in written] == [mpf.dumps(s.batch) for s in plain]

@@ -19,7 +19,7 @@ import mparticle_feed as mpf
 from mparticle_feed._mapping.compile import _KnownMapped, _Mapped
 from mparticle_feed._mapping.pending import _Pending, _WrittenPending
 from mparticle_feed._mapping.provenance import RowSpan
-from mparticle_feed._mapping.written import WrittenBatch, WrittenEvents
+from mparticle_feed._mapping.written import WrittenBatch, WrittenEvents, paired
 from mparticle_feed.pipeline import RowRef, SourcedBatch
 
 _EVENT: Any = (
@@ -161,7 +161,7 @@ def test_a_written_batchs_rows_are_the_row_paths_whatever_the_adds(
     assert isinstance(sourced, WrittenBatch)
     assert sourced.rows == rows
     assert sourced.event_rows == event_rows
-    assert sourced.written == tuple(plain.events)
+    assert paired(sourced.blobs, sourced.stamps) == list(plain.events)
     assert list(sourced._primary_keys()) == [
         r.primary_key for r in rows if r.primary_key is not None
     ]

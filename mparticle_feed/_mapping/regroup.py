@@ -184,10 +184,7 @@ class RegroupWindow(Generic[G]):
         The same batches, in the same order: letting the oldest batches go once, after the
         rows are added, lets go of those the two steps let go of in turn.
         """
-        try:
-            slot = hash(key)  # _slot's, inline: once per run
-        except TypeError:
-            slot = _slot(key)
+        slot = _slot(key)
         if slot in self._groups:
             return 0
         count = min(len(numbers), self.limit)

@@ -262,8 +262,10 @@ _EVENT_ROWS_SLOT: Any = SourcedBatch.__dict__["event_rows"]
 class WrittenBatch(SourcedBatch):
     """A sourced batch whose events are written data (a model where the row path mapped it).
 
-    ``header`` is the batch without events; ``written[i]`` is event ``i`` as the codec
-    writes it (or the event model itself, which orjson writes through the codec's hook).
+    ``header`` is the batch without events; ``blobs[i]`` is event ``i`` as the codec
+    writes it (or the event model itself, which orjson writes through the codec's hook) and
+    ``stamps[i]`` a written event's timestamp; ``all_written`` when no event is a model. The
+    constructor takes those three, or ``written``: each event as (timestamp, bytes) or a model.
     ``header_json`` (when set) is the header as the codec writes it, and ``user_key`` what
     packing orders the user's batches by: packing then builds no model. Without ``header``,
     the header model is built on first use from ``header_kwargs``.
@@ -378,15 +380,6 @@ class WrittenBatch(SourcedBatch):
         self._fill(header, event_cls, blobs, stamps, span)
         object.__setattr__(self, "all_written", all_written)
         return self
-
-    @property
-    def written(self) -> tuple[Any, ...]:
-        """Each event as (timestamp, bytes) where written, else its model. Kept as
-        ``blobs`` (each event's bytes, or its model) beside ``stamps`` (a written event's
-        timestamp): no tuple per event while the batch lives."""
-        if self.all_written:
-            return tuple(zip(self.stamps, self.blobs, strict=True))
-        return tuple(paired(self.blobs, self.stamps))
 
     def event_stamps(self) -> Sequence[int | None]:
         """Each event's ``timestamp_unixtime_ms``."""
