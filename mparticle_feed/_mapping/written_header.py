@@ -8,7 +8,6 @@ from typing import Any
 import attrs
 import orjson
 
-from .._wire.codec import kept_bytes
 from .._wire.common import UserIdentities
 from .._wire.enums import Environment
 
@@ -93,24 +92,38 @@ def _in_order(given: dict[str, str]) -> dict[str, str] | None:
     return given if names == ordered else {name: given[name] for name in ordered}
 
 
-_IDENTITIES_KEY = b'"user_identities":'
+#: A header's opening, per environment (None: none written): ``{`` and the environment.
+_OPENINGS: dict[Any, bytes] = {None: b"{"}
 
 
 def _header_bytes(
     environment: Any, identities: dict[str, str], user_attributes: Any
 ) -> tuple[bytes, bytes] | None:
-    """The header's bytes and the user key, from identities in the codec's order."""
-    document: dict[str, Any] = {}
-    if environment is not None:
-        document["environment"] = environment
-    if user_attributes:
-        document["user_attributes"] = user_attributes
-    document["user_identities"] = identities
+    """The header's bytes and the user key, from identities in the codec's order.
+
+    The bytes orjson writes for ``{"environment": ..., "user_attributes": ...,
+    "user_identities": ...}`` (the codec's order), joined from each part's JSON: orjson
+    writes a value alike wherever it stands, and the identities' JSON is also the user key's.
+    """
+    opening = _OPENINGS.get(environment)
     try:
-        header = orjson.dumps(document)
+        if opening is None:
+            opening = b"{" + orjson.dumps({"environment": environment})[1:-1] + b","
+            _OPENINGS[environment] = opening
+        identities_json = orjson.dumps(identities)
+        if user_attributes:
+            header = b"".join(
+                (
+                    opening,
+                    b'"user_attributes":',
+                    orjson.dumps(user_attributes),
+                    b',"user_identities":',
+                    identities_json,
+                    b"}",
+                )
+            )
+        else:
+            header = b"".join((opening, b'"user_identities":', identities_json, b"}"))
     except orjson.JSONEncodeError:
         return None  # a lone surrogate: the model, which packing reports
-    # The identities' JSON ends the header: the user key, [null,null,identities], reuses it.
-    # Their key appears once unescaped (a quote inside any value is written \").
-    start = header.rindex(_IDENTITIES_KEY) + len(_IDENTITIES_KEY)
-    return kept_bytes(header), b"".join((b"[null,null,", header[start:-1], b"]"))
+    return header, b"".join((b"[null,null,", identities_json, b"]"))
