@@ -35,6 +35,7 @@ import mparticle_feed as mpf  # noqa: E402
 from mparticle_feed import pipeline  # noqa: E402
 from mparticle_feed._mapping import arrow, written_structs  # noqa: E402
 from mparticle_feed._mapping.arrow_columns import Columns  # noqa: E402
+from mparticle_feed._mapping.arrow_slice import dict_maker  # noqa: E402
 from mparticle_feed._mapping.compile import _KnownMapped, _Mapped  # noqa: E402
 from mparticle_feed._mapping.provenance import events_part  # noqa: E402
 from mparticle_feed._mapping.sources import Constant  # noqa: E402
@@ -388,6 +389,20 @@ def test_a_written_header_is_the_models_bytes(
     # A row the Arrow engine proved plain: the same bytes, its values not checked again.
     known = _KnownMapped(pairs, pairs, (), None, None, None, None, None, attributes, None, 0)
     assert known_header(environment, known, attributes) == written
+
+
+@SETTINGS
+@given(st.lists(st.text(max_size=4), min_size=1, max_size=6), st.data())
+def test_a_run_s_attribute_dict_is_the_dict_of_its_names_and_values(
+    names: list[str], data: Any
+) -> None:
+    # Names repeat (the last value stands, at the first's place) and hold quotes: they are
+    # the function's globals, not its source.
+    values = data.draw(st.lists(ATTRIBUTE_VALUES, min_size=len(names), max_size=len(names)))
+    made = dict_maker(names)(*values)
+    expected = dict(zip(names, values, strict=True))
+    assert made == expected
+    assert list(made) == list(expected)
 
 
 def test_a_header_with_any_other_user_field_is_the_models() -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import compress
 from operator import not_
 from typing import Any, cast
@@ -39,7 +39,7 @@ from .arrow_columns import (
     Columns,
     normalised,
 )
-from .arrow_slice import WRITTEN_FIELDS, Converted
+from .arrow_slice import WRITTEN_FIELDS, Converted, dict_maker
 from .attributes import _AttributeBuilder
 from .compile import CompiledMapping, _Mapped
 from .provenance import RowRef
@@ -253,6 +253,7 @@ class ArrowEngine:
         self.order: dict[str, int] = {}
         self.event_type: Any = None
         self.struct_writers: dict[str, StructWriter] = {}
+        self.user_attribute_dict: Callable[..., dict[str, Any]] | None = None
         mapping = compiled.mapping
         self.needed = compiled.used_columns  # the primary key's column included
         if self.fallback is not None:
@@ -277,6 +278,15 @@ class ArrowEngine:
             )
             for name, maps in mapping.attribute_maps()
         ]
+        #: Each run's user attribute dict from its values, one per attribute (no nulls).
+        self.user_attribute_dict = next(
+            (
+                dict_maker(attr_names)
+                for name, _, attr_names, _ in self.attribute_maps
+                if name == "user_attributes" and attr_names
+            ),
+            None,
+        )
         sources = {name: getattr(mapping, name) for name, _, _ in compiled.event_fields}
         self.event_fields = [
             (name, sources[name], get, coerce) for name, get, coerce in compiled.event_fields

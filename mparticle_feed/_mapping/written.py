@@ -335,7 +335,7 @@ class WrittenBatch(SourcedBatch):
             msg = f"{len(blobs)} events but {counted} event_rows"
             raise ModelError(msg)
         self._fill((header, header_kwargs, header_json, user_key), event_cls, blobs, stamps, span)
-        object.__setattr__(self, "all_written", all_written)
+        _SET_ALL_WRITTEN(self, all_written)
 
     def _fill(
         self,
@@ -349,17 +349,17 @@ class WrittenBatch(SourcedBatch):
         if model is None and header_kwargs is None:
             msg = "a written batch needs its header or the header's fields"
             raise ModelError(msg)
-        # SourcedBatch is frozen: its fields are set as attrs sets them.
-        setter = object.__setattr__
-        setter(self, "_header", model)
-        setter(self, "header_kwargs", header_kwargs)
-        setter(self, "header_json", header_json)
-        setter(self, "user_key", user_key)
-        setter(self, "blobs", blobs)
-        setter(self, "stamps", stamps)
-        setter(self, "event_cls", event_cls)
-        setter(self, "_span", span)
-        setter(self, "_model", None)
+        # SourcedBatch is frozen: its slots are set directly (once per batch: cheaper than
+        # object.__setattr__ by name).
+        _SET_HEADER(self, model)
+        _SET_HEADER_KWARGS(self, header_kwargs)
+        _SET_HEADER_JSON(self, header_json)
+        _SET_USER_KEY(self, user_key)
+        _SET_BLOBS(self, blobs)
+        _SET_STAMPS(self, stamps)
+        _SET_EVENT_CLS(self, event_cls)
+        _SET_SPAN(self, span)
+        _SET_MODEL(self, None)
 
     @classmethod
     def spanned(
@@ -378,7 +378,7 @@ class WrittenBatch(SourcedBatch):
             raise ModelError(msg)
         self = cls.__new__(cls)
         self._fill(header, event_cls, blobs, stamps, span)
-        object.__setattr__(self, "all_written", all_written)
+        _SET_ALL_WRITTEN(self, all_written)
         return self
 
     def event_stamps(self) -> Sequence[int | None]:
@@ -480,6 +480,18 @@ class WrittenBatch(SourcedBatch):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as the plain sourced batch it stands for.
         return (_plain, (self.batch, self.event_rows, self.rows))
+
+
+_SET_HEADER = WrittenBatch.__dict__["_header"].__set__
+_SET_HEADER_KWARGS = WrittenBatch.__dict__["header_kwargs"].__set__
+_SET_HEADER_JSON = WrittenBatch.__dict__["header_json"].__set__
+_SET_USER_KEY = WrittenBatch.__dict__["user_key"].__set__
+_SET_BLOBS = WrittenBatch.__dict__["blobs"].__set__
+_SET_STAMPS = WrittenBatch.__dict__["stamps"].__set__
+_SET_EVENT_CLS = WrittenBatch.__dict__["event_cls"].__set__
+_SET_SPAN = WrittenBatch.__dict__["_span"].__set__
+_SET_MODEL = WrittenBatch.__dict__["_model"].__set__
+_SET_ALL_WRITTEN = WrittenBatch.__dict__["all_written"].__set__
 
 
 def _event_model(cls: type[Any], event: Any) -> Any:
