@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 pa = pytest.importorskip("pyarrow")
 
-from mparticle_feed._mapping.arrow_columns import FLAG, Columns  # noqa: E402
+from mparticle_feed._mapping.arrow_columns import FLAG, ArrowValues, Columns  # noqa: E402
 from mparticle_feed._mapping.arrow_json import _fragments, written_blobs  # noqa: E402
 from mparticle_feed._mapping.written import (  # noqa: E402
     CUSTOM_EVENT_TYPE,
@@ -83,6 +83,7 @@ def events(draw: Any) -> tuple[Columns, list[WrittenField], set[int], frozenset[
         for key in ("event_name", "custom_event_type", "timestamp_unixtime_ms")
     ]
     names = tuple(draw(st.lists(ATTRIBUTE_NAMES, unique=True, max_size=3)))
+    in_arrow = draw(st.booleans())  # columns of text, integers or booleans left in Arrow
     if names:
         attributes = [draw(values_for(rows, flagged, arrays)) for _ in names]
         drawn.append(("custom_attributes", names, attributes))
@@ -101,8 +102,15 @@ def events(draw: Any) -> tuple[Columns, list[WrittenField], set[int], frozenset[
     def resolved(values: Any) -> list[Any]:
         return columns.values(values) if isinstance(values, str) else values
 
+    def attribute(values: Any) -> Any:
+        if in_arrow and isinstance(values, str):
+            tp = batch.column(values).type
+            if pa.types.is_string(tp) or pa.types.is_integer(tp) or pa.types.is_boolean(tp):
+                return ArrowValues(values, batch.column(values))
+        return resolved(values)
+
     fields: list[WrittenField] = [
-        (key, names, [resolved(v) for v in values] if names else resolved(values))
+        (key, names, [attribute(v) for v in values] if names else resolved(values))
         for key, names, values in drawn
     ]
     return columns, fields, flagged, frozenset({"product_action"})
@@ -112,7 +120,7 @@ def events(draw: Any) -> tuple[Columns, list[WrittenField], set[int], frozenset[
 @given(events())
 def test_events_joined_in_arrow_are_what_write_events_writes(case: Any) -> None:
     columns, fields, flagged, objects = case
-    expected = write_events(_fragments(fields, objects), flagged, CUSTOM_EVENT_TYPE)
+    expected = write_events(_fragments(columns, fields, objects), flagged, CUSTOM_EVENT_TYPE)
     blobs, stamps = written_blobs(columns, fields, flagged, CUSTOM_EVENT_TYPE, objects)
     assert blobs == expected
     timestamps = next(values for key, _, values in fields if key == "timestamp_unixtime_ms")

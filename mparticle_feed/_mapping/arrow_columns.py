@@ -25,6 +25,7 @@ from .sources import Column, Constant, Source, Struct
 
 __all__ = [
     "FLAG",
+    "ArrowValues",
     "arrow_compute",
     "Columns",
     "attribute_values",
@@ -107,6 +108,18 @@ def per_value(
     return out
 
 
+class ArrowValues:
+    """An attribute column's values left in Arrow (text, integers or booleans the policy
+    keeps as they are): events written in Arrow join the column itself, and its Python
+    values are read (:meth:`Columns.values`) only when a row is written otherwise."""
+
+    __slots__ = ("column", "name")
+
+    def __init__(self, name: str, column: Any) -> None:
+        self.name = name
+        self.column = column
+
+
 class Columns:
     """One record batch's columns, each converted to Python values at most once."""
 
@@ -145,8 +158,15 @@ class Columns:
             whole = self._matches[name, pattern] = compute.fill_null(found, False)
         return whole.slice(self._offset, self.batch.num_rows)
 
-    def source_of(self, values: list[Any]) -> Any:
-        """The Arrow column whose Python values ``values`` is (the same list), else None."""
+    def listed(self, values: Any) -> Any:
+        """``values`` as Python values: an :class:`ArrowValues` column's, read now."""
+        return self.values(values.name) if values.__class__ is ArrowValues else values
+
+    def source_of(self, values: Any) -> Any:
+        """The Arrow column whose Python values ``values`` is (the same list, or an
+        :class:`ArrowValues`), else None."""
+        if values.__class__ is ArrowValues:
+            return values.column
         for name, cached in self._values.items():
             if cached is values:
                 return self.batch.column(name)

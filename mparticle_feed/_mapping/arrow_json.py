@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .arrow_columns import FLAG, Columns, arrow_compute
+from .arrow_columns import FLAG, ArrowValues, Columns, arrow_compute
 from .written import WrittenField, write_events
 
 __all__ = [
@@ -60,7 +60,12 @@ def _python_array(pa: Any, values: list[Any], tp: Any) -> Any:
 
 
 def _member(
-    columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
+    columns: Columns,
+    key: str,
+    values: list[Any] | ArrowValues,
+    bad: list[Any],
+    *,
+    objects: bool = False,
 ) -> Piece:
     """``,"key":value`` per row, as a piece (the value's JSON per row as binary, null where
     the value is null: the key is left out); rows whose JSON is not proven here are added to
@@ -70,9 +75,9 @@ def _member(
     key_part = b"," + orjson.dumps(key) + b":"
     column = columns.source_of(values)
     if objects:
-        if column is not None or not _OBJECTS.issuperset(map(type, values)):
+        if column is not None or not _OBJECTS.issuperset(map(type, columns.listed(values))):
             raise Unproven
-        written = _python_array(pa, values, pa.binary())
+        written = _python_array(pa, columns.listed(values), pa.binary())
         return key_part, written, b""
     tp = None if column is None else column.type
     if tp is not None and not (
@@ -82,8 +87,8 @@ def _member(
         or pa.types.is_boolean(tp)
     ):
         column = tp = None  # a dictionary, a float...: its Python values decide
-    if column is None and _TEXTS.issuperset(map(type, values)):
-        column = _python_array(pa, values, pa.string())
+    if column is None and _TEXTS.issuperset(map(type, columns.listed(values))):
+        column = _python_array(pa, columns.listed(values), pa.string())
         tp = column.type
     if tp is not None and (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
         array = _binary(pa, column)
@@ -95,8 +100,8 @@ def _member(
         # Arrow writes them as orjson does: digits (64 bits at most), true and false.
         text = column.cast(pa.string()).cast(pa.binary())
         return key_part, text, b""
-    if _NUMBERS.issuperset(map(type, values)):
-        return key_part, written_numbers(pa, values), b""
+    if _NUMBERS.issuperset(map(type, columns.listed(values))):
+        return key_part, written_numbers(pa, columns.listed(values)), b""
     raise Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
 
 
@@ -221,10 +226,22 @@ def joined(members: list[Any], rows: int, pa: Any) -> Any:
 
 
 def _scalar(
-    columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
+    columns: Columns,
+    key: str,
+    values: list[Any] | ArrowValues,
+    bad: list[Any],
+    *,
+    objects: bool = False,
 ) -> Piece | None:
     """A key's member (see :func:`_member`; a constant's piece holds no array); None where
     it is null in every row."""
+    if isinstance(values, ArrowValues):
+        # A kept column, written from Arrow: left out where null in every row.
+        return (
+            None
+            if values.column.null_count == len(values.column)
+            else _member(columns, key, values, bad)
+        )
     first = values[0] if values else None
     if first is not FLAG and all(map(is_, values, repeat(first))):
         # One value in every row (a constant, or none: left out): written once.
@@ -315,16 +332,22 @@ def written_objects(
     return written.to_pylist(), _rows(bad)
 
 
-def _fragments(fields: list[WrittenField], objects: frozenset[str]) -> list[WrittenField]:
-    """Written objects (bytes) as the fragments orjson writes as they are."""
+def _fragments(
+    columns: Columns, fields: list[WrittenField], objects: frozenset[str]
+) -> list[WrittenField]:
+    """The fields as ``write_events`` reads them: written objects (bytes) as the fragments
+    orjson writes as they are, attribute columns left in Arrow as Python values."""
     fragment = orjson.Fragment
+    listed = columns.listed
     return [
         (
             key,
             names,
             [fragment(value) if value.__class__ is bytes else value for value in values]
             if key in objects
-            else values,
+            else values
+            if names is None
+            else [listed(inner) for inner in values],
         )
         for key, names, values in fields
     ]
@@ -353,13 +376,13 @@ def written_blobs(
     try:
         events, elsewhere = _events(columns, fields, objects, event_type)
     except Unproven:
-        return write_events(_fragments(fields, objects), flagged, event_type), stamps
+        return write_events(_fragments(columns, fields, objects), flagged, event_type), stamps
     rest = elsewhere - flagged
     blobs: list[bytes | None] = events
     for index in flagged:
         blobs[index] = None
     if rest:
-        fragments = _fragments(fields, objects)
+        fragments = _fragments(columns, fields, objects)
         slow = write_events(fragments, flagged | (set(range(rows)) - rest), event_type)
         for index in rest:
             blobs[index] = slow[index]

@@ -18,6 +18,7 @@ from .._wire.codegen import compile_function
 from .._wire.models import CustomEvent
 from .arrow_columns import (
     FLAG,
+    ArrowValues,
     Columns,
     arrow_compute,
     attribute_kept,
@@ -91,6 +92,17 @@ def _kept(columns: Columns, name: str, values: list[Any]) -> bool:
         return False
     column = columns.source_of(values)
     return column is not None and bool(columns.pa.types.is_signed_integer(column.type))
+
+
+def _joined_as_is(columns: Columns, column: str) -> bool:
+    """Whether an attribute column's values are kept as they are and written from the column
+    itself (text, integers, booleans): its Python values are then not read unless a row is
+    written otherwise (:class:`ArrowValues`)."""
+    pa = columns.pa
+    tp = columns.type_of(column)
+    return (is_text(pa, tp) or is_int(pa, tp) or pa.types.is_boolean(tp)) and attribute_kept(
+        columns, column
+    )
 
 
 class Converted:
@@ -177,11 +189,12 @@ class Converted:
 
     def _attributes(
         self, engine: ArrowEngine, columns: Columns
-    ) -> tuple[list[tuple[str, tuple[str, ...], list[list[Any]]]], bool, bool, Any]:
+    ) -> tuple[list[tuple[str, tuple[str, ...], list[Any]]], bool, bool, Any]:
         """The event's attribute maps read (name, attribute names, values per attribute);
         whether they are plain (written as data); whether a row may share the row before's
         user part; the user attributes' builder (their columns are read later)."""
-        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]] = []
+        # Per attribute, its values, or its column left in Arrow (ArrowValues).
+        event_attributes: list[tuple[str, tuple[str, ...], list[Any]]] = []
         # A row may share the user part of the row before only when equal values are written
         # alike: text, integers, booleans and floats (but not a float zero: 0.0 == -0.0).
         joinable = not engine.per_row_user
@@ -196,7 +209,9 @@ class Converted:
                 joinable = self._user_columns(engine, columns, attr_columns) and joinable
                 continue
             lists = [
-                attribute_values(columns, builder, attr, column)
+                ArrowValues(column, columns.batch.column(column))
+                if engine.writes and _joined_as_is(columns, column)
+                else attribute_values(columns, builder, attr, column)
                 for attr, column in zip(attr_names, attr_columns, strict=True)
             ]
             event_attributes.append((field, attr_names, lists))
@@ -330,7 +345,7 @@ class Converted:
         engine: ArrowEngine,
         columns: Columns,
         rows: int,
-        event_attributes: list[tuple[str, tuple[str, ...], list[list[Any]]]],
+        event_attributes: list[tuple[str, tuple[str, ...], list[Any]]],
     ) -> list[WrittenField]:
         """Each written key's values (None: left out), in the codec's key order; an attribute
         map's are its names and its columns' values."""
@@ -403,10 +418,11 @@ class Converted:
             kwargs["custom_event_type"] = self.fixed_type
         elif self.types is not None:
             kwargs["custom_event_type"] = self.types[index]
+        listed = self._columns.listed
         for field, attribute_columns in self.attribute_columns:
             built: dict[str, Any] = {}
             for name, values in attribute_columns:
-                value = values[index]
+                value = listed(values)[index]
                 if value is not None:
                     built[name] = value
             if built:
