@@ -33,7 +33,14 @@ import attrs
 import orjson
 
 from .._errors import ConfigurationError
-from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
+from .._mapping.provenance import (
+    RowProblem,
+    RowRef,
+    SourcedBatch,
+    Stage,
+    events_part,
+    slot_setters,
+)
 from .._mapping.written import WrittenBatch, event_bytes
 from .._wire.codec import _json_default, to_dict
 from .._wire.values import utf8_text
@@ -67,18 +74,15 @@ class PackedBatch:
     user_key: bytes | None = attrs.field(default=None, repr=False)
 
 
-_SET_ID = PackedBatch.__dict__["source_request_id"].__set__
-_SET_BODY = PackedBatch.__dict__["body"].__set__
-_SET_SOURCED = PackedBatch.__dict__["sourced"].__set__
-_SET_USER_KEY = PackedBatch.__dict__["user_key"].__set__
+_SET_ID, _SET_BODY, _SET_SOURCED, _SET_USER_KEY = slot_setters(
+    PackedBatch, "source_request_id", "body", "sourced", "user_key"
+)
 
 
 def _packed_batch(
     source_request_id: str, body: bytes, sourced: SourcedBatch, user_key: bytes | None
 ) -> PackedBatch:
-    """``PackedBatch(...)`` of these, once per batch: its slots set directly, not through
-    the frozen class's ``object.__setattr__`` per field (half the cost; it has no
-    validators or converters to skip)."""
+    """``PackedBatch(...)`` of these, by its slots (``slot_setters``)."""
     packed: PackedBatch = object.__new__(PackedBatch)
     _SET_ID(packed, source_request_id)
     _SET_BODY(packed, body)

@@ -20,7 +20,14 @@ from typing import Any, cast
 import attrs
 
 from .._errors import ConfigurationError, ModelError
-from .._mapping.provenance import RowProblem, RowRef, SourcedBatch, Stage, events_part
+from .._mapping.provenance import (
+    RowProblem,
+    RowRef,
+    SourcedBatch,
+    Stage,
+    events_part,
+    slot_setters,
+)
 from .._mapping.written import WrittenBatch
 from .._wire.models import Batch
 
@@ -62,15 +69,11 @@ class RoutedBatch:
         return self.sourced.batch
 
 
-_SET_ENDPOINT = RoutedBatch.__dict__["endpoint"].__set__
-_SET_SOURCED = RoutedBatch.__dict__["sourced"].__set__
-_SET_WHOLE = RoutedBatch.__dict__["whole"].__set__
+_SET_ENDPOINT, _SET_SOURCED, _SET_WHOLE = slot_setters(RoutedBatch, "endpoint", "sourced", "whole")
 
 
 def _whole(endpoint: Endpoint, sourced: SourcedBatch) -> RoutedBatch:
-    """``RoutedBatch(endpoint=endpoint, sourced=sourced)``, once per batch: its slots set
-    directly, not through the frozen class's ``object.__setattr__`` per field (half the
-    cost; it has no validators or converters to skip)."""
+    """``RoutedBatch(endpoint=endpoint, sourced=sourced)``, by its slots (``slot_setters``)."""
     routed: RoutedBatch = object.__new__(RoutedBatch)
     _SET_ENDPOINT(routed, endpoint)
     _SET_SOURCED(routed, sourced)

@@ -60,49 +60,55 @@ def _python_array(pa: Any, values: list[Any], tp: Any) -> Any:
 
 
 def _member(
-    columns: Columns,
-    key: str,
-    values: list[Any] | ArrowValues,
-    bad: list[Any],
-    *,
-    objects: bool = False,
+    columns: Columns, key: str, values: list[Any], bad: list[Any], *, objects: bool = False
 ) -> Piece:
     """``,"key":value`` per row, as a piece (the value's JSON per row as binary, null where
     the value is null: the key is left out); rows whose JSON is not proven here are added to
     ``bad`` (boolean arrays). ``objects``: the values are written objects (bytes), written
     as they are."""
     pa = columns.pa
-    key_part = b"," + orjson.dumps(key) + b":"
+    key_part = _key_part(key)
     column = columns.source_of(values)
     if objects:
-        if column is not None or not _OBJECTS.issuperset(map(type, columns.listed(values))):
+        if column is not None or not _OBJECTS.issuperset(map(type, values)):
             raise Unproven
-        written = _python_array(pa, columns.listed(values), pa.binary())
+        written = _python_array(pa, values, pa.binary())
         return key_part, written, b""
-    tp = None if column is None else column.type
-    if tp is not None and not (
-        pa.types.is_string(tp)
-        or pa.types.is_large_string(tp)
-        or pa.types.is_integer(tp)
-        or pa.types.is_boolean(tp)
-    ):
-        column = tp = None  # a dictionary, a float...: its Python values decide
-    if column is None and _TEXTS.issuperset(map(type, columns.listed(values))):
-        column = _python_array(pa, columns.listed(values), pa.string())
-        tp = column.type
-    if tp is not None and (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
-        array = _binary(pa, column)
-        marked = escaped(array)
-        if marked is not None:
-            bad.append(marked)
-        return key_part + b'"', array, b'"'
-    if tp is not None and (pa.types.is_integer(tp) or pa.types.is_boolean(tp)):
-        # Arrow writes them as orjson does: digits (64 bits at most), true and false.
-        text = column.cast(pa.string()).cast(pa.binary())
-        return key_part, text, b""
-    if _NUMBERS.issuperset(map(type, columns.listed(values))):
-        return key_part, written_numbers(pa, columns.listed(values)), b""
+    if column is not None:
+        piece = _column_member(pa, key_part, column, bad)
+        if piece is not None:
+            return piece  # else a dictionary, a float...: its Python values decide
+    if _TEXTS.issuperset(map(type, values)):
+        return _text_member(pa, key_part, _python_array(pa, values, pa.string()), bad)
+    if _NUMBERS.issuperset(map(type, values)):
+        return key_part, written_numbers(pa, values), b""
     raise Unproven  # bytes (orjson writes none), dates, enums...: write_events decides
+
+
+def _key_part(key: str) -> bytes:
+    return b"," + orjson.dumps(key) + b":"
+
+
+def _column_member(pa: Any, key_part: bytes, column: Any, bad: list[Any]) -> Piece | None:
+    """:func:`_member`'s piece of an Arrow column of text, integers or booleans, written from
+    the column; None for a column of any other type."""
+    tp = column.type
+    if pa.types.is_string(tp) or pa.types.is_large_string(tp):
+        return _text_member(pa, key_part, column, bad)
+    if pa.types.is_integer(tp) or pa.types.is_boolean(tp):
+        # Arrow writes them as orjson does: digits (64 bits at most), true and false.
+        return key_part, column.cast(pa.string()).cast(pa.binary()), b""
+    return None
+
+
+def _text_member(pa: Any, key_part: bytes, column: Any, bad: list[Any]) -> Piece:
+    """A text column's piece: its bytes quoted; the rows holding a byte orjson escapes are
+    added to ``bad``."""
+    array = _binary(pa, column)
+    marked = escaped(array)
+    if marked is not None:
+        bad.append(marked)
+    return key_part + b'"', array, b'"'
 
 
 def written_numbers(pa: Any, values: list[Any]) -> Any:
@@ -236,12 +242,15 @@ def _scalar(
     """A key's member (see :func:`_member`; a constant's piece holds no array); None where
     it is null in every row."""
     if isinstance(values, ArrowValues):
-        # A kept column, written from Arrow: left out where null in every row.
-        return (
-            None
-            if values.column.null_count == len(values.column)
-            else _member(columns, key, values, bad)
-        )
+        # A kept column of text, integers or booleans, written from Arrow; left out where
+        # null in every row.
+        column = values.column
+        if column.null_count == len(column):
+            return None
+        piece = _column_member(columns.pa, _key_part(key), column, bad)
+        if piece is None:
+            raise Unproven  # not a type ArrowValues holds: write_events decides
+        return piece
     first = values[0] if values else None
     if first is not FLAG and all(map(is_, values, repeat(first))):
         # One value in every row (a constant, or none: left out): written once.

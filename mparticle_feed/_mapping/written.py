@@ -27,7 +27,7 @@ from .._wire.commerce import ProductAction
 from .._wire.common import UserIdentities
 from .._wire.enums import CustomEventType, ProductActionType
 from .._wire.models import Batch, CommerceEvent, CustomEvent
-from .provenance import RowRef, RowSpan, SourcedBatch
+from .provenance import RowRef, RowSpan, SourcedBatch, slot_setters
 
 __all__ = [
     "CUSTOM_EVENT_TYPE",
@@ -334,23 +334,26 @@ class WrittenBatch(SourcedBatch):
             # SourcedBatch's own check, which this constructor bypasses.
             msg = f"{len(blobs)} events but {counted} event_rows"
             raise ModelError(msg)
-        self._fill((header, header_kwargs, header_json, user_key), event_cls, blobs, stamps, span)
-        _SET_ALL_WRITTEN(self, all_written)
+        self._fill(
+            (header, header_kwargs, header_json, user_key),
+            event_cls,
+            (blobs, stamps, all_written),
+            span,
+        )
 
     def _fill(
         self,
         header: HeaderParts,
         event_cls: type[Any],
-        blobs: tuple[Any, ...],
-        stamps: tuple[int | None, ...],
+        events: tuple[tuple[Any, ...], tuple[int | None, ...], bool],
         span: RowSpan | None,
     ) -> None:
         model, header_kwargs, header_json, user_key = header
+        blobs, stamps, all_written = events
         if model is None and header_kwargs is None:
             msg = "a written batch needs its header or the header's fields"
             raise ModelError(msg)
-        # SourcedBatch is frozen: its slots are set directly (once per batch: cheaper than
-        # object.__setattr__ by name).
+        # SourcedBatch is frozen: its slots are set directly (``slot_setters``).
         _SET_HEADER(self, model)
         _SET_HEADER_KWARGS(self, header_kwargs)
         _SET_HEADER_JSON(self, header_json)
@@ -360,6 +363,7 @@ class WrittenBatch(SourcedBatch):
         _SET_EVENT_CLS(self, event_cls)
         _SET_SPAN(self, span)
         _SET_MODEL(self, None)
+        _SET_ALL_WRITTEN(self, all_written)
 
     @classmethod
     def spanned(
@@ -372,13 +376,12 @@ class WrittenBatch(SourcedBatch):
         """A batch of rows that all have an event (the Arrow engine's common batch), made
         without the keyword constructor's steps: ``header`` is (header, header_kwargs,
         header_json, user_key), ``events`` (blobs, stamps, all_written)."""
-        blobs, stamps, all_written = events
+        blobs, stamps, _ = events
         if len(blobs) != len(span) or len(stamps) != len(span):
             msg = f"{len(blobs)} events but {len(span)} event_rows"
             raise ModelError(msg)
         self = cls.__new__(cls)
-        self._fill(header, event_cls, blobs, stamps, span)
-        _SET_ALL_WRITTEN(self, all_written)
+        self._fill(header, event_cls, events, span)
         return self
 
     def event_stamps(self) -> Sequence[int | None]:
@@ -482,16 +485,30 @@ class WrittenBatch(SourcedBatch):
         return (_plain, (self.batch, self.event_rows, self.rows))
 
 
-_SET_HEADER = WrittenBatch.__dict__["_header"].__set__
-_SET_HEADER_KWARGS = WrittenBatch.__dict__["header_kwargs"].__set__
-_SET_HEADER_JSON = WrittenBatch.__dict__["header_json"].__set__
-_SET_USER_KEY = WrittenBatch.__dict__["user_key"].__set__
-_SET_BLOBS = WrittenBatch.__dict__["blobs"].__set__
-_SET_STAMPS = WrittenBatch.__dict__["stamps"].__set__
-_SET_EVENT_CLS = WrittenBatch.__dict__["event_cls"].__set__
-_SET_SPAN = WrittenBatch.__dict__["_span"].__set__
-_SET_MODEL = WrittenBatch.__dict__["_model"].__set__
-_SET_ALL_WRITTEN = WrittenBatch.__dict__["all_written"].__set__
+(
+    _SET_HEADER,
+    _SET_HEADER_KWARGS,
+    _SET_HEADER_JSON,
+    _SET_USER_KEY,
+    _SET_BLOBS,
+    _SET_STAMPS,
+    _SET_EVENT_CLS,
+    _SET_SPAN,
+    _SET_MODEL,
+    _SET_ALL_WRITTEN,
+) = slot_setters(
+    WrittenBatch,
+    "_header",
+    "header_kwargs",
+    "header_json",
+    "user_key",
+    "blobs",
+    "stamps",
+    "event_cls",
+    "_span",
+    "_model",
+    "all_written",
+)
 
 
 def _event_model(cls: type[Any], event: Any) -> Any:

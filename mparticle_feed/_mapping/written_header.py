@@ -92,8 +92,15 @@ def _in_order(given: dict[str, str]) -> dict[str, str] | None:
     return given if names == ordered else {name: given[name] for name in ordered}
 
 
-#: A header's opening, per environment (None: none written): ``{`` and the environment.
-_OPENINGS: dict[Any, bytes] = {None: b"{"}
+#: A header's opening, per environment the header writers take (None: none written): ``{``
+#: and the environment, as orjson writes it in the header's document.
+_OPENINGS: dict[Any, bytes] = {
+    None: b"{",
+    **{
+        environment: b"{" + orjson.dumps({"environment": environment})[1:-1] + b","
+        for environment in Environment
+    },
+}
 
 
 def _header_bytes(
@@ -105,11 +112,8 @@ def _header_bytes(
     "user_identities": ...}`` (the codec's order), joined from each part's JSON: orjson
     writes a value alike wherever it stands, and the identities' JSON is also the user key's.
     """
-    opening = _OPENINGS.get(environment)
+    opening = _OPENINGS[environment]
     try:
-        if opening is None:
-            opening = b"{" + orjson.dumps({"environment": environment})[1:-1] + b","
-            _OPENINGS[environment] = opening
         identities_json = orjson.dumps(identities)
         if user_attributes:
             header = b"".join(
