@@ -53,7 +53,7 @@ __all__ = ["ArrowEngine", "Run", "arrow_source_reader", "unvectorised"]
 
 logger = logging.getLogger(__name__)
 
-#: Rows converted to Python values at a time. A slice's column calls cost 1–2 ms
+#: Rows converted to Python values at a time. A slice's column calls cost 1 to 2 ms
 #: whatever its size; past this, the Python values held cost more than fewer calls save.
 SLICE_ROWS = 16_384
 #: Rows a record batch holds where the source lets the reader choose.
